@@ -99,6 +99,7 @@ mod message;
 mod node;
 mod progress;
 mod ready;
+pub mod testing;
 mod types;
 
 pub use config::Config;

@@ -43,7 +43,10 @@ impl RaftLog {
                 }
             }
         }
-        let persisted = entries.last().map_or(snapshot.index, |e| e.index).max(snapshot.index);
+        let persisted = entries
+            .last()
+            .map_or(snapshot.index, |e| e.index)
+            .max(snapshot.index);
         Self {
             commit: snapshot.index,
             applied: snapshot.index,
@@ -62,7 +65,9 @@ impl RaftLog {
     /// Index of the first entry held in memory (which may be at or below the
     /// snapshot index), or `last_index + 1` when none is held.
     pub fn first_index(&self) -> LogIndex {
-        self.entries.first().map_or(self.last_index().next(), |e| e.index)
+        self.entries
+            .first()
+            .map_or(self.last_index().next(), |e| e.index)
     }
 
     pub fn last_index(&self) -> LogIndex {
@@ -73,7 +78,8 @@ impl RaftLog {
     }
 
     pub fn last_term(&self) -> Term {
-        self.term(self.last_index()).expect("last index always has a term")
+        self.term(self.last_index())
+            .expect("last index always has a term")
     }
 
     /// The term of the entry at `index`, if it is known.
@@ -103,7 +109,13 @@ impl RaftLog {
 
     /// Entries `[lo, hi]` limited by bytes and count (at least one entry is
     /// returned when the range is not empty). `None` if `lo` was purged.
-    pub fn slice(&self, lo: LogIndex, hi: LogIndex, max_bytes: usize, max_count: usize) -> Option<Vec<Entry>> {
+    pub fn slice(
+        &self,
+        lo: LogIndex,
+        hi: LogIndex,
+        max_bytes: usize,
+        max_count: usize,
+    ) -> Option<Vec<Entry>> {
         if lo > hi {
             return Some(Vec::new());
         }
@@ -128,18 +140,32 @@ impl RaftLog {
     /// Leader append: entries continue the log in the current term.
     pub fn append(&mut self, entries: Vec<Entry>) {
         for entry in entries {
-            assert_eq!(entry.index, self.last_index().next(), "leader append must be contiguous");
-            assert!(entry.term >= self.last_term(), "terms never decrease in the log");
+            assert_eq!(
+                entry.index,
+                self.last_index().next(),
+                "leader append must be contiguous"
+            );
+            assert!(
+                entry.term >= self.last_term(),
+                "terms never decrease in the log"
+            );
             self.push(entry);
         }
     }
 
     fn push(&mut self, entry: Entry) {
-        assert_eq!(entry.index, self.last_index().next(), "log must stay contiguous");
+        assert_eq!(
+            entry.index,
+            self.last_index().next(),
+            "log must stay contiguous"
+        );
         if let EntryPayload::Config(config) = &entry.payload {
             self.configs.push((entry.index, config.clone()));
         }
-        self.unstable_from = Some(self.unstable_from.map_or(entry.index, |u| u.min(entry.index)));
+        self.unstable_from = Some(
+            self.unstable_from
+                .map_or(entry.index, |u| u.min(entry.index)),
+        );
         self.entries.push(entry);
     }
 
@@ -147,7 +173,11 @@ impl RaftLog {
     /// removed (Log Matching + Leader Completeness make that impossible for
     /// a correct leader, so a request to do so is a bug).
     fn truncate_from(&mut self, index: LogIndex) {
-        assert!(index > self.commit, "truncating committed entry {index:?} (commit {:?})", self.commit);
+        assert!(
+            index > self.commit,
+            "truncating committed entry {index:?} (commit {:?})",
+            self.commit
+        );
         if let Some(first) = self.entries.first().map(|e| e.index) {
             if index >= first {
                 self.entries.truncate((index.0 - first.0) as usize);
@@ -241,7 +271,10 @@ impl RaftLog {
             return Vec::new();
         }
         let first = self.entries.first().map_or(LogIndex(u64::MAX), |e| e.index);
-        assert!(self.applied.next() >= first, "committed entries must be held to be applied");
+        assert!(
+            self.applied.next() >= first,
+            "committed entries must be held to be applied"
+        );
         let start = (self.applied.0 + 1 - first.0) as usize;
         let end = (self.commit.0 + 1 - first.0) as usize;
         let out = self.entries[start..end].to_vec();
@@ -265,7 +298,11 @@ impl RaftLog {
     pub fn compact(&mut self, index: LogIndex, trailing: u64) -> LogIndex {
         let term = self.term(index).expect("snapshot index must be in the log");
         let config = self.config_at(index).clone();
-        self.snapshot = SnapshotMeta { index, term, config };
+        self.snapshot = SnapshotMeta {
+            index,
+            term,
+            config,
+        };
         let purge_to = LogIndex(index.0.saturating_sub(trailing));
         let first = self.first_index();
         if purge_to >= first {
@@ -273,7 +310,11 @@ impl RaftLog {
             self.entries.drain(..count.min(self.entries.len()));
         }
         // Keep the configuration in effect at the snapshot as the base.
-        let keep_from = self.configs.iter().rposition(|(i, _)| *i <= index).unwrap_or(0);
+        let keep_from = self
+            .configs
+            .iter()
+            .rposition(|(i, _)| *i <= index)
+            .unwrap_or(0);
         self.configs.drain(..keep_from);
         self.configs[0] = (index, self.snapshot.config.clone());
         purge_to
@@ -284,7 +325,10 @@ impl RaftLog {
     /// has same index and term as snapshot's last included entry, retain log
     /// entries following it").
     pub fn install_snapshot(&mut self, meta: SnapshotMeta) {
-        assert!(meta.index > self.commit, "installed snapshot must be newer than the commit index");
+        assert!(
+            meta.index > self.commit,
+            "installed snapshot must be newer than the commit index"
+        );
         let keep = self.term(meta.index) == Some(meta.term);
         if keep {
             let first = self.first_index();
@@ -306,13 +350,20 @@ impl RaftLog {
 
     /// The latest configuration and the index of its entry.
     pub fn latest_config(&self) -> (LogIndex, &Configuration) {
-        let (index, config) = self.configs.last().expect("there is always a configuration");
+        let (index, config) = self
+            .configs
+            .last()
+            .expect("there is always a configuration");
         (*index, config)
     }
 
     /// The configuration in effect at `index`.
     pub fn config_at(&self, index: LogIndex) -> &Configuration {
-        let position = self.configs.iter().rposition(|(i, _)| *i <= index).unwrap_or(0);
+        let position = self
+            .configs
+            .iter()
+            .rposition(|(i, _)| *i <= index)
+            .unwrap_or(0);
         &self.configs[position].1
     }
 
@@ -321,22 +372,38 @@ impl RaftLog {
         let mut previous: Option<&Entry> = None;
         for entry in &self.entries {
             if let Some(previous) = previous {
-                assert_eq!(entry.index, previous.index.next(), "log entries must be contiguous");
+                assert_eq!(
+                    entry.index,
+                    previous.index.next(),
+                    "log entries must be contiguous"
+                );
                 assert!(entry.term >= previous.term, "log terms must not decrease");
             }
             previous = Some(entry);
         }
         if let Some(first) = self.entries.first() {
-            assert!(first.index <= self.snapshot.index.next(), "gap between snapshot and log");
+            assert!(
+                first.index <= self.snapshot.index.next(),
+                "gap between snapshot and log"
+            );
             assert!(self.last_index() >= self.snapshot.index);
             if let Some(entry) = self.entry(self.snapshot.index) {
-                assert_eq!(entry.term, self.snapshot.term, "snapshot term disagrees with log");
+                assert_eq!(
+                    entry.term, self.snapshot.term,
+                    "snapshot term disagrees with log"
+                );
             }
         }
-        assert!(self.snapshot.index <= self.applied, "applied below snapshot");
+        assert!(
+            self.snapshot.index <= self.applied,
+            "applied below snapshot"
+        );
         assert!(self.applied <= self.commit, "applied beyond commit");
         assert!(self.commit <= self.last_index(), "commit beyond last index");
-        assert!(self.persisted <= self.last_index(), "persisted beyond last index");
+        assert!(
+            self.persisted <= self.last_index(),
+            "persisted beyond last index"
+        );
         assert!(!self.configs.is_empty());
         for pair in self.configs.windows(2) {
             assert!(pair[0].0 < pair[1].0, "configurations out of order");

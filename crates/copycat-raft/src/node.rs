@@ -185,9 +185,17 @@ impl RawNode {
     ) -> Result<Self, InitError> {
         config.validate()?;
         validate_persistent_state(&state)?;
-        let PersistentState { hard_state, snapshot, entries } = state;
+        let PersistentState {
+            hard_state,
+            snapshot,
+            entries,
+        } = state;
         let log = RaftLog::restore(snapshot, entries);
-        let soft = SoftState { role: Role::Follower, leader: None, term: hard_state.term };
+        let soft = SoftState {
+            role: Role::Follower,
+            leader: None,
+            term: hard_state.term,
+        };
         let mut node = Self {
             random: Random(seed ^ config.id.0.rotate_left(32)),
             now,
@@ -303,16 +311,24 @@ impl RawNode {
 
     /// For a leader: each follower's match index.
     pub fn match_indexes(&self) -> BTreeMap<NodeId, LogIndex> {
-        self.leader_state.as_ref().map_or_else(BTreeMap::new, |state| {
-            state.progress.iter().map(|(id, p)| (*id, p.match_index)).collect()
-        })
+        self.leader_state
+            .as_ref()
+            .map_or_else(BTreeMap::new, |state| {
+                state
+                    .progress
+                    .iter()
+                    .map(|(id, p)| (*id, p.match_index))
+                    .collect()
+            })
     }
 
     /// For a leader: the time until which lease reads are served without a
     /// quorum round, if a lease is held.
     pub fn lease_until(&self) -> Option<Time> {
         let state = self.leader_state.as_ref()?;
-        (self.config.check_quorum && !state.reads.lease_disabled && state.reads.lease_until > self.now)
+        (self.config.check_quorum
+            && !state.reads.lease_disabled
+            && state.reads.lease_until > self.now)
             .then_some(state.reads.lease_until)
     }
 
@@ -337,15 +353,22 @@ impl RawNode {
         if self.role == Role::Leader {
             self.tick_leader();
         } else if self.now >= self.election_deadline {
-            if self.member_role() == Some(MemberRole::Voter) {
-                if self.config.pre_vote {
-                    self.campaign_pre_vote();
-                } else {
-                    self.campaign(false);
-                }
-            } else {
-                self.reset_election_deadline();
-            }
+            self.reset_election_deadline();
+            self.campaign();
+        }
+    }
+
+    /// Start an election now (after a pre-vote round if enabled), as if the
+    /// election timeout had fired. Does nothing unless this server is a
+    /// voter that does not lead. Useful to operators and tests.
+    pub fn campaign(&mut self) {
+        if self.role == Role::Leader || self.member_role() != Some(MemberRole::Voter) {
+            return;
+        }
+        if self.config.pre_vote {
+            self.campaign_pre_vote();
+        } else {
+            self.start_election(false);
         }
     }
 
@@ -366,7 +389,10 @@ impl RawNode {
                 .voters()
                 .filter(|id| {
                     *id == self.config.id
-                        || state.progress.get(id).is_some_and(|p| p.last_heard >= since)
+                        || state
+                            .progress
+                            .get(id)
+                            .is_some_and(|p| p.last_heard >= since)
                 })
                 .count();
             if active < config.quorum() {
@@ -426,34 +452,55 @@ impl RawNode {
             return;
         }
         match message.body {
-            MessageBody::PreVote { last_index, last_term } => {
-                self.on_pre_vote(message.from, message.term, last_index, last_term)
-            }
+            MessageBody::PreVote {
+                last_index,
+                last_term,
+            } => self.on_pre_vote(message.from, message.term, last_index, last_term),
             MessageBody::PreVoteResponse { granted } => {
                 self.on_pre_vote_response(message.from, message.term, granted)
             }
-            MessageBody::Vote { last_index, last_term, .. } => {
-                self.on_vote(message.from, last_index, last_term)
-            }
+            MessageBody::Vote {
+                last_index,
+                last_term,
+                ..
+            } => self.on_vote(message.from, last_index, last_term),
             MessageBody::VoteResponse { granted } => self.on_vote_response(message.from, granted),
-            MessageBody::Append { prev_index, prev_term, entries, commit, read_round } => {
-                self.on_append(message.from, prev_index, prev_term, entries, commit, read_round)
-            }
-            MessageBody::AppendResponse { index, reject, read_round } => {
-                self.on_append_response(message.from, index, reject, read_round)
-            }
+            MessageBody::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+                read_round,
+            } => self.on_append(
+                message.from,
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+                read_round,
+            ),
+            MessageBody::AppendResponse {
+                index,
+                reject,
+                read_round,
+            } => self.on_append_response(message.from, index, reject, read_round),
             MessageBody::Heartbeat { commit, read_round } => {
                 self.on_heartbeat(message.from, commit, read_round)
             }
             MessageBody::HeartbeatResponse { read_round } => {
                 self.on_heartbeat_response(message.from, read_round)
             }
-            MessageBody::ReserveHeartbeat { commit, config, config_index } => {
-                self.on_reserve_heartbeat(message.from, commit, config, config_index)
-            }
-            MessageBody::InstallSnapshot { meta, offset, data, done } => {
-                self.on_install_snapshot(message.from, meta, offset, data, done)
-            }
+            MessageBody::ReserveHeartbeat {
+                commit,
+                config,
+                config_index,
+            } => self.on_reserve_heartbeat(message.from, commit, config, config_index),
+            MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                done,
+            } => self.on_install_snapshot(message.from, meta, offset, data, done),
             MessageBody::InstallSnapshotResponse { index, next_offset } => {
                 self.on_install_snapshot_response(message.from, index, next_offset)
             }
@@ -464,10 +511,7 @@ impl RawNode {
     /// Propose commands. On success returns the index of the first and the
     /// last appended entry; the caller learns the outcome when they show up
     /// in `committed_entries` (or are overwritten after a leader change).
-    pub fn propose(
-        &mut self,
-        commands: Vec<Bytes>,
-    ) -> Result<(LogIndex, LogIndex), ProposeError> {
+    pub fn propose(&mut self, commands: Vec<Bytes>) -> Result<(LogIndex, LogIndex), ProposeError> {
         self.check_can_propose()?;
         let mut bytes = 0;
         for command in &commands {
@@ -496,7 +540,9 @@ impl RawNode {
 
     fn check_can_propose(&self) -> Result<(), ProposeError> {
         match &self.leader_state {
-            None => Err(ProposeError::NotLeader { leader: self.leader }),
+            None => Err(ProposeError::NotLeader {
+                leader: self.leader,
+            }),
             Some(state) if state.transfer.is_some() => Err(ProposeError::TransferInProgress),
             Some(_) => Ok(()),
         }
@@ -513,12 +559,16 @@ impl RawNode {
         let single_voter = self.is_single_voter();
         let commit = self.log.commit;
         let Some(state) = self.leader_state.as_mut() else {
-            return Err(ReadError::NotLeader { leader: self.leader });
+            return Err(ReadError::NotLeader {
+                leader: self.leader,
+            });
         };
         let reads = &mut state.reads;
         let pending = reads.waiting.len() + reads.waiting_for_commit.len();
         if pending >= self.config.max_pending_reads {
-            return Err(ReadError::TooBusy { limit: self.config.max_pending_reads });
+            return Err(ReadError::TooBusy {
+                limit: self.config.max_pending_reads,
+            });
         }
         if !committed_in_term {
             // §6.4 step 1: until an entry of this term commits, the leader's
@@ -528,7 +578,10 @@ impl RawNode {
         }
         let lease_valid = lease_allowed && !reads.lease_disabled && now < reads.lease_until;
         if single_voter || (mode == ReadMode::Lease && lease_valid) {
-            self.out.read_states.push(ReadState { id, result: Ok(commit) });
+            self.out.read_states.push(ReadState {
+                id,
+                result: Ok(commit),
+            });
             return Ok(());
         }
         reads.waiting.push_back((id, commit, reads.current + 1));
@@ -555,12 +608,20 @@ impl RawNode {
     /// trailing entries), and will send it to followers that need it.
     pub fn snapshot_taken(&mut self, index: LogIndex) -> Result<SnapshotMeta, SnapshotError> {
         if index > self.log.applied {
-            return Err(SnapshotError::NotApplied { index, applied: self.log.applied });
+            return Err(SnapshotError::NotApplied {
+                index,
+                applied: self.log.applied,
+            });
         }
         if index <= self.log.snapshot().index {
-            return Err(SnapshotError::Stale { index, current: self.log.snapshot().index });
+            return Err(SnapshotError::Stale {
+                index,
+                current: self.log.snapshot().index,
+            });
         }
-        let purged = self.log.compact(index, self.config.snapshot_trailing_entries);
+        let purged = self
+            .log
+            .compact(index, self.config.snapshot_trailing_entries);
         if purged > LogIndex::ZERO {
             self.pending_purge = Some(self.pending_purge.map_or(purged, |p| p.max(purged)));
         }
@@ -569,12 +630,26 @@ impl RawNode {
 
     /// Hand over a chunk of snapshot data requested through
     /// [`Ready::snapshot_requests`]. `done` marks the last chunk.
-    pub fn snapshot_chunk(&mut self, to: NodeId, index: LogIndex, offset: u64, data: Bytes, done: bool) {
+    pub fn snapshot_chunk(
+        &mut self,
+        to: NodeId,
+        index: LogIndex,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    ) {
         let term = self.hard_state.term;
         let from = self.config.id;
-        let Some(state) = self.leader_state.as_mut() else { return };
-        let Some(progress) = state.progress.get_mut(&to) else { return };
-        let ReplicationState::Snapshot { meta, acked_offset, .. } = &progress.state else {
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        let Some(progress) = state.progress.get_mut(&to) else {
+            return;
+        };
+        let ReplicationState::Snapshot {
+            meta, acked_offset, ..
+        } = &progress.state
+        else {
             return;
         };
         if meta.index != index || *acked_offset != offset {
@@ -585,7 +660,12 @@ impl RawNode {
             from,
             to,
             term,
-            body: MessageBody::InstallSnapshot { meta, offset, data, done },
+            body: MessageBody::InstallSnapshot {
+                meta,
+                offset,
+                data,
+                done,
+            },
         });
     }
 
@@ -594,10 +674,19 @@ impl RawNode {
     pub fn snapshot_unavailable(&mut self, to: NodeId, index: LogIndex) {
         let latest = self.log.snapshot().clone();
         let now = self.now;
-        let Some(state) = self.leader_state.as_mut() else { return };
-        let Some(progress) = state.progress.get_mut(&to) else { return };
-        if matches!(&progress.state, ReplicationState::Snapshot { meta, .. } if meta.index == index) {
-            progress.state = ReplicationState::Snapshot { meta: latest.clone(), acked_offset: 0, requested_at: now };
+        let Some(state) = self.leader_state.as_mut() else {
+            return;
+        };
+        let Some(progress) = state.progress.get_mut(&to) else {
+            return;
+        };
+        if matches!(&progress.state, ReplicationState::Snapshot { meta, .. } if meta.index == index)
+        {
+            progress.state = ReplicationState::Snapshot {
+                meta: latest.clone(),
+                acked_offset: 0,
+                requested_at: now,
+            };
             self.out.snapshot_requests.push(SnapshotRequest {
                 to,
                 meta: latest,
@@ -612,19 +701,32 @@ impl RawNode {
     /// told.
     pub fn snapshot_installed(&mut self, meta: &SnapshotMeta) -> Result<(), SnapshotError> {
         let Some(pending) = self.pending_snapshot_install.take() else {
-            return Err(SnapshotError::Unexpected { index: meta.index, term: meta.term });
+            return Err(SnapshotError::Unexpected {
+                index: meta.index,
+                term: meta.term,
+            });
         };
         if &pending != meta {
             self.pending_snapshot_install = Some(pending);
-            return Err(SnapshotError::Unexpected { index: meta.index, term: meta.term });
+            return Err(SnapshotError::Unexpected {
+                index: meta.index,
+                term: meta.term,
+            });
         }
-        let incoming = self.incoming_snapshot.take().expect("pending install has an incoming snapshot");
+        let incoming = self
+            .incoming_snapshot
+            .take()
+            .expect("pending install has an incoming snapshot");
         self.log.install_snapshot(meta.clone());
         self.out.snapshot = Some(meta.clone());
         self.after_config_change();
         self.send_after_persist(
             incoming.from,
-            MessageBody::AppendResponse { index: meta.index, reject: None, read_round: 0 },
+            MessageBody::AppendResponse {
+                index: meta.index,
+                reject: None,
+                read_round: 0,
+            },
         );
         Ok(())
     }
@@ -634,7 +736,9 @@ impl RawNode {
     /// Aborted after an election timeout.
     pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), TransferError> {
         let Some(state) = self.leader_state.as_mut() else {
-            return Err(TransferError::NotLeader { leader: self.leader });
+            return Err(TransferError::NotLeader {
+                leader: self.leader,
+            });
         };
         if target == self.config.id {
             return Ok(());
@@ -667,7 +771,10 @@ impl RawNode {
         let (version, current) = self.log.latest_config();
         if let Some(expected) = expected_version {
             if expected != version {
-                return Err(ConfigChangeError::StaleConfiguration { expected, current: version });
+                return Err(ConfigChangeError::StaleConfiguration {
+                    expected,
+                    current: version,
+                });
             }
         }
         // The leader must have committed an entry of its own term first (the
@@ -680,7 +787,9 @@ impl RawNode {
         match change {
             MembershipChange::AddVoter(id) => {
                 if current.is_voter(id) {
-                    return Err(ConfigChangeError::Invalid(format!("{id:?} is already a voter")));
+                    return Err(ConfigChangeError::Invalid(format!(
+                        "{id:?} is already a voter"
+                    )));
                 }
                 next.members.insert(id, MemberRole::Learner);
             }
@@ -692,7 +801,9 @@ impl RawNode {
             }
             MembershipChange::Remove(id) => {
                 if next.members.remove(&id).is_none() {
-                    return Err(ConfigChangeError::Invalid(format!("{id:?} is not a member")));
+                    return Err(ConfigChangeError::Invalid(format!(
+                        "{id:?} is not a member"
+                    )));
                 }
             }
         }
@@ -700,10 +811,14 @@ impl RawNode {
             return Err(ConfigChangeError::Invalid("node id 0 is reserved".into()));
         }
         if next.voter_count() == 0 {
-            return Err(ConfigChangeError::Invalid("a configuration needs a voter".into()));
+            return Err(ConfigChangeError::Invalid(
+                "a configuration needs a voter".into(),
+            ));
         }
         if &next == current {
-            return Err(ConfigChangeError::Invalid("the change changes nothing".into()));
+            return Err(ConfigChangeError::Invalid(
+                "the change changes nothing".into(),
+            ));
         }
         Ok(self.append_config(next))
     }
@@ -744,7 +859,11 @@ impl RawNode {
 
     /// The role, leader and term.
     pub fn soft_state(&self) -> SoftState {
-        SoftState { role: self.role, leader: self.leader, term: self.hard_state.term }
+        SoftState {
+            role: self.role,
+            leader: self.leader,
+            term: self.hard_state.term,
+        }
     }
 
     // ----- Elections (§5.2, thesis §9.6) -------------------------------------
@@ -767,7 +886,7 @@ impl RawNode {
         self.reset_election_deadline();
         self.votes.insert(self.config.id, true);
         if self.tally() == Some(true) {
-            self.campaign(false);
+            self.start_election(false);
             return;
         }
         let body = MessageBody::PreVote {
@@ -776,16 +895,24 @@ impl RawNode {
         };
         let term = self.hard_state.term.next();
         for voter in self.other_voters() {
-            self.out.messages.push(Message { from: self.config.id, to: voter, term, body: body.clone() });
+            self.out.messages.push(Message {
+                from: self.config.id,
+                to: voter,
+                term,
+                body: body.clone(),
+            });
         }
     }
 
-    fn campaign(&mut self, transfer: bool) {
+    fn start_election(&mut self, transfer: bool) {
         self.stats.elections += 1;
         self.role = Role::Candidate;
         self.leader = None;
         self.leader_state = None;
-        self.hard_state = HardState { term: self.hard_state.term.next(), vote: Some(self.config.id) };
+        self.hard_state = HardState {
+            term: self.hard_state.term.next(),
+            vote: Some(self.config.id),
+        };
         self.hard_state_dirty = true;
         self.votes.clear();
         self.votes.insert(self.config.id, true);
@@ -810,8 +937,14 @@ impl RawNode {
     fn tally(&self) -> Option<bool> {
         let config = self.log.latest_config().1;
         let quorum = config.quorum();
-        let granted = config.voters().filter(|v| self.votes.get(v) == Some(&true)).count();
-        let rejected = config.voters().filter(|v| self.votes.get(v) == Some(&false)).count();
+        let granted = config
+            .voters()
+            .filter(|v| self.votes.get(v) == Some(&true))
+            .count();
+        let rejected = config
+            .voters()
+            .filter(|v| self.votes.get(v) == Some(&false))
+            .count();
         if granted >= quorum {
             Some(true)
         } else if rejected + quorum > config.voter_count() {
@@ -843,7 +976,7 @@ impl RawNode {
         }
         self.votes.insert(from, granted);
         match self.tally() {
-            Some(true) => self.campaign(false),
+            Some(true) => self.start_election(false),
             Some(false) => {
                 let term = self.hard_state.term;
                 self.become_follower(term, None);
@@ -887,7 +1020,7 @@ impl RawNode {
             return;
         }
         // Skip the pre-vote: the leader asked us to take over now.
-        self.campaign(true);
+        self.start_election(true);
     }
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
@@ -908,9 +1041,16 @@ impl RawNode {
     }
 
     fn fail_pending_reads(&mut self, reads: ReadRounds, leader: Option<NodeId>) {
-        let ids = reads.waiting.into_iter().map(|(id, _, _)| id).chain(reads.waiting_for_commit);
+        let ids = reads
+            .waiting
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .chain(reads.waiting_for_commit);
         for id in ids {
-            self.out.read_states.push(ReadState { id, result: Err(ReadError::NotLeader { leader }) });
+            self.out.read_states.push(ReadState {
+                id,
+                result: Err(ReadError::NotLeader { leader }),
+            });
         }
     }
 
@@ -951,12 +1091,18 @@ impl RawNode {
             .into_iter()
             .map(|payload| {
                 index = index.next();
-                let entry = Entry { term, index, payload };
+                let entry = Entry {
+                    term,
+                    index,
+                    payload,
+                };
                 bytes += entry.size_bytes();
                 entry
             })
             .collect();
-        let has_config = entries.iter().any(|e| matches!(e.payload, EntryPayload::Config(_)));
+        let has_config = entries
+            .iter()
+            .any(|e| matches!(e.payload, EntryPayload::Config(_)));
         self.log.append(entries);
         let state = self.leader_state.as_mut().expect("only leaders append");
         state.uncommitted_bytes += bytes;
@@ -987,14 +1133,22 @@ impl RawNode {
             state.progress.retain(|id, _| members.contains(id));
             for id in members {
                 if id != self_id {
-                    state.progress.entry(id).or_insert_with(|| Progress::new(next, now));
+                    state
+                        .progress
+                        .entry(id)
+                        .or_insert_with(|| Progress::new(next, now));
                 }
             }
         }
     }
 
     fn other_voters(&self) -> Vec<NodeId> {
-        self.log.latest_config().1.voters().filter(|id| *id != self.config.id).collect()
+        self.log
+            .latest_config()
+            .1
+            .voters()
+            .filter(|id| *id != self.config.id)
+            .collect()
     }
 
     fn is_single_voter(&self) -> bool {
@@ -1007,7 +1161,9 @@ impl RawNode {
     }
 
     fn has_appends_to_send(&self) -> bool {
-        let Some(state) = &self.leader_state else { return false };
+        let Some(state) = &self.leader_state else {
+            return false;
+        };
         state.progress.keys().any(|id| self.wants_append(*id))
     }
 
@@ -1046,7 +1202,9 @@ impl RawNode {
     /// Send every follower what its window allows. Called when a batch is
     /// collected, so that many proposals share one message.
     fn send_appends(&mut self) {
-        let Some(state) = self.leader_state.as_ref() else { return };
+        let Some(state) = self.leader_state.as_ref() else {
+            return;
+        };
         let targets: Vec<NodeId> = state.progress.keys().copied().collect();
         for id in targets {
             self.send_appends_to(id);
@@ -1090,7 +1248,13 @@ impl RawNode {
                 from: self.config.id,
                 to,
                 term: self.hard_state.term,
-                body: MessageBody::Append { prev_index, prev_term, entries, commit, read_round },
+                body: MessageBody::Append {
+                    prev_index,
+                    prev_term,
+                    entries,
+                    commit,
+                    read_round,
+                },
             });
             if count == 0 || probing {
                 return;
@@ -1103,7 +1267,11 @@ impl RawNode {
         let now = self.now;
         let state = self.leader_state.as_mut().expect("leader");
         let progress = state.progress.get_mut(&to).expect("member has progress");
-        progress.state = ReplicationState::Snapshot { meta: meta.clone(), acked_offset: 0, requested_at: now };
+        progress.state = ReplicationState::Snapshot {
+            meta: meta.clone(),
+            acked_offset: 0,
+            requested_at: now,
+        };
         progress.inflight.clear();
         self.out.snapshot_requests.push(SnapshotRequest {
             to,
@@ -1119,7 +1287,12 @@ impl RawNode {
         let chunk = self.config.snapshot_chunk_bytes;
         let state = self.leader_state.as_mut().expect("leader");
         for (id, progress) in state.progress.iter_mut() {
-            if let ReplicationState::Snapshot { meta, acked_offset, requested_at } = &mut progress.state {
+            if let ReplicationState::Snapshot {
+                meta,
+                acked_offset,
+                requested_at,
+            } = &mut progress.state
+            {
                 if now.since(*requested_at) >= timeout {
                     *requested_at = now;
                     self.out.snapshot_requests.push(SnapshotRequest {
@@ -1150,9 +1323,17 @@ impl RawNode {
                 let commit = commit.min(last_new);
                 self.log.commit_to(commit);
                 self.after_config_change();
-                MessageBody::AppendResponse { index: last_new, reject: None, read_round }
+                MessageBody::AppendResponse {
+                    index: last_new,
+                    reject: None,
+                    read_round,
+                }
             }
-            Err(hint) => MessageBody::AppendResponse { index: prev_index, reject: Some(hint), read_round },
+            Err(hint) => MessageBody::AppendResponse {
+                index: prev_index,
+                reject: Some(hint),
+                read_round,
+            },
         };
         self.send_after_persist(from, body);
     }
@@ -1180,7 +1361,10 @@ impl RawNode {
     ) {
         self.on_leader_contact(from);
         if config_index > self.log.latest_config().0
-            && self.reserve_view.as_ref().is_none_or(|(index, _)| config_index > *index)
+            && self
+                .reserve_view
+                .as_ref()
+                .is_none_or(|(index, _)| config_index > *index)
         {
             self.reserve_view = Some((config_index, config));
         }
@@ -1203,7 +1387,13 @@ impl RawNode {
         self.reset_election_deadline();
     }
 
-    fn on_append_response(&mut self, from: NodeId, index: LogIndex, reject: Option<RejectHint>, read_round: u64) {
+    fn on_append_response(
+        &mut self,
+        from: NodeId,
+        index: LogIndex,
+        reject: Option<RejectHint>,
+        read_round: u64,
+    ) {
         if !self.note_follower_answer(from, read_round) {
             return;
         }
@@ -1238,7 +1428,8 @@ impl RawNode {
                 // (reordered or duplicated) is stale.
                 if index <= progress.match_index
                     || matches!(progress.state, ReplicationState::Snapshot { .. })
-                    || (progress.state == ReplicationState::Probe && index.next() != progress.next_index)
+                    || (progress.state == ReplicationState::Probe
+                        && index.next() != progress.next_index)
                 {
                     self.stats.dropped_stale += 1;
                     return;
@@ -1300,7 +1491,9 @@ impl RawNode {
     }
 
     fn maybe_commit(&mut self) {
-        let Some(state) = self.leader_state.as_ref() else { return };
+        let Some(state) = self.leader_state.as_ref() else {
+            return;
+        };
         let config = self.log.latest_config().1;
         let mut matches: Vec<LogIndex> = config
             .voters()
@@ -1308,7 +1501,10 @@ impl RawNode {
                 if id == self.config.id {
                     self.log.persisted
                 } else {
-                    state.progress.get(&id).map_or(LogIndex::ZERO, |p| p.match_index)
+                    state
+                        .progress
+                        .get(&id)
+                        .map_or(LogIndex::ZERO, |p| p.match_index)
                 }
             })
             .collect();
@@ -1341,15 +1537,23 @@ impl RawNode {
         let state = self.leader_state.as_mut().expect("leader");
         state.uncommitted_bytes = state.uncommitted_bytes.saturating_sub(released);
         // Reads that waited for the first commit of this term.
-        if self.log.term(commit) == Some(self.hard_state.term) && !state.reads.waiting_for_commit.is_empty() {
+        if self.log.term(commit) == Some(self.hard_state.term)
+            && !state.reads.waiting_for_commit.is_empty()
+        {
             let ids = std::mem::take(&mut state.reads.waiting_for_commit);
             let single = self.is_single_voter();
             let state = self.leader_state.as_mut().expect("leader");
             for id in ids {
                 if single {
-                    self.out.read_states.push(ReadState { id, result: Ok(commit) });
+                    self.out.read_states.push(ReadState {
+                        id,
+                        result: Ok(commit),
+                    });
                 } else {
-                    state.reads.waiting.push_back((id, commit, state.reads.current + 1));
+                    state
+                        .reads
+                        .waiting
+                        .push_back((id, commit, state.reads.current + 1));
                 }
             }
             if state.reads.confirmed == state.reads.current && !state.reads.waiting.is_empty() {
@@ -1363,12 +1567,19 @@ impl RawNode {
         if config_index <= commit && !config.is_voter(self.config.id) {
             let successor = {
                 let state = self.leader_state.as_ref().expect("leader");
-                config
-                    .voters()
-                    .max_by_key(|id| state.progress.get(id).map_or(LogIndex::ZERO, |p| p.match_index))
+                config.voters().max_by_key(|id| {
+                    state
+                        .progress
+                        .get(id)
+                        .map_or(LogIndex::ZERO, |p| p.match_index)
+                })
             };
             if let Some(successor) = successor {
-                if self.leader_state.as_ref().and_then(|s| s.progress.get(&successor)).map(|p| p.match_index)
+                if self
+                    .leader_state
+                    .as_ref()
+                    .and_then(|s| s.progress.get(&successor))
+                    .map(|p| p.match_index)
                     == Some(self.log.last_index())
                 {
                     self.send(successor, MessageBody::TimeoutNow);
@@ -1391,7 +1602,9 @@ impl RawNode {
 
     /// Promote a learner that has caught up (thesis §4.2.1).
     fn maybe_promote_learner(&mut self, id: NodeId) {
-        let Some(state) = self.leader_state.as_ref() else { return };
+        let Some(state) = self.leader_state.as_ref() else {
+            return;
+        };
         let (version, config) = self.log.latest_config();
         if config.role(id) != Some(MemberRole::Learner)
             || state.transfer.is_some()
@@ -1400,7 +1613,9 @@ impl RawNode {
         {
             return;
         }
-        let Some(progress) = state.progress.get(&id) else { return };
+        let Some(progress) = state.progress.get(&id) else {
+            return;
+        };
         if progress.match_index.0 + self.config.promote_lag_entries < self.log.last_index().0 {
             return;
         }
@@ -1410,7 +1625,9 @@ impl RawNode {
     }
 
     fn maybe_send_timeout_now(&mut self, target: NodeId) {
-        let Some(state) = self.leader_state.as_ref() else { return };
+        let Some(state) = self.leader_state.as_ref() else {
+            return;
+        };
         if state.transfer.map(|(t, _)| t) != Some(target) {
             return;
         }
@@ -1462,7 +1679,13 @@ impl RawNode {
         for (id, progress) in &mut state.progress {
             if config.role(*id).is_some_and(MemberRole::replicates) {
                 let commit = commit.min(progress.match_index);
-                heartbeats.push((*id, MessageBody::Heartbeat { commit, read_round: round }));
+                heartbeats.push((
+                    *id,
+                    MessageBody::Heartbeat {
+                        commit,
+                        read_round: round,
+                    },
+                ));
             }
         }
         for (to, body) in heartbeats {
@@ -1515,7 +1738,10 @@ impl RawNode {
                 break;
             }
             reads.waiting.pop_front();
-            self.out.read_states.push(ReadState { id, result: Ok(index) });
+            self.out.read_states.push(ReadState {
+                id,
+                result: Ok(index),
+            });
         }
         let reads = &self.leader_state.as_ref().expect("leader").reads;
         if !reads.waiting.is_empty() && reads.confirmed == reads.current {
@@ -1525,13 +1751,24 @@ impl RawNode {
 
     // ----- Snapshots (§7) -----------------------------------------------------
 
-    fn on_install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, offset: u64, data: Bytes, done: bool) {
+    fn on_install_snapshot(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    ) {
         self.on_leader_contact(from);
         let index = meta.index;
         if index <= self.log.commit {
             // We already have everything the snapshot covers.
             self.incoming_snapshot = None;
-            let body = MessageBody::AppendResponse { index: self.log.commit, reject: None, read_round: 0 };
+            let body = MessageBody::AppendResponse {
+                index: self.log.commit,
+                reject: None,
+                read_round: 0,
+            };
             self.send_after_persist(from, body);
             return;
         }
@@ -1541,16 +1778,30 @@ impl RawNode {
         };
         if restart {
             if offset != 0 {
-                self.send(from, MessageBody::InstallSnapshotResponse { index, next_offset: 0 });
+                self.send(
+                    from,
+                    MessageBody::InstallSnapshotResponse {
+                        index,
+                        next_offset: 0,
+                    },
+                );
                 return;
             }
-            self.incoming_snapshot = Some(IncomingSnapshot { meta: meta.clone(), from, next_offset: 0, complete: false });
+            self.incoming_snapshot = Some(IncomingSnapshot {
+                meta: meta.clone(),
+                from,
+                next_offset: 0,
+                complete: false,
+            });
         }
         let incoming = self.incoming_snapshot.as_mut().expect("set above");
         incoming.from = from;
         if offset != incoming.next_offset || incoming.complete {
             let next_offset = incoming.next_offset;
-            self.send(from, MessageBody::InstallSnapshotResponse { index, next_offset });
+            self.send(
+                from,
+                MessageBody::InstallSnapshotResponse { index, next_offset },
+            );
             return;
         }
         incoming.next_offset += data.len() as u64;
@@ -1559,9 +1810,17 @@ impl RawNode {
             incoming.complete = true;
             self.pending_snapshot_install = Some(meta.clone());
         }
-        self.out.snapshot_chunks.push(SnapshotChunk { meta, offset, data, done });
+        self.out.snapshot_chunks.push(SnapshotChunk {
+            meta,
+            offset,
+            data,
+            done,
+        });
         if !done {
-            self.send(from, MessageBody::InstallSnapshotResponse { index, next_offset });
+            self.send(
+                from,
+                MessageBody::InstallSnapshotResponse { index, next_offset },
+            );
         }
     }
 
@@ -1573,7 +1832,12 @@ impl RawNode {
         let chunk = self.config.snapshot_chunk_bytes;
         let state = self.leader_state.as_mut().expect("leader");
         let progress = state.progress.get_mut(&from).expect("checked member");
-        let ReplicationState::Snapshot { meta, acked_offset, requested_at } = &mut progress.state else {
+        let ReplicationState::Snapshot {
+            meta,
+            acked_offset,
+            requested_at,
+        } = &mut progress.state
+        else {
             self.stats.dropped_stale += 1;
             return;
         };
@@ -1584,7 +1848,12 @@ impl RawNode {
         *acked_offset = next_offset;
         *requested_at = now;
         let meta = meta.clone();
-        self.out.snapshot_requests.push(SnapshotRequest { to: from, meta, offset: next_offset, max_bytes: chunk });
+        self.out.snapshot_requests.push(SnapshotRequest {
+            to: from,
+            meta,
+            offset: next_offset,
+            max_bytes: chunk,
+        });
     }
 
     // ----- Stale terms and helpers ---------------------------------------------
@@ -1596,21 +1865,32 @@ impl RawNode {
             | MessageBody::Heartbeat { .. }
             | MessageBody::InstallSnapshot { .. }
             | MessageBody::ReserveHeartbeat { .. } => {
-                self.send(message.from, MessageBody::AppendResponse {
-                    index: LogIndex::ZERO,
-                    reject: None,
-                    read_round: 0,
-                });
+                self.send(
+                    message.from,
+                    MessageBody::AppendResponse {
+                        index: LogIndex::ZERO,
+                        reject: None,
+                        read_round: 0,
+                    },
+                );
             }
             MessageBody::PreVote { .. } => {
-                self.send(message.from, MessageBody::PreVoteResponse { granted: false });
+                self.send(
+                    message.from,
+                    MessageBody::PreVoteResponse { granted: false },
+                );
             }
             _ => self.stats.dropped_stale += 1,
         }
     }
 
     fn send(&mut self, to: NodeId, body: MessageBody) {
-        self.out.messages.push(Message { from: self.config.id, to, term: self.hard_state.term, body });
+        self.out.messages.push(Message {
+            from: self.config.id,
+            to,
+            term: self.hard_state.term,
+            body,
+        });
     }
 
     fn send_after_persist(&mut self, to: NodeId, body: MessageBody) {
@@ -1629,24 +1909,48 @@ impl RawNode {
     pub fn invariants(&self) {
         self.log.invariants();
         if let Some(last) = self.log.entry(self.log.last_index()) {
-            assert!(last.term <= self.hard_state.term, "log has an entry from a future term");
+            assert!(
+                last.term <= self.hard_state.term,
+                "log has an entry from a future term"
+            );
         }
         match self.role {
             Role::Leader => {
-                assert_eq!(self.leader, Some(self.config.id), "leader must know it leads");
-                assert_eq!(self.hard_state.vote, Some(self.config.id), "leader voted for itself");
+                assert_eq!(
+                    self.leader,
+                    Some(self.config.id),
+                    "leader must know it leads"
+                );
+                assert_eq!(
+                    self.hard_state.vote,
+                    Some(self.config.id),
+                    "leader voted for itself"
+                );
                 let state = self.leader_state.as_ref().expect("leader has leader state");
                 for (id, progress) in &state.progress {
                     assert_ne!(*id, self.config.id, "leader tracks no progress for itself");
                     progress.invariants(self.config.max_inflight_appends);
-                    assert!(progress.match_index <= self.log.last_index(), "follower matches beyond our log");
+                    assert!(
+                        progress.match_index <= self.log.last_index(),
+                        "follower matches beyond our log"
+                    );
                 }
-                assert!(state.reads.confirmed <= state.reads.current, "confirmed a future round");
+                assert!(
+                    state.reads.confirmed <= state.reads.current,
+                    "confirmed a future round"
+                );
                 let members = &self.log.latest_config().1.members;
-                assert!(state.progress.keys().all(|id| members.contains_key(id)), "progress for a non-member");
+                assert!(
+                    state.progress.keys().all(|id| members.contains_key(id)),
+                    "progress for a non-member"
+                );
             }
             Role::Candidate => {
-                assert_eq!(self.hard_state.vote, Some(self.config.id), "candidate voted for itself");
+                assert_eq!(
+                    self.hard_state.vote,
+                    Some(self.config.id),
+                    "candidate voted for itself"
+                );
                 assert!(self.leader_state.is_none());
             }
             Role::Follower | Role::PreCandidate => assert!(self.leader_state.is_none()),
@@ -1660,14 +1964,22 @@ fn message_is_well_formed(message: &Message, chunk_limit: usize) -> bool {
     match &message.body {
         MessageBody::PreVote { last_term, .. } => *last_term < message.term,
         MessageBody::Vote { last_term, .. } => *last_term < message.term,
-        MessageBody::Append { prev_index, prev_term, entries, .. } => {
+        MessageBody::Append {
+            prev_index,
+            prev_term,
+            entries,
+            ..
+        } => {
             if *prev_term > message.term {
                 return false;
             }
             let mut expected_index = prev_index.next();
             let mut last_term = *prev_term;
             for entry in entries {
-                if entry.index != expected_index || entry.term < last_term || entry.term > message.term {
+                if entry.index != expected_index
+                    || entry.term < last_term
+                    || entry.term > message.term
+                {
                     return false;
                 }
                 if let EntryPayload::Config(config) = &entry.payload {
@@ -1680,7 +1992,11 @@ fn message_is_well_formed(message: &Message, chunk_limit: usize) -> bool {
             }
             true
         }
-        MessageBody::AppendResponse { index, reject: Some(hint), .. } => hint.index <= *index,
+        MessageBody::AppendResponse {
+            index,
+            reject: Some(hint),
+            ..
+        } => hint.index <= *index,
         MessageBody::InstallSnapshot { meta, data, .. } => {
             meta.index > LogIndex::ZERO
                 && meta.term <= message.term
@@ -1701,26 +2017,41 @@ fn validate_persistent_state(state: &PersistentState) -> Result<(), InitError> {
     let snapshot = &state.snapshot;
     if let (Some(first), Some(last)) = (state.entries.first(), state.entries.last()) {
         if first.index > snapshot.index.next() {
-            return fail(format!("log starts at {:?}, after snapshot {:?}", first.index, snapshot.index));
+            return fail(format!(
+                "log starts at {:?}, after snapshot {:?}",
+                first.index, snapshot.index
+            ));
         }
         if last.index < snapshot.index {
-            return fail(format!("log ends at {:?}, before snapshot {:?}", last.index, snapshot.index));
+            return fail(format!(
+                "log ends at {:?}, before snapshot {:?}",
+                last.index, snapshot.index
+            ));
         }
         if first.index == LogIndex::ZERO {
             return fail("log entry with index 0".into());
         }
         for pair in state.entries.windows(2) {
             if pair[1].index != pair[0].index.next() || pair[1].term < pair[0].term {
-                return fail(format!("log not contiguous or terms decreasing at {:?}", pair[1].index));
+                return fail(format!(
+                    "log not contiguous or terms decreasing at {:?}",
+                    pair[1].index
+                ));
             }
         }
         if let Some(entry) = state.entries.iter().find(|e| e.index == snapshot.index) {
             if entry.term != snapshot.term {
-                return fail(format!("entry {:?} disagrees with the snapshot term", entry.index));
+                return fail(format!(
+                    "entry {:?} disagrees with the snapshot term",
+                    entry.index
+                ));
             }
         }
         if last.term > state.hard_state.term {
-            return fail(format!("log term {:?} above current term {:?}", last.term, state.hard_state.term));
+            return fail(format!(
+                "log term {:?} above current term {:?}",
+                last.term, state.hard_state.term
+            ));
         }
     }
     if snapshot.term > state.hard_state.term {
@@ -1735,7 +2066,11 @@ impl PersistentState {
     pub fn bootstrap(config: Configuration) -> Self {
         Self {
             hard_state: HardState::default(),
-            snapshot: SnapshotMeta { index: LogIndex::ZERO, term: Term::ZERO, config },
+            snapshot: SnapshotMeta {
+                index: LogIndex::ZERO,
+                term: Term::ZERO,
+                config,
+            },
             entries: Vec::new(),
         }
     }

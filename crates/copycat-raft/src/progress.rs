@@ -114,13 +114,23 @@ impl Progress {
                 }
                 self.inflight.push_back(last);
             }
-            ReplicationState::Snapshot { .. } => unreachable!("no appends while sending a snapshot"),
+            ReplicationState::Snapshot { .. } => {
+                unreachable!("no appends while sending a snapshot")
+            }
         }
     }
 
     pub fn invariants(&self, max_inflight: usize) {
-        assert!(self.match_index < self.next_index, "match {:?} >= next {:?}", self.match_index, self.next_index);
-        assert!(self.inflight.len() <= max_inflight, "in-flight window overflow");
+        assert!(
+            self.match_index < self.next_index,
+            "match {:?} >= next {:?}",
+            self.match_index,
+            self.next_index
+        );
+        assert!(
+            self.inflight.len() <= max_inflight,
+            "in-flight window overflow"
+        );
         for pair in self.inflight.iter().zip(self.inflight.iter().skip(1)) {
             assert!(pair.0 <= pair.1, "in-flight appends out of order");
         }
