@@ -24,7 +24,9 @@ pub struct Config {
     /// partitioned server that comes back cannot disrupt a working leader.
     pub pre_vote: bool,
     /// Leader steps down if it has not heard from a quorum within an election
-    /// timeout (thesis §6.2). Required for lease reads.
+    /// timeout (thesis §6.2), and servers refuse votes while they have heard
+    /// from a leader within an election timeout (leader stickiness, thesis
+    /// §4.2.3). Required for lease reads.
     pub check_quorum: bool,
     /// Largest number of bytes of entries in one append message.
     pub max_append_bytes: usize,

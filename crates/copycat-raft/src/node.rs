@@ -874,8 +874,11 @@ impl RawNode {
         self.election_deadline = self.now.plus_ms(timeout + jitter);
     }
 
+    /// Leader stickiness: refuse to help a campaign while a leader is
+    /// believed alive. Tied to check-quorum (as in etcd): a leader that
+    /// cannot be deposed by elections must depose itself when cut off.
     fn in_vote_lease(&self) -> bool {
-        self.role == Role::Leader || self.now < self.vote_lease_until
+        self.config.check_quorum && (self.role == Role::Leader || self.now < self.vote_lease_until)
     }
 
     fn campaign_pre_vote(&mut self) {

@@ -330,9 +330,10 @@ fn status(cluster: &Cluster, id: u64) -> String {
         .map(|t| format!(" lease_until={t:?}"))
         .unwrap_or_default();
     format!(
-        "{:?} {:?} term={:?} leader={:?} vote={:?} commit={:?} applied={:?} last={:?} snapshot={:?} config@{:?}={}{lease}\n",
+        "{:?} {:?} member={:?} term={:?} leader={:?} vote={:?} commit={:?} applied={:?} last={:?} snapshot={:?} config@{:?}={}{lease}\n",
         node.id(),
         node.role(),
+        node.member_role(),
         node.term(),
         node.leader(),
         node.hard_state().vote,
