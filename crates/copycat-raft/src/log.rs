@@ -367,6 +367,19 @@ impl RaftLog {
         &self.configs[position].1
     }
 
+    /// Whether `id` is a voter in the configuration in effect at `index` or
+    /// in any later one.
+    pub fn voter_since(&self, index: LogIndex, id: crate::types::NodeId) -> bool {
+        let from = self
+            .configs
+            .iter()
+            .rposition(|(i, _)| *i <= index)
+            .unwrap_or(0);
+        self.configs[from..]
+            .iter()
+            .any(|(_, config)| config.is_voter(id))
+    }
+
     /// Check the structural invariants; panics on violation.
     pub fn invariants(&self) {
         let mut previous: Option<&Entry> = None;

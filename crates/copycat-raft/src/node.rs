@@ -362,7 +362,7 @@ impl RawNode {
     /// election timeout had fired. Does nothing unless this server is a
     /// voter that does not lead. Useful to operators and tests.
     pub fn campaign(&mut self) {
-        if self.role == Role::Leader || self.member_role() != Some(MemberRole::Voter) {
+        if self.role == Role::Leader || !self.can_campaign() {
             return;
         }
         if self.config.pre_vote {
@@ -370,6 +370,24 @@ impl RawNode {
         } else {
             self.start_election(false);
         }
+    }
+
+    /// Whether this server may run for leader: it is a voter in its latest
+    /// configuration, or that configuration is not known to be committed and
+    /// a configuration since the commit index made it a voter.
+    ///
+    /// The second case matters when a leader demoted or removed itself and
+    /// crashed before the change committed: it may hold the only up-to-date
+    /// log, and the others, still on an older configuration, need it to lead
+    /// (and commit the change) since they cannot win its vote. Who campaigns
+    /// never affects safety: votes are always counted in the candidate's
+    /// latest configuration.
+    fn can_campaign(&self) -> bool {
+        if self.member_role() == Some(MemberRole::Voter) {
+            return true;
+        }
+        let (version, _) = self.log.latest_config();
+        version > self.log.commit && self.log.voter_since(self.log.commit, self.config.id)
     }
 
     fn tick_leader(&mut self) {
@@ -1018,7 +1036,7 @@ impl RawNode {
     }
 
     fn on_timeout_now(&mut self, from: NodeId) {
-        if self.leader != Some(from) || self.member_role() != Some(MemberRole::Voter) {
+        if self.leader != Some(from) || !self.can_campaign() {
             self.stats.dropped_stale += 1;
             return;
         }
