@@ -95,7 +95,10 @@ impl Config {
             return fail("heartbeat_interval_ms must be positive");
         }
         if self.heartbeat_interval_ms * 2 > self.election_timeout_ms {
-            return fail("heartbeat_interval_ms must be at most half of election_timeout_ms");
+            return Err(ConfigError(format!(
+                "heartbeat_interval_ms ({}) must be at most half of election_timeout_ms ({})",
+                self.heartbeat_interval_ms, self.election_timeout_ms
+            )));
         }
         if self.max_append_bytes == 0 || self.max_append_entries == 0 {
             return fail("max_append_bytes and max_append_entries must be positive");
@@ -110,7 +113,10 @@ impl Config {
             return fail("snapshot_chunk_bytes must be positive");
         }
         if self.lease_clock_drift_ms >= self.election_timeout_ms {
-            return fail("lease_clock_drift_ms must be below election_timeout_ms");
+            return Err(ConfigError(format!(
+                "lease_clock_drift_ms ({}) must be below election_timeout_ms ({})",
+                self.lease_clock_drift_ms, self.election_timeout_ms
+            )));
         }
         if self.max_pending_reads == 0 {
             return fail("max_pending_reads must be positive");

@@ -310,7 +310,11 @@ impl Interpreter {
                     }
                     index = index.next();
                 }
-                out = format!("{}\n", entries.join(" "));
+                out = if entries.is_empty() {
+                    "(empty)\n".into()
+                } else {
+                    format!("{}\n", entries.join(" "))
+                };
             }
             "check" => {
                 self.cluster().check_safety();
@@ -371,7 +375,13 @@ fn run_file(path: &Path) -> (String, String) {
             }
             lines.next();
         }
-        let output = interpreter.run(command);
+        // Blank lines end an output block, so an output never contains one.
+        let output: String = interpreter
+            .run(command)
+            .lines()
+            .filter(|line| !line.is_empty())
+            .map(|line| format!("{line}\n"))
+            .collect();
         if let Some(cluster) = interpreter.cluster.as_ref() {
             cluster.check_safety();
         }
