@@ -1982,16 +1982,35 @@ impl RawNode {
 /// Reject messages no correct peer sends. Everything here is cheap: the
 /// structure is checked, not the content against our log.
 fn message_is_well_formed(message: &Message, chunk_limit: usize) -> bool {
+    // Terms, indexes, rounds and offsets stay far below the point where
+    // arithmetic on them could overflow; anything larger is a forgery.
+    const LIMIT: u64 = 1 << 62;
+    let sane = |value: u64| value < LIMIT;
+    if !sane(message.term.0) {
+        return false;
+    }
     match &message.body {
-        MessageBody::PreVote { last_term, .. } => *last_term < message.term,
-        MessageBody::Vote { last_term, .. } => *last_term < message.term,
+        MessageBody::PreVote {
+            last_index,
+            last_term,
+        }
+        | MessageBody::Vote {
+            last_index,
+            last_term,
+            ..
+        } => *last_term < message.term && sane(last_index.0),
         MessageBody::Append {
             prev_index,
             prev_term,
             entries,
-            ..
+            commit,
+            read_round,
         } => {
-            if *prev_term > message.term {
+            if *prev_term > message.term
+                || !sane(prev_index.0)
+                || !sane(commit.0)
+                || !sane(*read_round)
+            {
                 return false;
             }
             let mut expected_index = prev_index.next();
@@ -2015,17 +2034,32 @@ fn message_is_well_formed(message: &Message, chunk_limit: usize) -> bool {
         }
         MessageBody::AppendResponse {
             index,
-            reject: Some(hint),
-            ..
-        } => hint.index <= *index,
-        MessageBody::InstallSnapshot { meta, data, .. } => {
+            reject,
+            read_round,
+        } => sane(index.0) && sane(*read_round) && reject.is_none_or(|hint| hint.index <= *index),
+        MessageBody::Heartbeat { commit, read_round } => sane(commit.0) && sane(*read_round),
+        MessageBody::HeartbeatResponse { read_round } => sane(*read_round),
+        MessageBody::InstallSnapshotResponse { index, next_offset } => {
+            sane(index.0) && sane(*next_offset)
+        }
+        MessageBody::InstallSnapshot {
+            meta, data, offset, ..
+        } => {
             meta.index > LogIndex::ZERO
+                && sane(meta.index.0)
+                && sane(*offset)
                 && meta.term <= message.term
                 && data.len() <= chunk_limit.saturating_mul(4)
                 && config_is_well_formed(&meta.config)
         }
-        MessageBody::ReserveHeartbeat { config, .. } => config_is_well_formed(config),
-        _ => true,
+        MessageBody::ReserveHeartbeat {
+            config,
+            commit,
+            config_index,
+        } => config_is_well_formed(config) && sane(commit.0) && sane(config_index.0),
+        MessageBody::PreVoteResponse { .. }
+        | MessageBody::VoteResponse { .. }
+        | MessageBody::TimeoutNow => true,
     }
 }
 

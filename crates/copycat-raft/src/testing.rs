@@ -467,6 +467,21 @@ impl Cluster {
                 }
             }
         }
+        // Lease safety (thesis §6.4.1): while a leader holds a lease, no
+        // server has become leader of a later term. The harness has one clock
+        // for every node (no drift), so this must hold exactly.
+        for node in &nodes {
+            if node.down || node.raw.lease_until().is_none() {
+                continue;
+            }
+            if let Some((term, other)) = self.leaders.range(node.raw.term().next()..).next() {
+                panic!(
+                    "lease safety: {:?} holds a lease in {:?} while {other:?} leads {term:?}",
+                    node.raw.id(),
+                    node.raw.term()
+                );
+            }
+        }
         // Leader Completeness: a leader of the newest term holds every
         // committed entry (a stale leader of an older term need not).
         let newest_term = nodes
