@@ -550,8 +550,14 @@ impl LogStore {
         // only created as the new last one).
         if store.segments.is_empty() {
             store.create_segment(store.first_index)?;
-            store.sync()?;
         }
+        // After a process crash (not a power loss) the last segment may hold
+        // written but unsynced records, and the directory unsynced entries.
+        // Sync them now, so that what recovery returns is durable and
+        // `durable_index` tells the truth.
+        store.segments.last_mut().expect("a segment").dirty = true;
+        store.dir_dirty = true;
+        store.sync()?;
         store.durable_index = store.last_index();
         recovery.entries = store.slots.len() as u64;
         store.invariants();
@@ -683,15 +689,23 @@ impl LogStore {
                 len: record_len as u32,
             });
             if self.buffer.len() >= self.options.write_buffer_max_bytes {
-                let flushed = self.flush();
+                let flushed = self.flush_buffer();
                 self.guard(flushed)?;
             }
         }
         Ok(())
     }
 
+    /// Writes buffered appends to the segment file without syncing them:
+    /// they survive a process crash but not a power loss.
+    pub fn flush(&mut self) -> Result<()> {
+        self.check_poisoned()?;
+        let result = self.flush_buffer();
+        self.guard(result)
+    }
+
     /// Writes the buffer to the active segment (not synced).
-    fn flush(&mut self) -> Result<()> {
+    fn flush_buffer(&mut self) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
         }
@@ -711,7 +725,7 @@ impl LogStore {
     /// Seals the active segment (flushed and, in Fsync mode, synced) and
     /// starts a new one at `first_index`.
     fn roll(&mut self, first_index: LogIndex) -> Result<()> {
-        self.flush()?;
+        self.flush_buffer()?;
         self.sync_segment(self.segments.len() - 1)?;
         self.create_segment(first_index)
     }
@@ -767,7 +781,7 @@ impl LogStore {
     }
 
     fn sync_inner(&mut self) -> Result<LogIndex> {
-        self.flush()?;
+        self.flush_buffer()?;
         for position in 0..self.segments.len() {
             self.sync_segment(position)?;
         }
@@ -907,7 +921,7 @@ impl LogStore {
     }
 
     fn truncate_inner(&mut self, index: LogIndex) -> Result<()> {
-        self.flush()?;
+        self.flush_buffer()?;
         let keep = self.segment_of(index);
         // Remove later segments newest first, each durably, so a crash leaves
         // a contiguous log.
@@ -932,7 +946,8 @@ impl LogStore {
     /// (typically the index of a snapshot). The active segment is never
     /// removed, so some entries at or below `index` may remain. The new first
     /// index is durable when this returns: it is the first index recorded in
-    /// the header of the first remaining segment.
+    /// the header of the first remaining segment. When it removes anything,
+    /// it first syncs like [`LogStore::sync`].
     pub fn purge_to(&mut self, index: LogIndex) -> Result<()> {
         self.check_poisoned()?;
         let result = self.purge_inner(index);
@@ -940,6 +955,14 @@ impl LogStore {
     }
 
     fn purge_inner(&mut self, index: LogIndex) -> Result<()> {
+        if self.segments.len() < 2 || self.segments[1].first_index.get() > index.get() + 1 {
+            return Ok(());
+        }
+        // The first surviving segment's header records the new first index:
+        // make it (and everything before the purge) durable before removing
+        // anything, so a crash cannot leave a log that starts later than
+        // its first durable segment says.
+        self.sync_inner()?;
         while self.segments.len() > 1 && self.segments[1].first_index.get() <= index.get() + 1 {
             // Oldest first, each removal durable, so the survivors are
             // always contiguous.
