@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use copycat_raft::{Entry, EntryPayload, LogIndex, Term};
-use copycat_storage::{Disk, Durability, FsDisk, LogOptions, LogStore};
+use copycat_storage::{Disk, FsDisk, LogOptions, LogStore};
 
 fn read_sequentially(dir: &std::path::Path) -> u64 {
     let mut buffer = vec![0u8; 4 << 20];
@@ -52,11 +52,10 @@ fn main() {
     let payload_bytes: usize = 1024;
     let disk: Arc<dyn Disk> = Arc::new(FsDisk::new());
 
-    let write_options = LogOptions {
-        durability: Durability::None,
-        ..LogOptions::default()
-    };
-    let (mut log, _) = LogStore::open(Arc::clone(&disk), &dir, write_options).expect("open");
+    // Written durably (one fdatasync per segment roll and one at the end),
+    // so that recovery finds the state a real server leaves behind.
+    let (mut log, _) =
+        LogStore::open(Arc::clone(&disk), &dir, LogOptions::default()).expect("open");
     let payload = Bytes::from(vec![0x42u8; payload_bytes]);
     let count = target_bytes / (payload_bytes as u64 + 16);
     let start = Instant::now();

@@ -350,6 +350,59 @@ fn check_record(
     }))
 }
 
+/// Scans the segments whose header is valid and matches the file name, on
+/// up to `available_parallelism` threads: checksumming is most of the cost of
+/// recovery, and segments are independent. Segments with a bad header get
+/// `None` and are handled (and reported) by the sequential pass.
+fn scan_in_parallel(
+    disk: &dyn Disk,
+    segments: &[(LogIndex, PathBuf)],
+    record_size_max: u32,
+) -> Vec<Option<Result<ScanResult>>> {
+    let scan_one = |(name_index, path): &(LogIndex, PathBuf)| -> Option<Result<ScanResult>> {
+        let file_len = disk.file_len(path).ok()?;
+        let mut header = vec![0u8; file_len.min(SEGMENT_HEADER_BYTES) as usize];
+        disk.read_exact_at(path, 0, &mut header).ok()?;
+        match decode_segment_header(path, &header) {
+            Ok(first_index) if first_index == *name_index => Some(scan_segment(
+                disk,
+                path,
+                file_len,
+                first_index,
+                record_size_max,
+            )),
+            _ => None,
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(segments.len());
+    if threads <= 1 {
+        return segments.iter().map(scan_one).collect();
+    }
+    let mut results: Vec<Option<Result<ScanResult>>> = segments.iter().map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|worker| {
+                let scan_one = &scan_one;
+                scope.spawn(move || {
+                    (worker..segments.len())
+                        .step_by(threads)
+                        .map(|position| (position, scan_one(&segments[position])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for worker in workers {
+            for (position, result) in worker.join().expect("scan thread panicked") {
+                results[position] = result;
+            }
+        }
+    });
+    results
+}
+
 fn scan_segment(
     disk: &dyn Disk,
     path: &Path,
@@ -453,6 +506,8 @@ impl LogStore {
         };
 
         let count = found.len();
+        let mut scans =
+            scan_in_parallel(disk.as_ref(), &found, store.options.record_size_max_bytes);
         for (position, (name_index, path)) in found.into_iter().enumerate() {
             let is_last = position + 1 == count;
             let file_len = disk.file_len(&path).map_err(io_error("stat", &path))?;
@@ -494,13 +549,16 @@ impl LogStore {
                     expected: store.next_index(),
                 });
             }
-            let scan = scan_segment(
-                disk.as_ref(),
-                &path,
-                file_len,
-                first_index,
-                store.options.record_size_max_bytes,
-            )?;
+            let scan = match scans[position].take() {
+                Some(scan) => scan?,
+                None => scan_segment(
+                    disk.as_ref(),
+                    &path,
+                    file_len,
+                    first_index,
+                    store.options.record_size_max_bytes,
+                )?,
+            };
             if let Some(stop) = &scan.stop {
                 if !is_last || stop.followed_by_valid {
                     return Err(StorageError::Corrupt {
