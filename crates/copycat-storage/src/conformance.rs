@@ -509,8 +509,14 @@ pub fn group_commit_threads(disk: Arc<dyn Disk>, dir: &Path) {
     assert!(group.shutdown().is_err());
     assert_eq!(log.last_index(), LogIndex(210));
     drop(log);
+    // Dropping every handle without a shutdown stops the writer too.
+    let (log, _) = LogStore::open(Arc::clone(&disk), dir, LogOptions::default()).unwrap();
+    let dropped = GroupCommit::spawn(log);
+    let index = dropped.submit(Term(1), EntryPayload::Noop).unwrap();
+    assert_eq!(index, LogIndex(211));
+    drop(dropped);
     let (log, _) = LogStore::open(disk, dir, LogOptions::default()).unwrap();
-    assert_eq!(log.last_index(), LogIndex(210));
+    assert_eq!(log.last_index(), LogIndex(211));
     let read = log.entries(LogIndex(1), LogIndex(201), None).unwrap();
     assert!(read.iter().all(|entry| entry.term == Term(1)));
 }

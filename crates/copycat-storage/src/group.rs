@@ -46,10 +46,31 @@ struct Shared {
 /// A handle on a group-commit writer thread. Clone it to share between
 /// submitter threads; [`GroupCommit::shutdown`] stops the writer and returns
 /// the log.
+///
+/// When the last handle is dropped without a shutdown, the writer thread is
+/// stopped (after syncing what is queued) and the log closed.
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
     shared: Arc<Shared>,
-    writer: Arc<Mutex<Option<JoinHandle<Result<LogStore>>>>>,
+    writer: Arc<Writer>,
+}
+
+/// Owns the writer thread; stops it when the last handle goes away.
+#[derive(Debug)]
+struct Writer {
+    shared: Arc<Shared>,
+    handle: Mutex<Option<JoinHandle<Result<LogStore>>>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(handle) = lock(&self.handle).take() {
+            lock(&self.shared.state).shutting_down = true;
+            self.shared.work.notify_all();
+            // Errors were already reported to the submitters.
+            let _ = handle.join();
+        }
+    }
 }
 
 impl GroupCommit {
@@ -73,8 +94,11 @@ impl GroupCommit {
             .spawn(move || writer_loop(log, &writer_shared))
             .expect("spawning the log writer thread");
         Self {
+            writer: Arc::new(Writer {
+                shared: Arc::clone(&shared),
+                handle: Mutex::new(Some(handle)),
+            }),
             shared,
-            writer: Arc::new(Mutex::new(Some(handle))),
         }
     }
 
@@ -157,7 +181,7 @@ impl GroupCommit {
     pub fn shutdown(&self) -> Result<LogStore> {
         lock(&self.shared.state).shutting_down = true;
         self.shared.work.notify_all();
-        let handle = lock(&self.writer)
+        let handle = lock(&self.writer.handle)
             .take()
             .ok_or_else(|| StorageError::GroupCommit("already shut down".into()))?;
         handle

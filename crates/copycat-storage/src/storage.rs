@@ -237,7 +237,11 @@ impl Storage {
     /// after the snapshot.
     pub fn install_snapshot(&mut self, writer: SnapshotWriter) -> Result<SnapshotMeta> {
         let meta = self.snapshots.install(writer)?;
-        if self.log.term(meta.index) == Some(meta.term) {
+        // A snapshot ending right before the log (or re-installed) leaves
+        // the log as it is; the leader's consistency check truncates any
+        // conflicting suffix later.
+        let continues_log = meta.index < self.log.first_index();
+        if continues_log || self.log.term(meta.index) == Some(meta.term) {
             self.log.purge_to(meta.index)?;
         } else {
             self.log.reset(meta.index.next())?;
