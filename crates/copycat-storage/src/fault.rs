@@ -203,8 +203,7 @@ impl FaultDisk {
     /// cut file durable, as if power failed while the disk was writing it.
     /// Follow it with [`FaultDisk::crash`].
     ///
-    /// Returns the path-independent number of bytes of that write that were
-    /// kept, or `None` if there is no write to tear (none since the last
+    /// Returns how many bytes of that write were kept, or `None` if there is no write to tear (none since the last
     /// crash, the file is gone, or the write is no longer at the end of the
     /// file).
     pub fn tear_last_write(&self) -> Option<u64> {
