@@ -151,10 +151,7 @@ impl Configuration {
     /// A configuration in which every listed server is a voter.
     pub fn with_voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
         Self {
-            members: voters
-                .into_iter()
-                .map(|id| (id, MemberRole::Voter))
-                .collect(),
+            members: voters.into_iter().map(|id| (id, MemberRole::Voter)).collect(),
         }
     }
 
