@@ -1,0 +1,278 @@
+//! [`Storage`]: meta, snapshots and log of one server, opened together.
+//!
+//! Layout of a data directory:
+//!
+//! ```text
+//! <dir>/meta            term, vote, configuration
+//! <dir>/snapshots/      <index>-<term>.snap files
+//! <dir>/log/            <first index>.log segment files
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use copycat_raft::{
+    Configuration, Entry, HardState, LogIndex, PersistentState, SnapshotMeta, Term,
+};
+
+use crate::disk::Disk;
+use crate::error::{Result, StorageError};
+use crate::log::{LogOptions, LogRecovery, LogStore};
+use crate::meta::{Meta, MetaStore};
+use crate::snapshot::{SnapshotStore, SnapshotWriter};
+
+/// Options of a [`Storage`].
+#[derive(Clone, Debug, Default)]
+pub struct StorageOptions {
+    /// Log options; `log.durability` applies to meta and snapshots too.
+    pub log: LogOptions,
+    /// How many snapshots to keep besides the latest.
+    pub snapshots_retained_old: usize,
+}
+
+impl StorageOptions {
+    /// Rejects inconsistent settings.
+    pub fn validate(&self) -> Result<()> {
+        self.log.validate()
+    }
+}
+
+/// What [`Storage::open`] found and repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// What the log recovery discarded.
+    pub log: LogRecovery,
+    /// Temp files of interrupted meta saves and snapshot writes, removed.
+    pub removed_temp_files: Vec<PathBuf>,
+    /// Set when the log was older than the snapshot, or conflicted with it,
+    /// and was reset to start after the snapshot: the old last index.
+    pub log_reset_from: Option<LogIndex>,
+}
+
+impl RecoveryReport {
+    /// Whether recovery found nothing to repair.
+    pub fn is_clean(&self) -> bool {
+        self.log.discarded.is_empty()
+            && self.removed_temp_files.is_empty()
+            && self.log_reset_from.is_none()
+    }
+}
+
+/// The durable state of one server: meta, snapshots and log.
+#[derive(Debug)]
+pub struct Storage {
+    dir: PathBuf,
+    meta: MetaStore,
+    snapshots: SnapshotStore,
+    log: LogStore,
+}
+
+fn meta_dir(dir: &Path) -> PathBuf {
+    dir.to_path_buf()
+}
+
+fn snapshot_dir(dir: &Path) -> PathBuf {
+    dir.join("snapshots")
+}
+
+fn log_dir(dir: &Path) -> PathBuf {
+    dir.join("log")
+}
+
+impl Storage {
+    /// Initialises a fresh data directory with `config`: a snapshot at index
+    /// 0, term 0, carrying the configuration and no data, and a meta file.
+    /// Fails with [`StorageError::AlreadyBootstrapped`] if `dir` already
+    /// holds state.
+    pub fn bootstrap(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        options: StorageOptions,
+        config: Configuration,
+    ) -> Result<()> {
+        let (mut storage, state, _) = Self::open(disk, dir, options)?;
+        if storage.meta.exists()
+            || storage.snapshots.latest().is_some()
+            || !state.entries.is_empty()
+        {
+            return Err(StorageError::AlreadyBootstrapped {
+                path: dir.to_path_buf(),
+            });
+        }
+        let meta = SnapshotMeta {
+            index: LogIndex::ZERO,
+            term: Term::ZERO,
+            config: config.clone(),
+        };
+        let writer = storage.snapshots.begin(meta)?;
+        storage.snapshots.install(writer)?;
+        storage.meta.save(Meta {
+            hard_state: HardState::default(),
+            config,
+        })?;
+        Ok(())
+    }
+
+    /// Opens the data directory `dir`, recovers from a crash, and returns the
+    /// storage, the state the Raft core restarts from, and what recovery
+    /// repaired.
+    ///
+    /// The log is reconciled with the latest snapshot: if the log ends
+    /// before the snapshot, or holds a different term at the snapshot's
+    /// index, it is reset to start right after the snapshot. The returned
+    /// entries are contiguous; when there are some, the first index is at
+    /// most `snapshot.index + 1` and the last at least `snapshot.index`.
+    pub fn open(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        options: StorageOptions,
+    ) -> Result<(Self, PersistentState, RecoveryReport)> {
+        options.validate()?;
+        let durability = options.log.durability;
+        let mut report = RecoveryReport::default();
+        let (meta, removed) = MetaStore::open(Arc::clone(&disk), &meta_dir(dir), durability)?;
+        report.removed_temp_files.extend(removed);
+        let (snapshots, removed) = SnapshotStore::open(
+            Arc::clone(&disk),
+            &snapshot_dir(dir),
+            durability,
+            options.snapshots_retained_old,
+        )?;
+        report.removed_temp_files.extend(removed);
+        let (mut log, log_recovery) =
+            LogStore::open(Arc::clone(&disk), &log_dir(dir), options.log)?;
+        report.log = log_recovery;
+
+        let snapshot = snapshots.latest().cloned().unwrap_or_default();
+        let after_snapshot = snapshot.index.next();
+        if log.first_index() > after_snapshot {
+            return Err(StorageError::Inconsistent {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "the log starts at {:?} but the latest snapshot ends at {:?}",
+                    log.first_index(),
+                    snapshot.index
+                ),
+            });
+        }
+        let conflicts = snapshot.index >= log.first_index()
+            && snapshot.index <= log.last_index()
+            && log.term(snapshot.index) != Some(snapshot.term);
+        if log.next_index() < after_snapshot || conflicts {
+            tracing::warn!(
+                last_index = ?log.last_index(),
+                snapshot_index = ?snapshot.index,
+                conflicts,
+                "log is older than or conflicts with the snapshot; resetting it"
+            );
+            report.log_reset_from = Some(log.last_index());
+            log.reset(after_snapshot)?;
+        }
+        let entries = log.entries(log.first_index(), log.next_index(), None)?;
+        let state = PersistentState {
+            hard_state: meta.get().hard_state,
+            snapshot,
+            entries,
+        };
+        let storage = Self {
+            dir: dir.to_path_buf(),
+            meta,
+            snapshots,
+            log,
+        };
+        storage.invariants();
+        Ok((storage, state, report))
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log.
+    pub fn log(&self) -> &LogStore {
+        &self.log
+    }
+
+    /// The log, for appending, syncing, truncating and purging.
+    pub fn log_mut(&mut self) -> &mut LogStore {
+        &mut self.log
+    }
+
+    /// Gives up the storage and returns its log (e.g. to hand it to a
+    /// [`crate::GroupCommit`] writer thread).
+    pub fn into_log(self) -> LogStore {
+        self.log
+    }
+
+    /// The meta store.
+    pub fn meta(&self) -> &MetaStore {
+        &self.meta
+    }
+
+    /// Durably saves the term and vote.
+    pub fn save_hard_state(&mut self, hard_state: HardState) -> Result<()> {
+        self.meta.save_hard_state(hard_state)
+    }
+
+    /// Durably saves the latest configuration.
+    pub fn save_config(&mut self, config: Configuration) -> Result<()> {
+        self.meta.save_config(config)
+    }
+
+    /// The snapshot store.
+    pub fn snapshots(&self) -> &SnapshotStore {
+        &self.snapshots
+    }
+
+    /// Starts writing a snapshot.
+    pub fn begin_snapshot(&self, meta: SnapshotMeta) -> Result<SnapshotWriter> {
+        self.snapshots.begin(meta)
+    }
+
+    /// Installs a written snapshot, then brings the log in line with it:
+    /// if the log holds the snapshot's last entry with the same term, the
+    /// segments wholly covered by the snapshot are purged (Raft §7: keep the
+    /// entries that follow); otherwise the log is discarded and restarts
+    /// after the snapshot.
+    pub fn install_snapshot(&mut self, writer: SnapshotWriter) -> Result<SnapshotMeta> {
+        let meta = self.snapshots.install(writer)?;
+        // A snapshot ending right before the log (or re-installed) leaves
+        // the log as it is; the leader's consistency check truncates any
+        // conflicting suffix later.
+        let continues_log = meta.index < self.log.first_index();
+        if continues_log || self.log.term(meta.index) == Some(meta.term) {
+            self.log.purge_to(meta.index)?;
+        } else {
+            self.log.reset(meta.index.next())?;
+        }
+        self.invariants();
+        Ok(meta)
+    }
+
+    /// Appends entries to the log (buffered; see [`LogStore::sync`]).
+    pub fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        self.log.append(entries)
+    }
+
+    /// Makes all appended entries durable; returns the durable last index.
+    pub fn sync(&mut self) -> Result<LogIndex> {
+        self.log.sync()
+    }
+
+    /// Checks the invariants tying the snapshot to the log; panics if one is
+    /// broken.
+    pub fn invariants(&self) {
+        self.log.invariants();
+        if let Some(snapshot) = self.snapshots.latest() {
+            assert!(
+                self.log.first_index() <= snapshot.index.next(),
+                "the log continues the snapshot"
+            );
+            assert!(
+                self.log.next_index() > snapshot.index,
+                "the log reaches the snapshot"
+            );
+        }
+    }
+}
