@@ -103,11 +103,13 @@ pub mod testing;
 mod types;
 
 pub use config::Config;
+#[cfg(feature = "planted-bugs")]
+pub use config::PlantedBug;
 pub use errors::{
     ConfigChangeError, ConfigError, ProposeError, ReadError, SnapshotError, TransferError,
 };
 pub use message::{Message, MessageBody, RejectHint};
-pub use node::{InitError, MembershipChange, RawNode, ReadMode, Stats};
+pub use node::{InitError, MembershipChange, RawNode, ReadMode, ReadPath, Stats};
 pub use progress::ReplicationState;
 pub use ready::{ReadState, Ready, Role, SnapshotChunk, SnapshotRequest, SoftState};
 pub use types::*;

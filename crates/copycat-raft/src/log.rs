@@ -380,6 +380,19 @@ impl RaftLog {
             .any(|(_, config)| config.is_voter(id))
     }
 
+    /// The configuration in effect at `index` and every later one.
+    pub fn configs_since(&self, index: LogIndex) -> Vec<Configuration> {
+        let from = self
+            .configs
+            .iter()
+            .rposition(|(i, _)| *i <= index)
+            .unwrap_or(0);
+        self.configs[from..]
+            .iter()
+            .map(|(_, config)| config.clone())
+            .collect()
+    }
+
     /// Check the structural invariants; panics on violation.
     pub fn invariants(&self) {
         let mut previous: Option<&Entry> = None;

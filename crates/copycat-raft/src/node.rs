@@ -31,6 +31,20 @@ pub enum ReadMode {
     Lease,
 }
 
+/// How a read accepted by [`RawNode::read`] is being confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReadPath {
+    /// Answered at once from the leader's lease.
+    Lease,
+    /// Answered at once: this server is the only voter.
+    SingleVoter,
+    /// Waits for a quorum round that starts after the request.
+    QuorumRound,
+    /// Waits until the leader commits an entry of its term, then for a
+    /// quorum round.
+    AfterFirstCommit,
+}
+
 /// A membership change. See [`RawNode::change_membership`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MembershipChange {
@@ -292,6 +306,13 @@ impl RawNode {
     /// version (the index of its entry).
     pub fn configuration(&self) -> (LogIndex, &Configuration) {
         self.log.latest_config()
+    }
+
+    /// The configurations in effect from `index` to the end of the log: the
+    /// one in effect at `index`, then every later one. A commit at `index`
+    /// was counted in one of them.
+    pub fn configurations_since(&self, index: LogIndex) -> Vec<Configuration> {
+        self.log.configs_since(index)
     }
 
     /// The caller's latest time as seen by the core.
@@ -566,11 +587,20 @@ impl RawNode {
         }
     }
 
-    /// Ask for a linearizable read. The answer arrives in
+    /// Ask for a linearizable read at time `now`. The answer arrives in
     /// [`Ready::read_states`] under `id`: the index the state machine must
     /// have applied before serving the read, or an error if leadership was
     /// lost first.
-    pub fn read(&mut self, id: u64, mode: ReadMode) -> Result<(), ReadError> {
+    ///
+    /// The read carries the time because a lease must be judged against the
+    /// moment the request is handled, not the last tick: a process that was
+    /// paused (a GC pause, SIGSTOP) handles its queued requests before its
+    /// next tick, and its last tick may be long past. (The simulator found
+    /// exactly that: a resumed leader serving lease reads on a stale clock.)
+    pub fn read(&mut self, id: u64, mode: ReadMode, now: Time) -> Result<ReadPath, ReadError> {
+        if now > self.now {
+            self.now = now;
+        }
         let now = self.now;
         let lease_allowed = self.config.check_quorum;
         let committed_in_term = self.committed_in_current_term();
@@ -592,21 +622,30 @@ impl RawNode {
             // §6.4 step 1: until an entry of this term commits, the leader's
             // commit index may be behind the real one.
             reads.waiting_for_commit.push(id);
-            return Ok(());
+            return Ok(ReadPath::AfterFirstCommit);
         }
-        let lease_valid = lease_allowed && !reads.lease_disabled && now < reads.lease_until;
+        #[allow(unused_mut)]
+        let mut lease_valid = lease_allowed && !reads.lease_disabled && now < reads.lease_until;
+        #[cfg(feature = "planted-bugs")]
+        if self.config.has_bug(crate::config::PlantedBug::StaleLease) {
+            lease_valid = lease_allowed && reads.lease_until > Time::default();
+        }
         if single_voter || (mode == ReadMode::Lease && lease_valid) {
             self.out.read_states.push(ReadState {
                 id,
                 result: Ok(commit),
             });
-            return Ok(());
+            return Ok(if single_voter {
+                ReadPath::SingleVoter
+            } else {
+                ReadPath::Lease
+            });
         }
         reads.waiting.push_back((id, commit, reads.current + 1));
         if reads.confirmed == reads.current {
             self.start_read_round();
         }
-        Ok(())
+        Ok(ReadPath::QuorumRound)
     }
 
     /// Report that entries up to `index` (whose term is `term`) are durable.
@@ -850,8 +889,24 @@ impl RawNode {
         if self.hard_state_dirty {
             self.out.hard_state = Some(self.hard_state);
             self.hard_state_dirty = false;
+            #[cfg(feature = "planted-bugs")]
+            if self.config.has_bug(crate::config::PlantedBug::ForgetVote) {
+                // Persist the term but not a vote for another server.
+                if let Some(hard_state) = self.out.hard_state.as_mut() {
+                    if hard_state.vote != Some(self.config.id) {
+                        hard_state.vote = None;
+                    }
+                }
+            }
         }
         self.out.entries = self.log.take_unstable();
+        #[cfg(feature = "planted-bugs")]
+        if self
+            .config
+            .has_bug(crate::config::PlantedBug::ApplyUncommitted)
+        {
+            self.log.commit = self.log.last_index();
+        }
         self.out.committed_entries = self.log.take_committed();
         if let Some(purge) = self.pending_purge.take() {
             self.out.purge_to = Some(purge);
@@ -966,6 +1021,12 @@ impl RawNode {
             .voters()
             .filter(|v| self.votes.get(v) == Some(&false))
             .count();
+        #[cfg(feature = "planted-bugs")]
+        let granted = if self.config.has_bug(crate::config::PlantedBug::DoubleVote) {
+            granted + usize::from(self.votes.get(&self.config.id) == Some(&true))
+        } else {
+            granted
+        };
         if granted >= quorum {
             Some(true)
         } else if rejected + quorum > config.voter_count() {
@@ -1533,7 +1594,16 @@ impl RawNode {
             return;
         }
         matches.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matches[config.quorum() - 1];
+        #[allow(unused_mut)]
+        let mut position = config.quorum() - 1;
+        #[cfg(feature = "planted-bugs")]
+        if self
+            .config
+            .has_bug(crate::config::PlantedBug::CommitWithoutQuorum)
+        {
+            position = position.saturating_sub(1);
+        }
+        let candidate = matches[position];
         // §5.4.2: only entries of the current term are committed by counting
         // replicas; earlier ones commit indirectly.
         if candidate <= self.log.commit || self.log.term(candidate) != Some(self.hard_state.term) {

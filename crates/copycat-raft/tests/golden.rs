@@ -274,7 +274,8 @@ impl Interpreter {
                     _ => ReadMode::ReadIndex,
                 };
                 let cluster = self.cluster();
-                if let Err(error) = cluster.node_mut(id).raw.read(request, mode) {
+                let now = cluster.now;
+                if let Err(error) = cluster.node_mut(id).raw.read(request, mode, now) {
                     out.push_str(&format!("error: {error}\n"));
                 }
                 cluster.process_all();

@@ -44,9 +44,10 @@ fn isolated_leader_lease_expires_before_a_new_leader_is_elected() {
             cluster.stabilize();
             cluster.check_safety();
             // A lease read is answered at once only while the lease holds.
+            let now = cluster.now;
             let raw = &mut cluster.nodes.get_mut(&leader).expect("old leader").raw;
             if raw.lease_until().is_some() {
-                raw.read(u64::MAX, ReadMode::Lease)
+                raw.read(u64::MAX, ReadMode::Lease, now)
                     .expect("leader accepts reads");
             }
         }
@@ -121,9 +122,10 @@ fn lease_read_falls_back_to_a_quorum_round_without_a_lease() {
         cluster.tick(10);
         cluster.deliver_all();
     }
+    let now = cluster.now;
     let raw = &mut cluster.nodes.get_mut(&leader).expect("leader").raw;
     assert!(raw.is_leader() && raw.lease_until().is_none());
-    raw.read(1, ReadMode::Lease).expect("accepted");
+    raw.read(1, ReadMode::Lease, now).expect("accepted");
     cluster.process_all();
     assert!(
         !cluster.nodes[&leader].reads.contains_key(&1),

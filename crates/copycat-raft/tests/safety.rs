@@ -153,9 +153,10 @@ fn run(nodes: u64, seed: u64, actions: Vec<Action>) {
                 } else {
                     ReadMode::ReadIndex
                 };
+                let cluster_now = cluster.now;
                 let node = cluster.node_mut(id);
                 if !node.down {
-                    let _ = node.raw.read(read_id, mode);
+                    let _ = node.raw.read(read_id, mode, cluster_now);
                 }
             }
             Action::Transfer(from, to) => {

@@ -52,4 +52,6 @@
 #![deny(missing_docs)]
 
 pub mod history;
+pub mod invariants;
 pub mod linearizability;
+pub mod sim;

@@ -1,0 +1,149 @@
+//! Per-seed randomized parameters of a simulation run.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Everything a run depends on besides its seed's event stream. Drawn from
+/// the seed, printed at the start of a run, so a failure report says what
+/// kind of cluster failed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimParams {
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Number of servers, 1 to 7; all start as voters.
+    pub nodes: u64,
+    /// Number of clients issuing operations.
+    pub clients: u64,
+    /// Raft election timeout (ms of each node's local clock).
+    pub election_timeout_ms: u64,
+    /// Raft heartbeat interval.
+    pub heartbeat_interval_ms: u64,
+    /// Largest number of entries per append.
+    pub max_append_entries: usize,
+    /// In-flight appends per follower.
+    pub max_inflight_appends: usize,
+    /// Take a snapshot every this many applied entries.
+    pub snapshot_every: u64,
+    /// Entries kept before a snapshot.
+    pub snapshot_trailing: u64,
+    /// Snapshot chunk size, small so transfers take many messages.
+    pub snapshot_chunk_bytes: usize,
+    /// Log segment size, small so segments roll and get purged.
+    pub segment_bytes: u64,
+    /// One-way network delay range (ms).
+    pub delay_min_ms: u64,
+    /// Upper end of the delay range.
+    pub delay_max_ms: u64,
+    /// Probability a message is lost (safety phase only).
+    pub loss: f64,
+    /// Probability a message is delivered twice (safety phase only).
+    pub duplicate: f64,
+    /// Time an fsync takes (ms).
+    pub disk_latency_ms: u64,
+    /// Mean time between injected faults (ms).
+    pub fault_interval_ms: u64,
+    /// Largest deviation of a node's clock rate from real time, as a
+    /// fraction; kept within what the lease's drift bound covers.
+    pub clock_rate_spread: f64,
+    /// Lease drift bound configured in Raft (ms).
+    pub lease_clock_drift_ms: u64,
+    /// Raft pre-vote on or off.
+    pub pre_vote: bool,
+    /// Raft check-quorum (and leader stickiness) on or off. Lease reads fall
+    /// back to ReadIndex without it.
+    pub check_quorum: bool,
+    /// Whether clients use lease reads (otherwise ReadIndex).
+    pub lease_reads: bool,
+    /// Whether membership changes and transfers are injected.
+    pub membership_churn: bool,
+    /// Length of the safety phase (ms of simulated time).
+    pub safety_ms: u64,
+    /// Bound for the liveness phase (ms).
+    pub liveness_ms: u64,
+}
+
+impl SimParams {
+    /// Draw parameters from `seed`.
+    pub fn from_seed(seed: u64) -> Self {
+        // A separate stream from the run's, so that adding a parameter does
+        // not change every run's events more than necessary.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x005E_ED0F_9A4A_3E7E);
+        let nodes = match rng.gen_range(0..10) {
+            0 => 1,
+            1..=5 => 3,
+            6..=8 => 5,
+            _ => rng.gen_range(2..=7),
+        };
+        let election_timeout_ms = rng.gen_range(100..=300);
+        let heartbeat_interval_ms =
+            rng.gen_range(election_timeout_ms / 6..=election_timeout_ms / 3);
+        let lease_clock_drift_ms = election_timeout_ms / 5;
+        // The lease is safe when the ratio of two clock rates stays below
+        // T / (T - drift); keep the spread a bit inside that.
+        let bound =
+            election_timeout_ms as f64 / (election_timeout_ms - lease_clock_drift_ms) as f64;
+        let max_spread = (bound - 1.0) / (bound + 1.0) * 0.9;
+        let delay_max_ms = rng.gen_range(1..=heartbeat_interval_ms.max(2));
+        Self {
+            seed,
+            nodes,
+            clients: rng.gen_range(2..=8),
+            election_timeout_ms,
+            heartbeat_interval_ms,
+            max_append_entries: rng.gen_range(1..=64),
+            max_inflight_appends: rng.gen_range(1..=8),
+            snapshot_every: rng.gen_range(10..=200),
+            snapshot_trailing: rng.gen_range(0..=20),
+            snapshot_chunk_bytes: rng.gen_range(16..=512),
+            segment_bytes: rng.gen_range(512..=8192),
+            delay_min_ms: rng.gen_range(0..=delay_max_ms / 2),
+            delay_max_ms,
+            loss: rng.gen_range(0.0..0.1),
+            duplicate: rng.gen_range(0.0..0.05),
+            disk_latency_ms: rng.gen_range(0..=5),
+            fault_interval_ms: rng.gen_range(100..=1000),
+            clock_rate_spread: rng.gen_range(0.0..=max_spread),
+            lease_clock_drift_ms,
+            pre_vote: rng.gen_bool(0.8),
+            check_quorum: rng.gen_bool(0.8),
+            lease_reads: rng.gen_bool(0.5),
+            membership_churn: nodes > 1 && rng.gen_bool(0.5),
+            safety_ms: rng.gen_range(2_000..=6_000),
+            liveness_ms: 30 * election_timeout_ms,
+        }
+    }
+}
+
+impl std::fmt::Display for SimParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed={} nodes={} clients={} election={}ms heartbeat={}ms batch={} inflight={} \
+             snapshot_every={} trailing={} chunk={}B segment={}B delay={}..{}ms loss={:.3} dup={:.3} \
+             disk={}ms faults_every~{}ms clock_spread={:.4} pre_vote={} check_quorum={} lease_reads={} churn={} safety={}ms",
+            self.seed,
+            self.nodes,
+            self.clients,
+            self.election_timeout_ms,
+            self.heartbeat_interval_ms,
+            self.max_append_entries,
+            self.max_inflight_appends,
+            self.snapshot_every,
+            self.snapshot_trailing,
+            self.snapshot_chunk_bytes,
+            self.segment_bytes,
+            self.delay_min_ms,
+            self.delay_max_ms,
+            self.loss,
+            self.duplicate,
+            self.disk_latency_ms,
+            self.fault_interval_ms,
+            self.clock_rate_spread,
+            self.pre_vote,
+            self.check_quorum,
+            self.lease_reads,
+            self.membership_churn,
+            self.safety_ms,
+        )
+    }
+}

@@ -1,0 +1,1456 @@
+//! The simulated world: servers, disks, network, clients, faults, time.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use copycat_raft::{
+    Config, Entry, EntryPayload, LogIndex, MemberRole, MembershipChange, Message, NodeId, RawNode,
+    ReadMode, ReadPath, Ready, Role, Term, Time,
+};
+use copycat_storage::{Disk, FaultDisk, LogOptions, SnapshotWriter, Storage, StorageOptions};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use super::kv::{KvAction, KvCommand, KvState};
+use super::params::SimParams;
+use crate::history::{History, OperationId, ProcessId};
+use crate::invariants::{fnv1a, DurableLog, Observer};
+use crate::linearizability::{check, CheckConfig, Register, Verdict};
+
+/// How often every server's clock is advanced (ms of real time).
+const TICK_MS: u64 = 5;
+/// Keys the clients operate on.
+const KEYS: u8 = 3;
+/// Lines of trace kept for failure reports.
+const TRACE_LINES: usize = 120;
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every invariant held, the healed cluster converged, and the history
+    /// is linearizable.
+    Passed,
+    /// The history was too large to decide within the checker's budget;
+    /// every other check passed.
+    PassedUnknownLinearizability,
+    /// Something broke.
+    Failed(String),
+}
+
+/// The result of one seed.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    /// Parameters of the run.
+    pub params: SimParams,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Digest of every event processed: two runs of a seed must agree.
+    pub digest: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Simulated time at the end (ms).
+    pub end_ms: u64,
+    /// Entries committed.
+    pub committed: usize,
+    /// Terms that had a leader.
+    pub terms: usize,
+    /// Client operations completed ok / failed / unknown.
+    pub operations: (u64, u64, u64),
+    /// The last events before the end (for failure reports).
+    pub trace_tail: Vec<String>,
+    /// The client history as JSON lines (for external checkers).
+    pub history_json: String,
+}
+
+#[derive(Clone, Debug)]
+enum Request {
+    Mutate(KvAction),
+    Read { key: u8 },
+}
+
+#[derive(Clone, Debug)]
+enum Reply {
+    Applied { index: LogIndex, took_effect: bool },
+    Value(Option<u64>),
+    Rejected { leader: Option<NodeId> },
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    TickAll,
+    Deliver(Message),
+    Sync {
+        node: usize,
+        incarnation: u64,
+    },
+    ClientWake {
+        client: usize,
+        op: u64,
+    },
+    ClientRequest {
+        node: usize,
+        client: usize,
+        op: u64,
+        request: Request,
+    },
+    ClientReply {
+        client: usize,
+        op: u64,
+        reply: Reply,
+    },
+    Fault,
+    Restart {
+        node: usize,
+    },
+    Unpause {
+        node: usize,
+    },
+    Heal,
+    Liveness,
+    LivenessCheck,
+}
+
+/// One batch waiting for the disk.
+#[derive(Debug, Default)]
+struct PendingSync {
+    after_persist: Vec<Message>,
+    committed: Vec<Entry>,
+    persisted: Option<(LogIndex, Term)>,
+    reads: Vec<copycat_raft::ReadState>,
+}
+
+/// A running server.
+struct LiveNode {
+    raw: RawNode,
+    storage: Storage,
+    kv: KvState,
+    applied: LogIndex,
+    last_snapshot: LogIndex,
+    pending: Vec<PendingSync>,
+    sync_scheduled: bool,
+    /// Entries written but not yet synced: index to term.
+    written: BTreeMap<LogIndex, Term>,
+    proposals: BTreeMap<LogIndex, (usize, u64)>,
+    reads: BTreeMap<u64, (usize, u64, u8)>,
+    confirmed_reads: Vec<(LogIndex, usize, u64, u8)>,
+    incoming: Option<(SnapshotWriter, Vec<u8>)>,
+    last_role: Role,
+    last_commit: LogIndex,
+}
+
+struct SimNode {
+    id: NodeId,
+    disk: FaultDisk,
+    dir: PathBuf,
+    live: Option<LiveNode>,
+    incarnation: u64,
+    paused: bool,
+    deferred: Vec<Event>,
+    clock_offset_ms: u64,
+    clock_rate: f64,
+    durable: DurableLog,
+}
+
+struct Waiting {
+    op: u64,
+    id: OperationId,
+    node: usize,
+    read: bool,
+}
+
+struct SimClient {
+    next_op: u64,
+    waiting: Option<Waiting>,
+    leader_hint: Option<usize>,
+    next_value: u64,
+    ok_since_liveness: u64,
+}
+
+/// A whole simulated cluster with its clients.
+pub struct Simulation {
+    /// Parameters of this run.
+    pub params: SimParams,
+    rng: ChaCha8Rng,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    nodes: Vec<SimNode>,
+    clients: Vec<SimClient>,
+    cut: BTreeSet<(usize, usize)>,
+    safety: bool,
+    liveness_started: Option<u64>,
+    done: bool,
+    history: History,
+    observer: Observer,
+    digest: u64,
+    events: u64,
+    trace: VecDeque<String>,
+    line: String,
+    read_ids: u64,
+    failure: Option<String>,
+    operations: (u64, u64, u64),
+    raft_template: Config,
+}
+
+impl Simulation {
+    /// Build the world for `params`, with an optional Raft configuration hook
+    /// (tests use it to plant bugs).
+    pub fn new(params: SimParams, configure: impl Fn(&mut Config)) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+        let mut raft_template = Config::new(NodeId(1));
+        raft_template.election_timeout_ms = params.election_timeout_ms;
+        raft_template.heartbeat_interval_ms = params.heartbeat_interval_ms;
+        raft_template.max_append_entries = params.max_append_entries;
+        raft_template.max_inflight_appends = params.max_inflight_appends;
+        raft_template.snapshot_trailing_entries = params.snapshot_trailing;
+        raft_template.snapshot_chunk_bytes = params.snapshot_chunk_bytes;
+        raft_template.lease_clock_drift_ms = params.lease_clock_drift_ms;
+        raft_template.promote_lag_entries = 8;
+        raft_template.pre_vote = params.pre_vote;
+        raft_template.check_quorum = params.check_quorum;
+        configure(&mut raft_template);
+        raft_template
+            .validate()
+            .expect("simulation parameters make a valid Raft config");
+        let voters = (1..=params.nodes).map(NodeId);
+        let membership = copycat_raft::Configuration::with_voters(voters);
+        let nodes = (1..=params.nodes)
+            .map(|id| {
+                let disk = FaultDisk::new(rng.gen());
+                let dir = PathBuf::from(format!("/n{id}"));
+                let shared: Arc<dyn Disk> = Arc::new(disk.clone());
+                Storage::bootstrap(shared, &dir, storage_options(&params), membership.clone())
+                    .expect("bootstrap a fresh simulated disk");
+                let spread = params.clock_rate_spread;
+                SimNode {
+                    id: NodeId(id),
+                    disk,
+                    dir,
+                    live: None,
+                    incarnation: 0,
+                    paused: false,
+                    deferred: Vec::new(),
+                    clock_offset_ms: rng.gen_range(0..1_000_000),
+                    clock_rate: 1.0 + rng.gen_range(-spread..=spread),
+                    durable: DurableLog::default(),
+                }
+            })
+            .collect();
+        let clients = (0..params.clients)
+            .map(|_| SimClient {
+                next_op: 0,
+                waiting: None,
+                leader_hint: None,
+                next_value: 1,
+                ok_since_liveness: 0,
+            })
+            .collect();
+        let mut sim = Self {
+            params,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes,
+            clients,
+            cut: BTreeSet::new(),
+            safety: true,
+            liveness_started: None,
+            done: false,
+            history: History::new(),
+            observer: Observer::new(),
+            digest: 0xcbf2_9ce4_8422_2325,
+            events: 0,
+            trace: VecDeque::new(),
+            line: String::new(),
+            read_ids: 0,
+            failure: None,
+            operations: (0, 0, 0),
+            raft_template,
+        };
+        for node in 0..sim.nodes.len() {
+            sim.start_node(node);
+        }
+        sim.schedule(TICK_MS, Event::TickAll);
+        for client in 0..sim.clients.len() {
+            let delay = sim.rng.gen_range(0..50);
+            sim.schedule(delay, Event::ClientWake { client, op: 0 });
+        }
+        let first_fault = sim.fault_delay();
+        sim.schedule(first_fault, Event::Fault);
+        let safety_ms = sim.params.safety_ms;
+        sim.schedule(safety_ms, Event::Liveness);
+        sim
+    }
+
+    /// Run to the end and report.
+    pub fn run(mut self) -> RunReport {
+        while !self.done && self.failure.is_none() {
+            let Some(((time, _), event)) = self.queue.pop_first() else {
+                self.fail("event queue ran dry".into());
+                break;
+            };
+            self.now = time;
+            self.events += 1;
+            self.handle(event);
+        }
+        let outcome = match self.failure.clone() {
+            Some(failure) => Outcome::Failed(failure),
+            None => self.final_checks(),
+        };
+        RunReport {
+            params: self.params.clone(),
+            outcome,
+            digest: self.digest,
+            events: self.events,
+            end_ms: self.now,
+            committed: self.observer.committed_count(),
+            terms: self.observer.terms_with_leaders(),
+            operations: self.operations,
+            trace_tail: self.trace.iter().cloned().collect(),
+            history_json: self.history.to_json_lines(),
+        }
+    }
+
+    fn final_checks(&mut self) -> Outcome {
+        if let Err(failure) = self.observer.check_all_acknowledged() {
+            return Outcome::Failed(failure);
+        }
+        let config = CheckConfig {
+            steps_max: 2_000_000,
+            minimize_steps_max: 200_000,
+            deadline: None,
+        };
+        match check(&Register::new(), &self.history, &config) {
+            Ok(report) => match report.verdict {
+                Verdict::Linearizable => Outcome::Passed,
+                Verdict::Unknown { .. } => Outcome::PassedUnknownLinearizability,
+                Verdict::NotLinearizable(violation) => {
+                    Outcome::Failed(format!("history not linearizable: {violation:?}"))
+                }
+            },
+            Err(error) => Outcome::Failed(format!("checker refused the history: {error}")),
+        }
+    }
+
+    // ----- Scheduling and tracing --------------------------------------------
+
+    fn schedule(&mut self, delay_ms: u64, event: Event) {
+        self.seq += 1;
+        self.queue.insert((self.now + delay_ms, self.seq), event);
+    }
+
+    fn fault_delay(&mut self) -> u64 {
+        let mean = self.params.fault_interval_ms as f64;
+        let uniform: f64 = self.rng.gen_range(0.0001..1.0);
+        (-uniform.ln() * mean) as u64 + 1
+    }
+
+    fn trace(&mut self, args: std::fmt::Arguments<'_>) {
+        self.line.clear();
+        let _ = write!(self.line, "{:>7}ms ", self.now);
+        let _ = self.line.write_fmt(args);
+        self.digest ^= fnv1a(self.line.as_bytes());
+        self.digest = self.digest.wrapping_mul(0x0000_0100_0000_01B3);
+        if self.trace.len() >= TRACE_LINES {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(self.line.clone());
+    }
+
+    fn fail(&mut self, failure: String) {
+        if self.failure.is_none() {
+            self.trace(format_args!("FAILURE: {failure}"));
+            self.failure = Some(failure);
+        }
+    }
+
+    fn local_time(&self, node: usize) -> Time {
+        let node = &self.nodes[node];
+        Time(node.clock_offset_ms + (self.now as f64 * node.clock_rate) as u64)
+    }
+
+    // ----- Events ---------------------------------------------------------------
+
+    fn handle(&mut self, event: Event) {
+        // A paused server does nothing; its events wait for it.
+        if let Some(node) = event_target(&event) {
+            if self.nodes[node].paused {
+                self.nodes[node].deferred.push(event);
+                return;
+            }
+        }
+        match event {
+            Event::TickAll => {
+                for node in 0..self.nodes.len() {
+                    if self.nodes[node].live.is_some() && !self.nodes[node].paused {
+                        let now = self.local_time(node);
+                        self.nodes[node].live.as_mut().expect("live").raw.tick(now);
+                        self.process(node);
+                    }
+                }
+                self.schedule(TICK_MS, Event::TickAll);
+            }
+            Event::Deliver(message) => {
+                let to = (message.to.0 - 1) as usize;
+                let from = (message.from.0 - 1) as usize;
+                if self.cut.contains(&(from, to)) || self.nodes[to].live.is_none() {
+                    return;
+                }
+                self.trace(format_args!(
+                    "{:?}->{:?} {} {:?}",
+                    message.from,
+                    message.to,
+                    message.body.kind(),
+                    message.term
+                ));
+                self.nodes[to]
+                    .live
+                    .as_mut()
+                    .expect("live")
+                    .raw
+                    .step(message);
+                self.process(to);
+            }
+            Event::Sync { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation && self.nodes[node].live.is_some() {
+                    self.complete_sync(node);
+                    self.process(node);
+                }
+            }
+            Event::ClientWake { client, op } => self.client_wake(client, op),
+            Event::ClientRequest {
+                node,
+                client,
+                op,
+                request,
+            } => self.on_client_request(node, client, op, request),
+            Event::ClientReply { client, op, reply } => self.on_client_reply(client, op, reply),
+            Event::Fault => {
+                if self.safety {
+                    self.inject_fault();
+                    let delay = self.fault_delay();
+                    self.schedule(delay, Event::Fault);
+                }
+            }
+            Event::Restart { node } => {
+                if self.nodes[node].live.is_none() {
+                    self.start_node(node);
+                }
+            }
+            Event::Unpause { node } => self.unpause(node),
+            Event::Heal => {
+                self.trace(format_args!("heal network"));
+                self.cut.clear();
+            }
+            Event::Liveness => self.start_liveness(),
+            Event::LivenessCheck => self.liveness_check(),
+        }
+    }
+
+    // ----- Servers ----------------------------------------------------------------
+
+    fn start_node(&mut self, node: usize) {
+        let params = self.params.clone();
+        let now = self.local_time(node);
+        let seed = self.rng.gen();
+        let sim_node = &mut self.nodes[node];
+        sim_node.incarnation += 1;
+        let disk: Arc<dyn Disk> = Arc::new(sim_node.disk.clone());
+        let (storage, state, _report) =
+            match Storage::open(disk, &sim_node.dir, storage_options(&params)) {
+                Ok(opened) => opened,
+                Err(error) => {
+                    let id = sim_node.id;
+                    self.fail(format!("{id:?} cannot recover its storage: {error}"));
+                    return;
+                }
+            };
+        let kv = match storage.snapshots().read_all() {
+            Ok(Some(data)) => KvState::decode(&data).unwrap_or_default(),
+            Ok(None) => KvState::default(),
+            Err(error) => {
+                let id = sim_node.id;
+                self.fail(format!("{id:?} cannot read its snapshot: {error}"));
+                return;
+            }
+        };
+        // Rebuild the durable view from what recovery returned.
+        let mut durable = DurableLog {
+            snapshot: state.snapshot.index,
+            ..DurableLog::default()
+        };
+        for entry in &state.entries {
+            durable.terms.insert(entry.index, entry.term);
+        }
+        sim_node.durable = durable;
+        let mut config = self.raft_template.clone();
+        config.id = sim_node.id;
+        let applied = state.snapshot.index;
+        let raw = match RawNode::new(config, state, seed, now) {
+            Ok(raw) => raw,
+            Err(error) => {
+                let id = sim_node.id;
+                self.fail(format!(
+                    "{id:?} cannot start from its recovered state: {error}"
+                ));
+                return;
+            }
+        };
+        let commit = raw.commit_index();
+        sim_node.live = Some(LiveNode {
+            raw,
+            storage,
+            kv,
+            applied,
+            last_snapshot: applied,
+            pending: Vec::new(),
+            sync_scheduled: false,
+            written: BTreeMap::new(),
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            confirmed_reads: Vec::new(),
+            incoming: None,
+            last_role: Role::Follower,
+            last_commit: commit,
+        });
+        let id = sim_node.id;
+        self.observer.node_restarted(id);
+        self.trace(format_args!("{id:?} started (applied {applied:?})"));
+    }
+
+    fn crash(&mut self, node: usize, torn: bool) {
+        let sim_node = &mut self.nodes[node];
+        if sim_node.live.take().is_none() {
+            return;
+        }
+        sim_node.incarnation += 1;
+        if torn {
+            sim_node.disk.crash_torn();
+        } else {
+            sim_node.disk.crash();
+        }
+        sim_node.paused = false;
+        sim_node.deferred.clear();
+        let id = sim_node.id;
+        self.trace(format_args!(
+            "{id:?} crashed{}",
+            if torn { " (torn writes)" } else { "" }
+        ));
+    }
+
+    fn unpause(&mut self, node: usize) {
+        if !self.nodes[node].paused {
+            return;
+        }
+        self.nodes[node].paused = false;
+        let id = self.nodes[node].id;
+        self.trace(format_args!("{id:?} resumed"));
+        let deferred = std::mem::take(&mut self.nodes[node].deferred);
+        for event in deferred {
+            self.schedule(0, event);
+        }
+    }
+
+    /// Carry out every `Ready` of a node.
+    fn process(&mut self, node: usize) {
+        loop {
+            let Some(live) = self.nodes[node].live.as_mut() else {
+                return;
+            };
+            if !live.raw.has_ready() {
+                break;
+            }
+            let ready = live.raw.ready();
+            if let Err(failure) = self.handle_ready(node, ready) {
+                self.fail(failure);
+                return;
+            }
+        }
+        self.after_step(node);
+    }
+
+    fn handle_ready(&mut self, node: usize, ready: Ready) -> Result<(), String> {
+        let id = self.nodes[node].id;
+        let Ready {
+            hard_state,
+            snapshot: _,
+            entries,
+            purge_to,
+            messages,
+            messages_after_persist,
+            committed_entries,
+            read_states,
+            snapshot_requests,
+            snapshot_chunks,
+            soft_state,
+        } = ready;
+        if let Some(soft) = soft_state {
+            self.trace(format_args!(
+                "{id:?} is {:?} of {:?} (leader {:?})",
+                soft.role, soft.term, soft.leader
+            ));
+        }
+        {
+            let live = self.nodes[node].live.as_mut().expect("live");
+            if let Some(hard_state) = hard_state {
+                live.storage
+                    .save_hard_state(hard_state)
+                    .map_err(|e| format!("{id:?} save hard state: {e}"))?;
+            }
+            if let Some(first) = entries.first() {
+                if first.index <= live.storage.log().last_index() {
+                    live.storage
+                        .log_mut()
+                        .truncate_from(first.index)
+                        .map_err(|e| format!("{id:?} truncate: {e}"))?;
+                    live.written.retain(|index, _| *index < first.index);
+                    self.nodes[node]
+                        .durable
+                        .terms
+                        .retain(|index, _| *index < first.index);
+                }
+                let live = self.nodes[node].live.as_mut().expect("live");
+                live.storage
+                    .append(&entries)
+                    .map_err(|e| format!("{id:?} append: {e}"))?;
+                for entry in &entries {
+                    live.written.insert(entry.index, entry.term);
+                }
+            }
+        }
+        // Log matching: every entry written, with its predecessor's term.
+        for entry in &entries {
+            let previous = self.nodes[node]
+                .live
+                .as_ref()
+                .expect("live")
+                .raw
+                .term_at(entry.index.prev());
+            self.observer.on_written(id, entry, previous)?;
+        }
+        if let Some(purge) = purge_to {
+            let live = self.nodes[node].live.as_mut().expect("live");
+            live.storage
+                .log_mut()
+                .purge_to(purge)
+                .map_err(|e| format!("{id:?} purge: {e}"))?;
+        }
+        for message in messages {
+            self.send(message);
+        }
+        for request in snapshot_requests {
+            let live = self.nodes[node].live.as_mut().expect("live");
+            let latest = live.storage.snapshots().latest().map(|meta| meta.index);
+            if latest != Some(request.meta.index) {
+                live.raw
+                    .snapshot_unavailable(request.to, request.meta.index);
+                continue;
+            }
+            let (data, done) = live
+                .storage
+                .snapshots()
+                .read_chunk(request.offset, request.max_bytes as u64)
+                .map_err(|e| format!("{id:?} read snapshot: {e}"))?;
+            live.raw.snapshot_chunk(
+                request.to,
+                request.meta.index,
+                request.offset,
+                Bytes::from(data),
+                done,
+            );
+        }
+        let has_final_chunk = snapshot_chunks.iter().any(|chunk| chunk.done);
+        if has_final_chunk {
+            // Apply everything already committed before the snapshot replaces
+            // the state (the core waits for the install).
+            self.complete_sync(node);
+        }
+        for chunk in snapshot_chunks {
+            let live = self.nodes[node].live.as_mut().expect("live");
+            if chunk.offset == 0 {
+                if let Some((writer, _)) = live.incoming.take() {
+                    let _ = live.storage.snapshots().abort(writer);
+                }
+                let writer = live
+                    .storage
+                    .begin_snapshot(chunk.meta.clone())
+                    .map_err(|e| format!("{id:?} begin snapshot: {e}"))?;
+                live.incoming = Some((writer, Vec::new()));
+            }
+            let Some((writer, buffer)) = live.incoming.as_mut() else {
+                return Err(format!(
+                    "{id:?} got a snapshot chunk at offset {} with no snapshot started",
+                    chunk.offset
+                ));
+            };
+            writer
+                .write(&chunk.data)
+                .map_err(|e| format!("{id:?} write snapshot: {e}"))?;
+            buffer.extend_from_slice(&chunk.data);
+            if chunk.done {
+                let (writer, buffer) = live.incoming.take().expect("incoming");
+                live.storage
+                    .install_snapshot(writer)
+                    .map_err(|e| format!("{id:?} install snapshot: {e}"))?;
+                live.kv = KvState::decode(&buffer)
+                    .ok_or_else(|| format!("{id:?} received an undecodable snapshot"))?;
+                live.applied = chunk.meta.index;
+                live.last_snapshot = chunk.meta.index;
+                live.written.retain(|index, _| *index > chunk.meta.index);
+                live.raw
+                    .snapshot_installed(&chunk.meta)
+                    .map_err(|e| format!("{id:?} snapshot_installed: {e}"))?;
+                let durable = &mut self.nodes[node].durable;
+                durable.snapshot = durable.snapshot.max(chunk.meta.index);
+                durable.terms.retain(|index, _| *index > chunk.meta.index);
+                self.trace(format_args!(
+                    "{id:?} installed snapshot {:?}",
+                    chunk.meta.index
+                ));
+            }
+        }
+        let persisted = entries.last().map(|e| (e.index, e.term));
+        let live = self.nodes[node].live.as_mut().expect("live");
+        live.pending.push(PendingSync {
+            after_persist: messages_after_persist,
+            committed: committed_entries,
+            persisted,
+            reads: read_states,
+        });
+        if !live.sync_scheduled {
+            live.sync_scheduled = true;
+            let incarnation = self.nodes[node].incarnation;
+            let latency = self.params.disk_latency_ms;
+            self.schedule(latency, Event::Sync { node, incarnation });
+        }
+        Ok(())
+    }
+
+    /// The disk finished: one fsync covers every batch written since the
+    /// last one (group commit). Then the batches' messages go out, their
+    /// committed entries are applied, and the core learns they are durable.
+    fn complete_sync(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        let live = self.nodes[node].live.as_mut().expect("live");
+        live.sync_scheduled = false;
+        if let Err(error) = live.storage.sync() {
+            self.fail(format!("{id:?} sync: {error}"));
+            return;
+        }
+        let written = std::mem::take(&mut live.written);
+        self.nodes[node].durable.terms.extend(written);
+        let live = self.nodes[node].live.as_mut().expect("live");
+        live.storage.invariants();
+        let pending = std::mem::take(&mut live.pending);
+        for batch in pending {
+            for message in batch.after_persist {
+                self.send(message);
+            }
+            for entry in batch.committed {
+                if let Err(failure) = self.apply(node, entry) {
+                    self.fail(failure);
+                    return;
+                }
+            }
+            let live = self.nodes[node].live.as_mut().expect("live");
+            if let Some((index, term)) = batch.persisted {
+                live.raw.persisted(index, term);
+            }
+            let mut rejected = Vec::new();
+            for read in batch.reads {
+                match (live.reads.remove(&read.id), read.result) {
+                    (Some((client, op, key)), Ok(index)) => {
+                        live.confirmed_reads.push((index, client, op, key))
+                    }
+                    (Some((client, op, _)), Err(_)) => {
+                        rejected.push((client, op, live.raw.leader()))
+                    }
+                    (None, _) => {}
+                }
+            }
+            for (client, op, leader) in rejected {
+                self.reply(node, client, op, Reply::Rejected { leader });
+            }
+        }
+        self.serve_reads(node);
+        self.maybe_snapshot(node);
+    }
+
+    fn apply(&mut self, node: usize, entry: Entry) -> Result<(), String> {
+        let id = self.nodes[node].id;
+        let live = self.nodes[node].live.as_mut().expect("live");
+        if entry.index <= live.applied {
+            return Ok(());
+        }
+        if entry.index != live.applied.next() {
+            return Err(format!(
+                "{id:?} asked to apply {:?} after {:?}",
+                entry.index, live.applied
+            ));
+        }
+        live.applied = entry.index;
+        let mut reply = None;
+        if let EntryPayload::Command(data) = &entry.payload {
+            let command = KvCommand::decode(data)
+                .ok_or_else(|| format!("{id:?} applied an undecodable command"))?;
+            let took_effect = live.kv.apply(&command.action);
+            if let Some((client, op)) = live.proposals.remove(&entry.index) {
+                if command.client as usize == client && command.op == op {
+                    reply = Some((
+                        client,
+                        op,
+                        Reply::Applied {
+                            index: entry.index,
+                            took_effect,
+                        },
+                    ));
+                } else {
+                    // Our proposal was overwritten: it will never commit.
+                    reply = Some((
+                        client,
+                        op,
+                        Reply::Rejected {
+                            leader: live.raw.leader(),
+                        },
+                    ));
+                }
+            }
+        } else if let Some((client, op)) = live.proposals.remove(&entry.index) {
+            reply = Some((
+                client,
+                op,
+                Reply::Rejected {
+                    leader: live.raw.leader(),
+                },
+            ));
+        }
+        self.observer.on_applied(id, &entry)?;
+        if let Some((client, op, reply)) = reply {
+            self.reply(node, client, op, reply);
+        }
+        Ok(())
+    }
+
+    fn serve_reads(&mut self, node: usize) {
+        let live = self.nodes[node].live.as_mut().expect("live");
+        let applied = live.applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = live
+            .confirmed_reads
+            .drain(..)
+            .partition(|(index, ..)| *index <= applied);
+        live.confirmed_reads = waiting;
+        let answers: Vec<_> = ready
+            .into_iter()
+            .map(|(_, client, op, key)| (client, op, live.kv.values.get(&key).copied()))
+            .collect();
+        for (client, op, value) in answers {
+            self.reply(node, client, op, Reply::Value(value));
+        }
+    }
+
+    fn maybe_snapshot(&mut self, node: usize) {
+        let every = self.params.snapshot_every;
+        let id = self.nodes[node].id;
+        let live = self.nodes[node].live.as_mut().expect("live");
+        if live.applied.0 < live.last_snapshot.0 + every {
+            return;
+        }
+        let index = live.applied;
+        let meta = match live.raw.snapshot_taken(index) {
+            Ok(meta) => meta,
+            Err(_) => return,
+        };
+        let result = live
+            .storage
+            .begin_snapshot(meta.clone())
+            .and_then(|mut writer| {
+                writer.write(&live.kv.encode())?;
+                live.storage.install_snapshot(writer)
+            });
+        if let Err(error) = result {
+            self.fail(format!("{id:?} take snapshot: {error}"));
+            return;
+        }
+        live.last_snapshot = index;
+        let durable = &mut self.nodes[node].durable;
+        durable.snapshot = durable.snapshot.max(index);
+        self.trace(format_args!("{id:?} took snapshot at {index:?}"));
+        self.process(node);
+    }
+
+    /// Checks after a node handled inputs: its own invariants, commit
+    /// monotonicity and durability, leadership changes.
+    fn after_step(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        let Some(live) = self.nodes[node].live.as_mut() else {
+            return;
+        };
+        live.raw.invariants();
+        let role = live.raw.role();
+        let term = live.raw.term();
+        let commit = live.raw.commit_index();
+        let became_leader = role == Role::Leader && live.last_role != Role::Leader;
+        live.last_role = role;
+        let old_commit = live.last_commit;
+        live.last_commit = commit;
+        let result = (|| {
+            self.observer.check_commit_monotonic(id, commit)?;
+            let live = self.nodes[node].live.as_ref().expect("live");
+            if role == Role::Leader {
+                if became_leader {
+                    self.observer.on_leader(id, term)?;
+                    self.observer.check_leader_completeness(
+                        id,
+                        term,
+                        live.raw.snapshot_meta().index,
+                        |i| live.raw.entry(i),
+                    )?;
+                }
+                if commit > old_commit {
+                    self.observer
+                        .on_leader_commit(id, term, old_commit, commit, |i| live.raw.entry(i))?;
+                    let commit_term = live.raw.term_at(commit).expect("leader holds its commit");
+                    let durable: BTreeMap<NodeId, DurableLog> = self
+                        .nodes
+                        .iter()
+                        .map(|n| (n.id, n.durable.clone()))
+                        .collect();
+                    self.observer.check_commit_durable(
+                        id,
+                        commit,
+                        commit_term,
+                        &live.raw.configurations_since(commit),
+                        &durable,
+                    )?;
+                }
+                let configs = live.raw.configurations_since(commit);
+                let mut uncommitted = Vec::new();
+                let mut index = commit.next();
+                while index <= live.raw.last_index() {
+                    if let Some(entry) = live.raw.entry(index) {
+                        uncommitted.push(entry);
+                    }
+                    index = index.next();
+                }
+                self.observer.check_configuration_safety(
+                    id,
+                    commit,
+                    &configs[0],
+                    uncommitted.into_iter(),
+                )?;
+            }
+            Ok(())
+        })();
+        if let Err(failure) = result {
+            self.fail(failure);
+        }
+    }
+
+    fn send(&mut self, message: Message) {
+        let loss = if self.safety { self.params.loss } else { 0.0 };
+        let duplicate = if self.safety {
+            self.params.duplicate
+        } else {
+            0.0
+        };
+        if self.rng.gen_bool(loss) {
+            return;
+        }
+        let copies = if self.rng.gen_bool(duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let delay = self
+                .rng
+                .gen_range(self.params.delay_min_ms..=self.params.delay_max_ms);
+            self.schedule(delay, Event::Deliver(message.clone()));
+        }
+    }
+
+    // ----- Clients ------------------------------------------------------------
+
+    fn client_timeout_ms(&self) -> u64 {
+        4 * self.params.election_timeout_ms
+    }
+
+    fn client_wake(&mut self, client: usize, op: u64) {
+        // A wake-up for an operation still outstanding is its timeout.
+        if let Some(waiting) = &self.clients[client].waiting {
+            if waiting.op == op {
+                let id = waiting.id;
+                self.history.info(id, self.now);
+                self.operations.2 += 1;
+                self.clients[client].waiting = None;
+                self.clients[client].leader_hint = None;
+                self.trace(format_args!("client {client} op {op} timed out"));
+                let delay = self.rng.gen_range(0..20);
+                let next = self.clients[client].next_op;
+                self.schedule(delay, Event::ClientWake { client, op: next });
+            }
+            return;
+        }
+        if op != self.clients[client].next_op {
+            return;
+        }
+        // Once every client got through after the heal, clients go quiet so
+        // that the cluster can be seen to converge.
+        if self.liveness_started.is_some() && self.clients.iter().all(|c| c.ok_since_liveness > 0) {
+            return;
+        }
+        let key = self.rng.gen_range(0..KEYS);
+        let key_name = format!("k{key}");
+        let c = &mut self.clients[client];
+        let op = c.next_op;
+        c.next_op += 1;
+        let value = (client as u64 + 1) * 1_000_000 + c.next_value;
+        c.next_value += 1;
+        let choice = self.rng.gen_range(0..10);
+        let process = ProcessId(client as u64);
+        let (request, id, read) = if choice < 4 {
+            let id = self
+                .history
+                .invoke(process, "read", key_name.as_str(), json!(null), self.now);
+            (Request::Read { key }, id, true)
+        } else if choice < 8 {
+            let id =
+                self.history
+                    .invoke(process, "write", key_name.as_str(), json!(value), self.now);
+            (Request::Mutate(KvAction::Write { key, value }), id, false)
+        } else {
+            // Compare-and-set from a recently written value of any client,
+            // or from absent.
+            let expected = if self.rng.gen_bool(0.3) {
+                None
+            } else {
+                let from = self.rng.gen_range(0..self.clients.len()) as u64;
+                let back = self.rng.gen_range(1..=3);
+                let n = self.clients[from as usize]
+                    .next_value
+                    .saturating_sub(back)
+                    .max(1);
+                Some((from + 1) * 1_000_000 + n)
+            };
+            let id = self.history.invoke(
+                process,
+                "cas",
+                key_name.as_str(),
+                json!([expected, value]),
+                self.now,
+            );
+            (
+                Request::Mutate(KvAction::Cas {
+                    key,
+                    expected,
+                    new: value,
+                }),
+                id,
+                false,
+            )
+        };
+        let node = match self.clients[client].leader_hint {
+            Some(node) if self.rng.gen_bool(0.7) => node,
+            _ => self.rng.gen_range(0..self.nodes.len()),
+        };
+        self.clients[client].waiting = Some(Waiting { op, id, node, read });
+        let timeout = self
+            .rng
+            .gen_range(self.params.election_timeout_ms..=self.client_timeout_ms());
+        self.schedule(timeout, Event::ClientWake { client, op });
+        self.send_to_server(node, client, op, request);
+    }
+
+    fn send_to_server(&mut self, node: usize, client: usize, op: u64, request: Request) {
+        if self.safety && self.rng.gen_bool(self.params.loss) {
+            return;
+        }
+        let delay = self
+            .rng
+            .gen_range(self.params.delay_min_ms..=self.params.delay_max_ms);
+        self.schedule(
+            delay,
+            Event::ClientRequest {
+                node,
+                client,
+                op,
+                request,
+            },
+        );
+    }
+
+    fn reply(&mut self, _node: usize, client: usize, op: u64, reply: Reply) {
+        if self.safety && self.rng.gen_bool(self.params.loss) {
+            return;
+        }
+        let delay = self
+            .rng
+            .gen_range(self.params.delay_min_ms..=self.params.delay_max_ms);
+        self.schedule(delay, Event::ClientReply { client, op, reply });
+    }
+
+    fn on_client_request(&mut self, node: usize, client: usize, op: u64, request: Request) {
+        let Some(live) = self.nodes[node].live.as_mut() else {
+            return;
+        };
+        match request {
+            Request::Mutate(action) => {
+                let command = KvCommand {
+                    client: client as u64,
+                    op,
+                    action,
+                };
+                match live.raw.propose(vec![command.encode()]) {
+                    Ok((index, _)) => {
+                        live.proposals.insert(index, (client, op));
+                    }
+                    Err(_) => {
+                        let leader = live.raw.leader();
+                        self.reply(node, client, op, Reply::Rejected { leader });
+                    }
+                }
+            }
+            Request::Read { key } => {
+                self.read_ids += 1;
+                let read_id = self.read_ids;
+                let mode = if self.params.lease_reads {
+                    ReadMode::Lease
+                } else {
+                    ReadMode::ReadIndex
+                };
+                let now = Time(
+                    self.nodes[node].clock_offset_ms
+                        + (self.now as f64 * self.nodes[node].clock_rate) as u64,
+                );
+                let live = self.nodes[node].live.as_mut().expect("live");
+                match live.raw.read(read_id, mode, now) {
+                    Ok(path) => {
+                        live.reads.insert(read_id, (client, op, key));
+                        // Lease safety: while this leader holds a lease, no
+                        // server leads a later term (checked at the instant
+                        // the lease is relied on).
+                        if path == ReadPath::Lease {
+                            let term = live.raw.term();
+                            let id = self.nodes[node].id;
+                            let leaders: Vec<(NodeId, Term)> = self
+                                .nodes
+                                .iter()
+                                .filter_map(|n| {
+                                    n.live
+                                        .as_ref()
+                                        .filter(|l| l.raw.is_leader())
+                                        .map(|l| (n.id, l.raw.term()))
+                                })
+                                .collect();
+                            if let Err(failure) = self.observer.check_lease(id, term, &leaders) {
+                                self.fail(failure);
+                                return;
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        let leader = live.raw.leader();
+                        self.reply(node, client, op, Reply::Rejected { leader });
+                    }
+                }
+            }
+        }
+        self.process(node);
+    }
+
+    fn on_client_reply(&mut self, client: usize, op: u64, reply: Reply) {
+        let Some(waiting) = &self.clients[client].waiting else {
+            return;
+        };
+        if waiting.op != op {
+            return;
+        }
+        let (id, node, read) = (waiting.id, waiting.node, waiting.read);
+        match reply {
+            Reply::Applied { index, took_effect } => {
+                if took_effect {
+                    self.history
+                        .ok(id, self.history.operation(id).input.clone(), self.now);
+                    self.operations.0 += 1;
+                    if let Err(failure) = self.observer.on_acknowledged(client as u64, op, index) {
+                        self.fail(failure);
+                    }
+                    if self.liveness_started.is_some() {
+                        self.clients[client].ok_since_liveness += 1;
+                    }
+                } else {
+                    // A compare-and-set that found another value changed
+                    // nothing: a definite failure.
+                    self.history.fail(id, self.now);
+                    self.operations.1 += 1;
+                }
+                self.clients[client].leader_hint = Some(node);
+            }
+            Reply::Value(value) => {
+                debug_assert!(read);
+                self.history.ok(id, json!(value), self.now);
+                self.operations.0 += 1;
+                self.clients[client].leader_hint = Some(node);
+                if self.liveness_started.is_some() {
+                    self.clients[client].ok_since_liveness += 1;
+                }
+            }
+            Reply::Rejected { leader } => {
+                self.history.fail(id, self.now);
+                self.operations.1 += 1;
+                self.clients[client].leader_hint = leader.map(|l| (l.0 - 1) as usize);
+            }
+        }
+        self.clients[client].waiting = None;
+        let next = self.clients[client].next_op;
+        let delay = self.rng.gen_range(0..20);
+        self.schedule(delay, Event::ClientWake { client, op: next });
+    }
+
+    // ----- Faults ---------------------------------------------------------------
+
+    fn inject_fault(&mut self) {
+        let nodes = self.nodes.len();
+        let node = self.rng.gen_range(0..nodes);
+        let id = self.nodes[node].id;
+        let restart_after = if self.rng.gen_bool(0.3) {
+            // A supervisor restarts the process at once.
+            self.rng.gen_range(1..=5)
+        } else {
+            self.rng.gen_range(10..=6 * self.params.election_timeout_ms)
+        };
+        match self.rng.gen_range(0..13) {
+            0 | 1 => {
+                self.crash(node, false);
+                self.schedule(restart_after, Event::Restart { node });
+            }
+            2 => {
+                self.crash(node, true);
+                self.schedule(restart_after, Event::Restart { node });
+            }
+            3 | 4 => {
+                self.trace(format_args!("isolate {id:?}"));
+                for other in 0..nodes {
+                    if other != node {
+                        self.cut.insert((node, other));
+                        self.cut.insert((other, node));
+                    }
+                }
+                self.schedule(restart_after, Event::Heal);
+            }
+            5 => {
+                let mut left = Vec::new();
+                for n in 0..nodes {
+                    if self.rng.gen_bool(0.5) {
+                        left.push(n);
+                    }
+                }
+                self.trace(format_args!("partition {left:?} from the rest"));
+                for a in 0..nodes {
+                    for b in 0..nodes {
+                        if left.contains(&a) != left.contains(&b) {
+                            self.cut.insert((a, b));
+                        }
+                    }
+                }
+                self.schedule(restart_after, Event::Heal);
+            }
+            6 => {
+                let other = self.rng.gen_range(0..nodes);
+                if other != node {
+                    self.trace(format_args!("cut {id:?} -> n{}", other + 1));
+                    self.cut.insert((node, other));
+                    self.schedule(restart_after, Event::Heal);
+                }
+            }
+            7 => {
+                // The leader, specifically, isolated.
+                if let Some(leader) = self.current_leader() {
+                    self.trace(format_args!("isolate leader n{}", leader + 1));
+                    for other in 0..nodes {
+                        if other != leader {
+                            self.cut.insert((leader, other));
+                            self.cut.insert((other, leader));
+                        }
+                    }
+                    self.schedule(restart_after, Event::Heal);
+                }
+            }
+            8 => {
+                // A long pause of the leader (a GC pause, SIGSTOP): the rest
+                // elect a new leader meanwhile, and the old one wakes up
+                // believing it still leads.
+                if let Some(leader) = self.current_leader() {
+                    if !self.nodes[leader].paused {
+                        let pause = self.rng.gen_range(
+                            self.params.election_timeout_ms..=5 * self.params.election_timeout_ms,
+                        );
+                        self.trace(format_args!("pause leader n{} for {pause}ms", leader + 1));
+                        self.nodes[leader].paused = true;
+                        self.schedule(pause, Event::Unpause { node: leader });
+                    }
+                }
+            }
+            9 => {
+                if self.nodes[node].live.is_some() && !self.nodes[node].paused {
+                    self.trace(format_args!("pause {id:?}"));
+                    self.nodes[node].paused = true;
+                    self.schedule(restart_after, Event::Unpause { node });
+                }
+            }
+            _ => {
+                if self.params.membership_churn {
+                    self.churn();
+                }
+            }
+        }
+    }
+
+    fn current_leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter(|n| {
+                self.nodes[*n]
+                    .live
+                    .as_ref()
+                    .is_some_and(|l| l.raw.is_leader())
+            })
+            .max_by_key(|n| self.nodes[*n].live.as_ref().map(|l| l.raw.term()))
+    }
+
+    fn churn(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let nodes = self.nodes.len() as u64;
+        let target = NodeId(self.rng.gen_range(1..=nodes));
+        let choice = self.rng.gen_range(0..5);
+        let live = self.nodes[leader].live.as_mut().expect("live leader");
+        let (version, config) = live.raw.configuration();
+        let role = config.role(target);
+        let result = match choice {
+            0 => live
+                .raw
+                .transfer_leadership(target)
+                .map(|_| LogIndex::ZERO)
+                .map_err(|e| e.to_string()),
+            1 if role == Some(MemberRole::Voter) => live
+                .raw
+                .change_membership(MembershipChange::AddPassive(target), Some(version))
+                .map_err(|e| e.to_string()),
+            2 if role == Some(MemberRole::Voter) => live
+                .raw
+                .change_membership(MembershipChange::Remove(target), Some(version))
+                .map_err(|e| e.to_string()),
+            3 if role == Some(MemberRole::Voter) => live
+                .raw
+                .change_membership(MembershipChange::AddReserve(target), Some(version))
+                .map_err(|e| e.to_string()),
+            _ => live
+                .raw
+                .change_membership(MembershipChange::AddVoter(target), Some(version))
+                .map_err(|e| e.to_string()),
+        };
+        let leader_id = self.nodes[leader].id;
+        self.trace(format_args!(
+            "churn on {leader_id:?}: change {choice} for {target:?} -> {result:?}"
+        ));
+        self.process(leader);
+    }
+
+    // ----- Liveness -------------------------------------------------------------
+
+    fn start_liveness(&mut self) {
+        self.safety = false;
+        self.liveness_started = Some(self.now);
+        self.trace(format_args!("liveness phase: heal everything"));
+        self.cut.clear();
+        for node in 0..self.nodes.len() {
+            self.unpause(node);
+            if self.nodes[node].live.is_none() {
+                self.start_node(node);
+            }
+        }
+        // Every node back in the configuration as a voter, one change at a
+        // time, is not required: whatever configuration the cluster has must
+        // work.
+        for client in &mut self.clients {
+            client.ok_since_liveness = 0;
+        }
+        self.schedule(100, Event::LivenessCheck);
+    }
+
+    fn liveness_check(&mut self) {
+        let started = self.liveness_started.expect("liveness started");
+        let converged = self.converged();
+        if converged {
+            self.trace(format_args!("converged after {}ms", self.now - started));
+            self.done = true;
+            return;
+        }
+        if self.now - started > self.params.liveness_ms {
+            let state: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| match &n.live {
+                    Some(l) => format!(
+                        "{:?}:{:?}/{:?} commit={:?} applied={:?} member={:?}",
+                        n.id,
+                        l.raw.role(),
+                        l.raw.term(),
+                        l.raw.commit_index(),
+                        l.applied,
+                        l.raw.member_role()
+                    ),
+                    None => format!("{:?}:down", n.id),
+                })
+                .collect();
+            let oks: Vec<u64> = self.clients.iter().map(|c| c.ok_since_liveness).collect();
+            self.fail(format!("liveness: no convergence within {}ms of healing: {state:?}, client successes {oks:?}", self.params.liveness_ms));
+            return;
+        }
+        self.schedule(100, Event::LivenessCheck);
+    }
+
+    /// A leader exists, every client completed an operation since the heal,
+    /// and every replicating member applied everything the leader committed.
+    fn converged(&self) -> bool {
+        let Some(leader) = self.current_leader() else {
+            return false;
+        };
+        if self.clients.iter().any(|c| c.ok_since_liveness == 0) {
+            return false;
+        }
+        let live = self.nodes[leader].live.as_ref().expect("leader is live");
+        let commit = live.raw.commit_index();
+        if live.applied < commit {
+            return false;
+        }
+        let (_, config) = live.raw.configuration();
+        config.members.iter().all(|(id, role)| {
+            !role.replicates()
+                || self.nodes[(id.0 - 1) as usize]
+                    .live
+                    .as_ref()
+                    .is_some_and(|n| n.applied >= commit)
+        })
+    }
+}
+
+fn event_target(event: &Event) -> Option<usize> {
+    match event {
+        Event::Deliver(message) => Some((message.to.0 - 1) as usize),
+        Event::Sync { node, .. } | Event::ClientRequest { node, .. } => Some(*node),
+        _ => None,
+    }
+}
+
+fn storage_options(params: &SimParams) -> StorageOptions {
+    StorageOptions {
+        log: LogOptions {
+            segment_size_max_bytes: params.segment_bytes,
+            ..LogOptions::default()
+        },
+        snapshots_retained_old: 0,
+    }
+}
