@@ -37,7 +37,14 @@
 //! Lowe's memoization makes this practical: two search nodes with the same set
 //! of linearized operations and the same model state have the same future, so
 //! the search keeps a cache of `(set of linearized operations as a bitset,
-//! model state)` and never lifts into a pair it has seen before.
+//! model state)` and never lifts into a pair it has seen before. This checker
+//! strengthens the cache for operations of unknown outcome: a node that
+//! reaches a state with the same `ok` operations linearized as a visited node,
+//! but with a superset of its unknown-outcome operations, has strictly fewer
+//! options left and is skipped too. Without this, every subset of the timed
+//! out writes that leads back to an already seen value would be explored
+//! again. Unknown-outcome operations invoked after the last `ok` completion
+//! are left out altogether, since nothing after them can observe them.
 //!
 //! # P-compositionality
 //!
@@ -63,12 +70,17 @@
 //! explanation. Turning an `ok` operation into one of unknown outcome only
 //! removes constraints, so if the history is still not linearizable after
 //! that, the original history is not linearizable for a reason that does not
-//! involve that operation's result. The checker greedily relaxes as many `ok`
-//! operations as it can (in halving chunks, then one at a time) under a
-//! separate step budget, and reports the ones left: the [`Violation::core`],
-//! whose results contradict each other, together with the operations of
-//! unknown outcome that could have taken effect in between
-//! ([`Violation::possible_effects`]).
+//! involve that operation's result. The checker first cuts the history after
+//! the earliest `ok` completion where it already fails (linearizability is
+//! prefix-closed, so a binary search finds it), then greedily relaxes as many
+//! of the remaining `ok` operations as it can, reads first, in halving chunks
+//! and finally one at a time. It reports the ones left: the
+//! [`Violation::core`], whose results contradict each other, together with
+//! the operations of unknown outcome that could have taken effect in between
+//! ([`Violation::possible_effects`]). This runs under its own step budget,
+//! with a cap on each trial search; when the budget runs out the core is
+//! larger than it could be but still a valid explanation, and
+//! [`Violation::minimal`] is false.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
