@@ -37,7 +37,14 @@
 //! Lowe's memoization makes this practical: two search nodes with the same set
 //! of linearized operations and the same model state have the same future, so
 //! the search keeps a cache of `(set of linearized operations as a bitset,
-//! model state)` and never lifts into a pair it has seen before.
+//! model state)` and never lifts into a pair it has seen before. This checker
+//! strengthens the cache for operations of unknown outcome: a node that
+//! reaches a state with the same `ok` operations linearized as a visited node,
+//! but with a superset of its unknown-outcome operations, has strictly fewer
+//! options left and is skipped too. Without this, every subset of the timed
+//! out writes that leads back to an already seen value would be explored
+//! again. Unknown-outcome operations invoked after the last `ok` completion
+//! are left out altogether, since nothing after them can observe them.
 //!
 //! # P-compositionality
 //!
@@ -63,14 +70,19 @@
 //! explanation. Turning an `ok` operation into one of unknown outcome only
 //! removes constraints, so if the history is still not linearizable after
 //! that, the original history is not linearizable for a reason that does not
-//! involve that operation's result. The checker greedily relaxes as many `ok`
-//! operations as it can (in halving chunks, then one at a time) under a
-//! separate step budget, and reports the ones left: the [`Violation::core`],
-//! whose results contradict each other, together with the operations of
-//! unknown outcome that could have taken effect in between
-//! ([`Violation::possible_effects`]).
+//! involve that operation's result. The checker first cuts the history after
+//! the earliest `ok` completion where it already fails (linearizability is
+//! prefix-closed, so a binary search finds it), then greedily relaxes as many
+//! of the remaining `ok` operations as it can, reads first, in halving chunks
+//! and finally one at a time. It reports the ones left: the
+//! [`Violation::core`], whose results contradict each other, together with
+//! the operations of unknown outcome that could have taken effect in between
+//! ([`Violation::possible_effects`]). This runs under its own step budget,
+//! with a cap on each trial search; when the budget runs out the core is
+//! larger than it could be but still a valid explanation, and
+//! [`Violation::minimal`] is false.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::Hash;
 use std::time::Instant;
@@ -418,7 +430,14 @@ pub fn check<M: Model>(
             }
             SearchOutcome::NotLinearizable { longest } => {
                 let mut minimize_meter = Meter::new(config.minimize_steps_max, config.deadline);
-                let violation = explain(model, key, operations, longest, &mut minimize_meter);
+                let violation = explain(
+                    model,
+                    key,
+                    operations,
+                    longest,
+                    config.minimize_steps_max,
+                    &mut minimize_meter,
+                );
                 return Ok(CheckReport {
                     verdict: Verdict::NotLinearizable(Box::new(violation)),
                     keys,
@@ -499,6 +518,57 @@ impl BitSet {
     fn remove(&mut self, index: usize) {
         self.words[index / 64] &= !(1 << (index % 64));
     }
+
+    fn is_subset(&self, other: &BitSet) -> bool {
+        assert_eq!(self.words.len(), other.words.len());
+        self.words
+            .iter()
+            .zip(&other.words)
+            .all(|(mine, theirs)| mine & !theirs == 0)
+    }
+}
+
+/// The search nodes visited so far: Lowe's memoization, strengthened with
+/// subset dominance for operations of unknown outcome.
+///
+/// A node is the set of linearized operations with known outcome, the set of
+/// linearized operations of unknown outcome, and the model state. Every
+/// visited node has either been fully explored without success or is an
+/// ancestor of the current node, whose exploration will cover anything its
+/// descendants could do. A node `(known, unknown, state)` is dominated by a
+/// visited `(known, fewer, state)` with `fewer` a subset of `unknown`: both
+/// must linearize the same remaining `ok` operations under the same real-time
+/// constraints from the same state, and the dominating node has every
+/// optional operation the other has, and more. So a dominated node can be
+/// skipped. With `fewer == unknown` this is Lowe's exact-match cache; the
+/// strengthening keeps the search from trying every subset of the unknown
+/// operations that leads back to a state it has already seen.
+struct Visited<S> {
+    nodes: HashMap<(BitSet, S), Vec<BitSet>>,
+}
+
+impl<S: Clone + Eq + Hash> Visited<S> {
+    fn new() -> Self {
+        Self {
+            nodes: HashMap::new(),
+        }
+    }
+
+    /// Records a node. Returns false, recording nothing, if a visited node
+    /// dominates it.
+    fn insert(&mut self, known: &BitSet, unknown: &BitSet, state: &S) -> bool {
+        let seen = self
+            .nodes
+            .entry((known.clone(), state.clone()))
+            .or_default();
+        if seen.iter().any(|fewer| fewer.is_subset(unknown)) {
+            return false;
+        }
+        // Whatever the new node dominates, it now dominates on their behalf.
+        seen.retain(|more| !unknown.is_subset(more));
+        seen.push(unknown.clone());
+        true
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -565,8 +635,14 @@ impl EntryList {
     }
 }
 
+/// Whether the search must linearize the operation: it completed with `ok`
+/// and is not relaxed to an unknown outcome.
+fn known_outcome(operation: &Operation, relaxed: bool) -> bool {
+    operation.status == OperationStatus::Ok && !relaxed
+}
+
 fn view<'a>(operation: &'a Operation, relaxed: bool) -> OperationView<'a> {
-    let known = operation.status == OperationStatus::Ok && !relaxed;
+    let known = known_outcome(operation, relaxed);
     OperationView {
         f: &operation.f,
         input: &operation.input,
@@ -583,7 +659,7 @@ fn view<'a>(operation: &'a Operation, relaxed: bool) -> OperationView<'a> {
 fn participates<M: Model>(model: &M, operation: &Operation, relaxed: bool) -> bool {
     match operation.status {
         OperationStatus::Fail => false,
-        OperationStatus::Ok if !relaxed => true,
+        OperationStatus::Ok if known_outcome(operation, relaxed) => true,
         _ => !model.is_read_only(&view(operation, relaxed)),
     }
 }
@@ -596,6 +672,14 @@ fn build_entries<M: Model>(
     operations: &[&Operation],
     relaxed: &[bool],
 ) -> (EntryList, usize) {
+    // An operation of unknown outcome invoked after the last `ok` return
+    // could only be linearized after every `ok` operation, where it
+    // constrains nothing; leaving it out keeps the search from trying it at
+    // every step.
+    let last_return = (0..operations.len())
+        .filter(|&position| known_outcome(operations[position], relaxed[position]))
+        .filter_map(|position| operations[position].complete_index)
+        .max();
     // (event index, kind, operation position); history event indices are
     // unique, so sorting by them gives the real-time order.
     let mut events: Vec<(usize, EntryKind, usize)> = Vec::new();
@@ -603,8 +687,12 @@ fn build_entries<M: Model>(
         if !participates(model, operation, relaxed[position]) {
             continue;
         }
+        let known = known_outcome(operation, relaxed[position]);
+        if !known && last_return.is_none_or(|last| operation.invoke_index > last) {
+            continue;
+        }
         events.push((operation.invoke_index, EntryKind::Call, position));
-        if operation.status == OperationStatus::Ok && !relaxed[position] {
+        if known {
             let complete_index = operation
                 .complete_index
                 .expect("an ok operation has a completion");
@@ -656,9 +744,14 @@ fn search<M: Model>(
     assert_eq!(operations.len(), relaxed.len());
     let (mut list, mut returns_left) = build_entries(model, operations, relaxed);
 
+    let known: Vec<bool> = (0..operations.len())
+        .map(|position| known_outcome(operations[position], relaxed[position]))
+        .collect();
     let mut state = model.init();
-    let mut linearized = BitSet::new(operations.len());
-    let mut cache: HashSet<(BitSet, M::State)> = HashSet::new();
+    // Linearized operations, split by whether their outcome is known.
+    let mut linearized_known = BitSet::new(operations.len());
+    let mut linearized_unknown = BitSet::new(operations.len());
+    let mut visited: Visited<M::State> = Visited::new();
     // The lifted call nodes, each with the state before it was applied.
     let mut stack: Vec<(usize, M::State)> = Vec::new();
     let mut longest: Vec<usize> = Vec::new();
@@ -680,8 +773,13 @@ fn search<M: Model>(
             EntryKind::Call => {
                 let operation = view(operations[position], relaxed[position]);
                 if let Some(next_state) = model.step(&state, &operation) {
+                    let linearized = if known[position] {
+                        &mut linearized_known
+                    } else {
+                        &mut linearized_unknown
+                    };
                     linearized.insert(position);
-                    if cache.insert((linearized.clone(), next_state.clone())) {
+                    if visited.insert(&linearized_known, &linearized_unknown, &next_state) {
                         let previous_state = std::mem::replace(&mut state, next_state);
                         stack.push((current, previous_state));
                         if list.nodes[current].return_node.is_some() {
@@ -697,7 +795,11 @@ fn search<M: Model>(
                         current = list.nodes[HEAD].next;
                         continue;
                     }
-                    linearized.remove(position);
+                    if known[position] {
+                        linearized_known.remove(position);
+                    } else {
+                        linearized_unknown.remove(position);
+                    }
                 }
                 current = list.nodes[current].next;
             }
@@ -708,7 +810,12 @@ fn search<M: Model>(
                     return SearchOutcome::NotLinearizable { longest };
                 };
                 state = previous_state;
-                linearized.remove(list.nodes[call].operation);
+                let lifted = list.nodes[call].operation;
+                if known[lifted] {
+                    linearized_known.remove(lifted);
+                } else {
+                    linearized_unknown.remove(lifted);
+                }
                 list.unlift(call);
                 if list.nodes[call].return_node.is_some() {
                     returns_left += 1;
@@ -720,59 +827,118 @@ fn search<M: Model>(
 }
 
 /// Shrinks a non-linearizable partition to a core of `ok` operations whose
-/// results contradict each other. Invariant: the partition with `relaxed`
-/// operations turned into ones of unknown outcome is not linearizable.
+/// results contradict each other.
+///
+/// Invariant: the partition with the `relaxed` operations turned into ones of
+/// unknown outcome is not linearizable. Every relaxation is kept only once a
+/// search has shown that it preserves this, so running out of budget makes
+/// the core larger, never wrong.
 fn explain<M: Model>(
     model: &M,
     key: &Key,
     operations: &[&Operation],
     longest: Vec<usize>,
+    minimize_steps_max: u64,
     meter: &mut Meter,
 ) -> Violation {
+    // One search with many operations relaxed can be exponentially harder
+    // than the original; capping each trial keeps one such trial from
+    // spending the whole budget.
+    let mut trials = Trials {
+        meter,
+        trial_steps_max: (minimize_steps_max / Trials::TRIALS_PER_BUDGET).max(1),
+    };
     let mut relaxed = vec![false; operations.len()];
-    let candidates: Vec<usize> = (0..operations.len())
+    let mut candidates: Vec<usize> = (0..operations.len())
         .filter(|&position| operations[position].status == OperationStatus::Ok)
         .collect();
-    let mut minimal = true;
+
+    // Linearizability is prefix-closed: cutting the history just after some
+    // completion, and treating operations still running there as of unknown
+    // outcome, cannot turn a linearizable history into a non-linearizable
+    // one. So the shortest non-linearizable prefix is found by binary search
+    // over the `ok` completions, and everything completing later is relaxed.
+    let mut completions: Vec<usize> = candidates
+        .iter()
+        .filter_map(|&position| operations[position].complete_index)
+        .collect();
+    completions.sort_unstable();
+    let relax_after = |relaxed: &mut [bool], cut: usize| {
+        for &position in &candidates {
+            relaxed[position] = operations[position].complete_index > Some(cut);
+        }
+    };
+    let (mut low, mut high) = (0, completions.len().saturating_sub(1));
+    while low < high && !trials.exhausted() {
+        let middle = low + (high - low) / 2;
+        relax_after(&mut relaxed, completions[middle]);
+        if trials.run(model, operations, &relaxed) == Some(false) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    if let Some(&cut) = completions.get(high) {
+        relax_after(&mut relaxed, cut);
+    }
+
+    // Then relax what is left greedily, in halving chunks and finally one by
+    // one. Read-only operations go first: relaxing one removes it from the
+    // search, whereas relaxing a write adds an operation of unknown outcome,
+    // which makes the search harder.
+    candidates.retain(|&position| !relaxed[position]);
+    candidates.sort_by_key(|&position| {
+        let read_only = model.is_read_only(&view(operations[position], false));
+        (
+            !read_only,
+            std::cmp::Reverse(operations[position].invoke_index),
+        )
+    });
+    // Relaxing more operations only makes a history easier to linearize. So
+    // once relaxing one operation alone made the history linearizable, that
+    // operation stays needed however many others are relaxed later.
+    let mut needed = vec![false; operations.len()];
     let mut chunk_len = (candidates.len() / 2).max(1);
-    'shrink: loop {
+    loop {
         let remaining: Vec<usize> = candidates
             .iter()
             .copied()
             .filter(|&position| !relaxed[position])
             .collect();
         for chunk in remaining.chunks(chunk_len) {
+            if trials.exhausted() {
+                break;
+            }
             for &position in chunk {
                 relaxed[position] = true;
             }
-            let keep = match search(model, operations, &relaxed, meter) {
-                SearchOutcome::NotLinearizable { .. } => true,
-                SearchOutcome::Linearizable => false,
-                SearchOutcome::Exhausted(_) => {
-                    minimal = false;
-                    for &position in chunk {
-                        relaxed[position] = false;
-                    }
-                    break 'shrink;
-                }
-            };
-            if !keep {
+            let linearizable = trials.run(model, operations, &relaxed);
+            if linearizable != Some(false) {
                 for &position in chunk {
                     relaxed[position] = false;
                 }
             }
+            if let (&[position], Some(true)) = (chunk, linearizable) {
+                needed[position] = true;
+            }
         }
-        if chunk_len == 1 {
+        if chunk_len == 1 || trials.exhausted() {
             break;
         }
         chunk_len = (chunk_len / 2).max(1);
     }
+    let minimal = (0..operations.len())
+        .filter(|&position| known_outcome(operations[position], relaxed[position]))
+        .all(|position| needed[position]);
 
-    let core: Vec<Operation> = candidates
-        .iter()
-        .filter(|&&position| !relaxed[position])
-        .map(|&position| operations[position].clone())
+    let core: Vec<Operation> = (0..operations.len())
+        .filter(|&position| known_outcome(operations[position], relaxed[position]))
+        .map(|position| operations[position].clone())
         .collect();
+    assert!(
+        !core.is_empty(),
+        "a history with no ok operation is linearizable"
+    );
     let core_end = core
         .iter()
         .filter_map(|operation| operation.complete_index)
@@ -799,5 +965,45 @@ fn explain<M: Model>(
             .map(|position| operations[position].id)
             .collect(),
         minimal,
+    }
+}
+
+/// The trial searches of [`explain`], each under its own cap within the
+/// shared minimization budget.
+struct Trials<'m> {
+    meter: &'m mut Meter,
+    trial_steps_max: u64,
+}
+
+impl Trials<'_> {
+    /// How many trials of the full cap the minimization budget allows.
+    const TRIALS_PER_BUDGET: u64 = 8;
+
+    fn exhausted(&self) -> bool {
+        self.meter.steps >= self.meter.steps_max
+    }
+
+    /// Whether the partition with `relaxed` operations of unknown outcome is
+    /// linearizable, or `None` if the trial ran out of steps or time.
+    fn run<M: Model>(
+        &mut self,
+        model: &M,
+        operations: &[&Operation],
+        relaxed: &[bool],
+    ) -> Option<bool> {
+        let left = self.meter.steps_max.saturating_sub(self.meter.steps);
+        let mut trial = Meter::new(self.trial_steps_max.min(left), self.meter.deadline);
+        let outcome = search(model, operations, relaxed, &mut trial);
+        self.meter.steps += trial.steps;
+        match outcome {
+            SearchOutcome::NotLinearizable { .. } => Some(false),
+            SearchOutcome::Linearizable => Some(true),
+            SearchOutcome::Exhausted(BudgetExhausted::Steps) => None,
+            SearchOutcome::Exhausted(BudgetExhausted::Deadline) => {
+                // No later trial can finish either.
+                self.meter.steps = self.meter.steps_max;
+                None
+            }
+        }
     }
 }

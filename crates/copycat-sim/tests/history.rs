@@ -199,3 +199,30 @@ fn invoking_from_a_busy_process_is_a_bug() {
     history.invoke(ProcessId(1), "read", "x", json!(null), 0);
     history.invoke(ProcessId(1), "read", "x", json!(null), 1);
 }
+
+/// The example in `docs/simulation.md`, section "History format", must parse,
+/// round-trip byte for byte, and be linearizable as the text says.
+#[test]
+fn documented_example_is_valid_and_linearizable() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/simulation.md");
+    let document = std::fs::read_to_string(path).unwrap();
+    let section = &document[document.find("## History format").unwrap()..];
+    let start = section.find("```json\n").unwrap() + "```json\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    let example = &section[start..end];
+
+    let history = History::from_json_lines(example).unwrap();
+    assert_eq!(history.operations().len(), 6);
+    assert_eq!(history.to_json_lines(), example);
+    let report = copycat_sim::linearizability::check(
+        &copycat_sim::linearizability::Register::new(),
+        &history,
+        &copycat_sim::linearizability::CheckConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        report.verdict,
+        copycat_sim::linearizability::Verdict::Linearizable
+    );
+    assert_eq!(report.keys, 2);
+}
