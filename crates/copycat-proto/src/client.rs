@@ -178,6 +178,14 @@ pub enum ClientError {
         /// The last sequence the session applied.
         last_sequence: Sequence,
     },
+    /// The command was applied, but the client acknowledged its result in a
+    /// keep-alive, so the cached result is gone. A correct client never
+    /// resends an acknowledged command.
+    #[error("the result of sequence {sequence:?} was acknowledged and discarded")]
+    ResultDiscarded {
+        /// The resent sequence.
+        sequence: Sequence,
+    },
     /// The request is larger than the configured limit.
     #[error("request of {size} bytes exceeds the limit of {max} bytes")]
     TooLarge {
