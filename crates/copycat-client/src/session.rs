@@ -1020,6 +1020,21 @@ impl ClientSession {
             );
         }
         let id = session.id;
+        // Results waiting for events we never got (a push and the reset
+        // answer both lost): ask again, so they cannot wait forever.
+        let awaited = self
+            .results
+            .values()
+            .chain(self.query_results.values().map(|(_, f)| f))
+            .map(|f| f.event_index)
+            .max()
+            .unwrap_or(EventIndex::ZERO);
+        if awaited > session.event_index && !session.reset_in_flight {
+            self.need_events(awaited);
+        }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
         let keep_alive_due = now.saturating_sub(session.last_keep_alive_sent_ms)
             >= session.timeout_ms / 2
             && !self
