@@ -1,0 +1,636 @@
+//! Unit tests of the client session core, one per rule of the module docs.
+
+use bytes::Bytes;
+use copycat_proto::{
+    ClientError, ClientId, CommandFailure, Consistency, Event, EventBatch, EventIndex, Request,
+    RequestId, Response, Sequence, ServerMessage, SessionId,
+};
+
+use super::*;
+
+fn config() -> ClientConfig {
+    ClientConfig {
+        session_timeout_ms: 1_000,
+        request_timeout_ms: 500,
+        backoff_ms: vec![100, 100, 200, 300, 500],
+        ..ClientConfig::new(ClientId(42))
+    }
+}
+
+/// The requests among the outputs, as (server, id, request).
+fn sends(outputs: &[ClientOutput]) -> Vec<(ServerId, RequestId, Request)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            ClientOutput::Send { server, request } => {
+                Some((*server, request.id, request.request.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn command_sends(outputs: &[ClientOutput]) -> Vec<(RequestId, u64)> {
+    sends(outputs)
+        .into_iter()
+        .filter_map(|(_, id, r)| match r {
+            Request::Command { sequence, .. } => Some((id, sequence.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn respond(
+    client: &mut ClientSession,
+    server: ServerId,
+    id: RequestId,
+    result: Result<Response, ClientError>,
+) {
+    client.on_message(server, ServerMessage::Response { id, result });
+}
+
+fn command_ok(
+    sequence: u64,
+    index: u64,
+    event_index: u64,
+    output: &'static [u8],
+) -> Result<Response, ClientError> {
+    Ok(Response::Command {
+        sequence: Sequence(sequence),
+        index,
+        event_index: EventIndex(event_index),
+        output: Ok(Bytes::from_static(output)),
+    })
+}
+
+/// A client registered as session 7 through server 1 at time 0.
+fn registered(config: ClientConfig) -> ClientSession {
+    let mut client = ClientSession::new(config, 0).unwrap();
+    client.connected(1);
+    let out = client.take_outputs();
+    let (server, id, request) = sends(&out).pop().expect("register sent");
+    assert_eq!(server, 1);
+    assert!(matches!(
+        request,
+        Request::Register {
+            client: ClientId(42),
+            ..
+        }
+    ));
+    respond(
+        &mut client,
+        1,
+        id,
+        Ok(Response::Registered {
+            session: SessionId(7),
+            timeout_ms: 1_000,
+        }),
+    );
+    let out = client.take_outputs();
+    assert!(out.contains(&ClientOutput::SessionOpened {
+        session: SessionId(7),
+        timeout_ms: 1_000
+    }));
+    client
+}
+
+fn done(outputs: &[ClientOutput]) -> Vec<(OperationId, Result<Bytes, OperationError>)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            ClientOutput::CommandDone { operation, result }
+            | ClientOutput::QueryDone { operation, result } => Some((*operation, result.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn commands_submitted_before_registration_are_sequenced_after_it() {
+    let mut client = ClientSession::new(config(), 0).unwrap();
+    let a = client.submit_command(Bytes::from_static(b"a")).unwrap();
+    let b = client.submit_command(Bytes::from_static(b"b")).unwrap();
+    assert!(client.take_outputs().is_empty(), "no server yet");
+    client.connected(1);
+    let (_, id, _) = sends(&client.take_outputs()).pop().unwrap();
+    respond(
+        &mut client,
+        1,
+        id,
+        Ok(Response::Registered {
+            session: SessionId(7),
+            timeout_ms: 1_000,
+        }),
+    );
+    let out = client.take_outputs();
+    let commands = command_sends(&out);
+    assert_eq!(commands.iter().map(|c| c.1).collect::<Vec<_>>(), [1, 2]);
+    // Answers out of order are handed over in order.
+    respond(&mut client, 1, commands[1].0, command_ok(2, 11, 0, b"B"));
+    assert!(done(&client.take_outputs()).is_empty(), "2 waits for 1");
+    respond(&mut client, 1, commands[0].0, command_ok(1, 10, 0, b"A"));
+    assert_eq!(
+        done(&client.take_outputs()),
+        vec![
+            (a, Ok(Bytes::from_static(b"A"))),
+            (b, Ok(Bytes::from_static(b"B")))
+        ]
+    );
+    // Late duplicate answers are ignored.
+    respond(&mut client, 1, commands[0].0, command_ok(1, 10, 0, b"A"));
+    assert!(client.take_outputs().is_empty());
+}
+
+// Reference: copycat-semantics "a gap is rejected with the last sequence seen
+// and the client resends from there" (and the original's live-lock: resend
+// each lost command once per gap, not once per gap response).
+#[test]
+fn a_gap_resends_the_missing_commands_once_with_the_same_sequences() {
+    let mut client = registered(config());
+    for payload in ["1", "2", "3"] {
+        client.submit_command(Bytes::from(payload)).unwrap();
+    }
+    let sent = command_sends(&client.take_outputs());
+    assert_eq!(sent.len(), 3);
+    // Command 1 was lost; 2 and 3 hit gaps.
+    let gap = Err(ClientError::CommandGap {
+        last_sequence: Sequence(0),
+    });
+    respond(&mut client, 1, sent[1].0, gap.clone());
+    let resent = command_sends(&client.take_outputs());
+    assert_eq!(resent.iter().map(|c| c.1).collect::<Vec<_>>(), [1, 2]);
+    respond(&mut client, 1, sent[2].0, gap);
+    let resent_again = command_sends(&client.take_outputs());
+    assert_eq!(
+        resent_again.iter().map(|c| c.1).collect::<Vec<_>>(),
+        [3],
+        "1 and 2 are already resent"
+    );
+    // The original request of 1 is no longer awaited.
+    respond(&mut client, 1, sent[0].0, command_ok(1, 5, 0, b"x"));
+    assert!(done(&client.take_outputs()).is_empty());
+}
+
+#[test]
+fn a_disconnect_resends_in_flight_commands_elsewhere_with_the_same_sequences() {
+    let mut client = registered(config());
+    client.connected(2);
+    client.take_outputs();
+    let op = client.submit_command(Bytes::from_static(b"x")).unwrap();
+    let out = client.take_outputs();
+    assert_eq!(sends(&out)[0].0, 1);
+    client.disconnected(1);
+    let out = client.take_outputs();
+    let (server, id, request) = sends(&out)
+        .into_iter()
+        .find(|s| matches!(s.2, Request::Command { .. }))
+        .unwrap();
+    assert_eq!(server, 2);
+    assert!(matches!(
+        request,
+        Request::Command {
+            sequence: Sequence(1),
+            session: SessionId(7),
+            ..
+        }
+    ));
+    respond(&mut client, 2, id, command_ok(1, 3, 0, b"ok"));
+    assert_eq!(
+        done(&client.take_outputs()),
+        vec![(op, Ok(Bytes::from_static(b"ok")))]
+    );
+}
+
+#[test]
+fn timeouts_resend_with_fibonacci_backoff() {
+    let mut client = registered(ClientConfig {
+        session_timeout_ms: 100_000,
+        ..config()
+    });
+    client.submit_command(Bytes::from_static(b"x")).unwrap();
+    client.take_outputs();
+    // Timeout at 500, then resent after 100, 100, 200, 300, 500, 500 ms.
+    let mut now = 0;
+    let mut resend_times = Vec::new();
+    while resend_times.len() < 6 {
+        now += 10;
+        client.tick(now);
+        if !command_sends(&client.take_outputs()).is_empty() {
+            resend_times.push(now);
+        }
+    }
+    let gaps: Vec<u64> = resend_times.windows(2).map(|w| w[1] - w[0] - 500).collect();
+    assert_eq!(resend_times[0], 600);
+    assert_eq!(gaps, [100, 200, 300, 500, 500]);
+}
+
+// Reference: "Responses carry the last event index published before them,
+// and the client delivers events before the response that follows them."
+#[test]
+fn events_are_delivered_before_the_response_that_follows_them() {
+    let mut client = registered(config());
+    let op = client.submit_command(Bytes::from_static(b"x")).unwrap();
+    let (id, _) = command_sends(&client.take_outputs())[0];
+    // The response overtakes the event published at index 9.
+    respond(&mut client, 1, id, command_ok(1, 9, 9, b"r"));
+    let out = client.take_outputs();
+    assert!(done(&out).is_empty(), "the result waits for event 9");
+    assert!(sends(&out).iter().any(|s| matches!(
+        s.2,
+        Request::ResetEvents {
+            from_event_index: EventIndex(0),
+            ..
+        }
+    )));
+    let batch = EventBatch {
+        session: SessionId(7),
+        event_index: EventIndex(9),
+        previous_event_index: EventIndex(0),
+        events: vec![Event {
+            name: "changed".into(),
+            payload: Bytes::new(),
+        }],
+    };
+    client.on_message(1, ServerMessage::Events(batch.clone()));
+    let out = client.take_outputs();
+    assert_eq!(
+        out,
+        vec![
+            ClientOutput::Event {
+                session: SessionId(7),
+                event_index: EventIndex(9),
+                event: batch.events[0].clone()
+            },
+            ClientOutput::CommandDone {
+                operation: op,
+                result: Ok(Bytes::from_static(b"r"))
+            },
+        ]
+    );
+    // The same batch again (e.g. from the reset) is not delivered twice.
+    client.on_message(1, ServerMessage::Events(batch));
+    assert!(client.take_outputs().is_empty());
+}
+
+#[test]
+fn an_event_gap_asks_for_a_reset_and_the_resent_batches_deliver_in_order() {
+    let mut client = registered(config());
+    let batch = |index: u64, previous: u64| EventBatch {
+        session: SessionId(7),
+        event_index: EventIndex(index),
+        previous_event_index: EventIndex(previous),
+        events: vec![Event {
+            name: format!("e{index}"),
+            payload: Bytes::new(),
+        }],
+    };
+    client.on_message(1, ServerMessage::Events(batch(3, 0)));
+    client.take_outputs();
+    // Batch 5 is lost; 8 arrives.
+    client.on_message(1, ServerMessage::Events(batch(8, 5)));
+    let out = client.take_outputs();
+    let reset: Vec<_> = sends(&out)
+        .into_iter()
+        .filter(|s| {
+            matches!(
+                s.2,
+                Request::ResetEvents {
+                    from_event_index: EventIndex(3),
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(reset.len(), 1);
+    assert!(!out.iter().any(|o| matches!(o, ClientOutput::Event { .. })));
+    // Only one reset at a time.
+    client.on_message(1, ServerMessage::Events(batch(9, 8)));
+    assert!(sends(&client.take_outputs()).is_empty());
+    respond(
+        &mut client,
+        1,
+        reset[0].1,
+        Ok(Response::EventsReset {
+            event_index: EventIndex(8),
+        }),
+    );
+    client.on_message(1, ServerMessage::Events(batch(5, 3)));
+    client.on_message(1, ServerMessage::Events(batch(8, 5)));
+    let names: Vec<String> = client
+        .take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            ClientOutput::Event { event, .. } => Some(event.name),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["e5", "e8"]);
+}
+
+// Reference: "Keep-alive every timeout/2, carrying the highest command
+// sequence the client received in order and the highest event index".
+#[test]
+fn keep_alives_go_out_every_half_timeout_acknowledging_what_was_delivered() {
+    let mut client = registered(config());
+    client.submit_command(Bytes::from_static(b"x")).unwrap();
+    let (id, _) = command_sends(&client.take_outputs())[0];
+    respond(&mut client, 1, id, command_ok(1, 9, 0, b"r"));
+    client.on_message(
+        1,
+        ServerMessage::Events(EventBatch {
+            session: SessionId(7),
+            event_index: EventIndex(4),
+            previous_event_index: EventIndex(0),
+            events: vec![],
+        }),
+    );
+    client.take_outputs();
+    let mut keep_alives = Vec::new();
+    for now in (10..=2_000).step_by(10) {
+        client.tick(now);
+        for (server, id, request) in sends(&client.take_outputs()) {
+            if let Request::KeepAlive {
+                command_sequence,
+                event_index,
+                ..
+            } = request
+            {
+                keep_alives.push((now, command_sequence.0, event_index.0));
+                respond(
+                    &mut client,
+                    server,
+                    id,
+                    Ok(Response::KeptAlive {
+                        event_index: EventIndex(4),
+                    }),
+                );
+            }
+        }
+    }
+    assert_eq!(
+        keep_alives,
+        [(500, 1, 4), (1_000, 1, 4), (1_500, 1, 4), (2_000, 1, 4)]
+    );
+    assert_eq!(client.state(), ClientState::Connected);
+}
+
+// Reference: client states CONNECTED, SUSPENDED, CLOSED.
+#[test]
+fn no_keep_alive_for_a_timeout_suspends_and_a_later_one_reconnects() {
+    let mut client = registered(config());
+    let mut last = None;
+    for now in (10..=1_100).step_by(10) {
+        client.tick(now);
+        for (_, id, request) in sends(&client.take_outputs()) {
+            if matches!(request, Request::KeepAlive { .. }) {
+                last = Some(id);
+            }
+        }
+    }
+    assert_eq!(client.state(), ClientState::Suspended);
+    respond(
+        &mut client,
+        1,
+        last.unwrap(),
+        Ok(Response::KeptAlive {
+            event_index: EventIndex(0),
+        }),
+    );
+    assert_eq!(
+        client.take_outputs(),
+        vec![ClientOutput::StateChanged(ClientState::Connected)]
+    );
+}
+
+#[test]
+fn expiry_with_close_fails_pending_operations_and_closes() {
+    let mut client = registered(config());
+    let op = client.submit_command(Bytes::from_static(b"x")).unwrap();
+    let (id, _) = command_sends(&client.take_outputs())[0];
+    respond(&mut client, 1, id, Err(ClientError::SessionExpired));
+    let out = client.take_outputs();
+    assert!(out.contains(&ClientOutput::StateChanged(ClientState::Closed)));
+    assert_eq!(
+        done(&out),
+        vec![(
+            op,
+            Err(OperationError::Rejected(ClientError::SessionExpired))
+        )]
+    );
+    assert_eq!(
+        client.submit_command(Bytes::new()),
+        Err(OperationError::Closed)
+    );
+    client.tick(10_000);
+    assert!(
+        client.take_outputs().is_empty(),
+        "a closed session sends nothing"
+    );
+}
+
+#[test]
+fn expiry_with_recover_registers_a_new_session_and_restarts_sequences() {
+    let mut client = registered(ClientConfig {
+        recovery: RecoveryStrategy::Recover,
+        ..config()
+    });
+    client.submit_command(Bytes::from_static(b"x")).unwrap();
+    let (id, _) = command_sends(&client.take_outputs())[0];
+    respond(&mut client, 1, id, Err(ClientError::UnknownSession));
+    let out = client.take_outputs();
+    assert!(out.contains(&ClientOutput::StateChanged(ClientState::Suspended)));
+    let (_, register, request) = sends(&out).pop().unwrap();
+    assert!(matches!(request, Request::Register { .. }));
+    let next = client.submit_command(Bytes::from_static(b"y")).unwrap();
+    respond(
+        &mut client,
+        1,
+        register,
+        Ok(Response::Registered {
+            session: SessionId(20),
+            timeout_ms: 1_000,
+        }),
+    );
+    let out = client.take_outputs();
+    assert!(out.contains(&ClientOutput::StateChanged(ClientState::Connected)));
+    let sent = sends(&out);
+    assert!(sent.iter().any(|s| matches!(
+        s.2,
+        Request::Command {
+            session: SessionId(20),
+            sequence: Sequence(1),
+            ..
+        }
+    )));
+    assert_eq!(client.session_id(), Some(SessionId(20)));
+    let _ = next;
+}
+
+#[test]
+fn not_leader_follows_the_hint_and_leader_selection_sticks_to_it() {
+    let mut client = registered(config());
+    client.connected(2);
+    client.connected(3);
+    client.take_outputs();
+    client.submit_command(Bytes::from_static(b"x")).unwrap();
+    let (id, _) = command_sends(&client.take_outputs())[0];
+    respond(
+        &mut client,
+        1,
+        id,
+        Err(ClientError::NotLeader { hint: Some(3) }),
+    );
+    let out = client.take_outputs();
+    assert_eq!(
+        sends(&out).into_iter().map(|s| s.0).collect::<Vec<_>>(),
+        [3]
+    );
+    assert_eq!(client.current_server(), Some(3));
+    // No hint: back off before retrying.
+    let (id, _) = command_sends(&out)[0];
+    respond(
+        &mut client,
+        3,
+        id,
+        Err(ClientError::NotLeader { hint: None }),
+    );
+    assert!(command_sends(&client.take_outputs()).is_empty());
+    client.tick(100);
+    assert_eq!(command_sends(&client.take_outputs()).len(), 1);
+}
+
+#[test]
+fn followers_selection_avoids_the_known_leader() {
+    let mut client = registered(ClientConfig {
+        selection: ServerSelection::Followers,
+        ..config()
+    });
+    client.connected(2);
+    client.take_outputs();
+    client
+        .submit_query(Bytes::from_static(b"q"), Consistency::Sequential)
+        .unwrap();
+    let out = client.take_outputs();
+    let (_, id, _) = sends(&out)[0].clone();
+    // Server 1 says 1 leads (a redirect to itself); a follower is chosen.
+    respond(
+        &mut client,
+        1,
+        id,
+        Err(ClientError::NotLeader { hint: Some(1) }),
+    );
+    client.tick(100);
+    let out = client.take_outputs();
+    assert_eq!(sends(&out)[0].0, 2);
+}
+
+// Reference: "Queries carry the last command sequence and the highest index
+// the client has seen".
+#[test]
+fn queries_carry_the_last_sequence_and_index_and_follow_earlier_results() {
+    let mut client = registered(config());
+    let command = client.submit_command(Bytes::from_static(b"w")).unwrap();
+    let query = client
+        .submit_query(Bytes::from_static(b"r"), Consistency::Linearizable)
+        .unwrap();
+    let out = client.take_outputs();
+    let sent = sends(&out);
+    let (command_id, query_id) = (sent[0].1, sent[1].1);
+    assert!(matches!(
+        sent[1].2,
+        Request::Query {
+            sequence: Sequence(1),
+            index: 0,
+            ..
+        }
+    ));
+    respond(
+        &mut client,
+        1,
+        query_id,
+        Ok(Response::Query {
+            index: 12,
+            event_index: EventIndex(0),
+            output: Ok(Bytes::from_static(b"R")),
+        }),
+    );
+    assert!(
+        done(&client.take_outputs()).is_empty(),
+        "the query waits for the command's result"
+    );
+    respond(&mut client, 1, command_id, command_ok(1, 11, 0, b"W"));
+    assert_eq!(
+        done(&client.take_outputs()),
+        vec![
+            (command, Ok(Bytes::from_static(b"W"))),
+            (query, Ok(Bytes::from_static(b"R")))
+        ]
+    );
+    client
+        .submit_query(Bytes::from_static(b"r2"), Consistency::Sequential)
+        .unwrap();
+    let out = client.take_outputs();
+    assert!(matches!(
+        sends(&out)[0].2,
+        Request::Query {
+            sequence: Sequence(1),
+            index: 12,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn application_failures_and_local_limits_reach_the_caller() {
+    let mut client = registered(ClientConfig {
+        max_payload_bytes: 4,
+        max_pending_operations: 2,
+        ..config()
+    });
+    assert!(matches!(
+        client.submit_command(Bytes::from_static(b"12345")),
+        Err(OperationError::Refused(_))
+    ));
+    let op = client.submit_command(Bytes::from_static(b"1")).unwrap();
+    client.submit_command(Bytes::from_static(b"2")).unwrap();
+    assert!(matches!(
+        client.submit_command(Bytes::from_static(b"3")),
+        Err(OperationError::Refused(_))
+    ));
+    let (id, _) = command_sends(&client.take_outputs())[0];
+    let failure = CommandFailure::Application(Bytes::from_static(b"nope"));
+    respond(
+        &mut client,
+        1,
+        id,
+        Ok(Response::Command {
+            sequence: Sequence(1),
+            index: 3,
+            event_index: EventIndex(0),
+            output: Err(failure.clone()),
+        }),
+    );
+    assert_eq!(
+        done(&client.take_outputs()),
+        vec![(op, Err(OperationError::Failed(failure)))]
+    );
+}
+
+#[test]
+fn close_unregisters_and_fails_pending_operations() {
+    let mut client = registered(config());
+    let op = client.submit_command(Bytes::from_static(b"x")).unwrap();
+    client.take_outputs();
+    client.close();
+    let out = client.take_outputs();
+    assert_eq!(done(&out), vec![(op, Err(OperationError::Closed))]);
+    let (_, id, request) = sends(&out).pop().unwrap();
+    assert_eq!(
+        request,
+        Request::Unregister {
+            session: SessionId(7)
+        }
+    );
+    respond(&mut client, 1, id, Ok(Response::Unregistered));
+    assert_eq!(client.state(), ClientState::Closed);
+}

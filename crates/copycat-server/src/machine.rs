@@ -1,0 +1,385 @@
+//! The state machine traits and the contexts the replica hands them.
+//!
+//! [`StateMachine`] is the typed trait users implement. The replica itself
+//! drives the byte-oriented [`RawStateMachine`]; [`Typed`] adapts one to the
+//! other by encoding with postcard.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use bytes::Bytes;
+use copycat_proto::{ClientId, CommandFailure, Event, SessionId};
+use copycat_raft::LogIndex;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Identifies a scheduled timer. Ids are assigned in scheduling order from a
+/// counter that is part of the replica state, so every replica assigns the
+/// same ids.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TimerId(pub u64);
+
+impl fmt::Debug for TimerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "timer{}", self.0)
+    }
+}
+
+/// Scheduling beyond [`crate::ReplicaConfig::max_timers`].
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("too many pending timers (limit {max})")]
+pub struct TooManyTimers {
+    /// The configured limit.
+    pub max: usize,
+}
+
+/// A state machine image that could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("cannot restore state: {0}")]
+pub struct RestoreError(pub String);
+
+/// An open session as state machines see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session id (log index of its registration).
+    pub id: SessionId,
+    /// The client that registered it.
+    pub client: ClientId,
+    /// Its timeout.
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TimerEntry {
+    pub(crate) deadline_ms: u64,
+    pub(crate) interval_ms: Option<u64>,
+}
+
+/// Pending timers, ordered by (deadline, id).
+///
+/// Invariant: `queue` and `entries` hold the same timers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Timers {
+    pub(crate) next_id: u64,
+    pub(crate) queue: BTreeSet<(u64, TimerId)>,
+    pub(crate) entries: BTreeMap<TimerId, TimerEntry>,
+}
+
+impl Timers {
+    pub(crate) fn insert(&mut self, id: TimerId, entry: TimerEntry) {
+        self.queue.insert((entry.deadline_ms, id));
+        self.entries.insert(id, entry);
+    }
+
+    /// Remove and return the first timer due at or before `until_ms`.
+    pub(crate) fn pop_due(&mut self, until_ms: u64) -> Option<(TimerId, TimerEntry)> {
+        let &(deadline, id) = self.queue.first()?;
+        if deadline > until_ms {
+            return None;
+        }
+        self.queue.pop_first();
+        let entry = self.entries.remove(&id).expect("queued timer has an entry");
+        Some((id, entry))
+    }
+
+    pub(crate) fn invariants(&self) {
+        assert_eq!(self.queue.len(), self.entries.len(), "timer tables agree");
+        for (deadline, id) in &self.queue {
+            assert_eq!(self.entries[id].deadline_ms, *deadline, "timer deadline");
+            assert!(id.0 < self.next_id, "timer ids come from the counter");
+        }
+    }
+}
+
+/// What a state machine may see and do while applying a command, a timer or
+/// a session callback.
+///
+/// Everything here is deterministic: the index and time come from the log,
+/// timer ids from replicated state, and the session list is ordered.
+pub struct ApplyContext<'a> {
+    pub(crate) index: LogIndex,
+    pub(crate) time_ms: u64,
+    pub(crate) session: Option<SessionId>,
+    pub(crate) sessions: &'a BTreeMap<SessionId, crate::replica::Session>,
+    pub(crate) timers: &'a mut Timers,
+    pub(crate) max_timers: usize,
+    pub(crate) published: &'a mut Vec<(SessionId, Event)>,
+}
+
+impl ApplyContext<'_> {
+    /// The log index being applied.
+    pub fn index(&self) -> LogIndex {
+        self.index
+    }
+
+    /// The deterministic time, in milliseconds: the largest leader timestamp
+    /// applied so far, or a timer's deadline while it fires.
+    pub fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+
+    /// The session that submitted the command, or the session a lifecycle
+    /// callback is about; `None` for timers.
+    pub fn session(&self) -> Option<SessionId> {
+        self.session
+    }
+
+    /// Whether `session` is open.
+    pub fn is_open(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
+    /// The open sessions, in id order.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionInfo> + '_ {
+        self.sessions.iter().map(|(id, session)| SessionInfo {
+            id: *id,
+            client: session.client,
+            timeout_ms: session.timeout_ms,
+        })
+    }
+
+    /// Publish an event to `session`. Events published while applying one
+    /// log entry form one batch per session. Returns `false` (and drops the
+    /// event) if the session is not open.
+    pub fn publish(
+        &mut self,
+        session: SessionId,
+        name: impl Into<String>,
+        payload: impl Into<Bytes>,
+    ) -> bool {
+        if !self.is_open(session) {
+            return false;
+        }
+        self.published.push((
+            session,
+            Event {
+                name: name.into(),
+                payload: payload.into(),
+            },
+        ));
+        true
+    }
+
+    /// Publish `value` encoded with postcard (see [`crate::codec`]).
+    pub fn publish_value<T: Serialize>(
+        &mut self,
+        session: SessionId,
+        name: impl Into<String>,
+        value: &T,
+    ) -> bool {
+        self.publish(session, name, crate::codec::encode(value))
+    }
+
+    /// Run [`StateMachine::on_timer`] once, `delay_ms` from now (at least
+    /// 1 ms, so a timer that reschedules itself cannot loop at one instant).
+    pub fn schedule(&mut self, delay_ms: u64) -> Result<TimerId, TooManyTimers> {
+        self.add_timer(delay_ms, None)
+    }
+
+    /// Run [`StateMachine::on_timer`] every `interval_ms` (at least 1 ms),
+    /// first after one interval, until cancelled.
+    pub fn schedule_periodic(&mut self, interval_ms: u64) -> Result<TimerId, TooManyTimers> {
+        let interval_ms = interval_ms.max(1);
+        self.add_timer(interval_ms, Some(interval_ms))
+    }
+
+    /// Cancel a timer. Returns whether it was pending.
+    pub fn cancel(&mut self, timer: TimerId) -> bool {
+        match self.timers.entries.remove(&timer) {
+            Some(entry) => {
+                self.timers.queue.remove(&(entry.deadline_ms, timer));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn add_timer(
+        &mut self,
+        delay_ms: u64,
+        interval_ms: Option<u64>,
+    ) -> Result<TimerId, TooManyTimers> {
+        if self.timers.entries.len() >= self.max_timers {
+            return Err(TooManyTimers {
+                max: self.max_timers,
+            });
+        }
+        let id = TimerId(self.timers.next_id);
+        self.timers.next_id += 1;
+        let deadline_ms = self.time_ms.saturating_add(delay_ms.max(1));
+        self.timers.insert(
+            id,
+            TimerEntry {
+                deadline_ms,
+                interval_ms,
+            },
+        );
+        Ok(id)
+    }
+}
+
+/// What a query may see. It has no way to publish or schedule: queries
+/// run on one server only and must not change replicated state.
+#[derive(Clone, Copy, Debug)]
+pub struct QueryContext {
+    pub(crate) index: LogIndex,
+    pub(crate) time_ms: u64,
+    pub(crate) session: SessionId,
+}
+
+impl QueryContext {
+    /// The applied index the answer reflects.
+    pub fn index(&self) -> LogIndex {
+        self.index
+    }
+
+    /// The replica's deterministic time at that index.
+    pub fn time_ms(&self) -> u64 {
+        self.time_ms
+    }
+
+    /// The querying session.
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+}
+
+/// A typed, replicated state machine.
+///
+/// Every method must be deterministic: the same calls in the same order must
+/// leave every replica in the same state. Do not read clocks, draw OS
+/// randomness or iterate a `HashMap` where the order matters; use
+/// [`ApplyContext::time_ms`], and `BTreeMap`s.
+pub trait StateMachine {
+    /// A mutating operation, submitted through the log.
+    type Command: Serialize + DeserializeOwned;
+    /// A read-only operation.
+    type Query: Serialize + DeserializeOwned;
+    /// What commands and queries return.
+    type Output: Serialize + DeserializeOwned;
+    /// An application error, returned to the caller and cached like results.
+    type Error: Serialize + DeserializeOwned;
+
+    /// Apply a command. Runs exactly once per (session, sequence), at the
+    /// same log index on every replica.
+    fn apply(
+        &mut self,
+        ctx: &mut ApplyContext<'_>,
+        command: Self::Command,
+    ) -> Result<Self::Output, Self::Error>;
+
+    /// Answer a query from the current state.
+    fn query(&self, ctx: &QueryContext, query: Self::Query) -> Result<Self::Output, Self::Error>;
+
+    /// A timer scheduled through [`ApplyContext::schedule`] or
+    /// [`ApplyContext::schedule_periodic`] is due.
+    fn on_timer(&mut self, ctx: &mut ApplyContext<'_>, timer: TimerId) {
+        let _ = (ctx, timer);
+    }
+
+    /// A session was registered.
+    fn session_opened(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId) {
+        let _ = (ctx, session);
+    }
+
+    /// A session expired (the cluster stopped hearing from it). Always
+    /// followed by [`StateMachine::session_closed`].
+    fn session_expired(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId) {
+        let _ = (ctx, session);
+    }
+
+    /// A session is gone (unregistered, or after expiry): release what it
+    /// owned.
+    fn session_closed(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId) {
+        let _ = (ctx, session);
+    }
+
+    /// The whole state, canonically encoded (equal states give equal bytes).
+    fn snapshot(&self) -> Bytes;
+
+    /// Replace the state with one produced by [`StateMachine::snapshot`].
+    fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError>;
+}
+
+/// The byte-oriented interface the replica drives. Implement it directly to
+/// use your own encoding; [`Typed`] implements it for any [`StateMachine`].
+pub trait RawStateMachine {
+    /// Apply an encoded command.
+    fn apply(
+        &mut self,
+        ctx: &mut ApplyContext<'_>,
+        command: &[u8],
+    ) -> Result<Bytes, CommandFailure>;
+    /// Answer an encoded query.
+    fn query(&self, ctx: &QueryContext, query: &[u8]) -> Result<Bytes, CommandFailure>;
+    /// See [`StateMachine::on_timer`].
+    fn on_timer(&mut self, ctx: &mut ApplyContext<'_>, timer: TimerId);
+    /// See [`StateMachine::session_opened`].
+    fn session_opened(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId);
+    /// See [`StateMachine::session_expired`].
+    fn session_expired(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId);
+    /// See [`StateMachine::session_closed`].
+    fn session_closed(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId);
+    /// See [`StateMachine::snapshot`].
+    fn snapshot(&self) -> Bytes;
+    /// See [`StateMachine::restore`].
+    fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError>;
+}
+
+/// Adapts a typed [`StateMachine`] to [`RawStateMachine`], decoding commands
+/// and queries and encoding outputs and errors with [`crate::codec`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Typed<S>(pub S);
+
+fn encode_outcome<O: Serialize, E: Serialize>(
+    result: Result<O, E>,
+) -> Result<Bytes, CommandFailure> {
+    match result {
+        Ok(output) => Ok(crate::codec::encode(&output)),
+        Err(error) => Err(CommandFailure::Application(crate::codec::encode(&error))),
+    }
+}
+
+impl<S: StateMachine> RawStateMachine for Typed<S> {
+    fn apply(
+        &mut self,
+        ctx: &mut ApplyContext<'_>,
+        command: &[u8],
+    ) -> Result<Bytes, CommandFailure> {
+        let command = crate::codec::decode::<S::Command>(command)
+            .map_err(|e| CommandFailure::Undecodable(e.to_string()))?;
+        encode_outcome(self.0.apply(ctx, command))
+    }
+
+    fn query(&self, ctx: &QueryContext, query: &[u8]) -> Result<Bytes, CommandFailure> {
+        let query = crate::codec::decode::<S::Query>(query)
+            .map_err(|e| CommandFailure::Undecodable(e.to_string()))?;
+        encode_outcome(self.0.query(ctx, query))
+    }
+
+    fn on_timer(&mut self, ctx: &mut ApplyContext<'_>, timer: TimerId) {
+        self.0.on_timer(ctx, timer);
+    }
+
+    fn session_opened(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId) {
+        self.0.session_opened(ctx, session);
+    }
+
+    fn session_expired(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId) {
+        self.0.session_expired(ctx, session);
+    }
+
+    fn session_closed(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId) {
+        self.0.session_closed(ctx, session);
+    }
+
+    fn snapshot(&self) -> Bytes {
+        self.0.snapshot()
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
+        self.0.restore(data)
+    }
+}

@@ -1,0 +1,829 @@
+//! The replica: applies committed log entries to a state machine, keeping
+//! the session table, exactly-once result cache, deterministic clock and
+//! timers, and retained events.
+//!
+//! [`Replica::apply`] takes committed [`Entry`] values in log order and
+//! returns, for each, an [`Applied`] record of what happened. It never reads
+//! a clock and never performs I/O; everything it decides depends only on the
+//! entries it was given (and a restored snapshot), so every server that
+//! applies the same log reaches the same state, which [`Replica::digest`]
+//! summarizes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use copycat_proto::{
+    ClientError, ClientId, CommandFailure, DecodeError, Event, EventBatch, EventIndex, LogBody,
+    LogCommand, Response, Sequence, SessionId,
+};
+use copycat_raft::{Entry, EntryPayload, LogIndex};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::{ReplicaConfig, ReplicaConfigError};
+use crate::machine::{
+    ApplyContext, QueryContext, RawStateMachine, RestoreError, SessionInfo, TimerEntry, TimerId,
+    Timers,
+};
+
+/// Format version of replica snapshots.
+pub const SNAPSHOT_VERSION: u8 = 1;
+
+/// A command's cached outcome, answered again for duplicates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CachedResult {
+    index: LogIndex,
+    event_index: EventIndex,
+    output: Result<Bytes, CommandFailure>,
+}
+
+/// One open session.
+///
+/// Invariants: every cached result's sequence is in
+/// `(acked_sequence, command_sequence]`; retained batches are in
+/// `(acked_event_index, last_event_index]` and chain through
+/// `previous_event_index`; `retained_events` counts their events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub(crate) client: ClientId,
+    pub(crate) timeout_ms: u64,
+    last_keep_alive_ms: u64,
+    command_sequence: Sequence,
+    acked_sequence: Sequence,
+    results: BTreeMap<Sequence, CachedResult>,
+    last_event_index: EventIndex,
+    acked_event_index: EventIndex,
+    events: BTreeMap<EventIndex, EventBatch>,
+    retained_events: usize,
+}
+
+impl Session {
+    fn is_suspect(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_keep_alive_ms) > self.timeout_ms
+    }
+}
+
+/// Why a session left the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum Gone {
+    Expired,
+    Closed,
+}
+
+/// Everything replicated except the user state: what snapshots carry
+/// besides the state machine image.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct State {
+    applied_index: LogIndex,
+    /// Invariant: never decreases.
+    clock_ms: u64,
+    /// Set by a leader's no-op: the next timestamped entry restarts every
+    /// session's timeout, so sessions do not expire for the time an election
+    /// took (the original's no-op did the same).
+    reset_keep_alives: bool,
+    sessions: BTreeMap<SessionId, Session>,
+    /// Invariant: exactly the open sessions, by client.
+    clients: BTreeMap<ClientId, SessionId>,
+    gone: BTreeMap<SessionId, Gone>,
+    timers: Timers,
+    undecodable_entries: u64,
+}
+
+/// What applying one command entry decided, for whoever waits for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to report: a Raft no-op or configuration entry, or a tick.
+    Nothing,
+    /// The entry could not be decoded and was skipped (and counted).
+    Skipped(DecodeError),
+    /// A registration: answer the client that sent it.
+    Register {
+        /// The registering client.
+        client: ClientId,
+        /// `Registered` or why not.
+        result: Result<Response, ClientError>,
+    },
+    /// A keep-alive or unregistration of `session`.
+    Session {
+        /// The session.
+        session: SessionId,
+        /// `KeptAlive` / `Unregistered` or why not.
+        result: Result<Response, ClientError>,
+    },
+    /// A command of `session` with `sequence`.
+    Command {
+        /// The session.
+        session: SessionId,
+        /// The sequence.
+        sequence: Sequence,
+        /// `Command` (with the output or a cached failure) or why not.
+        result: Result<Response, ClientError>,
+    },
+    /// An expire entry.
+    Expire {
+        /// The session named.
+        session: SessionId,
+        /// Whether it expired now (false if it was kept alive meanwhile or
+        /// was already gone).
+        expired: bool,
+    },
+}
+
+/// What happened when one entry was applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The entry's index.
+    pub index: LogIndex,
+    /// The replica clock after the entry.
+    pub time_ms: u64,
+    /// The answer for the entry's originator.
+    pub outcome: Outcome,
+    /// Event batches published at this index, one per receiving session,
+    /// in session order. Push each to the server connection its session is
+    /// bound to, before the command responses that follow them (the
+    /// responses say up to which event index to deliver first).
+    pub events: Vec<EventBatch>,
+    /// Sessions expired by this entry (by an expire entry, re-registration or
+    /// event overflow), in the order they expired.
+    pub expired: Vec<SessionId>,
+    /// Sessions closed by this entry (unregistered or expired).
+    pub closed: Vec<SessionId>,
+}
+
+/// The answer to [`Replica::query`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryOutcome {
+    /// Not applied far enough yet: ask again after applying more entries.
+    Wait,
+    /// The answer.
+    Done(Result<Response, ClientError>),
+}
+
+/// A replica snapshot that could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum SnapshotError {
+    /// Not a replica snapshot of a version this build reads.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The state machine rejected its image.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotImage {
+    state: State,
+    machine: Bytes,
+}
+
+/// Work collected while applying one entry.
+struct Step {
+    index: LogIndex,
+    published: Vec<(SessionId, Event)>,
+    touched: BTreeSet<SessionId>,
+    overflowed: BTreeSet<SessionId>,
+    expired: Vec<SessionId>,
+    closed: Vec<SessionId>,
+}
+
+/// A replicated state machine with client sessions. See the module docs.
+pub struct Replica<M> {
+    config: ReplicaConfig,
+    state: State,
+    machine: M,
+}
+
+impl<M: RawStateMachine> Replica<M> {
+    /// A replica of an empty log, around `machine` in its initial state.
+    pub fn new(config: ReplicaConfig, machine: M) -> Result<Self, ReplicaConfigError> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            state: State::default(),
+            machine,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.config
+    }
+
+    /// The state machine (for inspection; mutate it only through the log).
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+
+    /// The last applied index.
+    pub fn applied_index(&self) -> LogIndex {
+        self.state.applied_index
+    }
+
+    /// The replica clock: the largest timestamp applied.
+    pub fn time_ms(&self) -> u64 {
+        self.state.clock_ms
+    }
+
+    /// How many command entries could not be decoded and were skipped.
+    pub fn undecodable_entries(&self) -> u64 {
+        self.state.undecodable_entries
+    }
+
+    /// The open sessions, in id order.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.state
+            .sessions
+            .iter()
+            .map(|(id, session)| SessionInfo {
+                id: *id,
+                client: session.client,
+                timeout_ms: session.timeout_ms,
+            })
+            .collect()
+    }
+
+    /// The last event index published to an open session.
+    pub fn last_event_index(&self, session: SessionId) -> Option<EventIndex> {
+        self.state
+            .sessions
+            .get(&session)
+            .map(|s| s.last_event_index)
+    }
+
+    /// The timers pending, as (deadline, id), in firing order.
+    pub fn pending_timers(&self) -> Vec<(u64, TimerId)> {
+        self.state.timers.queue.iter().copied().collect()
+    }
+
+    /// Sessions whose last keep-alive is older than their timeout by the
+    /// replica clock. The leader's shell proposes an `Expire` entry for each;
+    /// expiry happens only when that entry applies (and only if the session
+    /// is still suspect then).
+    pub fn suspect_sessions(&self) -> Vec<SessionId> {
+        let now = self.state.clock_ms;
+        self.state
+            .sessions
+            .iter()
+            .filter(|(_, session)| session.is_suspect(now))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The error for a request naming a session that is not open.
+    fn missing(&self, session: SessionId) -> ClientError {
+        match self.state.gone.get(&session) {
+            Some(Gone::Expired) => ClientError::SessionExpired,
+            _ => ClientError::UnknownSession,
+        }
+    }
+
+    /// Apply the next committed entry.
+    ///
+    /// Entries must come in increasing index order; the caller may skip
+    /// entries that carry nothing for the replica, but passing an index at or
+    /// below the applied index is a broken invariant and panics.
+    pub fn apply(&mut self, entry: &Entry) -> Applied {
+        assert!(
+            entry.index > self.state.applied_index,
+            "entries apply in order: {:?} after {:?}",
+            entry.index,
+            self.state.applied_index
+        );
+        let mut step = Step {
+            index: entry.index,
+            published: Vec::new(),
+            touched: BTreeSet::new(),
+            overflowed: BTreeSet::new(),
+            expired: Vec::new(),
+            closed: Vec::new(),
+        };
+        let outcome = match &entry.payload {
+            EntryPayload::Noop => {
+                self.state.reset_keep_alives = true;
+                Outcome::Nothing
+            }
+            EntryPayload::Config(_) => Outcome::Nothing,
+            EntryPayload::Command(data) => match LogCommand::decode(data) {
+                Ok(command) => {
+                    self.advance_time(&mut step, command.timestamp_ms);
+                    self.apply_body(&mut step, command.body)
+                }
+                Err(error) => {
+                    self.state.undecodable_entries += 1;
+                    tracing::warn!(index = entry.index.0, %error, "skipping undecodable entry");
+                    Outcome::Skipped(error)
+                }
+            },
+        };
+        // A session that exceeded its retained-event limit is not reading
+        // its events; expire it here, at a position every replica agrees on.
+        // Expiry callbacks may publish and overflow others, hence the loop.
+        while let Some(session) = step.overflowed.pop_first() {
+            if self.state.sessions.contains_key(&session) {
+                tracing::info!(
+                    session = session.0,
+                    "expiring session: too many unacknowledged events"
+                );
+                self.expire_session(&mut step, session);
+            }
+        }
+        self.state.applied_index = entry.index;
+        let events = step
+            .touched
+            .iter()
+            .filter_map(|id| {
+                self.state
+                    .sessions
+                    .get(id)?
+                    .events
+                    .get(&EventIndex(entry.index.0))
+            })
+            .cloned()
+            .collect();
+        Applied {
+            index: entry.index,
+            time_ms: self.state.clock_ms,
+            outcome,
+            events,
+            expired: step.expired,
+            closed: step.closed,
+        }
+    }
+
+    /// Move the clock to `timestamp_ms` (never back), firing every timer due
+    /// on the way in (deadline, id) order, each seeing its own deadline as
+    /// the time.
+    fn advance_time(&mut self, step: &mut Step, timestamp_ms: u64) {
+        let target = self.state.clock_ms.max(timestamp_ms);
+        while let Some((timer, entry)) = self.state.timers.pop_due(target) {
+            if let Some(interval) = entry.interval_ms {
+                self.state.timers.insert(
+                    timer,
+                    TimerEntry {
+                        deadline_ms: entry.deadline_ms.saturating_add(interval),
+                        interval_ms: Some(interval),
+                    },
+                );
+            }
+            self.state.clock_ms = self.state.clock_ms.max(entry.deadline_ms);
+            self.call(step, None, |machine, ctx| machine.on_timer(ctx, timer));
+        }
+        self.state.clock_ms = target;
+        if self.state.reset_keep_alives {
+            self.state.reset_keep_alives = false;
+            for session in self.state.sessions.values_mut() {
+                session.last_keep_alive_ms = target;
+            }
+        }
+    }
+
+    /// Run a state machine callback with a fresh context, then record what it
+    /// published.
+    fn call<R>(
+        &mut self,
+        step: &mut Step,
+        session: Option<SessionId>,
+        f: impl FnOnce(&mut M, &mut ApplyContext<'_>) -> R,
+    ) -> R {
+        let mut ctx = ApplyContext {
+            index: step.index,
+            time_ms: self.state.clock_ms,
+            session,
+            sessions: &self.state.sessions,
+            timers: &mut self.state.timers,
+            max_timers: self.config.max_timers,
+            published: &mut step.published,
+        };
+        let result = f(&mut self.machine, &mut ctx);
+        self.record_published(step);
+        result
+    }
+
+    /// Append the events published so far in this step to their sessions'
+    /// batch at this index.
+    fn record_published(&mut self, step: &mut Step) {
+        let event_index = EventIndex(step.index.0);
+        for (id, event) in step.published.drain(..) {
+            let Some(session) = self.state.sessions.get_mut(&id) else {
+                // Closed by a later callback in the same step.
+                continue;
+            };
+            let previous = session.last_event_index;
+            session
+                .events
+                .entry(event_index)
+                .or_insert_with(|| EventBatch {
+                    session: id,
+                    event_index,
+                    previous_event_index: previous,
+                    events: Vec::new(),
+                })
+                .events
+                .push(event);
+            session.last_event_index = event_index;
+            session.retained_events += 1;
+            step.touched.insert(id);
+            if session.retained_events > self.config.max_retained_events_per_session {
+                step.overflowed.insert(id);
+            }
+        }
+    }
+
+    fn apply_body(&mut self, step: &mut Step, body: LogBody) -> Outcome {
+        match body {
+            LogBody::Register { client, timeout_ms } => {
+                let result = self.register(step, client, timeout_ms);
+                Outcome::Register { client, result }
+            }
+            LogBody::KeepAlive {
+                session,
+                command_sequence,
+                event_index,
+            } => Outcome::Session {
+                session,
+                result: self.keep_alive(session, command_sequence, event_index),
+            },
+            LogBody::Unregister { session } => {
+                let result = if self.state.sessions.contains_key(&session) {
+                    self.close_session(step, session, Gone::Closed);
+                    Ok(Response::Unregistered)
+                } else {
+                    Err(self.missing(session))
+                };
+                Outcome::Session { session, result }
+            }
+            LogBody::Command {
+                session,
+                sequence,
+                payload,
+            } => Outcome::Command {
+                session,
+                sequence,
+                result: self.command(step, session, sequence, &payload),
+            },
+            LogBody::Expire { session } => {
+                // Re-check at apply time: the leader saw the session as
+                // suspect, but a keep-alive may have been applied since.
+                let now = self.state.clock_ms;
+                let expired = match self.state.sessions.get(&session) {
+                    Some(s) if s.is_suspect(now) => {
+                        self.expire_session(step, session);
+                        true
+                    }
+                    _ => false,
+                };
+                Outcome::Expire { session, expired }
+            }
+            LogBody::Tick => Outcome::Nothing,
+        }
+    }
+
+    /// Register a session whose id is this entry's index. A client that
+    /// registers again has lost its old session: expire it first.
+    fn register(
+        &mut self,
+        step: &mut Step,
+        client: ClientId,
+        requested_timeout_ms: u64,
+    ) -> Result<Response, ClientError> {
+        if let Some(old) = self.state.clients.get(&client).copied() {
+            self.expire_session(step, old);
+        }
+        if self.state.sessions.len() >= self.config.max_sessions {
+            return Err(ClientError::TooManySessions {
+                max: self.config.max_sessions as u64,
+            });
+        }
+        let id = SessionId(step.index.0);
+        let timeout_ms = self.config.session_timeout_ms(requested_timeout_ms);
+        self.state.sessions.insert(
+            id,
+            Session {
+                client,
+                timeout_ms,
+                last_keep_alive_ms: self.state.clock_ms,
+                command_sequence: Sequence::ZERO,
+                acked_sequence: Sequence::ZERO,
+                results: BTreeMap::new(),
+                last_event_index: EventIndex::ZERO,
+                acked_event_index: EventIndex::ZERO,
+                events: BTreeMap::new(),
+                retained_events: 0,
+            },
+        );
+        self.state.clients.insert(client, id);
+        self.call(step, Some(id), |machine, ctx| {
+            machine.session_opened(ctx, id)
+        });
+        Ok(Response::Registered {
+            session: id,
+            timeout_ms,
+        })
+    }
+
+    /// Refresh the session and drop what the client says it has received.
+    fn keep_alive(
+        &mut self,
+        id: SessionId,
+        command_sequence: Sequence,
+        event_index: EventIndex,
+    ) -> Result<Response, ClientError> {
+        let now = self.state.clock_ms;
+        let Some(session) = self.state.sessions.get_mut(&id) else {
+            return Err(self.missing(id));
+        };
+        session.last_keep_alive_ms = now;
+        // A client cannot have received more than was produced; clamp so a
+        // confused client cannot make the invariants lie.
+        let acked = command_sequence.min(session.command_sequence);
+        if acked > session.acked_sequence {
+            session.acked_sequence = acked;
+            session.results = session.results.split_off(&acked.next());
+        }
+        let acked_events = event_index.min(session.last_event_index);
+        if acked_events > session.acked_event_index {
+            session.acked_event_index = acked_events;
+            session.events = session.events.split_off(&EventIndex(acked_events.0 + 1));
+            session.retained_events = session.events.values().map(|b| b.events.len()).sum();
+        }
+        Ok(Response::KeptAlive {
+            event_index: session.last_event_index,
+        })
+    }
+
+    /// Apply a command exactly once: the next sequence is applied, earlier
+    /// ones are answered from the cache, later ones are a gap.
+    fn command(
+        &mut self,
+        step: &mut Step,
+        id: SessionId,
+        sequence: Sequence,
+        payload: &Bytes,
+    ) -> Result<Response, ClientError> {
+        let now = self.state.clock_ms;
+        let max_results = self.config.max_cached_results_per_session;
+        let max_bytes = self.config.max_command_bytes;
+        let Some(session) = self.state.sessions.get_mut(&id) else {
+            return Err(self.missing(id));
+        };
+        // A command proves the client is alive as much as a keep-alive does.
+        session.last_keep_alive_ms = now;
+        if sequence <= session.command_sequence {
+            return match session.results.get(&sequence) {
+                Some(cached) => Ok(command_response(sequence, cached)),
+                None => Err(ClientError::ResultDiscarded { sequence }),
+            };
+        }
+        if sequence != session.command_sequence.next() {
+            return Err(ClientError::CommandGap {
+                last_sequence: session.command_sequence,
+            });
+        }
+        if session.results.len() >= max_results {
+            return Err(ClientError::ResultCacheFull {
+                max: max_results as u64,
+            });
+        }
+        let output = if payload.len() > max_bytes {
+            // Use the sequence up with a failure in place of the command, so
+            // later commands of the session are not blocked behind it.
+            Err(CommandFailure::TooLarge {
+                size: payload.len() as u64,
+                max: max_bytes as u64,
+            })
+        } else {
+            self.call(step, Some(id), |machine, ctx| machine.apply(ctx, payload))
+        };
+        let session = self
+            .state
+            .sessions
+            .get_mut(&id)
+            .expect("a command cannot close its own session");
+        session.command_sequence = sequence;
+        let cached = CachedResult {
+            index: step.index,
+            event_index: session.last_event_index,
+            output,
+        };
+        let response = command_response(sequence, &cached);
+        session.results.insert(sequence, cached);
+        Ok(response)
+    }
+
+    /// Expire a session: run expire then close callbacks.
+    fn expire_session(&mut self, step: &mut Step, id: SessionId) {
+        step.expired.push(id);
+        self.remove_session(id, Gone::Expired);
+        self.call(step, Some(id), |machine, ctx| {
+            machine.session_expired(ctx, id)
+        });
+        step.closed.push(id);
+        self.call(step, Some(id), |machine, ctx| {
+            machine.session_closed(ctx, id)
+        });
+    }
+
+    fn close_session(&mut self, step: &mut Step, id: SessionId, reason: Gone) {
+        self.remove_session(id, reason);
+        step.closed.push(id);
+        self.call(step, Some(id), |machine, ctx| {
+            machine.session_closed(ctx, id)
+        });
+    }
+
+    /// Drop a session from the table (before its callbacks run, so they see
+    /// it closed and cannot publish to it) and remember why it went.
+    fn remove_session(&mut self, id: SessionId, reason: Gone) {
+        let session = self
+            .state
+            .sessions
+            .remove(&id)
+            .expect("removing an open session");
+        self.state.clients.remove(&session.client);
+        self.state.gone.insert(id, reason);
+        while self.state.gone.len() > self.config.max_remembered_sessions {
+            self.state.gone.pop_first();
+        }
+    }
+
+    /// Answer a query against the current state, or say to wait.
+    ///
+    /// `sequence` and `index` are the last command sequence and the highest
+    /// log index the client has seen: answering only once both are applied
+    /// gives read-your-writes and monotonic reads across servers. Which
+    /// `index` makes a read linearizable (ReadIndex, lease) is the caller's
+    /// decision; pass the larger of it and the client's index.
+    pub fn query(
+        &self,
+        session: SessionId,
+        sequence: Sequence,
+        index: LogIndex,
+        payload: &[u8],
+    ) -> QueryOutcome {
+        let Some(open) = self.state.sessions.get(&session) else {
+            return QueryOutcome::Done(Err(self.missing(session)));
+        };
+        if self.state.applied_index < index || open.command_sequence < sequence {
+            return QueryOutcome::Wait;
+        }
+        let ctx = QueryContext {
+            index: self.state.applied_index,
+            time_ms: self.state.clock_ms,
+            session,
+        };
+        QueryOutcome::Done(Ok(Response::Query {
+            index: self.state.applied_index.0,
+            event_index: open.last_event_index,
+            output: self.machine.query(&ctx, payload),
+        }))
+    }
+
+    /// The retained event batches of `session` published after
+    /// `from_event_index`, to resend after the client saw a gap.
+    pub fn reset_events(
+        &self,
+        session: SessionId,
+        from_event_index: EventIndex,
+    ) -> Result<(Response, Vec<EventBatch>), ClientError> {
+        let Some(open) = self.state.sessions.get(&session) else {
+            return Err(self.missing(session));
+        };
+        let batches = open
+            .events
+            .range(EventIndex(from_event_index.0.saturating_add(1))..)
+            .map(|(_, batch)| batch.clone())
+            .collect();
+        Ok((
+            Response::EventsReset {
+                event_index: open.last_event_index,
+            },
+            batches,
+        ))
+    }
+
+    /// The full replica state (session table, cached results, retained
+    /// events, timers, clock and the state machine image) as bytes.
+    pub fn snapshot(&self) -> Bytes {
+        let mut out = vec![SNAPSHOT_VERSION];
+        let image = SnapshotImage {
+            state: self.state.clone(),
+            machine: self.machine.snapshot(),
+        };
+        out.extend_from_slice(&postcard::to_allocvec(&image).expect("replica state serializes"));
+        Bytes::from(out)
+    }
+
+    /// Replace the whole replica state with a [`Replica::snapshot`] image.
+    /// On error the replica is unchanged unless the state machine's own
+    /// restore failed half-way (then the replica must not be used).
+    pub fn restore(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
+        let (&version, body) = data.split_first().ok_or(DecodeError::Empty)?;
+        if version != SNAPSHOT_VERSION {
+            return Err(DecodeError::UnknownVersion {
+                found: version,
+                supported: SNAPSHOT_VERSION,
+            }
+            .into());
+        }
+        let image: SnapshotImage =
+            postcard::from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        self.machine.restore(&image.machine)?;
+        self.state = image.state;
+        self.invariants();
+        Ok(())
+    }
+
+    /// A checksum of the whole replicated state (crc32c over the canonical
+    /// encoding of the replica state and the state machine image). Two
+    /// replicas that applied the same log have equal digests.
+    pub fn digest(&self) -> u32 {
+        let state = postcard::to_allocvec(&self.state).expect("replica state serializes");
+        crc32c::crc32c_append(crc32c::crc32c(&state), &self.machine.snapshot())
+    }
+
+    /// Check the invariants written on the replica's fields; panics if one is
+    /// broken. Cheap enough for the simulator to call after every step.
+    pub fn invariants(&self) {
+        let state = &self.state;
+        assert_eq!(
+            state.clients.len(),
+            state.sessions.len(),
+            "one session per client"
+        );
+        assert!(state.sessions.len() <= self.config.max_sessions);
+        assert!(state.timers.entries.len() <= self.config.max_timers);
+        state.timers.invariants();
+        for (id, session) in &state.sessions {
+            assert_eq!(state.clients.get(&session.client), Some(id), "client index");
+            assert!(
+                id.0 <= state.applied_index.0,
+                "sessions are registered by applied entries"
+            );
+            assert!(session.acked_sequence <= session.command_sequence);
+            assert!(session.results.len() <= self.config.max_cached_results_per_session);
+            for sequence in session.results.keys() {
+                assert!(
+                    *sequence > session.acked_sequence && *sequence <= session.command_sequence
+                );
+            }
+            assert!(session.acked_event_index <= session.last_event_index);
+            let mut count = 0;
+            let mut previous = None;
+            for (index, batch) in &session.events {
+                assert_eq!(*index, batch.event_index);
+                assert_eq!(batch.session, *id);
+                assert!(*index > session.acked_event_index && *index <= session.last_event_index);
+                if let Some(previous) = previous {
+                    assert_eq!(batch.previous_event_index, previous, "event batches chain");
+                }
+                previous = Some(*index);
+                count += batch.events.len();
+            }
+            if let Some(previous) = previous {
+                assert_eq!(previous, session.last_event_index);
+            }
+            assert_eq!(count, session.retained_events, "retained event count");
+        }
+    }
+}
+
+fn command_response(sequence: Sequence, cached: &CachedResult) -> Response {
+    Response::Command {
+        sequence,
+        index: cached.index.0,
+        event_index: cached.event_index,
+        output: cached.output.clone(),
+    }
+}
+
+/// A session's timeout and last keep-alive, for tests and diagnostics.
+impl<M> Replica<M> {
+    /// `(timeout_ms, last_keep_alive_ms)` of an open session.
+    pub fn session_timing(&self, session: SessionId) -> Option<(u64, u64)> {
+        self.state
+            .sessions
+            .get(&session)
+            .map(|s| (s.timeout_ms, s.last_keep_alive_ms))
+    }
+
+    /// The sequences of the results cached for an open session.
+    pub fn cached_sequences(&self, session: SessionId) -> Vec<Sequence> {
+        self.state
+            .sessions
+            .get(&session)
+            .map(|s| s.results.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The event indexes of the batches retained for an open session.
+    pub fn retained_event_indexes(&self, session: SessionId) -> Vec<EventIndex> {
+        self.state
+            .sessions
+            .get(&session)
+            .map(|s| s.events.keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests;
