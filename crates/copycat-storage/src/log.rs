@@ -36,6 +36,11 @@ pub const SEGMENT_HEADER_BYTES: u64 = 32;
 pub const RECORD_HEADER_BYTES: u64 = 8;
 
 const SEGMENT_SUFFIX: &str = ".log";
+/// Length field of a sync marker: the high bit (never set for an entry,
+/// whose length is bounded by `record_size_max_bytes`) and 8 payload bytes.
+const MARKER_LEN: u32 = 0x8000_0008;
+/// Bytes of a sync marker: header and the marker's own offset.
+const MARKER_BYTES: u64 = RECORD_HEADER_BYTES + 8;
 const SCAN_CHUNK_BYTES: usize = 4 << 20;
 
 /// How hard the log tries to make data durable.
@@ -133,6 +138,8 @@ struct Segment {
     written_bytes: u64,
     /// Whether the file has writes not yet covered by a sync.
     dirty: bool,
+    /// A sync marker was written after the last sync and is not durable.
+    marker_unsynced: bool,
 }
 
 /// Where an entry lives. Its segment is found from the segment list.
@@ -292,9 +299,44 @@ impl<'a> WindowReader<'a> {
 struct ScanStop {
     offset: u64,
     reason: String,
-    /// The bad record is followed by a valid one: damage in the middle of the
-    /// file, which a torn write cannot cause.
-    followed_by_valid: bool,
+    /// A valid sync marker follows the bad record: the damaged bytes were
+    /// synced before the marker was written, so this is corruption of
+    /// durable data, not a torn write.
+    before_marker: bool,
+}
+
+/// What a valid record at some offset is.
+enum Record {
+    Entry(Slot),
+    /// A sync marker: everything before it was durable when it was written.
+    Marker,
+}
+
+/// The bytes of the sync marker written at `offset`.
+fn marker_record(offset: u64) -> [u8; MARKER_BYTES as usize] {
+    let len_bytes = MARKER_LEN.to_le_bytes();
+    let payload = offset.to_le_bytes();
+    let crc = record_crc(len_bytes, &payload);
+    let mut record = [0u8; MARKER_BYTES as usize];
+    record[0..4].copy_from_slice(&len_bytes);
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
+    record[8..16].copy_from_slice(&payload);
+    record
+}
+
+/// Whether a valid sync marker starts anywhere in `[from, file_len)`. A
+/// marker names its own offset, so garbage does not pass for one.
+fn marker_after(reader: &mut WindowReader<'_>, from: u64, file_len: u64) -> Result<bool> {
+    let mut position = from;
+    while position + MARKER_BYTES <= file_len {
+        if let Some(bytes) = reader.get(position, MARKER_BYTES as usize)? {
+            if bytes[0..4] == MARKER_LEN.to_le_bytes() && bytes == marker_record(position) {
+                return Ok(true);
+            }
+        }
+        position += 1;
+    }
+    Ok(false)
 }
 
 struct ScanResult {
@@ -309,13 +351,20 @@ fn check_record(
     offset: u64,
     expected_index: LogIndex,
     record_size_max: u32,
-) -> Result<std::result::Result<Slot, String>> {
+) -> Result<std::result::Result<Record, String>> {
     let Some(header) = reader.get(offset, RECORD_HEADER_BYTES as usize)? else {
         return Ok(Err("incomplete record header".into()));
     };
     let len_bytes: [u8; 4] = header[0..4].try_into().expect("4 bytes");
     let len = u32::from_le_bytes(len_bytes);
     let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    if len == MARKER_LEN {
+        return Ok(match reader.get(offset, MARKER_BYTES as usize)? {
+            Some(bytes) if bytes == marker_record(offset) => Ok(Record::Marker),
+            Some(_) => Err("damaged sync marker".into()),
+            None => Err("incomplete sync marker".into()),
+        });
+    }
     if len == 0 {
         return Ok(Err("zero record length".into()));
     }
@@ -343,11 +392,11 @@ fn check_record(
             "entry index {index:?} where {expected_index:?} was expected"
         )));
     }
-    Ok(Ok(Slot {
+    Ok(Ok(Record::Entry(Slot {
         term,
         offset,
         len: len + RECORD_HEADER_BYTES as u32,
-    }))
+    })))
 }
 
 /// Scans the segments whose header is valid and matches the file name, on
@@ -416,34 +465,27 @@ fn scan_segment(
     let mut expected = first_index;
     while offset < file_len {
         match check_record(&mut reader, offset, expected, record_size_max)? {
-            Ok(slot) => {
+            Ok(Record::Entry(slot)) => {
                 offset += u64::from(slot.len);
                 slots.push(slot);
                 expected = expected.next();
             }
+            Ok(Record::Marker) => offset += MARKER_BYTES,
             Err(reason) => {
-                // Look one record further: if the bad record's length is
-                // plausible and a valid record follows it, the damage is in
-                // the middle of the file.
-                let mut followed_by_valid = false;
-                if let Some(header) = reader.get(offset, RECORD_HEADER_BYTES as usize)? {
-                    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
-                    if len > 0 && len <= record_size_max {
-                        let next = offset + RECORD_HEADER_BYTES + u64::from(len);
-                        if next < file_len {
-                            followed_by_valid =
-                                check_record(&mut reader, next, expected.next(), record_size_max)?
-                                    .is_ok();
-                        }
-                    }
-                }
+                // A torn write damages only bytes that were never synced;
+                // a sync marker further on proves the damaged bytes were
+                // synced (markers are written after a sync completes), so
+                // that is corruption of durable data. Valid-looking records
+                // after the damage prove nothing: a disk may persist the
+                // sectors of an unsynced write in any order.
+                let before_marker = marker_after(&mut reader, offset + 1, file_len)?;
                 return Ok(ScanResult {
                     slots,
                     end_offset: offset,
                     stop: Some(ScanStop {
                         offset,
                         reason,
-                        followed_by_valid,
+                        before_marker,
                     }),
                 });
             }
@@ -560,12 +602,12 @@ impl LogStore {
                 )?,
             };
             if let Some(stop) = &scan.stop {
-                if !is_last || stop.followed_by_valid {
+                if !is_last || stop.before_marker {
                     return Err(StorageError::Corrupt {
                         path,
                         offset: stop.offset,
                         reason: if is_last {
-                            format!("{} (followed by a valid record)", stop.reason)
+                            format!("{} before a sync marker (synced data)", stop.reason)
                         } else {
                             format!("{} in a sealed segment", stop.reason)
                         },
@@ -601,6 +643,7 @@ impl LogStore {
                 path,
                 written_bytes: scan.end_offset,
                 dirty: false,
+                marker_unsynced: false,
             });
             store.slots.extend(scan.slots);
         }
@@ -784,7 +827,10 @@ impl LogStore {
     /// starts a new one at `first_index`.
     fn roll(&mut self, first_index: LogIndex) -> Result<()> {
         self.flush_buffer()?;
-        self.sync_segment(self.segments.len() - 1)?;
+        // A sealed segment is fully synced, marker included.
+        let last = self.segments.len() - 1;
+        self.segments[last].dirty |= self.segments[last].marker_unsynced;
+        self.sync_segment(last)?;
         self.create_segment(first_index)
     }
 
@@ -794,6 +840,7 @@ impl LogStore {
             self.disk
                 .sync_data(&segment.path)
                 .map_err(io_error("sync", &segment.path))?;
+            segment.marker_unsynced = false;
         }
         segment.dirty = false;
         Ok(())
@@ -810,6 +857,7 @@ impl LogStore {
             path,
             written_bytes: SEGMENT_HEADER_BYTES,
             dirty: true,
+            marker_unsynced: false,
         });
         self.dir_dirty = true;
         Ok(())
@@ -840,6 +888,7 @@ impl LogStore {
 
     fn sync_inner(&mut self) -> Result<LogIndex> {
         self.flush_buffer()?;
+        let wrote = self.segments.last().is_some_and(|segment| segment.dirty);
         for position in 0..self.segments.len() {
             self.sync_segment(position)?;
         }
@@ -847,7 +896,29 @@ impl LogStore {
             self.sync_dir()?;
         }
         self.durable_index = self.last_index();
+        if wrote && self.options.durability == Durability::Fsync {
+            self.write_marker()?;
+        }
         Ok(self.durable_index)
+    }
+
+    /// Write a sync marker right after a sync: it tells recovery that every
+    /// byte before it was durable, so damage there is corruption, not a torn
+    /// write. The marker itself becomes durable with the next sync (or at a
+    /// roll); if a crash loses it, recovery treats damage in the last batch
+    /// as a torn write, which is the one case it cannot tell apart.
+    fn write_marker(&mut self) -> Result<()> {
+        let segment = self
+            .segments
+            .last_mut()
+            .expect("a log always has a segment");
+        let offset = segment.written_bytes;
+        self.disk
+            .write_at(&segment.path, offset, &marker_record(offset))
+            .map_err(io_error("write", &segment.path))?;
+        segment.written_bytes += MARKER_BYTES;
+        segment.marker_unsynced = true;
+        Ok(())
     }
 
     /// Position in `segments` of the segment holding `index`.
@@ -899,13 +970,21 @@ impl LogStore {
                 Some(next) => next.first_index.min(end),
                 None => end,
             };
+            let first_slot = *self.slot(index).expect("in range");
             let mut run_end = index;
             let mut run_bytes = 0u64;
+            let mut limited = false;
             while run_end < segment_end {
-                let len = u64::from(self.slot(run_end).expect("in range").len);
+                let slot = self.slot(run_end).expect("in range");
+                // A sync marker between two records ends a contiguous run.
+                if slot.offset != first_slot.offset + run_bytes {
+                    break;
+                }
+                let len = u64::from(slot.len);
                 if let Some(max) = bytes_max {
                     let first_of_read = entries.is_empty() && run_end == index;
                     if !first_of_read && bytes_total + run_bytes + len > max {
+                        limited = true;
                         break;
                     }
                 }
@@ -915,7 +994,6 @@ impl LogStore {
             if run_end == index {
                 break;
             }
-            let first_slot = *self.slot(index).expect("in range");
             let data = self.read_bytes(position, first_slot.offset, run_bytes)?;
             let mut cursor = 0usize;
             let mut current = index;
@@ -928,7 +1006,7 @@ impl LogStore {
             }
             bytes_total += run_bytes;
             index = run_end;
-            if run_end < segment_end {
+            if limited {
                 break;
             }
         }
@@ -1072,7 +1150,7 @@ impl LogStore {
         assert!(last.first_index <= self.next_index());
         assert!(self.durable_index <= self.last_index() || self.durable_index == LogIndex::ZERO);
         if let (Some(first), Some(last_slot)) = (self.slots.front(), self.slots.back()) {
-            assert_eq!(first.offset, SEGMENT_HEADER_BYTES);
+            assert!(first.offset >= SEGMENT_HEADER_BYTES);
             assert!(u64::from(last_slot.len) > RECORD_HEADER_BYTES);
         }
     }

@@ -83,7 +83,9 @@ fn bit_flip_in_unsynced_tail_is_truncated_and_reported() {
     let discarded = &recovery.discarded[0];
     assert_eq!(discarded.path, last);
     assert!(discarded.reason.contains("checksum"), "{discarded:?}");
-    assert_eq!(disk.file_len(&last).unwrap(), discarded.offset);
+    // Truncated at the damage; reopening then syncs and writes a 16-byte
+    // sync marker there.
+    assert_eq!(disk.file_len(&last).unwrap(), discarded.offset + 16);
 }
 
 #[test]
@@ -175,7 +177,60 @@ fn bit_flip_in_middle_of_active_segment_is_fatal() {
     disk.flip_bit(&file, Some(bit)).unwrap();
     let error = LogStore::open(shared(&disk), dir, options).unwrap_err();
     assert!(
-        matches!(&error, StorageError::Corrupt { reason, .. } if reason.contains("followed by a valid record")),
+        matches!(&error, StorageError::Corrupt { reason, .. } if reason.contains("before a sync marker")),
+        "{error}"
+    );
+}
+
+/// A power loss may persist the sectors of an unsynced write out of order:
+/// damage in the unsynced tail followed by intact records is a torn write
+/// (truncated), not corruption, because no sync marker follows it. (Found by
+/// the cluster simulator: the old rule, "a valid record after the damage
+/// means synced data", refused to restart such a server.)
+#[test]
+fn damage_before_intact_unsynced_records_is_a_torn_write() {
+    let disk = FaultDisk::new(9);
+    let dir = Path::new("/out-of-order");
+    let (mut log, _) = open(&disk, dir).unwrap();
+    log.append(&conformance::entries(1, 10, 1)).unwrap();
+    log.sync().unwrap();
+    log.append(&conformance::entries(11, 20, 1)).unwrap();
+    log.flush().unwrap();
+    let last = segments(&disk, dir).pop().unwrap();
+    let durable = disk.durable_contents(&last).unwrap().len() as u64;
+    // Damage the first unsynced record, then let everything reach the disk.
+    disk.flip_bit(&last, Some((durable + RECORD_HEADER_BYTES + 1) * 8))
+        .unwrap();
+    disk.sync_data(&last).unwrap();
+    disk.crash();
+    drop(log);
+    let (log, recovery) = open(&disk, dir).unwrap();
+    assert_eq!(
+        log.last_index(),
+        LogIndex(10),
+        "synced entries survive, the torn batch goes"
+    );
+    assert_eq!(recovery.discarded.len(), 1);
+}
+
+/// Damage to synced data followed by a sync marker is corruption: fatal.
+#[test]
+fn damage_before_a_sync_marker_is_fatal() {
+    let disk = FaultDisk::new(10);
+    let dir = Path::new("/before-marker");
+    let (mut log, _) = open(&disk, dir).unwrap();
+    log.append(&conformance::entries(1, 10, 1)).unwrap();
+    log.sync().unwrap();
+    log.append(&conformance::entries(11, 12, 1)).unwrap();
+    log.sync().unwrap();
+    drop(log);
+    let last = segments(&disk, dir).pop().unwrap();
+    // Entry 5 was synced; markers follow it.
+    let bit = (disk.durable_contents(&last).unwrap().len() as u64 / 3) * 8;
+    disk.flip_bit(&last, Some(bit)).unwrap();
+    let error = open(&disk, dir).unwrap_err();
+    assert!(
+        matches!(&error, StorageError::Corrupt { reason, .. } if reason.contains("before a sync marker")),
         "{error}"
     );
 }

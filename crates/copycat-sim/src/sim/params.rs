@@ -30,6 +30,8 @@ pub struct SimParams {
     pub snapshot_chunk_bytes: usize,
     /// Log segment size, small so segments roll and get purged.
     pub segment_bytes: u64,
+    /// Log write buffer, small so unsynced appends reach the disk.
+    pub write_buffer_bytes: usize,
     /// One-way network delay range (ms).
     pub delay_min_ms: u64,
     /// Upper end of the delay range.
@@ -38,6 +40,9 @@ pub struct SimParams {
     pub loss: f64,
     /// Probability a message is delivered twice (safety phase only).
     pub duplicate: f64,
+    /// Probability that power fails right after a batch of log writes,
+    /// before their sync (torn writes, possibly garbage in the tail).
+    pub power_loss: f64,
     /// Time an fsync takes (ms).
     pub disk_latency_ms: u64,
     /// Mean time between injected faults (ms).
@@ -96,11 +101,13 @@ impl SimParams {
             snapshot_trailing: rng.gen_range(0..=20),
             snapshot_chunk_bytes: rng.gen_range(16..=512),
             segment_bytes: rng.gen_range(512..=8192),
+            write_buffer_bytes: rng.gen_range(32..=512),
             delay_min_ms: rng.gen_range(0..=delay_max_ms / 2),
             delay_max_ms,
             loss: rng.gen_range(0.0..0.1),
             duplicate: rng.gen_range(0.0..0.05),
             disk_latency_ms: rng.gen_range(0..=5),
+            power_loss: rng.gen_range(0.0..0.03),
             fault_interval_ms: rng.gen_range(100..=1000),
             clock_rate_spread: rng.gen_range(0.0..=max_spread),
             lease_clock_drift_ms,
@@ -119,8 +126,8 @@ impl std::fmt::Display for SimParams {
         write!(
             f,
             "seed={} nodes={} clients={} election={}ms heartbeat={}ms batch={} inflight={} \
-             snapshot_every={} trailing={} chunk={}B segment={}B delay={}..{}ms loss={:.3} dup={:.3} \
-             disk={}ms faults_every~{}ms clock_spread={:.4} pre_vote={} check_quorum={} lease_reads={} churn={} safety={}ms",
+             snapshot_every={} trailing={} chunk={}B segment={}B write_buffer={}B delay={}..{}ms loss={:.3} dup={:.3} \
+             disk={}ms power_loss={:.4} faults_every~{}ms clock_spread={:.4} pre_vote={} check_quorum={} lease_reads={} churn={} safety={}ms",
             self.seed,
             self.nodes,
             self.clients,
@@ -132,11 +139,13 @@ impl std::fmt::Display for SimParams {
             self.snapshot_trailing,
             self.snapshot_chunk_bytes,
             self.segment_bytes,
+            self.write_buffer_bytes,
             self.delay_min_ms,
             self.delay_max_ms,
             self.loss,
             self.duplicate,
             self.disk_latency_ms,
+            self.power_loss,
             self.fault_interval_ms,
             self.clock_rate_spread,
             self.pre_vote,

@@ -106,6 +106,10 @@ enum Event {
     Restart {
         node: usize,
     },
+    PowerLoss {
+        node: usize,
+        incarnation: u64,
+    },
     Unpause {
         node: usize,
     },
@@ -437,6 +441,16 @@ impl Simulation {
                     self.schedule(delay, Event::Fault);
                 }
             }
+            Event::PowerLoss { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation && self.nodes[node].live.is_some() {
+                    if self.rng.gen_bool(0.5) {
+                        self.corrupt_unsynced_tail(node);
+                    }
+                    self.crash(node, true);
+                    let restart = self.rng.gen_range(1..=3 * self.params.election_timeout_ms);
+                    self.schedule(restart, Event::Restart { node });
+                }
+            }
             Event::Restart { node } => {
                 if self.nodes[node].live.is_none() {
                     self.start_node(node);
@@ -461,7 +475,7 @@ impl Simulation {
         let sim_node = &mut self.nodes[node];
         sim_node.incarnation += 1;
         let disk: Arc<dyn Disk> = Arc::new(sim_node.disk.clone());
-        let (storage, state, _report) =
+        let (storage, state, report) =
             match Storage::open(disk, &sim_node.dir, storage_options(&params)) {
                 Ok(opened) => opened,
                 Err(error) => {
@@ -479,6 +493,7 @@ impl Simulation {
                 return;
             }
         };
+        let discarded: u64 = report.log.discarded.iter().map(|d| d.bytes).sum();
         // Rebuild the durable view from what recovery returned.
         let mut durable = DurableLog {
             snapshot: state.snapshot.index,
@@ -520,7 +535,9 @@ impl Simulation {
         });
         let id = sim_node.id;
         self.observer.node_restarted(id);
-        self.trace(format_args!("{id:?} started (applied {applied:?})"));
+        self.trace(format_args!(
+            "{id:?} started (applied {applied:?}, recovery discarded {discarded} bytes of torn tail)"
+        ));
     }
 
     fn crash(&mut self, node: usize, torn: bool) {
@@ -541,6 +558,32 @@ impl Simulation {
             "{id:?} crashed{}",
             if torn { " (torn writes)" } else { "" }
         ));
+    }
+
+    /// Flip one bit in the unsynced tail of the node's newest log segment
+    /// (never in synced data: that would be media corruption, which the
+    /// storage crate's own tests cover as a detected, fatal error).
+    fn corrupt_unsynced_tail(&mut self, node: usize) {
+        let disk = self.nodes[node].disk.clone();
+        let log_dir = self.nodes[node].dir.join("log");
+        let Ok(mut names) = disk.list_dir(&log_dir) else {
+            return;
+        };
+        names.sort();
+        let Some(name) = names.last() else { return };
+        let path = log_dir.join(name);
+        let live = disk.file_len(&path).unwrap_or(0);
+        let durable = disk.durable_contents(&path).map_or(0, |c| c.len() as u64);
+        if live <= durable {
+            return;
+        }
+        let bit = self.rng.gen_range(durable * 8..live * 8);
+        if disk.flip_bit(&path, Some(bit)).is_ok() {
+            let id = self.nodes[node].id;
+            self.trace(format_args!(
+                "{id:?} corrupt bit {bit} of unsynced tail of {name}"
+            ));
+        }
     }
 
     fn unpause(&mut self, node: usize) {
@@ -620,6 +663,12 @@ impl Simulation {
                     .map_err(|e| format!("{id:?} append: {e}"))?;
                 for entry in &entries {
                     live.written.insert(entry.index, entry.term);
+                }
+                // Now and then, power fails while these writes are on their
+                // way to the disk.
+                if self.safety && self.rng.gen_bool(self.params.power_loss) {
+                    let incarnation = self.nodes[node].incarnation;
+                    self.schedule(0, Event::PowerLoss { node, incarnation });
                 }
             }
         }
@@ -1226,6 +1275,26 @@ impl Simulation {
                 self.schedule(restart_after, Event::Restart { node });
             }
             2 => {
+                // Power loss in the middle of writing: some unsynced data
+                // survives, and part of it may be garbage. Recovery must
+                // notice (checksums) and keep only whole, valid records.
+                // Prefer a server with writes waiting for their sync.
+                let writing: Vec<usize> = (0..nodes)
+                    .filter(|n| {
+                        self.nodes[*n]
+                            .live
+                            .as_ref()
+                            .is_some_and(|l| l.sync_scheduled)
+                    })
+                    .collect();
+                let node = if writing.is_empty() {
+                    node
+                } else {
+                    writing[self.rng.gen_range(0..writing.len())]
+                };
+                if self.rng.gen_bool(0.5) {
+                    self.corrupt_unsynced_tail(node);
+                }
                 self.crash(node, true);
                 self.schedule(restart_after, Event::Restart { node });
             }
@@ -1449,6 +1518,9 @@ fn storage_options(params: &SimParams) -> StorageOptions {
     StorageOptions {
         log: LogOptions {
             segment_size_max_bytes: params.segment_bytes,
+            // Small, so appends reach the disk before the sync that makes
+            // them durable, and a crash can tear them.
+            write_buffer_max_bytes: params.write_buffer_bytes,
             ..LogOptions::default()
         },
         snapshots_retained_old: 0,
