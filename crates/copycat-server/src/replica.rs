@@ -260,6 +260,11 @@ impl<M: RawStateMachine> Replica<M> {
     /// expiry happens only when that entry applies (and only if the session
     /// is still suspect then).
     pub fn suspect_sessions(&self) -> Vec<SessionId> {
+        // A new leader's no-op restarts every session's timer at the next
+        // timestamped entry: until then nobody is suspect.
+        if self.state.reset_keep_alives {
+            return Vec::new();
+        }
         let now = self.state.clock_ms;
         self.state
             .sessions
@@ -566,6 +571,11 @@ impl<M: RawStateMachine> Replica<M> {
         let Some(session) = self.state.sessions.get_mut(&id) else {
             return Err(self.missing(id));
         };
+        // Sequences start at 1: zero is a malformed request, not a
+        // duplicate of something that was applied.
+        if sequence == Sequence(0) {
+            return Err(ClientError::Malformed("command sequence numbers start at 1".into()));
+        }
         // A command proves the client is alive as much as a keep-alive does.
         session.last_keep_alive_ms = now;
         if sequence <= session.command_sequence {
