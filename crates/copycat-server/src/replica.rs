@@ -574,7 +574,9 @@ impl<M: RawStateMachine> Replica<M> {
         // Sequences start at 1: zero is a malformed request, not a
         // duplicate of something that was applied.
         if sequence == Sequence(0) {
-            return Err(ClientError::Malformed("command sequence numbers start at 1".into()));
+            return Err(ClientError::Malformed(
+                "command sequence numbers start at 1".into(),
+            ));
         }
         // A command proves the client is alive as much as a keep-alive does.
         session.last_keep_alive_ms = now;
