@@ -560,6 +560,18 @@ impl ClientSession {
         chosen
     }
 
+    /// Make the next request go to the connected server after `server`.
+    fn move_past(&mut self, server: ServerId) {
+        if self.current == Some(server) {
+            self.current = self
+                .connected
+                .range(server + 1..)
+                .chain(self.connected.range(..server))
+                .copied()
+                .next();
+        }
+    }
+
     fn send(&mut self, kind: RequestKind, request: Request) -> Option<RequestId> {
         let server = self.choose_server()?;
         let id = RequestId(self.next_request);
@@ -653,19 +665,27 @@ impl ClientSession {
         }
         match result {
             Err(ClientError::NotLeader { hint }) => {
-                self.leader_hint = hint;
                 if hint.is_none() || hint == Some(server) {
+                    // That server knows no leader (it may be cut off, or no
+                    // longer a member): try the next one, or the client
+                    // would ask it forever.
+                    self.leader_hint = None;
+                    self.move_past(server);
                     self.lose(id, 1);
                 } else {
                     // Follow the redirect at once.
+                    self.leader_hint = hint;
                     self.current = None;
                     self.lose(id, 0);
                 }
             }
-            Err(ClientError::Unavailable(_))
-            | Err(ClientError::Timeout)
-            | Err(ClientError::ResultCacheFull { .. })
-            | Err(ClientError::TooManySessions { .. }) => self.lose(id, 1),
+            Err(ClientError::Unavailable(_)) | Err(ClientError::Timeout) => {
+                self.move_past(server);
+                self.lose(id, 1);
+            }
+            Err(ClientError::ResultCacheFull { .. }) | Err(ClientError::TooManySessions { .. }) => {
+                self.lose(id, 1)
+            }
             Err(error @ (ClientError::UnknownSession | ClientError::SessionExpired))
                 if flight.kind != RequestKind::Register =>
             {

@@ -129,6 +129,7 @@
 pub mod codec;
 mod config;
 mod machine;
+pub mod node;
 pub mod replica;
 pub mod testing;
 

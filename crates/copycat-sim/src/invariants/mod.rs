@@ -35,8 +35,8 @@ pub struct Observer {
     /// Every committed entry, with the lowest term of a leader known to have
     /// committed it (leader completeness, state machine safety).
     committed: BTreeMap<LogIndex, (Entry, Term)>,
-    /// Client acknowledgements: (client, op) to the index they were applied at.
-    acknowledged: BTreeMap<(u64, u64), LogIndex>,
+    /// Client operations acknowledged as applied: (client, op).
+    acknowledged: std::collections::BTreeSet<(u64, u64)>,
     /// Per node, the highest commit index seen in its current incarnation.
     commit_seen: BTreeMap<NodeId, LogIndex>,
 }

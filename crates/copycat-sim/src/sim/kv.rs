@@ -90,3 +90,76 @@ impl KvState {
         postcard::from_bytes(data).ok()
     }
 }
+
+/// What the replicated key-value machine answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOutput {
+    /// A mutation: whether it took effect (a compare-and-set may not).
+    Done(bool),
+    /// A read: the key's value.
+    Value(Option<u64>),
+}
+
+/// The key-value store as a Copycat state machine, with two checks built
+/// in: every client operation is applied at most once (exactly-once through
+/// session sequence numbers) and each client's operations apply in the order
+/// the client issued them (per-client FIFO). Every replica applies the same
+/// log, so every replica runs the checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvMachine {
+    /// The store.
+    pub state: KvState,
+    /// Highest operation number applied per client.
+    pub last_op: BTreeMap<u64, u64>,
+    /// Operations applied twice (must stay zero).
+    pub duplicates: u64,
+    /// Operations applied out of the client's order (must stay zero).
+    pub reordered: u64,
+}
+
+impl copycat_server::StateMachine for KvMachine {
+    type Command = KvCommand;
+    type Query = u8;
+    type Output = KvOutput;
+    type Error = String;
+
+    fn apply(
+        &mut self,
+        ctx: &mut copycat_server::ApplyContext<'_>,
+        command: KvCommand,
+    ) -> Result<KvOutput, String> {
+        // Tell the issuing session, as an event, which operation applied:
+        // clients check that events arrive once each and in order.
+        if let Some(session) = ctx.session() {
+            ctx.publish(
+                session,
+                "applied",
+                Bytes::from(command.op.to_le_bytes().to_vec()),
+            );
+        }
+        // Clients issue operations one at a time with increasing numbers,
+        // so a number at or below the last applied one is either a
+        // duplicate or a reordering.
+        match self.last_op.get(&command.client) {
+            Some(last) if command.op == *last => self.duplicates += 1,
+            Some(last) if command.op < *last => self.reordered += 1,
+            _ => {}
+        }
+        self.last_op.insert(command.client, command.op);
+        Ok(KvOutput::Done(self.state.apply(&command.action)))
+    }
+
+    fn query(&self, _ctx: &copycat_server::QueryContext, key: u8) -> Result<KvOutput, String> {
+        Ok(KvOutput::Value(self.state.values.get(&key).copied()))
+    }
+
+    fn snapshot(&self) -> Bytes {
+        Bytes::from(postcard::to_allocvec(self).expect("encodable"))
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), copycat_server::RestoreError> {
+        *self =
+            postcard::from_bytes(data).map_err(|e| copycat_server::RestoreError(e.to_string()))?;
+        Ok(())
+    }
+}

@@ -7,15 +7,22 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use copycat_raft::{
-    Config, Entry, EntryPayload, LogIndex, MemberRole, MembershipChange, Message, NodeId, RawNode,
-    ReadMode, ReadPath, Ready, Role, Term, Time,
+    Config, Entry, LogIndex, MemberRole, MembershipChange, Message, NodeId, ReadPath, Ready, Role,
+    Term, Time,
 };
 use copycat_storage::{Disk, FaultDisk, LogOptions, SnapshotWriter, Storage, StorageOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use super::kv::{KvAction, KvCommand, KvState};
+use copycat_client::session::{
+    ClientConfig, ClientOutput, ClientSession, OperationError, OperationId as ClientOperation,
+};
+use copycat_proto::{ClientError, ClientId, ClientRequest, Consistency, ServerMessage};
+use copycat_server::node::{ServerConfig, ServerNode};
+use copycat_server::{codec, Typed};
+
+use super::kv::{KvAction, KvCommand, KvMachine, KvOutput};
 use super::params::SimParams;
 use crate::history::{History, OperationId, ProcessId};
 use crate::invariants::{fnv1a, DurableLog, Observer};
@@ -26,7 +33,7 @@ const TICK_MS: u64 = 5;
 /// Keys the clients operate on.
 const KEYS: u8 = 3;
 /// Lines of trace kept for failure reports.
-const TRACE_LINES: usize = 120;
+const TRACE_LINES: usize = 3000;
 
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,17 +73,16 @@ pub struct RunReport {
     pub history_json: String,
 }
 
-#[derive(Clone, Debug)]
-enum Request {
-    Mutate(KvAction),
-    Read { key: u8 },
-}
+/// The server every simulated node runs: Raft, replica, sessions, and the
+/// key-value machine.
+type Server = ServerNode<Typed<KvMachine>>;
 
+/// What a client operation is, for completing its history entry.
 #[derive(Clone, Debug)]
-enum Reply {
-    Applied { index: LogIndex, took_effect: bool },
-    Value(Option<u64>),
-    Rejected { leader: Option<NodeId> },
+enum OpKind {
+    Read,
+    Write,
+    Cas,
 }
 
 #[derive(Clone, Debug)]
@@ -89,18 +95,16 @@ enum Event {
     },
     ClientWake {
         client: usize,
-        op: u64,
     },
     ClientRequest {
         node: usize,
         client: usize,
-        op: u64,
-        request: Request,
+        request: ClientRequest,
     },
     ClientReply {
         client: usize,
-        op: u64,
-        reply: Reply,
+        node: usize,
+        message: ServerMessage,
     },
     Fault,
     Restart {
@@ -129,18 +133,13 @@ struct PendingSync {
 
 /// A running server.
 struct LiveNode {
-    raw: RawNode,
+    server: Server,
     storage: Storage,
-    kv: KvState,
-    applied: LogIndex,
     last_snapshot: LogIndex,
     pending: Vec<PendingSync>,
     sync_scheduled: bool,
     /// Entries written but not yet synced: index to term.
     written: BTreeMap<LogIndex, Term>,
-    proposals: BTreeMap<LogIndex, (usize, u64)>,
-    reads: BTreeMap<u64, (usize, u64, u8)>,
-    confirmed_reads: Vec<(LogIndex, usize, u64, u8)>,
     incoming: Option<(SnapshotWriter, Vec<u8>)>,
     last_role: Role,
     last_commit: LogIndex,
@@ -156,22 +155,33 @@ struct SimNode {
     deferred: Vec<Event>,
     clock_offset_ms: u64,
     clock_rate: f64,
+    /// The wall clock (which stamps log entries) runs this far ahead of
+    /// real time; wall clocks are kept within tens of milliseconds (NTP).
+    wall_skew_ms: u64,
     durable: DurableLog,
 }
 
+/// The operation a client has outstanding.
 struct Waiting {
+    /// The client's operation number (carried in the command).
     op: u64,
+    /// Its history entry.
     id: OperationId,
-    node: usize,
-    read: bool,
+    /// The session core's handle.
+    operation: ClientOperation,
+    kind: OpKind,
 }
 
 struct SimClient {
+    session: ClientSession,
     next_op: u64,
     waiting: Option<Waiting>,
-    leader_hint: Option<usize>,
     next_value: u64,
     ok_since_liveness: u64,
+    /// Highest operation number seen in an event of the current session,
+    /// to check events arrive once each and in order.
+    events_seen: u64,
+    events_session: Option<copycat_proto::SessionId>,
 }
 
 /// A whole simulated cluster with its clients.
@@ -187,6 +197,8 @@ pub struct Simulation {
     cut: BTreeSet<(usize, usize)>,
     safety: bool,
     liveness_started: Option<u64>,
+    /// The leader's commit index at the previous liveness check.
+    liveness_target: Option<LogIndex>,
     done: bool,
     history: History,
     observer: Observer,
@@ -194,7 +206,6 @@ pub struct Simulation {
     events: u64,
     trace: VecDeque<String>,
     line: String,
-    read_ids: u64,
     failure: Option<String>,
     operations: (u64, u64, u64),
     raft_template: Config,
@@ -240,17 +251,34 @@ impl Simulation {
                     deferred: Vec::new(),
                     clock_offset_ms: rng.gen_range(0..1_000_000),
                     clock_rate: 1.0 + rng.gen_range(-spread..=spread),
+                    wall_skew_ms: rng.gen_range(0..=30),
                     durable: DurableLog::default(),
                 }
             })
             .collect();
+        let session_timeout_ms = 20 * params.election_timeout_ms;
         let clients = (0..params.clients)
-            .map(|_| SimClient {
-                next_op: 0,
-                waiting: None,
-                leader_hint: None,
-                next_value: 1,
-                ok_since_liveness: 0,
+            .map(|client| {
+                let mut config = ClientConfig::new(ClientId(client as u128 + 1));
+                config.session_timeout_ms = session_timeout_ms;
+                config.request_timeout_ms = 3 * params.election_timeout_ms;
+                config.backoff_ms = vec![10, 20, 50, params.election_timeout_ms];
+                // A client whose session expired (it was cut off too long)
+                // opens a new one; guarantees do not carry across sessions.
+                config.recovery = copycat_client::session::RecoveryStrategy::Recover;
+                let mut session = ClientSession::new(config, 0).expect("valid client config");
+                for node in 1..=params.nodes {
+                    session.connected(node);
+                }
+                SimClient {
+                    session,
+                    next_op: 1,
+                    waiting: None,
+                    next_value: 1,
+                    ok_since_liveness: 0,
+                    events_seen: 0,
+                    events_session: None,
+                }
             })
             .collect();
         let mut sim = Self {
@@ -264,6 +292,7 @@ impl Simulation {
             cut: BTreeSet::new(),
             safety: true,
             liveness_started: None,
+            liveness_target: None,
             done: false,
             history: History::new(),
             observer: Observer::new(),
@@ -271,7 +300,6 @@ impl Simulation {
             events: 0,
             trace: VecDeque::new(),
             line: String::new(),
-            read_ids: 0,
             failure: None,
             operations: (0, 0, 0),
             raft_template,
@@ -282,7 +310,7 @@ impl Simulation {
         sim.schedule(TICK_MS, Event::TickAll);
         for client in 0..sim.clients.len() {
             let delay = sim.rng.gen_range(0..50);
-            sim.schedule(delay, Event::ClientWake { client, op: 0 });
+            sim.schedule(delay, Event::ClientWake { client });
         }
         let first_fault = sim.fault_delay();
         sim.schedule(first_fault, Event::Fault);
@@ -393,7 +421,13 @@ impl Simulation {
                 for node in 0..self.nodes.len() {
                     if self.nodes[node].live.is_some() && !self.nodes[node].paused {
                         let now = self.local_time(node);
-                        self.nodes[node].live.as_mut().expect("live").raw.tick(now);
+                        let wall = self.now + self.nodes[node].wall_skew_ms;
+                        self.nodes[node]
+                            .live
+                            .as_mut()
+                            .expect("live")
+                            .server
+                            .tick(now, wall);
                         self.process(node);
                     }
                 }
@@ -416,7 +450,8 @@ impl Simulation {
                     .live
                     .as_mut()
                     .expect("live")
-                    .raw
+                    .server
+                    .raft_mut()
                     .step(message);
                 self.process(to);
             }
@@ -426,14 +461,17 @@ impl Simulation {
                     self.process(node);
                 }
             }
-            Event::ClientWake { client, op } => self.client_wake(client, op),
+            Event::ClientWake { client } => self.client_wake(client),
             Event::ClientRequest {
                 node,
                 client,
-                op,
                 request,
-            } => self.on_client_request(node, client, op, request),
-            Event::ClientReply { client, op, reply } => self.on_client_reply(client, op, reply),
+            } => self.on_client_request(node, client, request),
+            Event::ClientReply {
+                client,
+                node,
+                message,
+            } => self.on_client_reply(client, node, message),
             Event::Fault => {
                 if self.safety {
                     self.inject_fault();
@@ -484,9 +522,8 @@ impl Simulation {
                     return;
                 }
             };
-        let kv = match storage.snapshots().read_all() {
-            Ok(Some(data)) => KvState::decode(&data).unwrap_or_default(),
-            Ok(None) => KvState::default(),
+        let snapshot_data = match storage.snapshots().read_all() {
+            Ok(data) => data.unwrap_or_default(),
             Err(error) => {
                 let id = sim_node.id;
                 self.fail(format!("{id:?} cannot read its snapshot: {error}"));
@@ -506,8 +543,19 @@ impl Simulation {
         let mut config = self.raft_template.clone();
         config.id = sim_node.id;
         let applied = state.snapshot.index;
-        let raw = match RawNode::new(config, state, seed, now) {
-            Ok(raw) => raw,
+        let server_config = server_config(config, &params);
+        let wall = self.now + sim_node.wall_skew_ms;
+        let machine = Typed(KvMachine::default());
+        let server = match ServerNode::new(
+            server_config,
+            state,
+            &snapshot_data,
+            machine,
+            seed,
+            now,
+            wall,
+        ) {
+            Ok(server) => server,
             Err(error) => {
                 let id = sim_node.id;
                 self.fail(format!(
@@ -516,19 +564,14 @@ impl Simulation {
                 return;
             }
         };
-        let commit = raw.commit_index();
+        let commit = server.raft().commit_index();
         sim_node.live = Some(LiveNode {
-            raw,
+            server,
             storage,
-            kv,
-            applied,
             last_snapshot: applied,
             pending: Vec::new(),
             sync_scheduled: false,
             written: BTreeMap::new(),
-            proposals: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            confirmed_reads: Vec::new(),
             incoming: None,
             last_role: Role::Follower,
             last_commit: commit,
@@ -605,16 +648,41 @@ impl Simulation {
             let Some(live) = self.nodes[node].live.as_mut() else {
                 return;
             };
-            if !live.raw.has_ready() {
+            if !live.server.has_ready() {
                 break;
             }
-            let ready = live.raw.ready();
+            let ready = live.server.ready();
             if let Err(failure) = self.handle_ready(node, ready) {
                 self.fail(failure);
                 return;
             }
         }
         self.after_step(node);
+        self.flush_client_messages(node);
+    }
+
+    /// Deliver what the server has for its client connections.
+    fn flush_client_messages(&mut self, node: usize) {
+        let Some(live) = self.nodes[node].live.as_mut() else {
+            return;
+        };
+        for (connection, message) in live.server.take_client_messages() {
+            let client = connection as usize;
+            if self.safety && self.rng.gen_bool(self.params.loss) {
+                continue;
+            }
+            let delay = self
+                .rng
+                .gen_range(self.params.delay_min_ms..=self.params.delay_max_ms);
+            self.schedule(
+                delay,
+                Event::ClientReply {
+                    client,
+                    node,
+                    message,
+                },
+            );
+        }
     }
 
     fn handle_ready(&mut self, node: usize, ready: Ready) -> Result<(), String> {
@@ -678,7 +746,8 @@ impl Simulation {
                 .live
                 .as_ref()
                 .expect("live")
-                .raw
+                .server
+                .raft()
                 .term_at(entry.index.prev());
             self.observer.on_written(id, entry, previous)?;
         }
@@ -696,7 +765,8 @@ impl Simulation {
             let live = self.nodes[node].live.as_mut().expect("live");
             let latest = live.storage.snapshots().latest().map(|meta| meta.index);
             if latest != Some(request.meta.index) {
-                live.raw
+                live.server
+                    .raft_mut()
                     .snapshot_unavailable(request.to, request.meta.index);
                 continue;
             }
@@ -705,7 +775,7 @@ impl Simulation {
                 .snapshots()
                 .read_chunk(request.offset, request.max_bytes as u64)
                 .map_err(|e| format!("{id:?} read snapshot: {e}"))?;
-            live.raw.snapshot_chunk(
+            live.server.raft_mut().snapshot_chunk(
                 request.to,
                 request.meta.index,
                 request.offset,
@@ -746,12 +816,13 @@ impl Simulation {
                 live.storage
                     .install_snapshot(writer)
                     .map_err(|e| format!("{id:?} install snapshot: {e}"))?;
-                live.kv = KvState::decode(&buffer)
-                    .ok_or_else(|| format!("{id:?} received an undecodable snapshot"))?;
-                live.applied = chunk.meta.index;
+                live.server
+                    .restore(&buffer)
+                    .map_err(|e| format!("{id:?} received an unusable snapshot: {e}"))?;
                 live.last_snapshot = chunk.meta.index;
                 live.written.retain(|index, _| *index > chunk.meta.index);
-                live.raw
+                live.server
+                    .raft_mut()
                     .snapshot_installed(&chunk.meta)
                     .map_err(|e| format!("{id:?} snapshot_installed: {e}"))?;
                 let durable = &mut self.nodes[node].durable;
@@ -800,125 +871,52 @@ impl Simulation {
             for message in batch.after_persist {
                 self.send(message);
             }
-            for entry in batch.committed {
-                if let Err(failure) = self.apply(node, entry) {
+            // State machine safety is checked on every entry applied.
+            for entry in &batch.committed {
+                if let Err(failure) = self.observer.on_applied(id, entry) {
                     self.fail(failure);
                     return;
                 }
             }
             let live = self.nodes[node].live.as_mut().expect("live");
+            live.server.after_persist(batch.committed, batch.reads);
             if let Some((index, term)) = batch.persisted {
-                live.raw.persisted(index, term);
+                live.server.raft_mut().persisted(index, term);
             }
-            let mut rejected = Vec::new();
-            for read in batch.reads {
-                match (live.reads.remove(&read.id), read.result) {
-                    (Some((client, op, key)), Ok(index)) => {
-                        live.confirmed_reads.push((index, client, op, key))
-                    }
-                    (Some((client, op, _)), Err(_)) => {
-                        rejected.push((client, op, live.raw.leader()))
-                    }
-                    (None, _) => {}
-                }
-            }
-            for (client, op, leader) in rejected {
-                self.reply(node, client, op, Reply::Rejected { leader });
+            // Exactly once and per-client order, checked inside the state
+            // machine on every replica.
+            let machine = &live.server.replica().machine().0;
+            if machine.duplicates > 0 || machine.reordered > 0 {
+                let (duplicates, reordered) = (machine.duplicates, machine.reordered);
+                self.fail(format!(
+                    "{id:?}: {duplicates} client operations applied twice, {reordered} out of client order"
+                ));
+                return;
             }
         }
-        self.serve_reads(node);
         self.maybe_snapshot(node);
-    }
-
-    fn apply(&mut self, node: usize, entry: Entry) -> Result<(), String> {
-        let id = self.nodes[node].id;
-        let live = self.nodes[node].live.as_mut().expect("live");
-        if entry.index <= live.applied {
-            return Ok(());
-        }
-        if entry.index != live.applied.next() {
-            return Err(format!(
-                "{id:?} asked to apply {:?} after {:?}",
-                entry.index, live.applied
-            ));
-        }
-        live.applied = entry.index;
-        let mut reply = None;
-        if let EntryPayload::Command(data) = &entry.payload {
-            let command = KvCommand::decode(data)
-                .ok_or_else(|| format!("{id:?} applied an undecodable command"))?;
-            let took_effect = live.kv.apply(&command.action);
-            if let Some((client, op)) = live.proposals.remove(&entry.index) {
-                if command.client as usize == client && command.op == op {
-                    reply = Some((
-                        client,
-                        op,
-                        Reply::Applied {
-                            index: entry.index,
-                            took_effect,
-                        },
-                    ));
-                } else {
-                    // Our proposal was overwritten: it will never commit.
-                    reply = Some((
-                        client,
-                        op,
-                        Reply::Rejected {
-                            leader: live.raw.leader(),
-                        },
-                    ));
-                }
-            }
-        } else if let Some((client, op)) = live.proposals.remove(&entry.index) {
-            reply = Some((
-                client,
-                op,
-                Reply::Rejected {
-                    leader: live.raw.leader(),
-                },
-            ));
-        }
-        self.observer.on_applied(id, &entry)?;
-        if let Some((client, op, reply)) = reply {
-            self.reply(node, client, op, reply);
-        }
-        Ok(())
-    }
-
-    fn serve_reads(&mut self, node: usize) {
-        let live = self.nodes[node].live.as_mut().expect("live");
-        let applied = live.applied;
-        let (ready, waiting): (Vec<_>, Vec<_>) = live
-            .confirmed_reads
-            .drain(..)
-            .partition(|(index, ..)| *index <= applied);
-        live.confirmed_reads = waiting;
-        let answers: Vec<_> = ready
-            .into_iter()
-            .map(|(_, client, op, key)| (client, op, live.kv.values.get(&key).copied()))
-            .collect();
-        for (client, op, value) in answers {
-            self.reply(node, client, op, Reply::Value(value));
-        }
+        self.flush_client_messages(node);
     }
 
     fn maybe_snapshot(&mut self, node: usize) {
         let every = self.params.snapshot_every;
         let id = self.nodes[node].id;
         let live = self.nodes[node].live.as_mut().expect("live");
-        if live.applied.0 < live.last_snapshot.0 + every {
+        let applied = live.server.replica().applied_index();
+        if applied.0 < live.last_snapshot.0 + every {
             return;
         }
-        let index = live.applied;
-        let meta = match live.raw.snapshot_taken(index) {
+        let index = applied;
+        let meta = match live.server.raft_mut().snapshot_taken(index) {
             Ok(meta) => meta,
             Err(_) => return,
         };
+        let data = live.server.snapshot_data();
         let result = live
             .storage
             .begin_snapshot(meta.clone())
             .and_then(|mut writer| {
-                writer.write(&live.kv.encode())?;
+                writer.write(&data)?;
                 live.storage.install_snapshot(writer)
             });
         if let Err(error) = result {
@@ -939,10 +937,10 @@ impl Simulation {
         let Some(live) = self.nodes[node].live.as_mut() else {
             return;
         };
-        live.raw.invariants();
-        let role = live.raw.role();
-        let term = live.raw.term();
-        let commit = live.raw.commit_index();
+        live.server.raft().invariants();
+        let role = live.server.raft().role();
+        let term = live.server.raft().term();
+        let commit = live.server.raft().commit_index();
         let became_leader = role == Role::Leader && live.last_role != Role::Leader;
         live.last_role = role;
         let old_commit = live.last_commit;
@@ -956,14 +954,20 @@ impl Simulation {
                     self.observer.check_leader_completeness(
                         id,
                         term,
-                        live.raw.snapshot_meta().index,
-                        |i| live.raw.entry(i),
+                        live.server.raft().snapshot_meta().index,
+                        |i| live.server.raft().entry(i),
                     )?;
                 }
                 if commit > old_commit {
                     self.observer
-                        .on_leader_commit(id, term, old_commit, commit, |i| live.raw.entry(i))?;
-                    let commit_term = live.raw.term_at(commit).expect("leader holds its commit");
+                        .on_leader_commit(id, term, old_commit, commit, |i| {
+                            live.server.raft().entry(i)
+                        })?;
+                    let commit_term = live
+                        .server
+                        .raft()
+                        .term_at(commit)
+                        .expect("leader holds its commit");
                     let durable: BTreeMap<NodeId, DurableLog> = self
                         .nodes
                         .iter()
@@ -973,15 +977,15 @@ impl Simulation {
                         id,
                         commit,
                         commit_term,
-                        &live.raw.configurations_since(commit),
+                        &live.server.raft().configurations_since(commit),
                         &durable,
                     )?;
                 }
-                let configs = live.raw.configurations_since(commit);
+                let configs = live.server.raft().configurations_since(commit);
                 let mut uncommitted = Vec::new();
                 let mut index = commit.next();
-                while index <= live.raw.last_index() {
-                    if let Some(entry) = live.raw.entry(index) {
+                while index <= live.server.raft().last_index() {
+                    if let Some(entry) = live.server.raft().entry(index) {
                         uncommitted.push(entry);
                     }
                     index = index.next();
@@ -1021,34 +1025,24 @@ impl Simulation {
 
     // ----- Clients ------------------------------------------------------------
 
-    fn client_timeout_ms(&self) -> u64 {
-        4 * self.params.election_timeout_ms
+    /// How often clients drive their session core (keep-alives, retries).
+    const CLIENT_TICK_MS: u64 = 10;
+
+    fn client_wake(&mut self, client: usize) {
+        let now = self.now;
+        self.clients[client].session.tick(now);
+        let quiet =
+            self.liveness_started.is_some() && self.clients.iter().all(|c| c.ok_since_liveness > 0);
+        if self.clients[client].waiting.is_none() && !quiet && self.rng.gen_bool(0.5) {
+            self.client_submit(client);
+        }
+        self.client_outputs(client);
+        self.schedule(Self::CLIENT_TICK_MS, Event::ClientWake { client });
     }
 
-    fn client_wake(&mut self, client: usize, op: u64) {
-        // A wake-up for an operation still outstanding is its timeout.
-        if let Some(waiting) = &self.clients[client].waiting {
-            if waiting.op == op {
-                let id = waiting.id;
-                self.history.info(id, self.now);
-                self.operations.2 += 1;
-                self.clients[client].waiting = None;
-                self.clients[client].leader_hint = None;
-                self.trace(format_args!("client {client} op {op} timed out"));
-                let delay = self.rng.gen_range(0..20);
-                let next = self.clients[client].next_op;
-                self.schedule(delay, Event::ClientWake { client, op: next });
-            }
-            return;
-        }
-        if op != self.clients[client].next_op {
-            return;
-        }
-        // Once every client got through after the heal, clients go quiet so
-        // that the cluster can be seen to converge.
-        if self.liveness_started.is_some() && self.clients.iter().all(|c| c.ok_since_liveness > 0) {
-            return;
-        }
+    /// Start the client's next operation: a read, a write or a
+    /// compare-and-set on one of a few keys, through its session.
+    fn client_submit(&mut self, client: usize) {
         let key = self.rng.gen_range(0..KEYS);
         let key_name = format!("k{key}");
         let c = &mut self.clients[client];
@@ -1056,205 +1050,241 @@ impl Simulation {
         c.next_op += 1;
         let value = (client as u64 + 1) * 1_000_000 + c.next_value;
         c.next_value += 1;
-        let choice = self.rng.gen_range(0..10);
         let process = ProcessId(client as u64);
-        let (request, id, read) = if choice < 4 {
+        let choice = self.rng.gen_range(0..10);
+        let (id, kind, submitted) = if choice < 4 {
+            let consistency = if self.params.lease_reads {
+                Consistency::LinearizableLease
+            } else {
+                Consistency::Linearizable
+            };
             let id = self
                 .history
                 .invoke(process, "read", key_name.as_str(), json!(null), self.now);
-            (Request::Read { key }, id, true)
-        } else if choice < 8 {
-            let id =
-                self.history
-                    .invoke(process, "write", key_name.as_str(), json!(value), self.now);
-            (Request::Mutate(KvAction::Write { key, value }), id, false)
+            let submitted = self.clients[client]
+                .session
+                .submit_query(codec::encode(&key), consistency);
+            (id, OpKind::Read, submitted)
         } else {
-            // Compare-and-set from a recently written value of any client,
-            // or from absent.
-            let expected = if self.rng.gen_bool(0.3) {
-                None
+            let (f, input, action) = if choice < 8 {
+                ("write", json!(value), KvAction::Write { key, value })
             } else {
-                let from = self.rng.gen_range(0..self.clients.len()) as u64;
-                let back = self.rng.gen_range(1..=3);
-                let n = self.clients[from as usize]
-                    .next_value
-                    .saturating_sub(back)
-                    .max(1);
-                Some((from + 1) * 1_000_000 + n)
+                // Compare-and-set from a recently written value of any
+                // client, or from absent.
+                let expected = if self.rng.gen_bool(0.3) {
+                    None
+                } else {
+                    let from = self.rng.gen_range(0..self.clients.len());
+                    let back = self.rng.gen_range(1..=3);
+                    let n = self.clients[from].next_value.saturating_sub(back).max(1);
+                    Some((from as u64 + 1) * 1_000_000 + n)
+                };
+                (
+                    "cas",
+                    json!([expected, value]),
+                    KvAction::Cas {
+                        key,
+                        expected,
+                        new: value,
+                    },
+                )
             };
-            let id = self.history.invoke(
-                process,
-                "cas",
-                key_name.as_str(),
-                json!([expected, value]),
-                self.now,
-            );
-            (
-                Request::Mutate(KvAction::Cas {
-                    key,
-                    expected,
-                    new: value,
-                }),
-                id,
-                false,
-            )
-        };
-        let node = match self.clients[client].leader_hint {
-            Some(node) if self.rng.gen_bool(0.7) => node,
-            _ => self.rng.gen_range(0..self.nodes.len()),
-        };
-        self.clients[client].waiting = Some(Waiting { op, id, node, read });
-        let timeout = self
-            .rng
-            .gen_range(self.params.election_timeout_ms..=self.client_timeout_ms());
-        self.schedule(timeout, Event::ClientWake { client, op });
-        self.send_to_server(node, client, op, request);
-    }
-
-    fn send_to_server(&mut self, node: usize, client: usize, op: u64, request: Request) {
-        if self.safety && self.rng.gen_bool(self.params.loss) {
-            return;
-        }
-        let delay = self
-            .rng
-            .gen_range(self.params.delay_min_ms..=self.params.delay_max_ms);
-        self.schedule(
-            delay,
-            Event::ClientRequest {
-                node,
-                client,
+            let id = self
+                .history
+                .invoke(process, f, key_name.as_str(), input, self.now);
+            let command = KvCommand {
+                client: client as u64,
                 op,
-                request,
-            },
-        );
+                action,
+            };
+            let submitted = self.clients[client]
+                .session
+                .submit_command(codec::encode(&command));
+            let kind = if f == "write" {
+                OpKind::Write
+            } else {
+                OpKind::Cas
+            };
+            (id, kind, submitted)
+        };
+        match submitted {
+            Ok(operation) => {
+                self.clients[client].waiting = Some(Waiting {
+                    op,
+                    id,
+                    operation,
+                    kind,
+                })
+            }
+            Err(error) => {
+                // Refused locally: never sent.
+                self.history.fail(id, self.now);
+                self.operations.1 += 1;
+                self.trace(format_args!("client {client} op {op} refused: {error}"));
+            }
+        }
     }
 
-    fn reply(&mut self, _node: usize, client: usize, op: u64, reply: Reply) {
-        if self.safety && self.rng.gen_bool(self.params.loss) {
+    /// Carry out what the client's session core asks for.
+    fn client_outputs(&mut self, client: usize) {
+        for output in self.clients[client].session.take_outputs() {
+            match output {
+                ClientOutput::Send { server, request } => {
+                    if self.safety && self.rng.gen_bool(self.params.loss) {
+                        continue;
+                    }
+                    let node = (server - 1) as usize;
+                    let delay = self
+                        .rng
+                        .gen_range(self.params.delay_min_ms..=self.params.delay_max_ms);
+                    self.schedule(
+                        delay,
+                        Event::ClientRequest {
+                            node,
+                            client,
+                            request,
+                        },
+                    );
+                }
+                ClientOutput::CommandDone { operation, result }
+                | ClientOutput::QueryDone { operation, result } => {
+                    self.client_done(client, operation, result);
+                }
+                ClientOutput::Event {
+                    session,
+                    event_index,
+                    event,
+                } => {
+                    // Events arrive once each, in order: the published
+                    // operation numbers strictly increase within a session.
+                    let op = event
+                        .payload
+                        .as_ref()
+                        .try_into()
+                        .map(u64::from_le_bytes)
+                        .unwrap_or(0);
+                    let c = &mut self.clients[client];
+                    if c.events_session != Some(session) {
+                        c.events_session = Some(session);
+                        c.events_seen = 0;
+                    }
+                    if op <= c.events_seen {
+                        let seen = c.events_seen;
+                        self.fail(format!(
+                            "client {client}: event for op {op} at {event_index:?} after op {seen} in session {session:?}"
+                        ));
+                        return;
+                    }
+                    c.events_seen = op;
+                }
+                ClientOutput::SessionOpened { session, .. } => {
+                    self.trace(format_args!("client {client} opened session {}", session.0));
+                }
+                ClientOutput::StateChanged(state) => {
+                    self.trace(format_args!("client {client} is {state:?}"));
+                }
+            }
+        }
+    }
+
+    /// An operation finished: record it in the history.
+    fn client_done(
+        &mut self,
+        client: usize,
+        operation: ClientOperation,
+        result: Result<Bytes, OperationError>,
+    ) {
+        let Some(waiting) = self.clients[client].waiting.take() else {
+            return;
+        };
+        if waiting.operation != operation {
+            self.clients[client].waiting = Some(waiting);
             return;
         }
-        let delay = self
-            .rng
-            .gen_range(self.params.delay_min_ms..=self.params.delay_max_ms);
-        self.schedule(delay, Event::ClientReply { client, op, reply });
+        let (id, op) = (waiting.id, waiting.op);
+        let output = result
+            .as_ref()
+            .ok()
+            .and_then(|bytes| codec::decode::<KvOutput>(bytes).ok());
+        match (&waiting.kind, &result, output) {
+            (OpKind::Read, Ok(_), Some(KvOutput::Value(value))) => {
+                self.history.ok(id, json!(value), self.now);
+                self.operations.0 += 1;
+                self.count_liveness_success(client);
+            }
+            (OpKind::Write | OpKind::Cas, Ok(_), Some(KvOutput::Done(true))) => {
+                let input = self.history.operation(id).input.clone();
+                self.history.ok(id, input, self.now);
+                self.operations.0 += 1;
+                self.observer.on_acknowledged(client as u64, op);
+                self.count_liveness_success(client);
+            }
+            (OpKind::Cas, Ok(_), Some(KvOutput::Done(false))) => {
+                // The compare-and-set found another value: it changed
+                // nothing, a definite failure.
+                self.history.fail(id, self.now);
+                self.operations.1 += 1;
+                self.count_liveness_success(client);
+            }
+            (_, Err(OperationError::Rejected(ClientError::NotLeader { .. })), _)
+            | (_, Err(OperationError::Refused(_)), _) => {
+                self.history.fail(id, self.now);
+                self.operations.1 += 1;
+            }
+            (_, Err(_), _) => {
+                // Session expired or closed with the operation outstanding:
+                // it may or may not have been applied.
+                self.history.info(id, self.now);
+                self.operations.2 += 1;
+            }
+            (_, Ok(_), other) => {
+                self.fail(format!(
+                    "client {client} op {op}: unexpected result {other:?}"
+                ));
+            }
+        }
     }
 
-    fn on_client_request(&mut self, node: usize, client: usize, op: u64, request: Request) {
+    fn count_liveness_success(&mut self, client: usize) {
+        if self.liveness_started.is_some() {
+            self.clients[client].ok_since_liveness += 1;
+        }
+    }
+
+    fn on_client_request(&mut self, node: usize, client: usize, request: ClientRequest) {
+        let now = self.local_time(node);
+        let id = self.nodes[node].id;
         let Some(live) = self.nodes[node].live.as_mut() else {
             return;
         };
-        match request {
-            Request::Mutate(action) => {
-                let command = KvCommand {
-                    client: client as u64,
-                    op,
-                    action,
-                };
-                match live.raw.propose(vec![command.encode()]) {
-                    Ok((index, _)) => {
-                        live.proposals.insert(index, (client, op));
-                    }
-                    Err(_) => {
-                        let leader = live.raw.leader();
-                        self.reply(node, client, op, Reply::Rejected { leader });
-                    }
-                }
-            }
-            Request::Read { key } => {
-                self.read_ids += 1;
-                let read_id = self.read_ids;
-                let mode = if self.params.lease_reads {
-                    ReadMode::Lease
-                } else {
-                    ReadMode::ReadIndex
-                };
-                let now = Time(
-                    self.nodes[node].clock_offset_ms
-                        + (self.now as f64 * self.nodes[node].clock_rate) as u64,
-                );
-                let live = self.nodes[node].live.as_mut().expect("live");
-                match live.raw.read(read_id, mode, now) {
-                    Ok(path) => {
-                        live.reads.insert(read_id, (client, op, key));
-                        // Lease safety: while this leader holds a lease, no
-                        // server leads a later term (checked at the instant
-                        // the lease is relied on).
-                        if path == ReadPath::Lease {
-                            let term = live.raw.term();
-                            let id = self.nodes[node].id;
-                            let leaders: Vec<(NodeId, Term)> = self
-                                .nodes
-                                .iter()
-                                .filter_map(|n| {
-                                    n.live
-                                        .as_ref()
-                                        .filter(|l| l.raw.is_leader())
-                                        .map(|l| (n.id, l.raw.term()))
-                                })
-                                .collect();
-                            if let Err(failure) = self.observer.check_lease(id, term, &leaders) {
-                                self.fail(failure);
-                                return;
-                            }
-                        }
-                    }
-                    Err(_) => {
-                        let leader = live.raw.leader();
-                        self.reply(node, client, op, Reply::Rejected { leader });
-                    }
-                }
+        let path = live.server.on_request(client as u64, request, now);
+        // Lease safety: while this leader relies on its lease, no server
+        // leads a later term (checked at that instant).
+        if path == Some(ReadPath::Lease) {
+            let term = live.server.raft().term();
+            let leaders: Vec<(NodeId, Term)> = self
+                .nodes
+                .iter()
+                .filter_map(|n| {
+                    n.live
+                        .as_ref()
+                        .filter(|l| l.server.raft().is_leader())
+                        .map(|l| (n.id, l.server.raft().term()))
+                })
+                .collect();
+            if let Err(failure) = self.observer.check_lease(id, term, &leaders) {
+                self.fail(failure);
+                return;
             }
         }
         self.process(node);
     }
 
-    fn on_client_reply(&mut self, client: usize, op: u64, reply: Reply) {
-        let Some(waiting) = &self.clients[client].waiting else {
-            return;
-        };
-        if waiting.op != op {
-            return;
-        }
-        let (id, node, read) = (waiting.id, waiting.node, waiting.read);
-        match reply {
-            Reply::Applied { index, took_effect } => {
-                if took_effect {
-                    self.history
-                        .ok(id, self.history.operation(id).input.clone(), self.now);
-                    self.operations.0 += 1;
-                    if let Err(failure) = self.observer.on_acknowledged(client as u64, op, index) {
-                        self.fail(failure);
-                    }
-                    if self.liveness_started.is_some() {
-                        self.clients[client].ok_since_liveness += 1;
-                    }
-                } else {
-                    // A compare-and-set that found another value changed
-                    // nothing: a definite failure.
-                    self.history.fail(id, self.now);
-                    self.operations.1 += 1;
-                }
-                self.clients[client].leader_hint = Some(node);
-            }
-            Reply::Value(value) => {
-                debug_assert!(read);
-                self.history.ok(id, json!(value), self.now);
-                self.operations.0 += 1;
-                self.clients[client].leader_hint = Some(node);
-                if self.liveness_started.is_some() {
-                    self.clients[client].ok_since_liveness += 1;
-                }
-            }
-            Reply::Rejected { leader } => {
-                self.history.fail(id, self.now);
-                self.operations.1 += 1;
-                self.clients[client].leader_hint = leader.map(|l| (l.0 - 1) as usize);
-            }
-        }
-        self.clients[client].waiting = None;
-        let next = self.clients[client].next_op;
-        let delay = self.rng.gen_range(0..20);
-        self.schedule(delay, Event::ClientWake { client, op: next });
+    fn on_client_reply(&mut self, client: usize, node: usize, message: ServerMessage) {
+        self.clients[client]
+            .session
+            .on_message(node as u64 + 1, message);
+        self.client_outputs(client);
     }
 
     // ----- Faults ---------------------------------------------------------------
@@ -1382,9 +1412,9 @@ impl Simulation {
                 self.nodes[*n]
                     .live
                     .as_ref()
-                    .is_some_and(|l| l.raw.is_leader())
+                    .is_some_and(|l| l.server.raft().is_leader())
             })
-            .max_by_key(|n| self.nodes[*n].live.as_ref().map(|l| l.raw.term()))
+            .max_by_key(|n| self.nodes[*n].live.as_ref().map(|l| l.server.raft().term()))
     }
 
     fn churn(&mut self) {
@@ -1395,28 +1425,33 @@ impl Simulation {
         let target = NodeId(self.rng.gen_range(1..=nodes));
         let choice = self.rng.gen_range(0..5);
         let live = self.nodes[leader].live.as_mut().expect("live leader");
-        let (version, config) = live.raw.configuration();
+        let (version, config) = live.server.raft().configuration();
         let role = config.role(target);
         let result = match choice {
             0 => live
-                .raw
+                .server
+                .raft_mut()
                 .transfer_leadership(target)
                 .map(|_| LogIndex::ZERO)
                 .map_err(|e| e.to_string()),
             1 if role == Some(MemberRole::Voter) => live
-                .raw
+                .server
+                .raft_mut()
                 .change_membership(MembershipChange::AddPassive(target), Some(version))
                 .map_err(|e| e.to_string()),
             2 if role == Some(MemberRole::Voter) => live
-                .raw
+                .server
+                .raft_mut()
                 .change_membership(MembershipChange::Remove(target), Some(version))
                 .map_err(|e| e.to_string()),
             3 if role == Some(MemberRole::Voter) => live
-                .raw
+                .server
+                .raft_mut()
                 .change_membership(MembershipChange::AddReserve(target), Some(version))
                 .map_err(|e| e.to_string()),
             _ => live
-                .raw
+                .server
+                .raft_mut()
                 .change_membership(MembershipChange::AddVoter(target), Some(version))
                 .map_err(|e| e.to_string()),
         };
@@ -1465,16 +1500,28 @@ impl Simulation {
                     Some(l) => format!(
                         "{:?}:{:?}/{:?} commit={:?} applied={:?} member={:?}",
                         n.id,
-                        l.raw.role(),
-                        l.raw.term(),
-                        l.raw.commit_index(),
-                        l.applied,
-                        l.raw.member_role()
+                        l.server.raft().role(),
+                        l.server.raft().term(),
+                        l.server.raft().commit_index(),
+                        l.server.replica().applied_index(),
+                        l.server.raft().member_role()
                     ),
                     None => format!("{:?}:down", n.id),
                 })
                 .collect();
-            let oks: Vec<u64> = self.clients.iter().map(|c| c.ok_since_liveness).collect();
+            let oks: Vec<String> = self
+                .clients
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} ok, {:?}, session {:?}, waiting {}",
+                        c.ok_since_liveness,
+                        c.session.state(),
+                        c.session.session_id(),
+                        c.waiting.is_some()
+                    )
+                })
+                .collect();
             self.fail(format!("liveness: no convergence within {}ms of healing: {state:?}, client successes {oks:?}", self.params.liveness_ms));
             return;
         }
@@ -1483,25 +1530,30 @@ impl Simulation {
 
     /// A leader exists, every client completed an operation since the heal,
     /// and every replicating member applied everything the leader committed.
-    fn converged(&self) -> bool {
+    /// A leader exists, every client completed an operation since the heal,
+    /// and every replicating member applied everything the leader had
+    /// committed at the previous check (the log keeps moving: keep-alives
+    /// and time entries go on, so "equal right now" would be too strict).
+    fn converged(&mut self) -> bool {
         let Some(leader) = self.current_leader() else {
+            self.liveness_target = None;
             return false;
         };
         if self.clients.iter().any(|c| c.ok_since_liveness == 0) {
             return false;
         }
         let live = self.nodes[leader].live.as_ref().expect("leader is live");
-        let commit = live.raw.commit_index();
-        if live.applied < commit {
+        let commit = live.server.raft().commit_index();
+        let Some(target) = self.liveness_target.replace(commit) else {
             return false;
-        }
-        let (_, config) = live.raw.configuration();
+        };
+        let (_, config) = live.server.raft().configuration();
         config.members.iter().all(|(id, role)| {
             !role.replicates()
                 || self.nodes[(id.0 - 1) as usize]
                     .live
                     .as_ref()
-                    .is_some_and(|n| n.applied >= commit)
+                    .is_some_and(|n| n.server.replica().applied_index() >= target)
         })
     }
 }
@@ -1512,6 +1564,16 @@ fn event_target(event: &Event) -> Option<usize> {
         Event::Sync { node, .. } | Event::ClientRequest { node, .. } => Some(*node),
         _ => None,
     }
+}
+
+fn server_config(raft: Config, params: &SimParams) -> ServerConfig {
+    let mut config = ServerConfig::new(raft);
+    // Session timeouts are the clients' (20 election timeouts); allow them.
+    config.replica.max_session_timeout_ms = config
+        .replica
+        .max_session_timeout_ms
+        .max(20 * params.election_timeout_ms);
+    config
 }
 
 fn storage_options(params: &SimParams) -> StorageOptions {

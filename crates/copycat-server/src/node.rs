@@ -1,0 +1,596 @@
+//! [`ServerNode`]: one Copycat server as a deterministic state machine: the
+//! Raft core and the replica, plus what joins them to clients.
+//!
+//! It routes client requests (commands and session operations through the
+//! leader's log; queries by consistency level), answers them when their
+//! entries apply, pushes events to the sessions connected to this server,
+//! and does the leader's session duties: it proposes an `Expire` entry for
+//! each suspect session and a `Tick` entry when the log is idle, so expiry
+//! never waits for unrelated traffic.
+//!
+//! Like the core, it performs no I/O and reads no clock. The shell (the tokio
+//! runtime, or the simulator) carries out [`Ready`] batches exactly as the
+//! core documents, then hands the committed entries and read states of each
+//! batch back through [`ServerNode::after_persist`], and delivers
+//! [`ServerNode::take_client_messages`] to the connections.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use copycat_proto::{
+    ClientError, ClientId, ClientRequest, Consistency, LogBody, LogCommand, Request, RequestId,
+    Response, Sequence, ServerMessage, SessionId,
+};
+use copycat_raft::{
+    Config, Entry, InitError, LogIndex, PersistentState, RawNode, ReadMode, ReadPath, ReadState,
+    Ready, Role, Time,
+};
+
+use crate::config::{ReplicaConfig, ReplicaConfigError};
+use crate::machine::RawStateMachine;
+use crate::replica::{Outcome, QueryOutcome, Replica, SnapshotError};
+
+/// A client connection, named by the shell.
+pub type ConnectionId = u64;
+
+/// Settings of a [`ServerNode`].
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The Raft core's configuration.
+    pub raft: Config,
+    /// The replica's limits.
+    pub replica: ReplicaConfig,
+    /// The leader appends a time entry when nothing was proposed for this
+    /// long, so session expiry and timers advance on an idle log.
+    pub idle_tick_ms: u64,
+    /// After proposing an `Expire` for a session, wait this long before
+    /// proposing it again (the first may have been lost in a leader change).
+    pub expire_retry_ms: u64,
+}
+
+impl ServerConfig {
+    /// Defaults around a Raft configuration.
+    pub fn new(raft: Config) -> Self {
+        let idle_tick_ms = raft.heartbeat_interval_ms * 2;
+        let expire_retry_ms = raft.election_timeout_ms;
+        Self {
+            raft,
+            replica: ReplicaConfig::default(),
+            idle_tick_ms,
+            expire_retry_ms,
+        }
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The Raft core refused its configuration or state.
+    #[error(transparent)]
+    Raft(#[from] InitError),
+    /// The replica configuration is invalid.
+    #[error(transparent)]
+    Replica(#[from] ReplicaConfigError),
+    /// The snapshot could not be restored.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// A query waiting for its index to be applied.
+#[derive(Clone, Debug)]
+struct WaitingQuery {
+    connection: ConnectionId,
+    id: RequestId,
+    session: SessionId,
+    sequence: Sequence,
+    /// The larger of the client's index and the read index.
+    index: u64,
+    payload: Bytes,
+}
+
+/// A server: Raft core, replica, and client plumbing.
+pub struct ServerNode<M> {
+    config: ServerConfig,
+    raw: RawNode,
+    replica: Replica<M>,
+    now: Time,
+    wall_ms: u64,
+    last_proposal: Time,
+    expiring: BTreeMap<SessionId, Time>,
+    /// Requests waiting for the entry this server proposed for them, by the
+    /// entry's index: only that entry answers them (an older entry of the
+    /// same kind, replayed after a restart, must not).
+    pending_entries: BTreeMap<LogIndex, Vec<(ConnectionId, RequestId)>>,
+    /// The index of a registration in flight, per client, so retries wait
+    /// on it instead of adding entries.
+    registering: BTreeMap<ClientId, LogIndex>,
+    pending_commands: BTreeMap<(SessionId, Sequence), Vec<(ConnectionId, RequestId)>>,
+    pending_reads: BTreeMap<u64, WaitingQuery>,
+    waiting_queries: Vec<WaitingQuery>,
+    bindings: BTreeMap<SessionId, ConnectionId>,
+    outbox: Vec<(ConnectionId, ServerMessage)>,
+    next_read: u64,
+    was_leader: bool,
+}
+
+impl<M: RawStateMachine> ServerNode<M> {
+    /// Start a server from its durable state and the state machine image of
+    /// its latest snapshot (empty for none). `now` is the monotonic clock,
+    /// `wall_ms` the wall clock used to stamp log entries.
+    pub fn new(
+        config: ServerConfig,
+        state: PersistentState,
+        snapshot_data: &[u8],
+        machine: M,
+        seed: u64,
+        now: Time,
+        wall_ms: u64,
+    ) -> Result<Self, ServerError> {
+        let mut replica = Replica::new(config.replica.clone(), machine)?;
+        if !snapshot_data.is_empty() {
+            replica.restore(snapshot_data)?;
+        }
+        let raw = RawNode::new(config.raft.clone(), state, seed, now)?;
+        Ok(Self {
+            config,
+            raw,
+            replica,
+            now,
+            wall_ms,
+            last_proposal: now,
+            expiring: BTreeMap::new(),
+            pending_entries: BTreeMap::new(),
+            registering: BTreeMap::new(),
+            pending_commands: BTreeMap::new(),
+            pending_reads: BTreeMap::new(),
+            waiting_queries: Vec::new(),
+            bindings: BTreeMap::new(),
+            outbox: Vec::new(),
+            next_read: 0,
+            was_leader: false,
+        })
+    }
+
+    /// The Raft core (read-only).
+    pub fn raft(&self) -> &RawNode {
+        &self.raw
+    }
+
+    /// The Raft core, for inputs the server does not wrap (peer messages,
+    /// persistence reports, snapshot transfer, admin calls).
+    pub fn raft_mut(&mut self) -> &mut RawNode {
+        &mut self.raw
+    }
+
+    /// The replica (read-only).
+    pub fn replica(&self) -> &Replica<M> {
+        &self.replica
+    }
+
+    /// Advance the clocks and do the leader's duties.
+    pub fn tick(&mut self, now: Time, wall_ms: u64) {
+        self.now = self.now.max(now);
+        self.wall_ms = self.wall_ms.max(wall_ms);
+        self.raw.tick(self.now);
+        if !self.raw.is_leader() {
+            return;
+        }
+        // Expire sessions the replica finds suspect (decided by log time,
+        // so every replica agrees; committed through the log).
+        let retry = self.config.expire_retry_ms;
+        for session in self.replica.suspect_sessions() {
+            let due = self
+                .expiring
+                .get(&session)
+                .is_none_or(|at| self.now.since(*at) >= retry);
+            if due && self.propose(LogBody::Expire { session }).is_ok() {
+                self.expiring.insert(session, self.now);
+            }
+        }
+        let open: BTreeSet<SessionId> = self.replica.sessions().iter().map(|s| s.id).collect();
+        self.expiring.retain(|session, _| open.contains(session));
+        if self.now.since(self.last_proposal) >= self.config.idle_tick_ms {
+            let _ = self.propose(LogBody::Tick);
+        }
+    }
+
+    fn propose(&mut self, body: LogBody) -> Result<LogIndex, ClientError> {
+        let command = LogCommand {
+            timestamp_ms: self.wall_ms,
+            body,
+        };
+        match self.raw.propose(vec![command.encode()]) {
+            Ok((index, _)) => {
+                self.last_proposal = self.now;
+                Ok(index)
+            }
+            Err(copycat_raft::ProposeError::NotLeader { leader }) => Err(ClientError::NotLeader {
+                hint: leader.map(|l| l.0),
+            }),
+            Err(copycat_raft::ProposeError::TooLarge { size, limit }) => {
+                Err(ClientError::TooLarge {
+                    size: size as u64,
+                    max: limit as u64,
+                })
+            }
+            Err(error) => Err(ClientError::Unavailable(error.to_string())),
+        }
+    }
+
+    fn respond(
+        &mut self,
+        connection: ConnectionId,
+        id: RequestId,
+        result: Result<Response, ClientError>,
+    ) {
+        self.outbox
+            .push((connection, ServerMessage::Response { id, result }));
+    }
+
+    /// A request from a client connection. For a linearizable query,
+    /// returns how the core is confirming it (a lease, or a quorum round):
+    /// the simulator checks lease safety at that instant.
+    pub fn on_request(
+        &mut self,
+        connection: ConnectionId,
+        request: ClientRequest,
+        now: Time,
+    ) -> Option<ReadPath> {
+        self.now = self.now.max(now);
+        let ClientRequest { id, request } = request;
+        match request {
+            Request::Register { client, timeout_ms } => {
+                // A retry while the first attempt is still in the log waits
+                // for it instead of adding another entry: under load, retries
+                // must not multiply the work.
+                if let Some(index) = self.registering.get(&client) {
+                    if self.raw.is_leader() {
+                        self.pending_entries
+                            .entry(*index)
+                            .or_default()
+                            .push((connection, id));
+                        return None;
+                    }
+                }
+                match self.propose(LogBody::Register { client, timeout_ms }) {
+                    Ok(index) => {
+                        self.registering.insert(client, index);
+                        self.pending_entries
+                            .entry(index)
+                            .or_default()
+                            .push((connection, id));
+                    }
+                    Err(error) => self.respond(connection, id, Err(error)),
+                }
+                None
+            }
+            Request::KeepAlive {
+                session,
+                command_sequence,
+                event_index,
+            } => {
+                self.bindings.insert(session, connection);
+                match self.propose(LogBody::KeepAlive {
+                    session,
+                    command_sequence,
+                    event_index,
+                }) {
+                    Ok(index) => self
+                        .pending_entries
+                        .entry(index)
+                        .or_default()
+                        .push((connection, id)),
+                    Err(error) => self.respond(connection, id, Err(error)),
+                }
+                None
+            }
+            Request::Unregister { session } => {
+                match self.propose(LogBody::Unregister { session }) {
+                    Ok(index) => self
+                        .pending_entries
+                        .entry(index)
+                        .or_default()
+                        .push((connection, id)),
+                    Err(error) => self.respond(connection, id, Err(error)),
+                }
+                None
+            }
+            Request::Command {
+                session,
+                sequence,
+                payload,
+            } => {
+                self.bindings.insert(session, connection);
+                let max = self.config.replica.max_command_bytes;
+                if payload.len() > max {
+                    let error = ClientError::TooLarge {
+                        size: payload.len() as u64,
+                        max: max as u64,
+                    };
+                    self.respond(connection, id, Err(error));
+                    return None;
+                }
+                if let Some(waiting) = self.pending_commands.get_mut(&(session, sequence)) {
+                    if self.raw.is_leader() {
+                        waiting.push((connection, id));
+                        return None;
+                    }
+                }
+                match self.propose(LogBody::Command {
+                    session,
+                    sequence,
+                    payload,
+                }) {
+                    Ok(_) => self
+                        .pending_commands
+                        .entry((session, sequence))
+                        .or_default()
+                        .push((connection, id)),
+                    Err(error) => self.respond(connection, id, Err(error)),
+                }
+                None
+            }
+            Request::Query {
+                session,
+                sequence,
+                index,
+                consistency,
+                payload,
+            } => {
+                self.bindings.insert(session, connection);
+                let query = WaitingQuery {
+                    connection,
+                    id,
+                    session,
+                    sequence,
+                    index,
+                    payload,
+                };
+                let mode = match consistency {
+                    Consistency::Sequential => {
+                        self.waiting_queries.push(query);
+                        self.serve_queries();
+                        return None;
+                    }
+                    Consistency::Linearizable => ReadMode::ReadIndex,
+                    Consistency::LinearizableLease => ReadMode::Lease,
+                };
+                self.next_read += 1;
+                let read = self.next_read;
+                match self.raw.read(read, mode, self.now) {
+                    Ok(path) => {
+                        self.pending_reads.insert(read, query);
+                        return Some(path);
+                    }
+                    Err(copycat_raft::ReadError::NotLeader { leader }) => self.respond(
+                        connection,
+                        id,
+                        Err(ClientError::NotLeader {
+                            hint: leader.map(|l| l.0),
+                        }),
+                    ),
+                    Err(error) => self.respond(
+                        connection,
+                        id,
+                        Err(ClientError::Unavailable(error.to_string())),
+                    ),
+                }
+                None
+            }
+            Request::ResetEvents {
+                session,
+                from_event_index,
+            } => {
+                self.bindings.insert(session, connection);
+                match self.replica.reset_events(session, from_event_index) {
+                    Ok((response, batches)) => {
+                        self.respond(connection, id, Ok(response));
+                        for batch in batches {
+                            self.outbox.push((connection, ServerMessage::Events(batch)));
+                        }
+                    }
+                    Err(error) => self.respond(connection, id, Err(error)),
+                }
+                None
+            }
+        }
+    }
+
+    /// A connection went away: stop pushing its sessions' events.
+    pub fn connection_closed(&mut self, connection: ConnectionId) {
+        self.bindings.retain(|_, c| *c != connection);
+    }
+
+    /// The core's next batch. Carry it out as [`Ready`] documents, and hand
+    /// its `committed_entries` and `read_states` back through
+    /// [`after_persist`](Self::after_persist) once it is durable.
+    pub fn ready(&mut self) -> Ready {
+        let ready = self.raw.ready();
+        let leader = self.raw.is_leader();
+        if self.was_leader && !leader {
+            self.lost_leadership();
+        }
+        self.was_leader = leader;
+        ready
+    }
+
+    /// Whether [`ready`](Self::ready) has something.
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
+    }
+
+    /// Requests waiting for entries this server proposed as leader may never
+    /// be answered here: tell the clients to retry at the new leader. Their
+    /// retries carry the same sequence numbers, so nothing applies twice.
+    fn lost_leadership(&mut self) {
+        let hint = self.raw.leader().map(|l| l.0);
+        let error = ClientError::NotLeader { hint };
+        let mut waiting: Vec<(ConnectionId, RequestId)> = Vec::new();
+        waiting.extend(
+            std::mem::take(&mut self.pending_entries)
+                .into_values()
+                .flatten(),
+        );
+        self.registering.clear();
+        waiting.extend(
+            std::mem::take(&mut self.pending_commands)
+                .into_values()
+                .flatten(),
+        );
+        for (connection, id) in waiting {
+            self.respond(connection, id, Err(error.clone()));
+        }
+        self.expiring.clear();
+    }
+
+    /// The batch whose `committed_entries` and `read_states` these are is
+    /// durable: apply the entries, answer the requests they complete, push
+    /// events, and serve reads.
+    pub fn after_persist(&mut self, committed: Vec<Entry>, read_states: Vec<ReadState>) {
+        for entry in committed {
+            if entry.index <= self.replica.applied_index() {
+                continue;
+            }
+            self.apply(&entry);
+        }
+        for read in read_states {
+            let Some(mut query) = self.pending_reads.remove(&read.id) else {
+                continue;
+            };
+            match read.result {
+                Ok(index) => {
+                    query.index = query.index.max(index.0);
+                    self.waiting_queries.push(query);
+                }
+                Err(copycat_raft::ReadError::NotLeader { leader }) => self.respond(
+                    query.connection,
+                    query.id,
+                    Err(ClientError::NotLeader {
+                        hint: leader.map(|l| l.0),
+                    }),
+                ),
+                Err(error) => self.respond(
+                    query.connection,
+                    query.id,
+                    Err(ClientError::Unavailable(error.to_string())),
+                ),
+            }
+        }
+        self.serve_queries();
+    }
+
+    fn apply(&mut self, entry: &Entry) {
+        let applied = self.replica.apply(entry);
+        match applied.outcome {
+            Outcome::Register { client, result } => {
+                if self.registering.get(&client) == Some(&entry.index) {
+                    self.registering.remove(&client);
+                }
+                // Every attempt waiting on this entry gets the session.
+                for (connection, id) in self
+                    .pending_entries
+                    .remove(&entry.index)
+                    .unwrap_or_default()
+                {
+                    if let Ok(Response::Registered { session, .. }) = &result {
+                        self.bindings.insert(*session, connection);
+                    }
+                    self.respond(connection, id, result.clone());
+                }
+            }
+            Outcome::Session { result, .. } => {
+                for (connection, id) in self
+                    .pending_entries
+                    .remove(&entry.index)
+                    .unwrap_or_default()
+                {
+                    self.respond(connection, id, result.clone());
+                }
+            }
+            Outcome::Command {
+                session,
+                sequence,
+                result,
+            } => {
+                for (connection, id) in self
+                    .pending_commands
+                    .remove(&(session, sequence))
+                    .unwrap_or_default()
+                {
+                    self.respond(connection, id, result.clone());
+                }
+            }
+            Outcome::Expire { session, .. } => {
+                self.expiring.remove(&session);
+            }
+            Outcome::Nothing | Outcome::Skipped(_) => {}
+        }
+        for batch in applied.events {
+            if let Some(connection) = self.bindings.get(&batch.session) {
+                self.outbox
+                    .push((*connection, ServerMessage::Events(batch)));
+            }
+        }
+        for session in applied.expired.iter().chain(applied.closed.iter()) {
+            self.bindings.remove(session);
+        }
+        // Whatever this entry was, requests waiting on its index are done:
+        // a proposal overwritten after a leader change will never apply.
+        self.registering.retain(|_, index| *index != entry.index);
+        if let Some(waiting) = self.pending_entries.remove(&entry.index) {
+            let hint = self.raw.leader().map(|l| l.0);
+            for (connection, id) in waiting {
+                self.respond(connection, id, Err(ClientError::NotLeader { hint }));
+            }
+        }
+    }
+
+    /// Answer every waiting query whose conditions now hold.
+    fn serve_queries(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting_queries);
+        for query in waiting {
+            match self.replica.query(
+                query.session,
+                query.sequence,
+                LogIndex(query.index),
+                &query.payload,
+            ) {
+                QueryOutcome::Wait => self.waiting_queries.push(query),
+                QueryOutcome::Done(result) => self.respond(query.connection, query.id, result),
+            }
+        }
+    }
+
+    /// Messages for client connections produced so far.
+    pub fn take_client_messages(&mut self) -> Vec<(ConnectionId, ServerMessage)> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// The replica's snapshot image (state machine, sessions, results,
+    /// timers, events), to store with a Raft snapshot at the applied index.
+    pub fn snapshot_data(&self) -> Bytes {
+        self.replica.snapshot()
+    }
+
+    /// Replace the replica with a snapshot image received from the leader.
+    pub fn restore(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
+        self.replica.restore(data)?;
+        self.serve_queries();
+        Ok(())
+    }
+
+    /// The role of the Raft core.
+    pub fn role(&self) -> Role {
+        self.raw.role()
+    }
+
+    /// Internal consistency checks (Raft core and replica).
+    pub fn invariants(&self) {
+        self.raw.invariants();
+        self.replica.invariants();
+        assert!(
+            self.replica.applied_index() <= self.raw.applied_index(),
+            "the replica applied beyond what the core handed out"
+        );
+    }
+}
