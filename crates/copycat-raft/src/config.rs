@@ -22,6 +22,8 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     /// Run a pre-vote round before incrementing the term (thesis §9.6), so a
     /// partitioned server that comes back cannot disrupt a working leader.
+    /// With both `pre_vote` and `check_quorum` off (plain Raft), a server
+    /// that lags and keeps timing out can disrupt elections indefinitely.
     pub pre_vote: bool,
     /// Leader steps down if it has not heard from a quorum within an election
     /// timeout (thesis §6.2), and servers refuse votes while they have heard

@@ -13,6 +13,7 @@ mod election_safety;
 mod leader_completeness;
 mod lease_safety;
 mod log_matching;
+mod snapshot_identity;
 mod state_machine_safety;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ pub struct Observer {
     acknowledged: std::collections::BTreeSet<(u64, u64)>,
     /// Per node, the highest commit index seen in its current incarnation.
     commit_seen: BTreeMap<NodeId, LogIndex>,
+    /// Replica digest at each snapshot index.
+    snapshots: BTreeMap<LogIndex, u32>,
 }
 
 impl Observer {

@@ -118,6 +118,9 @@ enum Event {
         node: usize,
     },
     Heal,
+    ClientCrash {
+        client: usize,
+    },
     Liveness,
     LivenessCheck,
 }
@@ -182,6 +185,10 @@ struct SimClient {
     /// to check events arrive once each and in order.
     events_seen: u64,
     events_session: Option<copycat_proto::SessionId>,
+    /// The session the client last opened.
+    last_session: Option<copycat_proto::SessionId>,
+    /// The client crashed: it stopped talking to the cluster for good.
+    dead: bool,
 }
 
 /// A whole simulated cluster with its clients.
@@ -278,6 +285,8 @@ impl Simulation {
                     ok_since_liveness: 0,
                     events_seen: 0,
                     events_session: None,
+                    last_session: None,
+                    dead: false,
                 }
             })
             .collect();
@@ -316,6 +325,11 @@ impl Simulation {
         sim.schedule(first_fault, Event::Fault);
         let safety_ms = sim.params.safety_ms;
         sim.schedule(safety_ms, Event::Liveness);
+        // Half the runs lose a client for good: its session must expire.
+        if sim.clients.len() > 1 && sim.rng.gen_bool(0.5) {
+            let at = sim.rng.gen_range(0..safety_ms);
+            sim.schedule(at, Event::ClientCrash { client: 0 });
+        }
         sim
     }
 
@@ -498,6 +512,10 @@ impl Simulation {
             Event::Heal => {
                 self.trace(format_args!("heal network"));
                 self.cut.clear();
+            }
+            Event::ClientCrash { client } => {
+                self.trace(format_args!("client {client} crashed"));
+                self.clients[client].dead = true;
             }
             Event::Liveness => self.start_liveness(),
             Event::LivenessCheck => self.liveness_check(),
@@ -819,6 +837,10 @@ impl Simulation {
                 live.server
                     .restore(&buffer)
                     .map_err(|e| format!("{id:?} received an unusable snapshot: {e}"))?;
+                // A restored replica is exactly the one that was snapshotted.
+                let digest = live.server.replica().digest();
+                self.observer.on_snapshot(id, chunk.meta.index, digest)?;
+                let live = self.nodes[node].live.as_mut().expect("live");
                 live.last_snapshot = chunk.meta.index;
                 live.written.retain(|index, _| *index > chunk.meta.index);
                 live.server
@@ -912,6 +934,7 @@ impl Simulation {
             Err(_) => return,
         };
         let data = live.server.snapshot_data();
+        let digest = live.server.replica().digest();
         let result = live
             .storage
             .begin_snapshot(meta.clone())
@@ -924,6 +947,10 @@ impl Simulation {
             return;
         }
         live.last_snapshot = index;
+        if let Err(failure) = self.observer.on_snapshot(id, index, digest) {
+            self.fail(failure);
+            return;
+        }
         let durable = &mut self.nodes[node].durable;
         durable.snapshot = durable.snapshot.max(index);
         self.trace(format_args!("{id:?} took snapshot at {index:?}"));
@@ -1029,10 +1056,18 @@ impl Simulation {
     const CLIENT_TICK_MS: u64 = 10;
 
     fn client_wake(&mut self, client: usize) {
+        if self.clients[client].dead {
+            // A crashed client: no keep-alives, no requests. Its session
+            // must expire.
+            return;
+        }
         let now = self.now;
         self.clients[client].session.tick(now);
-        let quiet =
-            self.liveness_started.is_some() && self.clients.iter().all(|c| c.ok_since_liveness > 0);
+        let quiet = self.liveness_started.is_some()
+            && self
+                .clients
+                .iter()
+                .all(|c| c.dead || c.ok_since_liveness > 0);
         if self.clients[client].waiting.is_none() && !quiet && self.rng.gen_bool(0.5) {
             self.client_submit(client);
         }
@@ -1179,6 +1214,15 @@ impl Simulation {
                 }
                 ClientOutput::SessionOpened { session, .. } => {
                     self.trace(format_args!("client {client} opened session {}", session.0));
+                    // Once a client got through after the heal, its session is
+                    // alive and reachable: it must never expire again.
+                    if self.clients[client].ok_since_liveness > 0 {
+                        self.fail(format!(
+                            "client {client}: a live session that can reach a quorum expired (new session {session:?})"
+                        ));
+                        return;
+                    }
+                    self.clients[client].last_session = Some(session);
                 }
                 ClientOutput::StateChanged(state) => {
                     self.trace(format_args!("client {client} is {state:?}"));
@@ -1210,21 +1254,21 @@ impl Simulation {
             (OpKind::Read, Ok(_), Some(KvOutput::Value(value))) => {
                 self.history.ok(id, json!(value), self.now);
                 self.operations.0 += 1;
-                self.count_liveness_success(client);
+                self.count_liveness_success(client, id);
             }
             (OpKind::Write | OpKind::Cas, Ok(_), Some(KvOutput::Done(true))) => {
                 let input = self.history.operation(id).input.clone();
                 self.history.ok(id, input, self.now);
                 self.operations.0 += 1;
                 self.observer.on_acknowledged(client as u64, op);
-                self.count_liveness_success(client);
+                self.count_liveness_success(client, id);
             }
             (OpKind::Cas, Ok(_), Some(KvOutput::Done(false))) => {
                 // The compare-and-set found another value: it changed
                 // nothing, a definite failure.
                 self.history.fail(id, self.now);
                 self.operations.1 += 1;
-                self.count_liveness_success(client);
+                self.count_liveness_success(client, id);
             }
             (_, Err(OperationError::Rejected(ClientError::NotLeader { .. })), _)
             | (_, Err(OperationError::Refused(_)), _) => {
@@ -1245,8 +1289,15 @@ impl Simulation {
         }
     }
 
-    fn count_liveness_success(&mut self, client: usize) {
-        if self.liveness_started.is_some() {
+    /// An operation invoked after the heal succeeded: the client's session
+    /// works in the healed cluster. (A result held back from before the heal
+    /// proves nothing about the session now.)
+    fn count_liveness_success(&mut self, client: usize, id: OperationId) {
+        let invoked = self.history.operation(id).invoke_time;
+        if self
+            .liveness_started
+            .is_some_and(|started| invoked >= started)
+        {
             self.clients[client].ok_since_liveness += 1;
         }
     }
@@ -1539,10 +1590,29 @@ impl Simulation {
             self.liveness_target = None;
             return false;
         };
-        if self.clients.iter().any(|c| c.ok_since_liveness == 0) {
+        if self
+            .clients
+            .iter()
+            .any(|c| !c.dead && c.ok_since_liveness == 0)
+        {
             return false;
         }
         let live = self.nodes[leader].live.as_ref().expect("leader is live");
+        // The sessions of crashed clients expire.
+        let open: Vec<copycat_proto::SessionId> = live
+            .server
+            .replica()
+            .sessions()
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        if self
+            .clients
+            .iter()
+            .any(|c| c.dead && c.last_session.is_some_and(|s| open.contains(&s)))
+        {
+            return false;
+        }
         let commit = live.server.raft().commit_index();
         let Some(target) = self.liveness_target.replace(commit) else {
             return false;
