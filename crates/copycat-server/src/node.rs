@@ -51,7 +51,9 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Defaults around a Raft configuration.
     pub fn new(raft: Config) -> Self {
-        let idle_tick_ms = raft.heartbeat_interval_ms * 2;
+        // Often enough for expiry to be timely (sessions time out after
+        // seconds), rarely enough not to load an idle log.
+        let idle_tick_ms = raft.election_timeout_ms;
         let expire_retry_ms = raft.election_timeout_ms;
         Self {
             raft,

@@ -127,7 +127,9 @@ impl SimParams {
             lease_reads: rng.gen_bool(0.5),
             membership_churn: nodes > 1 && rng.gen_bool(0.5),
             safety_ms: rng.gen_range(2_000..=6_000),
-            liveness_ms: 30 * election_timeout_ms,
+            // Room for an election after the heal plus a whole session timeout
+            // (20 election timeouts): crashed clients' sessions must expire.
+            liveness_ms: 50 * election_timeout_ms,
         }
     }
 }

@@ -1061,14 +1061,20 @@ impl Simulation {
             // must expire.
             return;
         }
-        let now = self.now;
-        self.clients[client].session.tick(now);
+        // Once every live client got through after the heal, clients go
+        // quiet (no more operations or keep-alives), so that the cluster can
+        // be seen to converge even with the slowest parameters.
         let quiet = self.liveness_started.is_some()
             && self
                 .clients
                 .iter()
                 .all(|c| c.dead || c.ok_since_liveness > 0);
-        if self.clients[client].waiting.is_none() && !quiet && self.rng.gen_bool(0.5) {
+        if quiet {
+            return;
+        }
+        let now = self.now;
+        self.clients[client].session.tick(now);
+        if self.clients[client].waiting.is_none() && self.rng.gen_bool(0.5) {
             self.client_submit(client);
         }
         self.client_outputs(client);
@@ -1560,6 +1566,23 @@ impl Simulation {
                     None => format!("{:?}:down", n.id),
                 })
                 .collect();
+            let sessions: String = self
+                .current_leader()
+                .and_then(|leader| self.nodes[leader].live.as_ref())
+                .map(|live| {
+                    let replica = live.server.replica();
+                    format!(
+                        "leader replica time {}ms, sessions {:?}, suspect {:?}",
+                        replica.time_ms(),
+                        replica
+                            .sessions()
+                            .iter()
+                            .map(|s| (s.id.0, replica.session_timing(s.id)))
+                            .collect::<Vec<_>>(),
+                        replica.suspect_sessions()
+                    )
+                })
+                .unwrap_or_default();
             let oks: Vec<String> = self
                 .clients
                 .iter()
@@ -1573,7 +1596,7 @@ impl Simulation {
                     )
                 })
                 .collect();
-            self.fail(format!("liveness: no convergence within {}ms of healing: {state:?}, client successes {oks:?}", self.params.liveness_ms));
+            self.fail(format!("liveness: no convergence within {}ms of healing: {state:?}, client successes {oks:?}; {sessions}", self.params.liveness_ms));
             return;
         }
         self.schedule(100, Event::LivenessCheck);
