@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// After proposing an `Expire` for a session, wait this long before
     /// proposing it again (the first may have been lost in a leader change).
     pub expire_retry_ms: u64,
+    /// Take a snapshot once this many entries were applied since the last
+    /// one (see [`ServerNode::take_snapshot_if_due`]).
+    pub snapshot_every_entries: u64,
 }
 
 impl ServerConfig {
@@ -60,6 +63,7 @@ impl ServerConfig {
             replica: ReplicaConfig::default(),
             idle_tick_ms,
             expire_retry_ms,
+            snapshot_every_entries: 10_000,
         }
     }
 }
@@ -566,6 +570,20 @@ impl<M: RawStateMachine> ServerNode<M> {
     /// Messages for client connections produced so far.
     pub fn take_client_messages(&mut self) -> Vec<(ConnectionId, ServerMessage)> {
         std::mem::take(&mut self.outbox)
+    }
+
+    /// If enough entries were applied since the last snapshot, take one:
+    /// the core records it (and will purge its log) and the replica's image
+    /// is returned with its description, for the shell to store durably
+    /// (the storage purges the log once the snapshot is installed).
+    pub fn take_snapshot_if_due(&mut self) -> Option<(copycat_raft::SnapshotMeta, Bytes)> {
+        let applied = self.replica.applied_index();
+        let last = self.raw.snapshot_meta().index;
+        if applied.0 < last.0 + self.config.snapshot_every_entries {
+            return None;
+        }
+        let meta = self.raw.snapshot_taken(applied).ok()?;
+        Some((meta, self.replica.snapshot()))
     }
 
     /// The replica's snapshot image (state machine, sessions, results,

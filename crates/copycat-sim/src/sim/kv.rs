@@ -96,8 +96,9 @@ impl KvState {
 pub enum KvOutput {
     /// A mutation: whether it took effect (a compare-and-set may not).
     Done(bool),
-    /// A read: the key's value.
-    Value(Option<u64>),
+    /// A read: the key's value, and the index of the state it was read
+    /// from (so clients can check reads never go back in time).
+    Value(Option<u64>, u64),
 }
 
 /// The key-value store as a Copycat state machine, with two checks built
@@ -149,8 +150,11 @@ impl copycat_server::StateMachine for KvMachine {
         Ok(KvOutput::Done(self.state.apply(&command.action)))
     }
 
-    fn query(&self, _ctx: &copycat_server::QueryContext, key: u8) -> Result<KvOutput, String> {
-        Ok(KvOutput::Value(self.state.values.get(&key).copied()))
+    fn query(&self, ctx: &copycat_server::QueryContext, key: u8) -> Result<KvOutput, String> {
+        Ok(KvOutput::Value(
+            self.state.values.get(&key).copied(),
+            ctx.index().0,
+        ))
     }
 
     fn snapshot(&self) -> Bytes {

@@ -81,6 +81,9 @@ type Server = ServerNode<Typed<KvMachine>>;
 #[derive(Clone, Debug)]
 enum OpKind {
     Read,
+    /// A SEQUENTIAL read: not linearizable, so not in the history; checked
+    /// for never going back in time within the session instead.
+    SequentialRead,
     Write,
     Cas,
 }
@@ -168,8 +171,8 @@ struct SimNode {
 struct Waiting {
     /// The client's operation number (carried in the command).
     op: u64,
-    /// Its history entry.
-    id: OperationId,
+    /// Its history entry (none for sequential reads).
+    id: Option<OperationId>,
     /// The session core's handle.
     operation: ClientOperation,
     kind: OpKind,
@@ -189,6 +192,8 @@ struct SimClient {
     last_session: Option<copycat_proto::SessionId>,
     /// The client crashed: it stopped talking to the cluster for good.
     dead: bool,
+    /// Session and state index of the client's latest read.
+    last_read: Option<(copycat_proto::SessionId, u64)>,
 }
 
 /// A whole simulated cluster with its clients.
@@ -287,6 +292,7 @@ impl Simulation {
                     events_session: None,
                     last_session: None,
                     dead: false,
+                    last_read: None,
                 }
             })
             .collect();
@@ -921,19 +927,12 @@ impl Simulation {
     }
 
     fn maybe_snapshot(&mut self, node: usize) {
-        let every = self.params.snapshot_every;
         let id = self.nodes[node].id;
         let live = self.nodes[node].live.as_mut().expect("live");
-        let applied = live.server.replica().applied_index();
-        if applied.0 < live.last_snapshot.0 + every {
+        let Some((meta, data)) = live.server.take_snapshot_if_due() else {
             return;
-        }
-        let index = applied;
-        let meta = match live.server.raft_mut().snapshot_taken(index) {
-            Ok(meta) => meta,
-            Err(_) => return,
         };
-        let data = live.server.snapshot_data();
+        let index = meta.index;
         let digest = live.server.replica().digest();
         let result = live
             .storage
@@ -1094,18 +1093,27 @@ impl Simulation {
         let process = ProcessId(client as u64);
         let choice = self.rng.gen_range(0..10);
         let (id, kind, submitted) = if choice < 4 {
-            let consistency = if self.params.lease_reads {
-                Consistency::LinearizableLease
-            } else {
-                Consistency::Linearizable
+            let sequential = self.rng.gen_bool(0.25);
+            let consistency = match (sequential, self.params.lease_reads) {
+                (true, _) => Consistency::Sequential,
+                (false, true) => Consistency::LinearizableLease,
+                (false, false) => Consistency::Linearizable,
             };
-            let id = self
-                .history
-                .invoke(process, "read", key_name.as_str(), json!(null), self.now);
+            // Sequential reads may be stale by design: they stay out of the
+            // linearizability history and are checked for monotonicity.
+            let id = (!sequential).then(|| {
+                self.history
+                    .invoke(process, "read", key_name.as_str(), json!(null), self.now)
+            });
             let submitted = self.clients[client]
                 .session
                 .submit_query(codec::encode(&key), consistency);
-            (id, OpKind::Read, submitted)
+            let kind = if sequential {
+                OpKind::SequentialRead
+            } else {
+                OpKind::Read
+            };
+            (id, kind, submitted)
         } else {
             let (f, input, action) = if choice < 8 {
                 ("write", json!(value), KvAction::Write { key, value })
@@ -1130,9 +1138,10 @@ impl Simulation {
                     },
                 )
             };
-            let id = self
-                .history
-                .invoke(process, f, key_name.as_str(), input, self.now);
+            let id = Some(
+                self.history
+                    .invoke(process, f, key_name.as_str(), input, self.now),
+            );
             let command = KvCommand {
                 client: client as u64,
                 op,
@@ -1159,7 +1168,9 @@ impl Simulation {
             }
             Err(error) => {
                 // Refused locally: never sent.
-                self.history.fail(id, self.now);
+                if let Some(id) = id {
+                    self.history.fail(id, self.now);
+                }
                 self.operations.1 += 1;
                 self.trace(format_args!("client {client} op {op} refused: {error}"));
             }
@@ -1251,13 +1262,35 @@ impl Simulation {
             self.clients[client].waiting = Some(waiting);
             return;
         }
-        let (id, op) = (waiting.id, waiting.op);
+        let op = waiting.op;
         let output = result
             .as_ref()
             .ok()
             .and_then(|bytes| codec::decode::<KvOutput>(bytes).ok());
+        if let (Some(KvOutput::Value(_, index)), Some(session)) =
+            (&output, self.clients[client].session.session_id())
+        {
+            // Reads never go back in time within a session (sequential
+            // consistency; linearizable reads satisfy it a fortiori).
+            if let Some((last_session, last_index)) = self.clients[client].last_read {
+                if last_session == session && *index < last_index {
+                    self.fail(format!(
+                        "client {client}: a read in session {session:?} saw index {index} after {last_index}"
+                    ));
+                    return;
+                }
+            }
+            self.clients[client].last_read = Some((session, *index));
+        }
+        let Some(id) = waiting.id else {
+            // A sequential read: checked above, not part of the history.
+            if output.is_some() {
+                self.operations.0 += 1;
+            }
+            return;
+        };
         match (&waiting.kind, &result, output) {
-            (OpKind::Read, Ok(_), Some(KvOutput::Value(value))) => {
+            (OpKind::Read, Ok(_), Some(KvOutput::Value(value, _))) => {
                 self.history.ok(id, json!(value), self.now);
                 self.operations.0 += 1;
                 self.count_liveness_success(client, id);
@@ -1661,6 +1694,7 @@ fn event_target(event: &Event) -> Option<usize> {
 
 fn server_config(raft: Config, params: &SimParams) -> ServerConfig {
     let mut config = ServerConfig::new(raft);
+    config.snapshot_every_entries = params.snapshot_every;
     // Session timeouts are the clients' (20 election timeouts); allow them.
     config.replica.max_session_timeout_ms = config
         .replica
