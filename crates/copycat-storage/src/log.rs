@@ -17,8 +17,8 @@
 //! - Removing segments (truncate, purge, reset) syncs the directory after
 //!   each removal, in an order that keeps the surviving segments contiguous.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use copycat_raft::{Entry, LogIndex, Term};
@@ -41,7 +41,8 @@ const SEGMENT_SUFFIX: &str = ".log";
 const MARKER_LEN: u32 = 0x8000_0008;
 /// Bytes of a sync marker: header and the marker's own offset.
 const MARKER_BYTES: u64 = RECORD_HEADER_BYTES + 8;
-const SCAN_CHUNK_BYTES: usize = 4 << 20;
+/// Bytes read per call when recovery scans a segment.
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
 /// How hard the log tries to make data durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -140,10 +141,14 @@ struct Segment {
     dirty: bool,
     /// A sync marker was written after the last sync and is not durable.
     marker_unsynced: bool,
+    /// `slots[i]` describes entry `first_index + i`. Kept per segment, so
+    /// that recovery hands each segment's scan over without copying it and
+    /// purging a segment drops its slots with it.
+    slots: Vec<Slot>,
 }
 
-/// Where an entry lives. Its segment is found from the segment list.
-#[derive(Clone, Copy, Debug)]
+/// Where an entry lives, in the segment whose `slots` hold it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Slot {
     term: Term,
     offset: u64,
@@ -158,14 +163,13 @@ struct Slot {
 /// - Segment `k` holds the entries `[segments[k].first_index,
 ///   segments[k + 1].first_index)`; every segment but the last holds at
 ///   least one entry and is fully synced (in [`Durability::Fsync`] mode).
-/// - `slots[i]` describes entry `first_index + i`.
+/// - `segments[k].slots[i]` describes entry `segments[k].first_index + i`.
 /// - `durable_index <= last_index()`.
 pub struct LogStore {
     disk: Arc<dyn Disk>,
     dir: PathBuf,
     options: LogOptions,
     segments: Vec<Segment>,
-    slots: VecDeque<Slot>,
     first_index: LogIndex,
     /// Encoded records appended after `segments.last().written_bytes`.
     buffer: Vec<u8>,
@@ -254,25 +258,51 @@ fn record_crc(len_bytes: [u8; 4], payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&len_bytes), payload)
 }
 
-/// Reads a file through a window of at most `SCAN_CHUNK_BYTES` (or one
-/// record, whose size is checked before this is asked for it).
+/// Reads a file front to back through one buffer that the caller owns and
+/// reuses across segments: each refill is one large read of up to
+/// `SCAN_CHUNK_BYTES` (more only for a record larger than that, whose size
+/// is checked before this is asked for it), and records are checked in place
+/// in the buffer, without copying them out.
 struct WindowReader<'a> {
     disk: &'a dyn Disk,
     path: &'a Path,
     file_len: u64,
+    /// File offset of `window[0]`.
     window_start: u64,
-    window: Vec<u8>,
+    /// How many bytes of `window` hold file data.
+    filled: usize,
+    window: &'a mut Vec<u8>,
+    /// Bytes to read per refill (`SCAN_CHUNK_BYTES`; small in tests).
+    chunk: usize,
 }
 
 impl<'a> WindowReader<'a> {
-    fn new(disk: &'a dyn Disk, path: &'a Path, file_len: u64) -> Self {
+    fn new(
+        disk: &'a dyn Disk,
+        path: &'a Path,
+        file_len: u64,
+        window: &'a mut Vec<u8>,
+        chunk: usize,
+    ) -> Self {
         Self {
             disk,
             path,
             file_len,
             window_start: 0,
-            window: Vec::new(),
+            filled: 0,
+            window,
+            chunk,
         }
+    }
+
+    /// The bytes already in the window from `offset` on (empty if `offset`
+    /// is outside it).
+    fn buffered_from(&self, offset: u64) -> &[u8] {
+        let window_end = self.window_start + self.filled as u64;
+        if offset < self.window_start || offset >= window_end {
+            return &[];
+        }
+        &self.window[(offset - self.window_start) as usize..self.filled]
     }
 
     /// The bytes `[offset, offset + len)`, or `None` if the file ends first.
@@ -281,14 +311,31 @@ impl<'a> WindowReader<'a> {
         if end > self.file_len {
             return Ok(None);
         }
-        let window_end = self.window_start + self.window.len() as u64;
+        let window_end = self.window_start + self.filled as u64;
         if offset < self.window_start || end > window_end {
-            let want = (len.max(SCAN_CHUNK_BYTES) as u64).min(self.file_len - offset);
-            self.window.resize(want as usize, 0);
+            // Keep the bytes already read from `offset` on (the start of a
+            // record that straddles the end of the window), then read the
+            // rest with one large read.
+            let kept = if offset >= self.window_start && offset < window_end {
+                let from = (offset - self.window_start) as usize;
+                self.window.copy_within(from..self.filled, 0);
+                self.filled - from
+            } else {
+                0
+            };
+            let want = (len.max(self.chunk) as u64).min(self.file_len - offset) as usize;
+            if self.window.len() < want {
+                self.window.resize(want, 0);
+            }
             self.disk
-                .read_exact_at(self.path, offset, &mut self.window)
+                .read_exact_at(
+                    self.path,
+                    offset + kept as u64,
+                    &mut self.window[kept..want],
+                )
                 .map_err(io_error("read", self.path))?;
             self.window_start = offset;
+            self.filled = want;
         }
         let start = (offset - self.window_start) as usize;
         Ok(Some(&self.window[start..start + len]))
@@ -296,6 +343,7 @@ impl<'a> WindowReader<'a> {
 }
 
 /// Why a scan stopped before the end of a segment.
+#[derive(Debug, PartialEq, Eq)]
 struct ScanStop {
     offset: u64,
     reason: String,
@@ -339,10 +387,104 @@ fn marker_after(reader: &mut WindowReader<'_>, from: u64, file_len: u64) -> Resu
     Ok(false)
 }
 
+#[derive(Debug, PartialEq, Eq)]
 struct ScanResult {
     slots: Vec<Slot>,
     end_offset: u64,
     stop: Option<ScanStop>,
+}
+
+/// Reads a postcard varint `u64` at `*position`, accepting exactly what
+/// postcard accepts (at most 10 bytes, the 10th at most 1); `None` where
+/// postcard would fail.
+fn take_varint_u64(bytes: &[u8], position: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in 0..10 {
+        let byte = *bytes.get(*position)?;
+        *position += 1;
+        value |= u64::from(byte & 0x7f) << (7 * shift);
+        if byte & 0x80 == 0 {
+            return (shift < 9 || byte <= 1).then_some(value);
+        }
+    }
+    None
+}
+
+/// The leading term and index of an encoded entry. Decoding only these
+/// keeps recovery close to the cost of reading the file; the full entry is
+/// decoded when read. A hand-written varint reader does the common case;
+/// postcard itself decides (and words the error) otherwise.
+fn decode_term_index(payload: &[u8]) -> std::result::Result<(Term, LogIndex), String> {
+    let mut position = 0;
+    if let Some(term) = take_varint_u64(payload, &mut position) {
+        if let Some(index) = take_varint_u64(payload, &mut position) {
+            return Ok((Term(term), LogIndex(index)));
+        }
+    }
+    match postcard::take_from_bytes::<(Term, LogIndex)>(payload) {
+        Ok(((term, index), _)) => Ok((term, index)),
+        Err(error) => Err(format!("undecodable entry: {error}")),
+    }
+}
+
+/// Checks an entry record whose bytes are all at hand: the CRC over the
+/// length and payload, and that it decodes to the expected index. Returns
+/// the entry's term.
+fn check_entry(
+    len_bytes: [u8; 4],
+    crc: u32,
+    payload: &[u8],
+    expected_index: LogIndex,
+) -> std::result::Result<Term, String> {
+    if record_crc(len_bytes, payload) != crc {
+        return Err("record checksum mismatch".into());
+    }
+    let (term, index) = decode_term_index(payload)?;
+    if index != expected_index {
+        return Err(format!(
+            "entry index {index:?} where {expected_index:?} was expected"
+        ));
+    }
+    Ok(term)
+}
+
+/// The fast path of a scan: checks, in place, the entry records that lie
+/// whole in `bytes` (the window from `offset` on), appending their slots.
+/// Stops, without consuming it, at the first record that is not a valid
+/// entry or not whole in `bytes` (a sync marker, damage, the window's end);
+/// [`check_record`] then deals with that record. Returns where it stopped.
+fn check_buffered_entries(
+    bytes: &[u8],
+    mut offset: u64,
+    expected: &mut LogIndex,
+    record_size_max: u32,
+    slots: &mut Vec<Slot>,
+) -> u64 {
+    let mut rest = bytes;
+    while let Some((header, after)) = rest.split_first_chunk::<{ RECORD_HEADER_BYTES as usize }>() {
+        let len_bytes = [header[0], header[1], header[2], header[3]];
+        let len = u32::from_le_bytes(len_bytes);
+        if len == 0 || len > record_size_max || len == MARKER_LEN {
+            break;
+        }
+        let Some(payload) = after.get(..len as usize) else {
+            break;
+        };
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let Ok(term) = check_entry(len_bytes, crc, payload, *expected) else {
+            break;
+        };
+        let record_len = len + RECORD_HEADER_BYTES as u32;
+        slots.push(Slot {
+            term,
+            offset,
+            len: record_len,
+        });
+        offset += u64::from(record_len);
+        *expected = expected.next();
+        rest = &after[len as usize..];
+    }
+    offset
 }
 
 /// Checks one record at `offset`; returns its slot or why it is not valid.
@@ -378,75 +520,76 @@ fn check_record(
             "record length {len} runs past the end of the file"
         )));
     };
-    if record_crc(len_bytes, payload) != crc {
-        return Ok(Err("record checksum mismatch".into()));
-    }
-    // Decoding only the leading term and index keeps recovery close to the
-    // cost of reading the file; the full entry is decoded when read.
-    let (term, index) = match postcard::take_from_bytes::<(Term, LogIndex)>(payload) {
-        Ok(((term, index), _)) => (term, index),
-        Err(error) => return Ok(Err(format!("undecodable entry: {error}"))),
-    };
-    if index != expected_index {
-        return Ok(Err(format!(
-            "entry index {index:?} where {expected_index:?} was expected"
-        )));
-    }
-    Ok(Ok(Record::Entry(Slot {
-        term,
-        offset,
-        len: len + RECORD_HEADER_BYTES as u32,
-    })))
+    Ok(
+        check_entry(len_bytes, crc, payload, expected_index).map(|term| {
+            Record::Entry(Slot {
+                term,
+                offset,
+                len: len + RECORD_HEADER_BYTES as u32,
+            })
+        }),
+    )
 }
 
 /// Scans the segments whose header is valid and matches the file name, on
-/// up to `available_parallelism` threads: checksumming is most of the cost of
-/// recovery, and segments are independent. Segments with a bad header get
-/// `None` and are handled (and reported) by the sequential pass.
+/// up to `available_parallelism` threads (the calling thread is one of
+/// them): checksumming is most of the cost of recovery, and segments are
+/// independent. Threads take the next unscanned segment as they finish one,
+/// so a thread slowed down (by a core busy with something else, or by a
+/// large segment) does not hold the others back. Each thread reads through
+/// one buffer of its own. Segments with a bad header get `None` and are
+/// handled (and reported) by the sequential pass.
 fn scan_in_parallel(
     disk: &dyn Disk,
     segments: &[(LogIndex, PathBuf)],
     record_size_max: u32,
 ) -> Vec<Option<Result<ScanResult>>> {
-    let scan_one = |(name_index, path): &(LogIndex, PathBuf)| -> Option<Result<ScanResult>> {
+    let scan_one = |(name_index, path): &(LogIndex, PathBuf),
+                    window: &mut Vec<u8>|
+     -> Option<Result<ScanResult>> {
         let file_len = disk.file_len(path).ok()?;
-        let mut header = vec![0u8; file_len.min(SEGMENT_HEADER_BYTES) as usize];
-        disk.read_exact_at(path, 0, &mut header).ok()?;
-        match decode_segment_header(path, &header) {
+        let mut header = [0u8; SEGMENT_HEADER_BYTES as usize];
+        let header = &mut header[..file_len.min(SEGMENT_HEADER_BYTES) as usize];
+        disk.read_exact_at(path, 0, header).ok()?;
+        match decode_segment_header(path, header) {
             Ok(first_index) if first_index == *name_index => Some(scan_segment(
                 disk,
                 path,
                 file_len,
                 first_index,
                 record_size_max,
+                window,
+                SCAN_CHUNK_BYTES,
             )),
             _ => None,
+        }
+    };
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut window = Vec::new();
+        let mut done = Vec::new();
+        loop {
+            let position = next.fetch_add(1, Ordering::Relaxed);
+            let Some(segment) = segments.get(position) else {
+                return done;
+            };
+            done.push((position, scan_one(segment, &mut window)));
         }
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .min(segments.len());
-    if threads <= 1 {
-        return segments.iter().map(scan_one).collect();
-    }
+        .min(segments.len())
+        .max(1);
     let mut results: Vec<Option<Result<ScanResult>>> = segments.iter().map(|_| None).collect();
     std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|worker| {
-                let scan_one = &scan_one;
-                scope.spawn(move || {
-                    (worker..segments.len())
-                        .step_by(threads)
-                        .map(|position| (position, scan_one(&segments[position])))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for worker in workers {
-            for (position, result) in worker.join().expect("scan thread panicked") {
-                results[position] = result;
-            }
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut done = work();
+        for helper in helpers {
+            done.extend(helper.join().expect("scan thread panicked"));
+        }
+        for (position, result) in done {
+            results[position] = result;
         }
     });
     results
@@ -458,12 +601,26 @@ fn scan_segment(
     file_len: u64,
     first_index: LogIndex,
     record_size_max: u32,
+    window: &mut Vec<u8>,
+    chunk: usize,
 ) -> Result<ScanResult> {
-    let mut reader = WindowReader::new(disk, path, file_len);
+    let mut reader = WindowReader::new(disk, path, file_len, window, chunk);
     let mut slots = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES;
     let mut expected = first_index;
     while offset < file_len {
+        offset = check_buffered_entries(
+            reader.buffered_from(offset),
+            offset,
+            &mut expected,
+            record_size_max,
+            &mut slots,
+        );
+        if offset >= file_len {
+            break;
+        }
+        // A sync marker, a record that straddles the end of the window
+        // (this reads the next chunk), or a bad record.
         match check_record(&mut reader, offset, expected, record_size_max)? {
             Ok(Record::Entry(slot)) => {
                 offset += u64::from(slot.len);
@@ -539,7 +696,6 @@ impl LogStore {
             dir: dir.to_path_buf(),
             options,
             segments: Vec::new(),
-            slots: VecDeque::new(),
             first_index: LogIndex(1),
             buffer: Vec::new(),
             dir_dirty: false,
@@ -599,6 +755,8 @@ impl LogStore {
                     file_len,
                     first_index,
                     store.options.record_size_max_bytes,
+                    &mut Vec::new(),
+                    SCAN_CHUNK_BYTES,
                 )?,
             };
             if let Some(stop) = &scan.stop {
@@ -644,8 +802,8 @@ impl LogStore {
                 written_bytes: scan.end_offset,
                 dirty: false,
                 marker_unsynced: false,
+                slots: scan.slots,
             });
-            store.slots.extend(scan.slots);
         }
         // Every segment but the last must hold an entry (empty segments are
         // only created as the new last one).
@@ -660,7 +818,7 @@ impl LogStore {
         store.dir_dirty = true;
         store.sync()?;
         store.durable_index = store.last_index();
-        recovery.entries = store.slots.len() as u64;
+        recovery.entries = store.next_index().get() - store.first_index.get();
         store.invariants();
         Ok((store, recovery))
     }
@@ -683,7 +841,10 @@ impl LogStore {
 
     /// Last index the log holds, or `first_index - 1` if it is empty.
     pub fn last_index(&self) -> LogIndex {
-        LogIndex(self.first_index.get() + self.slots.len() as u64 - 1)
+        match self.segments.last() {
+            Some(active) => LogIndex(active.first_index.get() + active.slots.len() as u64 - 1),
+            None => LogIndex(self.first_index.get() - 1),
+        }
     }
 
     /// The index the next appended entry must have.
@@ -693,7 +854,7 @@ impl LogStore {
 
     /// Whether the log holds no entries.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.next_index() == self.first_index
     }
 
     /// Highest index known durable (reported by the last sync and not since
@@ -709,8 +870,12 @@ impl LogStore {
     }
 
     fn slot(&self, index: LogIndex) -> Option<&Slot> {
-        let position = index.get().checked_sub(self.first_index.get())?;
-        self.slots.get(usize::try_from(position).ok()?)
+        if index < self.first_index {
+            return None;
+        }
+        let segment = &self.segments[self.segment_of(index)];
+        let position = index.get() - segment.first_index.get();
+        segment.slots.get(usize::try_from(position).ok()?)
     }
 
     fn check_poisoned(&self) -> Result<()> {
@@ -784,7 +949,11 @@ impl LogStore {
             self.buffer[record_start..record_start + 4].copy_from_slice(&len_bytes);
             self.buffer[record_start + 4..record_start + 8].copy_from_slice(&crc.to_le_bytes());
             let offset = self.active().written_bytes + record_start as u64;
-            self.slots.push_back(Slot {
+            let active = self
+                .segments
+                .last_mut()
+                .expect("a log always has a segment");
+            active.slots.push(Slot {
                 term: entry.term,
                 offset,
                 len: record_len as u32,
@@ -858,6 +1027,7 @@ impl LogStore {
             written_bytes: SEGMENT_HEADER_BYTES,
             dirty: true,
             marker_unsynced: false,
+            slots: Vec::new(),
         });
         self.dir_dirty = true;
         Ok(())
@@ -970,12 +1140,15 @@ impl LogStore {
                 Some(next) => next.first_index.min(end),
                 None => end,
             };
-            let first_slot = *self.slot(index).expect("in range");
+            let slot_of = |index: LogIndex| {
+                &segment.slots[(index.get() - segment.first_index.get()) as usize]
+            };
+            let first_slot = *slot_of(index);
             let mut run_end = index;
             let mut run_bytes = 0u64;
             let mut limited = false;
             while run_end < segment_end {
-                let slot = self.slot(run_end).expect("in range");
+                let slot = slot_of(run_end);
                 // A sync marker between two records ends a contiguous run.
                 if slot.offset != first_slot.offset + run_bytes {
                     break;
@@ -998,7 +1171,7 @@ impl LogStore {
             let mut cursor = 0usize;
             let mut current = index;
             while current < run_end {
-                let slot = self.slot(current).expect("in range");
+                let slot = slot_of(current);
                 let record = &data[cursor..cursor + slot.len as usize];
                 entries.push(decode_record(&segment.path, slot.offset, record, current)?);
                 cursor += slot.len as usize;
@@ -1072,8 +1245,8 @@ impl LogStore {
             .map_err(io_error("truncate", &segment.path))?;
         segment.written_bytes = offset;
         segment.dirty = true;
-        let keep_slots = (index.get() - self.first_index.get()) as usize;
-        self.slots.truncate(keep_slots);
+        let keep_slots = (index.get() - segment.first_index.get()) as usize;
+        segment.slots.truncate(keep_slots);
         self.durable_index = self.durable_index.min(self.last_index());
         Ok(())
     }
@@ -1104,8 +1277,6 @@ impl LogStore {
             // always contiguous.
             let segment = self.segments.remove(0);
             self.remove_file_durably(&segment.path)?;
-            let removed = self.segments[0].first_index.get() - segment.first_index.get();
-            self.slots.drain(..removed as usize);
             self.first_index = self.segments[0].first_index;
         }
         Ok(())
@@ -1129,7 +1300,6 @@ impl LogStore {
         while let Some(segment) = self.segments.pop() {
             self.remove_file_durably(&segment.path)?;
         }
-        self.slots.clear();
         self.first_index = next_index;
         self.create_segment(next_index)?;
         self.sync_inner()?;
@@ -1149,9 +1319,22 @@ impl LogStore {
         let last = self.active();
         assert!(last.first_index <= self.next_index());
         assert!(self.durable_index <= self.last_index() || self.durable_index == LogIndex::ZERO);
-        if let (Some(first), Some(last_slot)) = (self.slots.front(), self.slots.back()) {
-            assert!(first.offset >= SEGMENT_HEADER_BYTES);
-            assert!(u64::from(last_slot.len) > RECORD_HEADER_BYTES);
+        for (position, segment) in self.segments.iter().enumerate() {
+            if let Some(next) = self.segments.get(position + 1) {
+                assert_eq!(
+                    segment.slots.len() as u64,
+                    next.first_index.get() - segment.first_index.get(),
+                    "a segment's slots cover its entries"
+                );
+            }
+            if let (Some(first), Some(last_slot)) = (segment.slots.first(), segment.slots.last()) {
+                assert!(first.offset >= SEGMENT_HEADER_BYTES);
+                assert!(u64::from(last_slot.len) > RECORD_HEADER_BYTES);
+                assert!(
+                    last_slot.offset + u64::from(last_slot.len)
+                        <= segment.written_bytes + self.buffer.len() as u64
+                );
+            }
         }
     }
 }
@@ -1180,4 +1363,126 @@ fn decode_record(path: &Path, offset: u64, record: &[u8], expected: LogIndex) ->
         )));
     }
     Ok(entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use copycat_raft::EntryPayload;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::disk::MemDisk;
+
+    /// A one-segment log of `count` entries with payloads of varying size and
+    /// a sync (hence a marker) after every `sync_every` entries.
+    fn write_segment(disk: &Arc<dyn Disk>, count: u64, sync_every: u64) -> PathBuf {
+        let dir = Path::new("/log");
+        let (mut log, _) = LogStore::open(Arc::clone(disk), dir, LogOptions::default()).unwrap();
+        for index in 1..=count {
+            let payload = Bytes::from(vec![index as u8; (index as usize * 37) % 300 + 1]);
+            log.append(&[Entry {
+                term: Term(1 + index / 7),
+                index: LogIndex(index),
+                payload: EntryPayload::Command(payload),
+            }])
+            .unwrap();
+            if index % sync_every == 0 {
+                log.sync().unwrap();
+            }
+        }
+        log.flush().unwrap();
+        assert_eq!(log.segments.len(), 1);
+        log.segments[0].path.clone()
+    }
+
+    fn scan(disk: &Arc<dyn Disk>, path: &Path, chunk: usize) -> ScanResult {
+        let file_len = disk.file_len(path).unwrap();
+        scan_segment(
+            disk.as_ref(),
+            path,
+            file_len,
+            LogIndex(1),
+            LogOptions::default().record_size_max_bytes,
+            &mut Vec::new(),
+            chunk,
+        )
+        .unwrap()
+    }
+
+    proptest! {
+        /// The hand-written varint reader accepts exactly what postcard
+        /// accepts, with the same values.
+        #[test]
+        fn term_and_index_decode_like_postcard(bytes in proptest::collection::vec(any::<u8>(), 0..24)) {
+            let ours = decode_term_index(&bytes);
+            let theirs = postcard::take_from_bytes::<(Term, LogIndex)>(&bytes)
+                .map(|(pair, _)| pair)
+                .map_err(|error| format!("undecodable entry: {error}"));
+            prop_assert_eq!(ours, theirs);
+            let mut position = 0;
+            let theirs = postcard::take_from_bytes::<u64>(&bytes).ok().map(|(value, _)| value);
+            prop_assert_eq!(take_varint_u64(&bytes, &mut position), theirs);
+        }
+
+        /// Scanning through a small window (records straddle its end, and
+        /// some are larger than it) finds exactly what scanning through a
+        /// large one finds, on intact and on damaged segments.
+        #[test]
+        fn scan_does_not_depend_on_the_window_size(
+            count in 1u64..40,
+            sync_every in 1u64..10,
+            damage in proptest::option::of((any::<prop::sample::Index>(), 1u8..=255)),
+            chunk in 1usize..700,
+        ) {
+            let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
+            let path = write_segment(&disk, count, sync_every);
+            if let Some((at, xor)) = damage {
+                let file_len = disk.file_len(&path).unwrap();
+                let offset = SEGMENT_HEADER_BYTES + at.index((file_len - SEGMENT_HEADER_BYTES) as usize) as u64;
+                let mut byte = [0u8];
+                disk.read_exact_at(&path, offset, &mut byte).unwrap();
+                disk.write_at(&path, offset, &[byte[0] ^ xor]).unwrap();
+            }
+            let reference = scan(&disk, &path, SCAN_CHUNK_BYTES);
+            if damage.is_none() {
+                prop_assert!(reference.stop.is_none());
+                prop_assert_eq!(reference.slots.len() as u64, count);
+            } else {
+                prop_assert!(reference.stop.is_some());
+            }
+            prop_assert_eq!(scan(&disk, &path, chunk), reference);
+        }
+    }
+
+    #[test]
+    fn varint_edge_cases_decode_like_postcard() {
+        let cases: [&[u8]; 8] = [
+            &[0x00, 0x00],
+            &[0x80, 0x00, 0x01],
+            &[0xff; 10],
+            &[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x05,
+            ],
+            &[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x05,
+            ],
+            &[
+                0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 0x07,
+            ],
+            &[0x07],
+            &[],
+        ];
+        for bytes in cases {
+            let theirs = postcard::take_from_bytes::<(Term, LogIndex)>(bytes)
+                .map(|(pair, _)| pair)
+                .map_err(|error| format!("undecodable entry: {error}"));
+            assert_eq!(decode_term_index(bytes), theirs, "{bytes:?}");
+        }
+        let max = postcard::to_stdvec(&(Term(u64::MAX), LogIndex(u64::MAX))).unwrap();
+        assert_eq!(
+            decode_term_index(&max),
+            Ok((Term(u64::MAX), LogIndex(u64::MAX)))
+        );
+    }
 }

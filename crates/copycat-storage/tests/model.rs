@@ -233,8 +233,16 @@ fn run(seed: u64, ops: Vec<Op>) {
     assert_eq!(all, model.entries);
 }
 
+/// 96 cases by default; `PROPTEST_CASES` asks for more (or fewer).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(96)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), .. ProptestConfig::default() })]
 
     #[test]
     fn log_matches_model(seed in any::<u64>(), ops in proptest::collection::vec(op(), 1..80)) {
