@@ -332,6 +332,22 @@ impl<M: RawStateMachine> Replica<M> {
                 self.expire_session(&mut step, session);
             }
         }
+        // A command whose own events overflowed its session expired that
+        // session at this entry: its events will never be delivered, so the
+        // client must not wait for them. It learns the session expired (the
+        // command's outcome is unknown to it, as after any expiry).
+        let outcome = match outcome {
+            Outcome::Command {
+                session,
+                sequence,
+                result: Ok(_),
+            } if !self.state.sessions.contains_key(&session) => Outcome::Command {
+                session,
+                sequence,
+                result: Err(ClientError::SessionExpired),
+            },
+            outcome => outcome,
+        };
         self.state.applied_index = entry.index;
         let events = step
             .touched
