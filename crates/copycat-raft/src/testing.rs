@@ -666,3 +666,55 @@ fn describe_ready(id: NodeId, ready: &Ready, lines: &mut Vec<String>) {
         lines.push(format!("{id:?} read {} -> {:?}", read.id, read.result));
     }
 }
+
+/// Run every `*.txt` script in `dir` through `run_file` (which returns the
+/// file's text and the text rewritten with the actual outputs) and compare.
+/// With the environment variable `REWRITE` set, mismatching files are
+/// rewritten instead. Panics listing the first difference of each mismatch.
+/// Shared by the data-driven golden tests of several crates.
+pub fn run_golden_files(
+    dir: &std::path::Path,
+    run_file: impl Fn(&std::path::Path) -> (String, String),
+) {
+    let rewrite = std::env::var_os("REWRITE").is_some();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .expect("testdata dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no golden files in {}", dir.display());
+    let mut failures = Vec::new();
+    for path in paths {
+        let (expected, actual) = run_file(&path);
+        if expected != actual {
+            if rewrite {
+                std::fs::write(&path, &actual).expect("rewrite");
+            } else {
+                failures.push(format!(
+                    "{}:\n{}",
+                    path.display(),
+                    first_difference(&expected, &actual)
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden mismatches (REWRITE=1 to update):\n{}",
+        failures.join("\n")
+    );
+}
+
+fn first_difference(expected: &str, actual: &str) -> String {
+    for (number, (e, a)) in expected.lines().zip(actual.lines()).enumerate() {
+        if e != a {
+            return format!("line {}:\n  expected: {e}\n  actual:   {a}", number + 1);
+        }
+    }
+    format!(
+        "lengths differ: expected {} lines, got {}",
+        expected.lines().count(),
+        actual.lines().count()
+    )
+}

@@ -223,6 +223,29 @@ impl<M: RawStateMachine> ServerNode<M> {
         }
     }
 
+    /// Propose `body` for a client request; the request then waits on the
+    /// entry's index (or is answered at once if the proposal fails).
+    fn propose_for(
+        &mut self,
+        connection: ConnectionId,
+        id: RequestId,
+        body: LogBody,
+    ) -> Option<LogIndex> {
+        match self.propose(body) {
+            Ok(index) => {
+                self.pending_entries
+                    .entry(index)
+                    .or_default()
+                    .push((connection, id));
+                Some(index)
+            }
+            Err(error) => {
+                self.respond(connection, id, Err(error));
+                None
+            }
+        }
+    }
+
     fn respond(
         &mut self,
         connection: ConnectionId,
@@ -258,15 +281,9 @@ impl<M: RawStateMachine> ServerNode<M> {
                         return None;
                     }
                 }
-                match self.propose(LogBody::Register { client, timeout_ms }) {
-                    Ok(index) => {
-                        self.registering.insert(client, index);
-                        self.pending_entries
-                            .entry(index)
-                            .or_default()
-                            .push((connection, id));
-                    }
-                    Err(error) => self.respond(connection, id, Err(error)),
+                let body = LogBody::Register { client, timeout_ms };
+                if let Some(index) = self.propose_for(connection, id, body) {
+                    self.registering.insert(client, index);
                 }
                 None
             }
@@ -276,29 +293,19 @@ impl<M: RawStateMachine> ServerNode<M> {
                 event_index,
             } => {
                 self.bindings.insert(session, connection);
-                match self.propose(LogBody::KeepAlive {
-                    session,
-                    command_sequence,
-                    event_index,
-                }) {
-                    Ok(index) => self
-                        .pending_entries
-                        .entry(index)
-                        .or_default()
-                        .push((connection, id)),
-                    Err(error) => self.respond(connection, id, Err(error)),
-                }
+                self.propose_for(
+                    connection,
+                    id,
+                    LogBody::KeepAlive {
+                        session,
+                        command_sequence,
+                        event_index,
+                    },
+                );
                 None
             }
             Request::Unregister { session } => {
-                match self.propose(LogBody::Unregister { session }) {
-                    Ok(index) => self
-                        .pending_entries
-                        .entry(index)
-                        .or_default()
-                        .push((connection, id)),
-                    Err(error) => self.respond(connection, id, Err(error)),
-                }
+                self.propose_for(connection, id, LogBody::Unregister { session });
                 None
             }
             Request::Command {

@@ -592,45 +592,5 @@ fn run_file(path: &Path) -> (String, String) {
 #[test]
 fn golden() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    let rewrite = std::env::var_os("REWRITE").is_some();
-    let mut paths: Vec<_> = fs::read_dir(&dir)
-        .expect("testdata dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .collect();
-    paths.sort();
-    assert!(!paths.is_empty(), "no golden files");
-    let mut failures = Vec::new();
-    for path in paths {
-        let (expected, actual) = run_file(&path);
-        if expected != actual {
-            if rewrite {
-                fs::write(&path, &actual).expect("rewrite");
-            } else {
-                failures.push(format!(
-                    "{}:\n{}",
-                    path.display(),
-                    first_difference(&expected, &actual)
-                ));
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "golden mismatches (REWRITE=1 to update):\n{}",
-        failures.join("\n")
-    );
-}
-
-fn first_difference(expected: &str, actual: &str) -> String {
-    for (number, (e, a)) in expected.lines().zip(actual.lines()).enumerate() {
-        if e != a {
-            return format!("line {}:\n  expected: {e}\n  actual:   {a}", number + 1);
-        }
-    }
-    format!(
-        "lengths differ: expected {} lines, got {}",
-        expected.lines().count(),
-        actual.lines().count()
-    )
+    copycat_raft::testing::run_golden_files(&dir, run_file);
 }
