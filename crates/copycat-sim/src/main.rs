@@ -71,7 +71,11 @@ fn run_one(seed: u64, args: &Args) -> ExitCode {
     if failed || args.verbose {
         // The whole kept tail with -v; the events just before the end
         // otherwise.
-        let shown = if args.verbose { report.trace_tail.len() } else { 80 };
+        let shown = if args.verbose {
+            report.trace_tail.len()
+        } else {
+            80
+        };
         println!("last events:");
         for line in report.trace_tail.iter().rev().take(shown).rev() {
             println!("  {line}");
