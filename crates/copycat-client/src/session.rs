@@ -396,7 +396,7 @@ impl ClientSession {
             .session
             .as_ref()
             .map_or(request_timeout, |s| request_timeout.min(s.timeout_ms / 2));
-        let expired: Vec<(RequestId, u32)> = self
+        let expired: Vec<(RequestId, ServerId)> = self
             .in_flight
             .iter()
             .filter(|(_, f)| {
@@ -407,10 +407,13 @@ impl ClientSession {
                 };
                 now.saturating_sub(f.sent_ms) >= limit
             })
-            .map(|(id, _)| (*id, 1))
+            .map(|(id, f)| (*id, f.server))
             .collect();
-        for (id, backoff) in expired {
-            self.lose(id, backoff);
+        for (id, server) in expired {
+            // No answer in time: the server may be down or cut off from us;
+            // try the next one.
+            self.move_past(server);
+            self.lose(id, 1);
         }
         if let Some(session) = &self.session {
             if self.state == ClientState::Connected

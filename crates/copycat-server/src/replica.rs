@@ -274,6 +274,20 @@ impl<M: RawStateMachine> Replica<M> {
             .collect()
     }
 
+    /// The error for a read-side request (a query, an event reset) naming
+    /// a session that is not open here. A session's id is the index of its
+    /// registration: a replica that has not applied that far (a lagging
+    /// follower, a reserve) has simply not heard of it yet, which says
+    /// nothing about the session; the client should ask another server.
+    fn missing_here(&self, session: SessionId) -> ClientError {
+        if self.state.applied_index < LogIndex(session.0) {
+            return ClientError::Unavailable(
+                "this server has not caught up with the session".into(),
+            );
+        }
+        self.missing(session)
+    }
+
     /// The error for a request naming a session that is not open.
     fn missing(&self, session: SessionId) -> ClientError {
         match self.state.gone.get(&session) {
@@ -688,10 +702,16 @@ impl<M: RawStateMachine> Replica<M> {
         index: LogIndex,
         payload: &[u8],
     ) -> QueryOutcome {
+        // Wait until this replica has seen everything the client has (its
+        // session's registration included): a lagging replica must not
+        // report a session it simply has not heard of yet as unknown.
+        if self.state.applied_index < index {
+            return QueryOutcome::Wait;
+        }
         let Some(open) = self.state.sessions.get(&session) else {
-            return QueryOutcome::Done(Err(self.missing(session)));
+            return QueryOutcome::Done(Err(self.missing_here(session)));
         };
-        if self.state.applied_index < index || open.command_sequence < sequence {
+        if open.command_sequence < sequence {
             return QueryOutcome::Wait;
         }
         let ctx = QueryContext {
@@ -714,7 +734,7 @@ impl<M: RawStateMachine> Replica<M> {
         from_event_index: EventIndex,
     ) -> Result<(Response, Vec<EventBatch>), ClientError> {
         let Some(open) = self.state.sessions.get(&session) else {
-            return Err(self.missing(session));
+            return Err(self.missing_here(session));
         };
         let batches = open
             .events

@@ -559,10 +559,16 @@ fn events_are_batched_per_index_chained_retained_and_resent() {
         .unwrap()
         .1
         .is_empty());
+    // Index 3 holds a command, not a session: unknown. Index 77 is beyond
+    // this replica: it has not caught up.
     assert_eq!(
-        h.replica.reset_events(SessionId(77), EventIndex(0)),
+        h.replica.reset_events(SessionId(3), EventIndex(0)),
         Err(ClientError::UnknownSession)
     );
+    assert!(matches!(
+        h.replica.reset_events(SessionId(77), EventIndex(0)),
+        Err(ClientError::Unavailable(_))
+    ));
 }
 
 #[test]
@@ -615,11 +621,19 @@ fn queries_wait_for_the_clients_sequence_and_index() {
             ..
         }))
     ));
+    // Index 2 was a command, never a session: unknown.
     assert_eq!(
         h.replica
-            .query(SessionId(9), Sequence(0), LogIndex(0), &get),
+            .query(SessionId(2), Sequence(0), LogIndex(0), &get),
         QueryOutcome::Done(Err(ClientError::UnknownSession))
     );
+    // A session registered beyond what this replica applied is not unknown:
+    // this replica is behind, the client should ask another server.
+    assert!(matches!(
+        h.replica
+            .query(SessionId(9), Sequence(0), LogIndex(0), &get),
+        QueryOutcome::Done(Err(ClientError::Unavailable(_)))
+    ));
 }
 
 #[test]

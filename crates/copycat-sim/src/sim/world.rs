@@ -207,6 +207,8 @@ pub struct Simulation {
     nodes: Vec<SimNode>,
     clients: Vec<SimClient>,
     cut: BTreeSet<(usize, usize)>,
+    /// Pairs `(client, node)` that cannot reach each other.
+    client_cut: BTreeSet<(usize, usize)>,
     safety: bool,
     liveness_started: Option<u64>,
     /// The leader's commit index at the previous liveness check.
@@ -305,6 +307,7 @@ impl Simulation {
             nodes,
             clients,
             cut: BTreeSet::new(),
+            client_cut: BTreeSet::new(),
             safety: true,
             liveness_started: None,
             liveness_target: None,
@@ -486,7 +489,11 @@ impl Simulation {
                 node,
                 client,
                 request,
-            } => self.on_client_request(node, client, request),
+            } => {
+                if !self.client_cut.contains(&(client, node)) {
+                    self.on_client_request(node, client, request);
+                }
+            }
             Event::ClientReply {
                 client,
                 node,
@@ -518,6 +525,7 @@ impl Simulation {
             Event::Heal => {
                 self.trace(format_args!("heal network"));
                 self.cut.clear();
+                self.client_cut.clear();
             }
             Event::ClientCrash { client } => {
                 self.trace(format_args!("client {client} crashed"));
@@ -1291,9 +1299,10 @@ impl Simulation {
         };
         match (&waiting.kind, &result, output) {
             (OpKind::Read, Ok(_), Some(KvOutput::Value(value, _))) => {
+                // A read proves nothing about the session's future: it may
+                // be served just before an overdue expiry applies.
                 self.history.ok(id, json!(value), self.now);
                 self.operations.0 += 1;
-                self.count_liveness_success(client, id);
             }
             (OpKind::Write | OpKind::Cas, Ok(_), Some(KvOutput::Done(true))) => {
                 let input = self.history.operation(id).input.clone();
@@ -1328,9 +1337,9 @@ impl Simulation {
         }
     }
 
-    /// An operation invoked after the heal succeeded: the client's session
-    /// works in the healed cluster. (A result held back from before the heal
-    /// proves nothing about the session now.)
+    /// A command invoked after the heal was applied: the client's session
+    /// is alive in the healed cluster (applying a command refreshes it). A
+    /// result held back from before the heal proves nothing about now.
     fn count_liveness_success(&mut self, client: usize, id: OperationId) {
         let invoked = self.history.operation(id).invoke_time;
         if self
@@ -1371,6 +1380,9 @@ impl Simulation {
     }
 
     fn on_client_reply(&mut self, client: usize, node: usize, message: ServerMessage) {
+        if self.client_cut.contains(&(client, node)) {
+            return;
+        }
         self.clients[client]
             .session
             .on_message(node as u64 + 1, message);
@@ -1389,7 +1401,15 @@ impl Simulation {
         } else {
             self.rng.gen_range(10..=6 * self.params.election_timeout_ms)
         };
-        match self.rng.gen_range(0..13) {
+        match self.rng.gen_range(0..14) {
+            13 => {
+                // A client loses its connection to one server: it must
+                // fail over to another (and its events come from there).
+                let client = self.rng.gen_range(0..self.clients.len());
+                self.trace(format_args!("cut client {client} from {id:?}"));
+                self.client_cut.insert((client, node));
+                self.schedule(restart_after, Event::Heal);
+            }
             0 | 1 => {
                 self.crash(node, false);
                 self.schedule(restart_after, Event::Restart { node });
@@ -1559,6 +1579,7 @@ impl Simulation {
         self.liveness_started = Some(self.now);
         self.trace(format_args!("liveness phase: heal everything"));
         self.cut.clear();
+        self.client_cut.clear();
         for node in 0..self.nodes.len() {
             self.unpause(node);
             if self.nodes[node].live.is_none() {
