@@ -154,6 +154,26 @@ mod tests {
         cluster.run_until(2_000, |c| (1..=3).all(|id| c.value(id) == 40));
         assert!(cluster.shells.values().all(|s| s.syncs() > 0));
 
+        // Group commit: five registrations proposed together, one sync.
+        let leader = (1..=3)
+            .find(|id| cluster.shells[id].server().raft().is_leader())
+            .expect("a leader");
+        let shell = cluster.shells.get_mut(&leader).expect("leader");
+        let before = shell.syncs();
+        for client in 100..105 {
+            let request = copycat_proto::ClientRequest {
+                id: copycat_proto::RequestId(client),
+                request: copycat_proto::Request::Register {
+                    client: ClientId(u128::from(client)),
+                    timeout_ms: 5_000,
+                },
+            };
+            shell.on_request(99, request);
+        }
+        let out = shell.process().expect("process");
+        assert_eq!(shell.syncs() - before, 1, "one sync for the whole batch");
+        assert!(!out.peer_messages.is_empty(), "appends go to the followers");
+
         // Restart a follower on the same disk: it recovers from its snapshot
         // and log, and catches up with commands committed while it was down.
         let follower = (1..=3)
@@ -169,10 +189,10 @@ mod tests {
         cluster.run_until(2_000, |c| c.done.len() == 25);
         let now = cluster.now;
         let reopened = open(&cluster.disk, follower, now);
-        assert!(
-            reopened.server().replica().applied_index().0 > 0
-                || reopened.server().raft().last_index().0 > 0
-        );
+        // It restarts from the snapshot it took (every 15 entries), not
+        // from an empty replica.
+        assert!(reopened.server().raft().snapshot_meta().index.0 >= 15);
+        assert!(reopened.server().replica().applied_index().0 >= 15);
         cluster.shells.insert(follower, reopened);
         cluster.run_until(4_000, |c| c.value(follower) == 45);
         assert_eq!(cluster.value(follower), 45);

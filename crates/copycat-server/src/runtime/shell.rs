@@ -76,6 +76,8 @@ pub struct Shell<M> {
     incoming: Option<(SnapshotWriter, Vec<u8>)>,
     now: Time,
     syncs: u64,
+    /// Entries appended since the last sync.
+    unsynced: bool,
 }
 
 impl<M: RawStateMachine> Shell<M> {
@@ -116,6 +118,7 @@ impl<M: RawStateMachine> Shell<M> {
             incoming: None,
             now,
             syncs: 0,
+            unsynced: false,
         })
     }
 
@@ -129,7 +132,7 @@ impl<M: RawStateMachine> Shell<M> {
         self.server.raft().id()
     }
 
-    /// How many times [`process`](Self::process) synced the disk.
+    /// How many times [`process`](Self::process) synced the log.
     pub fn syncs(&self) -> u64 {
         self.syncs
     }
@@ -214,6 +217,7 @@ impl<M: RawStateMachine> Shell<M> {
                 self.storage.log_mut().truncate_from(first.index)?;
             }
             self.storage.append(&entries)?;
+            self.unsynced = true;
         }
         if let Some(purge) = purge_to {
             self.storage.log_mut().purge_to(purge)?;
@@ -277,7 +281,10 @@ impl<M: RawStateMachine> Shell<M> {
         Ok(())
     }
 
-    /// One sync for every written batch, then steps 2 to 4 of each.
+    /// One sync for every written batch, then steps 2 to 4 of each. (The
+    /// hard state, truncations, purges and snapshots are durable when their
+    /// calls return; only appends wait for the sync, which is skipped when
+    /// there were none.)
     fn sync_and_release(
         &mut self,
         pending: &mut Vec<Pending>,
@@ -286,8 +293,11 @@ impl<M: RawStateMachine> Shell<M> {
         if pending.is_empty() {
             return Ok(());
         }
-        self.storage.sync()?;
-        self.syncs += 1;
+        if self.unsynced {
+            self.storage.sync()?;
+            self.syncs += 1;
+            self.unsynced = false;
+        }
         for batch in pending.drain(..) {
             out.peer_messages.extend(batch.after_persist);
             self.server.after_persist(batch.committed, batch.reads);
