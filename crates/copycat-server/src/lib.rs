@@ -131,6 +131,7 @@ mod config;
 mod machine;
 pub mod node;
 pub mod replica;
+pub mod runtime;
 pub mod testing;
 
 pub use config::{ReplicaConfig, ReplicaConfigError};

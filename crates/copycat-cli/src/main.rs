@@ -1,0 +1,280 @@
+//! `copycat`: run Copycat servers and talk to a cluster.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use copycat_cli::client::Client;
+use copycat_cli::machine::{Command, Output, Query};
+use copycat_cli::{start_server, Server, ServerSpec};
+use copycat_client::session::ClientConfig;
+use copycat_proto::ClientId;
+use copycat_server::codec;
+use tokio::net::TcpListener;
+
+/// Copycat: a Raft-based coordination service.
+///
+/// Try `copycat local` to start a three-server cluster on this machine, then
+/// `copycat client --server 127.0.0.1:5700 add 5` in another terminal.
+#[derive(Parser, Debug)]
+#[command(name = "copycat", version, about, long_about)]
+struct Cli {
+    /// Log debug messages.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a whole cluster in this process on 127.0.0.1, until Ctrl-C.
+    Local {
+        /// How many servers.
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Server N (from 1) listens on base-port + N - 1.
+        #[arg(long, default_value_t = 5700)]
+        base_port: u16,
+        /// Server N keeps its data in DIR/node-N.
+        #[arg(long, default_value = "./copycat-data")]
+        data_dir: PathBuf,
+        /// Do not fsync (UNSAFE: a power loss can lose acknowledged writes).
+        #[arg(long)]
+        no_fsync: bool,
+    },
+    /// Run one server, until Ctrl-C.
+    Server {
+        /// This server's id (a positive number, unique in the cluster).
+        #[arg(long)]
+        id: u64,
+        /// Address to listen on for peers and clients.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// A member of the cluster as ID=ADDR; repeat for each other member
+        /// (this server is added with its --listen address).
+        #[arg(long = "member", value_parser = parse_member)]
+        members: Vec<(u64, SocketAddr)>,
+        /// Data directory [default: ./copycat-data/node-ID].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Do not fsync (UNSAFE: a power loss can lose acknowledged writes).
+        #[arg(long)]
+        no_fsync: bool,
+    },
+    /// Talk to a cluster.
+    Client {
+        /// A server's address; repeat for each server.
+        #[arg(long = "server", required = true)]
+        servers: Vec<SocketAddr>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout_secs: u64,
+        #[command(subcommand)]
+        op: ClientOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientOp {
+    /// Add N to the counter and print the new value.
+    Add {
+        /// The amount (may be negative).
+        #[arg(allow_hyphen_values = true)]
+        n: i64,
+    },
+    /// Print the counter (a linearizable read).
+    Get,
+    /// Set KEY to VALUE.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Print the value of KEY (a linearizable read).
+    Read {
+        /// The key.
+        key: String,
+    },
+}
+
+fn parse_member(text: &str) -> Result<(u64, SocketAddr), String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=ADDR, got {text:?}"))?;
+    let id = id.parse().map_err(|e| format!("bad id {id:?}: {e}"))?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+    Ok((id, addr))
+}
+
+fn warn_no_fsync() {
+    eprintln!("WARNING: --no-fsync: writes are NOT synced to disk. A power loss or OS crash");
+    eprintln!("WARNING: can lose acknowledged writes and break Raft's guarantees. Tests only!");
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let level = if cli.verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::WARN
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Cmd::Local {
+            nodes,
+            base_port,
+            data_dir,
+            no_fsync,
+        } => local(nodes, base_port, data_dir, no_fsync).await,
+        Cmd::Server {
+            id,
+            listen,
+            members,
+            data_dir,
+            no_fsync,
+        } => {
+            if id == 0 {
+                bail!("--id must be positive");
+            }
+            if no_fsync {
+                warn_no_fsync();
+            }
+            let mut all: BTreeMap<u64, SocketAddr> = members.into_iter().collect();
+            all.insert(id, listen);
+            let data_dir =
+                data_dir.unwrap_or_else(|| PathBuf::from(format!("./copycat-data/node-{id}")));
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let spec = ServerSpec {
+                id,
+                members: all,
+                data_dir,
+                fsync: !no_fsync,
+            };
+            let server = start_server(spec, listener)?;
+            println!("server {id} listening on {}", server.local_addr());
+            run_until_ctrl_c(vec![server]).await
+        }
+        Cmd::Client {
+            servers,
+            timeout_secs,
+            op,
+        } => {
+            let client = Client::connect(servers, ClientConfig::new(ClientId(random_id())))?;
+            let work = async {
+                match op {
+                    ClientOp::Add { n } => {
+                        let out = client.command(codec::encode(&Command::Add(n))).await?;
+                        print_output(&out)
+                    }
+                    ClientOp::Put { key, value } => {
+                        let out = client
+                            .command(codec::encode(&Command::Put(key, value)))
+                            .await?;
+                        print_output(&out)
+                    }
+                    ClientOp::Get => print_output(&client.query(codec::encode(&Query::Get)).await?),
+                    ClientOp::Read { key } => {
+                        print_output(&client.query(codec::encode(&Query::GetKey(key))).await?)
+                    }
+                }
+            };
+            let result = tokio::time::timeout(Duration::from_secs(timeout_secs), work)
+                .await
+                .map_err(|_| anyhow!("no answer within {timeout_secs} s"));
+            client.close().await;
+            result?
+        }
+    }
+}
+
+fn random_id() -> u128 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    nanos ^ (u128::from(std::process::id()) << 96)
+}
+
+fn print_output(bytes: &[u8]) -> Result<()> {
+    let output: Output = codec::decode(bytes).map_err(|e| anyhow!("undecodable output: {e}"))?;
+    match output {
+        Output::Value(v) => println!("{v}"),
+        Output::Text(Some(t)) => println!("{t}"),
+        Output::Text(None) => println!("(unset)"),
+    }
+    Ok(())
+}
+
+async fn local(nodes: u64, base_port: u16, data_dir: PathBuf, no_fsync: bool) -> Result<()> {
+    if nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if no_fsync {
+        warn_no_fsync();
+    }
+    let members: BTreeMap<u64, SocketAddr> = (1..=nodes)
+        .map(|id| {
+            let port = u64::from(base_port) + id - 1;
+            let port = u16::try_from(port).map_err(|_| anyhow!("port {port} out of range"))?;
+            Ok((id, SocketAddr::from(([127, 0, 0, 1], port))))
+        })
+        .collect::<Result<_>>()?;
+    let mut servers = Vec::new();
+    for (id, addr) in &members {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let spec = ServerSpec {
+            id: *id,
+            members: members.clone(),
+            data_dir: data_dir.join(format!("node-{id}")),
+            fsync: !no_fsync,
+        };
+        let server = start_server(spec, listener)?;
+        println!("server {id} listening on {}", server.local_addr());
+        servers.push(server);
+    }
+    let addresses: Vec<String> = members.values().map(|a| format!("--server {a}")).collect();
+    println!("try: copycat client {} add 1", addresses.join(" "));
+    let mut watches: Vec<_> = servers.iter().map(|s| s.watch_status()).collect();
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let leader = watches.iter().find_map(|w| {
+                let status = *w.borrow();
+                (status.role == copycat_raft::Role::Leader).then_some((status.id, status.term))
+            });
+            if let Some((id, term)) = leader.filter(|_| leader != last) {
+                println!("leader: server {} ({:?})", id.0, term);
+                last = leader;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if watches.iter_mut().all(|w| w.has_changed().is_err()) {
+                return;
+            }
+        }
+    });
+    run_until_ctrl_c(servers).await
+}
+
+async fn run_until_ctrl_c(servers: Vec<Server>) -> Result<()> {
+    tokio::signal::ctrl_c().await?;
+    println!("shutting down");
+    for server in servers {
+        server.shutdown().await?;
+    }
+    Ok(())
+}

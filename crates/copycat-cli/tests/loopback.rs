@@ -1,0 +1,182 @@
+//! Three servers on 127.0.0.1 (ephemeral ports, temp data dirs, fsync on),
+//! driven by the async client: commands, a leader shutdown, and a restart
+//! that catches up.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use copycat_cli::client::Client;
+use copycat_cli::machine::{Command, Output, Query};
+use copycat_cli::{start_server, Server, ServerSpec};
+use copycat_client::session::ClientConfig;
+use copycat_proto::ClientId;
+use copycat_raft::Role;
+use copycat_server::codec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn add(n: i64) -> Bytes {
+    codec::encode(&Command::Add(n))
+}
+
+fn value(bytes: &[u8]) -> i64 {
+    match codec::decode::<Output>(bytes).expect("decodable output") {
+        Output::Value(v) => v,
+        other => panic!("unexpected output {other:?}"),
+    }
+}
+
+async fn bind(addr: SocketAddr) -> TcpListener {
+    // The port of a server that just stopped may linger for a moment.
+    for _ in 0..50 {
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            return listener;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot bind {addr}");
+}
+
+fn spec(id: u64, members: &BTreeMap<u64, SocketAddr>, dir: PathBuf) -> ServerSpec {
+    ServerSpec {
+        id,
+        members: members.clone(),
+        data_dir: dir,
+        fsync: true,
+    }
+}
+
+async fn leader_of(servers: &BTreeMap<u64, Server>) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some((id, _)) = servers
+            .iter()
+            .find(|(_, s)| s.status().role == Role::Leader)
+        {
+            return *id;
+        }
+        assert!(Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_survive_a_leader_shutdown_and_the_old_leader_catches_up() {
+    let test_deadline = Duration::from_secs(30);
+    tokio::time::timeout(test_deadline, async {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut listeners = BTreeMap::new();
+        let mut members = BTreeMap::new();
+        for id in 1..=3u64 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            members.insert(id, listener.local_addr().expect("addr"));
+            listeners.insert(id, listener);
+        }
+        let dir = |id: u64| root.path().join(format!("node-{id}"));
+        let mut servers = BTreeMap::new();
+        for (id, listener) in listeners {
+            let server = start_server(spec(id, &members, dir(id)), listener).expect("start");
+            servers.insert(id, server);
+        }
+        let client = Client::connect(
+            members.values().copied().collect(),
+            ClientConfig::new(ClientId(42)),
+        )
+        .expect("client");
+        for i in 1..=20 {
+            let out = client.command(add(1)).await.expect("command");
+            assert_eq!(value(&out), i);
+        }
+
+        let old_leader = leader_of(&servers).await;
+        servers
+            .remove(&old_leader)
+            .expect("leader")
+            .shutdown()
+            .await
+            .expect("clean shutdown");
+        for i in 21..=30 {
+            let out = client
+                .command(add(1))
+                .await
+                .expect("command after failover");
+            assert_eq!(value(&out), i);
+        }
+        let new_leader = leader_of(&servers).await;
+        assert_ne!(new_leader, old_leader);
+
+        // Restart the old leader on its data directory and address.
+        let listener = bind(members[&old_leader]).await;
+        let restarted =
+            start_server(spec(old_leader, &members, dir(old_leader)), listener).expect("restart");
+        servers.insert(old_leader, restarted);
+        let out = client.command(add(5)).await.expect("command after restart");
+        assert_eq!(value(&out), 35);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let applied = servers[&old_leader]
+                .inspect(|server| server.replica().machine().0.value)
+                .await
+                .expect("running");
+            if applied == 35 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "restarted server stuck at {applied}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let read = client
+            .query(codec::encode(&Query::Get))
+            .await
+            .expect("query");
+        assert_eq!(value(&read), 35);
+        client.close().await;
+        for server in servers.into_values() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    })
+    .await
+    .expect("test finished in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_close_the_connection_and_the_server_keeps_serving() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let root = tempfile::tempdir().expect("tempdir");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let members = BTreeMap::from([(1, addr)]);
+        let server =
+            start_server(spec(1, &members, root.path().join("n1")), listener).expect("start");
+
+        // A frame longer than 64 MiB: the server closes the connection.
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(&(65u32 << 20).to_be_bytes())
+            .await
+            .expect("write");
+        let mut buf = [0u8; 16];
+        assert_eq!(stream.read(&mut buf).await.expect("read"), 0, "closed");
+
+        // An undecodable hello: closed too.
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(&[0, 0, 0, 3, 9, 9, 9])
+            .await
+            .expect("write");
+        assert_eq!(stream.read(&mut buf).await.expect("read"), 0, "closed");
+
+        let client = Client::connect(vec![addr], ClientConfig::new(ClientId(7))).expect("client");
+        let out = client.command(add(3)).await.expect("command");
+        assert_eq!(value(&out), 3);
+        client.close().await;
+        server.shutdown().await.expect("clean shutdown");
+    })
+    .await
+    .expect("test finished in time");
+}

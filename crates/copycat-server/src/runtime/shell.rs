@@ -1,0 +1,322 @@
+//! [`Shell`]: a [`ServerNode`] joined to its [`Storage`], carrying out every
+//! [`Ready`] batch with group commit. Synchronous and clock-free: the caller
+//! feeds it time, peer messages and client requests, and sends what
+//! [`Shell::process`] returns.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use copycat_proto::{ClientRequest, ServerMessage};
+use copycat_raft::{Configuration, Entry, LogIndex, Message, NodeId, ReadState, Ready, Term, Time};
+use copycat_storage::{Disk, SnapshotWriter, Storage, StorageError, StorageOptions};
+
+use crate::machine::RawStateMachine;
+use crate::node::{ConnectionId, ServerConfig, ServerError, ServerNode};
+use crate::replica::SnapshotError;
+
+/// Why a shell could not start or carry out a batch. After an error from
+/// [`Shell::process`] the shell must be dropped (fail-stop): its durable
+/// state is intact, but what it holds in memory may be ahead of it.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    /// The data directory could not be read or written.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The server refused its configuration or recovered state.
+    #[error("server: {0}")]
+    Server(#[from] ServerError),
+    /// A snapshot received from the leader could not be restored.
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] SnapshotError),
+    /// The Raft core refused a snapshot.
+    #[error("snapshot install: {0}")]
+    Install(String),
+    /// A socket could not be used.
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    /// A snapshot chunk arrived out of order.
+    #[error("snapshot chunk at offset {0} with no snapshot started")]
+    ChunkOutOfOrder(u64),
+}
+
+/// Settings of a [`Shell`].
+#[derive(Clone, Debug)]
+pub struct ShellConfig {
+    /// The server (its Raft id is `server.raft.id`).
+    pub server: ServerConfig,
+    /// The data directory's options (durability among them).
+    pub storage: StorageOptions,
+    /// Seeds the core's election timeouts.
+    pub seed: u64,
+}
+
+/// What one [`Shell::process`] call produced, to be sent.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// Messages for peers (each names its destination in `to`).
+    pub peer_messages: Vec<Message>,
+    /// Messages for client connections.
+    pub client_messages: Vec<(ConnectionId, ServerMessage)>,
+}
+
+/// A batch written but not yet synced.
+#[derive(Debug, Default)]
+struct Pending {
+    after_persist: Vec<Message>,
+    committed: Vec<Entry>,
+    persisted: Option<(LogIndex, Term)>,
+    reads: Vec<ReadState>,
+}
+
+/// A server and its storage. See the module docs.
+pub struct Shell<M> {
+    server: ServerNode<M>,
+    storage: Storage,
+    incoming: Option<(SnapshotWriter, Vec<u8>)>,
+    now: Time,
+    syncs: u64,
+    /// Entries appended since the last sync.
+    unsynced: bool,
+}
+
+impl<M: RawStateMachine> Shell<M> {
+    /// Open the data directory `data_dir` on `disk` (bootstrapping it with
+    /// `initial_members` if it holds nothing yet), recover, and start the
+    /// server from the latest snapshot and the log.
+    pub fn open(
+        config: ShellConfig,
+        data_dir: &Path,
+        disk: Arc<dyn Disk>,
+        initial_members: &[NodeId],
+        machine: M,
+        now: Time,
+        wall_ms: u64,
+    ) -> Result<Self, ShellError> {
+        let members = Configuration::with_voters(initial_members.iter().copied());
+        match Storage::bootstrap(Arc::clone(&disk), data_dir, config.storage.clone(), members) {
+            Ok(()) | Err(StorageError::AlreadyBootstrapped { .. }) => {}
+            Err(error) => return Err(error.into()),
+        }
+        let (storage, state, report) = Storage::open(disk, data_dir, config.storage.clone())?;
+        if !report.is_clean() {
+            tracing::warn!(?report, dir = %data_dir.display(), "storage recovery repaired the data directory");
+        }
+        let snapshot_data = storage.snapshots().read_all()?.unwrap_or_default();
+        let server = ServerNode::new(
+            config.server,
+            state,
+            &snapshot_data,
+            machine,
+            config.seed,
+            now,
+            wall_ms,
+        )?;
+        Ok(Self {
+            server,
+            storage,
+            incoming: None,
+            now,
+            syncs: 0,
+            unsynced: false,
+        })
+    }
+
+    /// The server (read-only).
+    pub fn server(&self) -> &ServerNode<M> {
+        &self.server
+    }
+
+    /// This server's id.
+    pub fn id(&self) -> NodeId {
+        self.server.raft().id()
+    }
+
+    /// How many times [`process`](Self::process) synced the log.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
+    }
+
+    /// Advance the monotonic clock `now` and the wall clock `wall_ms`.
+    pub fn tick(&mut self, now: Time, wall_ms: u64) {
+        self.now = self.now.max(now);
+        self.server.tick(self.now, wall_ms);
+    }
+
+    /// A message from a peer. Messages addressed to another server are
+    /// dropped.
+    pub fn step(&mut self, message: Message) {
+        if message.to != self.id() {
+            tracing::debug!(to = ?message.to, "dropping a message for another server");
+            return;
+        }
+        self.server.raft_mut().step(message);
+    }
+
+    /// A request from client connection `conn`.
+    pub fn on_request(&mut self, conn: ConnectionId, request: ClientRequest) {
+        self.server.on_request(conn, request, self.now);
+    }
+
+    /// Client connection `conn` closed.
+    pub fn connection_closed(&mut self, conn: ConnectionId) {
+        self.server.connection_closed(conn);
+    }
+
+    /// Carry out everything the server has to do, with group commit: write
+    /// every pending batch, sync the disk once, then release the messages
+    /// that promise durability and apply the committed entries; repeat
+    /// while that produced more work.
+    pub fn process(&mut self) -> Result<Outputs, ShellError> {
+        let mut out = Outputs::default();
+        loop {
+            let mut pending = Vec::new();
+            while self.server.has_ready() {
+                let ready = self.server.ready();
+                self.write(ready, &mut out, &mut pending)?;
+            }
+            if pending.is_empty() {
+                break;
+            }
+            self.sync_and_release(&mut pending, &mut out)?;
+            self.maybe_snapshot()?;
+        }
+        out.client_messages = self.server.take_client_messages();
+        Ok(out)
+    }
+
+    /// Step 1 of a batch (and the parts that need no sync).
+    fn write(
+        &mut self,
+        ready: Ready,
+        out: &mut Outputs,
+        pending: &mut Vec<Pending>,
+    ) -> Result<(), ShellError> {
+        let Ready {
+            hard_state,
+            // Recorded when its last chunk is installed below.
+            snapshot: _,
+            entries,
+            purge_to,
+            messages,
+            messages_after_persist,
+            committed_entries,
+            read_states,
+            snapshot_requests,
+            snapshot_chunks,
+            soft_state,
+        } = ready;
+        if let Some(soft) = soft_state {
+            tracing::info!(id = ?self.id(), role = ?soft.role, term = ?soft.term, leader = ?soft.leader, "role changed");
+        }
+        if let Some(hard_state) = hard_state {
+            self.storage.save_hard_state(hard_state)?;
+        }
+        if let Some(first) = entries.first() {
+            if first.index <= self.storage.log().last_index() {
+                self.storage.log_mut().truncate_from(first.index)?;
+            }
+            self.storage.append(&entries)?;
+            self.unsynced = true;
+        }
+        if let Some(purge) = purge_to {
+            self.storage.log_mut().purge_to(purge)?;
+        }
+        out.peer_messages.extend(messages);
+        for request in snapshot_requests {
+            let latest = self.storage.snapshots().latest().map(|meta| meta.index);
+            if latest != Some(request.meta.index) {
+                self.server
+                    .raft_mut()
+                    .snapshot_unavailable(request.to, request.meta.index);
+                continue;
+            }
+            let (data, done) = self
+                .storage
+                .snapshots()
+                .read_chunk(request.offset, request.max_bytes as u64)?;
+            self.server.raft_mut().snapshot_chunk(
+                request.to,
+                request.meta.index,
+                request.offset,
+                Bytes::from(data),
+                done,
+            );
+        }
+        if snapshot_chunks.iter().any(|chunk| chunk.done) {
+            // Everything committed before the snapshot is applied before the
+            // snapshot replaces the state (the core waits for the install).
+            self.sync_and_release(pending, out)?;
+        }
+        for chunk in snapshot_chunks {
+            if chunk.offset == 0 {
+                if let Some((writer, _)) = self.incoming.take() {
+                    self.storage.snapshots().abort(writer)?;
+                }
+                let writer = self.storage.begin_snapshot(chunk.meta.clone())?;
+                self.incoming = Some((writer, Vec::new()));
+            }
+            let Some((writer, buffer)) = self.incoming.as_mut() else {
+                return Err(ShellError::ChunkOutOfOrder(chunk.offset));
+            };
+            writer.write(&chunk.data)?;
+            buffer.extend_from_slice(&chunk.data);
+            if chunk.done {
+                let (writer, buffer) = self.incoming.take().expect("a snapshot is being received");
+                self.storage.install_snapshot(writer)?;
+                self.server.restore(&buffer)?;
+                self.server
+                    .raft_mut()
+                    .snapshot_installed(&chunk.meta)
+                    .map_err(|e| ShellError::Install(e.to_string()))?;
+                tracing::info!(id = ?self.id(), index = ?chunk.meta.index, "installed a snapshot from the leader");
+            }
+        }
+        pending.push(Pending {
+            after_persist: messages_after_persist,
+            committed: committed_entries,
+            persisted: entries.last().map(|e| (e.index, e.term)),
+            reads: read_states,
+        });
+        Ok(())
+    }
+
+    /// One sync for every written batch, then steps 2 to 4 of each. (The
+    /// hard state, truncations, purges and snapshots are durable when their
+    /// calls return; only appends wait for the sync, which is skipped when
+    /// there were none.)
+    fn sync_and_release(
+        &mut self,
+        pending: &mut Vec<Pending>,
+        out: &mut Outputs,
+    ) -> Result<(), ShellError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if self.unsynced {
+            self.storage.sync()?;
+            self.syncs += 1;
+            self.unsynced = false;
+        }
+        for batch in pending.drain(..) {
+            out.peer_messages.extend(batch.after_persist);
+            self.server.after_persist(batch.committed, batch.reads);
+            if let Some((index, term)) = batch.persisted {
+                self.server.raft_mut().persisted(index, term);
+            }
+        }
+        Ok(())
+    }
+
+    /// Take and store a snapshot if enough entries were applied.
+    fn maybe_snapshot(&mut self) -> Result<(), ShellError> {
+        let Some((meta, data)) = self.server.take_snapshot_if_due() else {
+            return Ok(());
+        };
+        let mut writer = self.storage.begin_snapshot(meta)?;
+        writer.write(&data)?;
+        let meta = self.storage.install_snapshot(writer)?;
+        tracing::debug!(id = ?self.id(), index = ?meta.index, "took a snapshot");
+        Ok(())
+    }
+}
