@@ -30,9 +30,22 @@ enum Op {
 }
 
 enum NetEvent {
-    Connected(ServerId, mpsc::Sender<ClientRequest>),
+    /// Connected to a server, which told us every member's address.
+    Connected(
+        ServerId,
+        mpsc::Sender<ClientRequest>,
+        Vec<(u64, SocketAddr)>,
+    ),
     Message(ServerId, ServerMessage),
     Disconnected(ServerId),
+}
+
+/// The client's connections: the servers it knows and the tasks keeping
+/// them connected.
+struct Net {
+    events_tx: mpsc::Sender<NetEvent>,
+    known: std::collections::BTreeSet<SocketAddr>,
+    connections: Vec<JoinHandle<()>>,
 }
 
 /// A client session with a cluster.
@@ -49,11 +62,17 @@ impl Client {
         let session = ClientSession::new(config, 0).map_err(|e| anyhow!("{e}"))?;
         let (events_tx, events) = mpsc::channel(1024);
         let mut connections = Vec::new();
-        for addr in servers {
-            connections.push(tokio::spawn(connection(addr, events_tx.clone())));
+        for addr in &servers {
+            connections.push(tokio::spawn(connection(*addr, events_tx.clone())));
         }
         let (ops, ops_rx) = mpsc::channel(1024);
-        let driver = tokio::spawn(drive(session, start, ops_rx, events, connections));
+        let known = servers.into_iter().collect();
+        let net = Net {
+            events_tx,
+            known,
+            connections,
+        };
+        let driver = tokio::spawn(drive(session, start, ops_rx, events, net));
         Ok(Self { ops, driver })
     }
 
@@ -98,7 +117,7 @@ async fn drive(
     start: Instant,
     mut ops: mpsc::Receiver<Op>,
     mut events: mpsc::Receiver<NetEvent>,
-    connections: Vec<JoinHandle<()>>,
+    mut net: Net,
 ) {
     let mut servers: BTreeMap<ServerId, mpsc::Sender<ClientRequest>> = BTreeMap::new();
     let mut waiting: BTreeMap<OperationId, Reply> = BTreeMap::new();
@@ -127,9 +146,16 @@ async fn drive(
             },
             event = events.recv() => match event {
                 None => break,
-                Some(NetEvent::Connected(server, tx)) => {
+                Some(NetEvent::Connected(server, tx, members)) => {
                     servers.insert(server, tx);
                     session.connected(server);
+                    // Connect to the members we were not given, so leader
+                    // hints can be followed from any starting address.
+                    for (_, addr) in members {
+                        if net.known.insert(addr) {
+                            net.connections.push(tokio::spawn(connection(addr, net.events_tx.clone())));
+                        }
+                    }
                 }
                 Some(NetEvent::Message(server, message)) => session.on_message(server, message),
                 Some(NetEvent::Disconnected(server)) => {
@@ -171,7 +197,7 @@ async fn drive(
             }
         }
     }
-    for connection in connections {
+    for connection in net.connections {
         connection.abort();
     }
 }
@@ -201,9 +227,9 @@ async fn connect_once(addr: SocketAddr, events: &mpsc::Sender<NetEvent>) -> Resu
         .next()
         .await
         .ok_or_else(|| anyhow!("closed before the hello"))??;
-    let ServerHello { node } = decode_frame(&frame)?;
+    let ServerHello { node, members } = decode_frame(&frame)?;
     let (tx, mut rx) = mpsc::channel::<ClientRequest>(1024);
-    events.send(NetEvent::Connected(node, tx)).await?;
+    events.send(NetEvent::Connected(node, tx, members)).await?;
     let result: Result<()> = async {
         loop {
             tokio::select! {

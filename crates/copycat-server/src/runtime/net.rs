@@ -55,6 +55,9 @@ pub enum Hello {
 pub struct ServerHello {
     /// The server's id (clients name servers by it; leader hints use it).
     pub node: u64,
+    /// Every server this one knows, with the address to reach it, so a
+    /// client given one address can find the others (and the leader).
+    pub members: Vec<(u64, SocketAddr)>,
 }
 
 /// A length-delimited framing with the runtime's frame limit.
@@ -202,6 +205,15 @@ pub fn serve<M: RawStateMachine + Send + 'static>(
         )
     })?;
     let id = shell.id();
+    let mut members: Vec<(u64, SocketAddr)> =
+        peers.iter().map(|(peer, addr)| (peer.0, *addr)).collect();
+    if !peers.contains_key(&id) {
+        members.push((id.0, local_addr));
+    }
+    let hello = encode_frame(&ServerHello {
+        node: id.0,
+        members,
+    });
     let (stop, stop_rx) = watch::channel(false);
     let (inputs, inputs_rx) = mpsc::channel(INPUT_QUEUE);
     let (status_tx, status) = watch::channel(status_of(shell.server()));
@@ -222,7 +234,7 @@ pub fn serve<M: RawStateMachine + Send + 'static>(
         status_tx,
         stop_rx.clone(),
     ));
-    let acceptor = tokio::spawn(accept(listener, id, inputs.clone(), stop_rx));
+    let acceptor = tokio::spawn(accept(listener, hello, inputs.clone(), stop_rx));
     tracing::info!(?id, %local_addr, "serving");
     Ok(ServerHandle {
         local_addr,
@@ -328,7 +340,7 @@ async fn own_shell<M: RawStateMachine + Send + 'static>(
 
 async fn accept<M: Send + 'static>(
     listener: TcpListener,
-    id: NodeId,
+    hello: Bytes,
     inputs: mpsc::Sender<Input<M>>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -340,7 +352,7 @@ async fn accept<M: Send + 'static>(
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
                     next_conn += 1;
-                    tokio::spawn(connection(stream, addr, id, next_conn, inputs.clone(), stop.clone()));
+                    tokio::spawn(connection(stream, addr, hello.clone(), next_conn, inputs.clone(), stop.clone()));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
@@ -365,7 +377,7 @@ async fn read_frame(
 async fn connection<M: Send + 'static>(
     stream: TcpStream,
     addr: SocketAddr,
-    id: NodeId,
+    hello_reply: Bytes,
     conn: ConnectionId,
     inputs: mpsc::Sender<Input<M>>,
     mut stop: watch::Receiver<bool>,
@@ -414,8 +426,7 @@ async fn connection<M: Send + 'static>(
             if inputs.send(Input::ClientOpen(conn, tx)).await.is_err() {
                 return;
             }
-            let reply = encode_frame(&ServerHello { node: id.0 });
-            if framed.send(reply).await.is_ok() {
+            if framed.send(hello_reply).await.is_ok() {
                 client_loop(&mut framed, addr, conn, &inputs, &mut rx, &mut stop).await;
             }
             let _ = inputs.send(Input::ClientClosed(conn)).await;
