@@ -14,7 +14,7 @@ mod shell;
 pub use net::{
     framed, serve, Hello, ServeOptions, ServerHandle, ServerHello, Status, MAX_FRAME_BYTES,
 };
-pub use shell::{Outputs, Shell, ShellConfig, ShellError};
+pub use shell::{Outputs, Recovered, Shell, ShellConfig, ShellError, Synced, Written};
 
 #[cfg(test)]
 mod tests {

@@ -60,6 +60,42 @@ pub struct Outputs {
     pub client_messages: Vec<(ConnectionId, ServerMessage)>,
 }
 
+/// What [`Shell::write`] did, for callers that observe the shell (the
+/// simulator checks its invariants with this).
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Entries appended to the log (not yet durable).
+    pub entries: Vec<Entry>,
+    /// Committed entries applied while writing (before installing a
+    /// snapshot, everything committed earlier is applied first).
+    pub applied: Vec<Entry>,
+    /// A snapshot received from the leader was installed, and the replica
+    /// digest right after restoring it.
+    pub installed: Option<(copycat_raft::SnapshotMeta, u32)>,
+    /// Batches are waiting for [`Shell::sync`].
+    pub pending: bool,
+}
+
+/// What [`Shell::sync`] did.
+#[derive(Debug, Default)]
+pub struct Synced {
+    /// Committed entries applied.
+    pub applied: Vec<Entry>,
+    /// A snapshot was taken, and the replica digest at it.
+    pub taken: Option<(copycat_raft::SnapshotMeta, u32)>,
+}
+
+/// The durable state recovered when the shell opened.
+#[derive(Clone, Debug, Default)]
+pub struct Recovered {
+    /// Index and term of every log entry recovered.
+    pub entries: Vec<(LogIndex, Term)>,
+    /// Index of the snapshot recovered.
+    pub snapshot: LogIndex,
+    /// Bytes of torn or damaged tail discarded by recovery.
+    pub discarded_bytes: u64,
+}
+
 /// A batch written but not yet synced.
 #[derive(Debug, Default)]
 struct Pending {
@@ -73,6 +109,11 @@ struct Pending {
 pub struct Shell<M> {
     server: ServerNode<M>,
     storage: Storage,
+    recovered: Recovered,
+    /// Batches written and waiting for the sync.
+    pending: Vec<Pending>,
+    /// Outputs gathered for the caller of `process` / `write` / `sync`.
+    out: Outputs,
     incoming: Option<(SnapshotWriter, Vec<u8>)>,
     now: Time,
     syncs: u64,
@@ -102,6 +143,11 @@ impl<M: RawStateMachine> Shell<M> {
         if !report.is_clean() {
             tracing::warn!(?report, dir = %data_dir.display(), "storage recovery repaired the data directory");
         }
+        let recovered = Recovered {
+            entries: state.entries.iter().map(|e| (e.index, e.term)).collect(),
+            snapshot: state.snapshot.index,
+            discarded_bytes: report.log.discarded.iter().map(|d| d.bytes).sum(),
+        };
         let snapshot_data = storage.snapshots().read_all()?.unwrap_or_default();
         let server = ServerNode::new(
             config.server,
@@ -115,6 +161,9 @@ impl<M: RawStateMachine> Shell<M> {
         Ok(Self {
             server,
             storage,
+            recovered,
+            pending: Vec::new(),
+            out: Outputs::default(),
             incoming: None,
             now,
             syncs: 0,
@@ -125,6 +174,30 @@ impl<M: RawStateMachine> Shell<M> {
     /// The server (read-only).
     pub fn server(&self) -> &ServerNode<M> {
         &self.server
+    }
+
+    /// The server, for inputs the shell does not wrap (admin calls).
+    pub fn server_mut(&mut self) -> &mut ServerNode<M> {
+        &mut self.server
+    }
+
+    /// The storage (read-only).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// What recovery found when the shell opened.
+    pub fn recovered(&self) -> &Recovered {
+        &self.recovered
+    }
+
+    /// Messages produced by [`write`](Self::write) and
+    /// [`sync`](Self::sync) since the last call.
+    pub fn take_outputs(&mut self) -> Outputs {
+        let mut out = std::mem::take(&mut self.out);
+        out.client_messages
+            .extend(self.server.take_client_messages());
+        out
     }
 
     /// This server's id.
@@ -153,9 +226,14 @@ impl<M: RawStateMachine> Shell<M> {
         self.server.raft_mut().step(message);
     }
 
-    /// A request from client connection `conn`.
-    pub fn on_request(&mut self, conn: ConnectionId, request: ClientRequest) {
-        self.server.on_request(conn, request, self.now);
+    /// A request from client connection `conn`; for a linearizable query,
+    /// how it is being confirmed (see [`ServerNode::on_request`]).
+    pub fn on_request(
+        &mut self,
+        conn: ConnectionId,
+        request: ClientRequest,
+    ) -> Option<copycat_raft::ReadPath> {
+        self.server.on_request(conn, request, self.now)
     }
 
     /// Client connection `conn` closed.
@@ -168,30 +246,41 @@ impl<M: RawStateMachine> Shell<M> {
     /// that promise durability and apply the committed entries; repeat
     /// while that produced more work.
     pub fn process(&mut self) -> Result<Outputs, ShellError> {
-        let mut out = Outputs::default();
-        loop {
-            let mut pending = Vec::new();
-            while self.server.has_ready() {
-                let ready = self.server.ready();
-                self.write(ready, &mut out, &mut pending)?;
-            }
-            if pending.is_empty() {
-                break;
-            }
-            self.sync_and_release(&mut pending, &mut out)?;
-            self.maybe_snapshot()?;
+        while self.write()?.pending {
+            self.sync()?;
         }
-        out.client_messages = self.server.take_client_messages();
-        Ok(out)
+        Ok(self.take_outputs())
+    }
+
+    /// Step 1 for every batch the server has: write it (not yet durable).
+    /// Messages that need no durability are ready to send at once. A caller
+    /// that wants to overlap disk latency with other work (or a simulator
+    /// that models it) calls [`sync`](Self::sync) later; nothing that
+    /// promises durability leaves before.
+    pub fn write(&mut self) -> Result<Written, ShellError> {
+        let mut written = Written::default();
+        while self.server.has_ready() {
+            let ready = self.server.ready();
+            self.write_one(ready, &mut written)?;
+        }
+        written.pending = !self.pending.is_empty();
+        Ok(written)
+    }
+
+    /// Steps 2 to 4 for every written batch: one sync, then the messages
+    /// that promise durability, the committed entries applied, the core
+    /// told what is durable; then a snapshot if one is due.
+    pub fn sync(&mut self) -> Result<Synced, ShellError> {
+        let mut synced = Synced {
+            applied: self.sync_and_release()?,
+            ..Synced::default()
+        };
+        synced.taken = self.maybe_snapshot()?;
+        Ok(synced)
     }
 
     /// Step 1 of a batch (and the parts that need no sync).
-    fn write(
-        &mut self,
-        ready: Ready,
-        out: &mut Outputs,
-        pending: &mut Vec<Pending>,
-    ) -> Result<(), ShellError> {
+    fn write_one(&mut self, ready: Ready, written: &mut Written) -> Result<(), ShellError> {
         let Ready {
             hard_state,
             // Recorded when its last chunk is installed below.
@@ -218,11 +307,12 @@ impl<M: RawStateMachine> Shell<M> {
             }
             self.storage.append(&entries)?;
             self.unsynced = true;
+            written.entries.extend(entries.iter().cloned());
         }
         if let Some(purge) = purge_to {
             self.storage.log_mut().purge_to(purge)?;
         }
-        out.peer_messages.extend(messages);
+        self.out.peer_messages.extend(messages);
         for request in snapshot_requests {
             let latest = self.storage.snapshots().latest().map(|meta| meta.index);
             if latest != Some(request.meta.index) {
@@ -246,7 +336,8 @@ impl<M: RawStateMachine> Shell<M> {
         if snapshot_chunks.iter().any(|chunk| chunk.done) {
             // Everything committed before the snapshot is applied before the
             // snapshot replaces the state (the core waits for the install).
-            self.sync_and_release(pending, out)?;
+            let applied = self.sync_and_release()?;
+            written.applied.extend(applied);
         }
         for chunk in snapshot_chunks {
             if chunk.offset == 0 {
@@ -265,6 +356,7 @@ impl<M: RawStateMachine> Shell<M> {
                 let (writer, buffer) = self.incoming.take().expect("a snapshot is being received");
                 self.storage.install_snapshot(writer)?;
                 self.server.restore(&buffer)?;
+                written.installed = Some((chunk.meta.clone(), self.server.replica().digest()));
                 self.server
                     .raft_mut()
                     .snapshot_installed(&chunk.meta)
@@ -272,7 +364,7 @@ impl<M: RawStateMachine> Shell<M> {
                 tracing::info!(id = ?self.id(), index = ?chunk.meta.index, "installed a snapshot from the leader");
             }
         }
-        pending.push(Pending {
+        self.pending.push(Pending {
             after_persist: messages_after_persist,
             committed: committed_entries,
             persisted: entries.last().map(|e| (e.index, e.term)),
@@ -282,41 +374,40 @@ impl<M: RawStateMachine> Shell<M> {
     }
 
     /// One sync for every written batch, then steps 2 to 4 of each. (The
-    /// hard state, truncations, purges and snapshots are durable when their
-    /// calls return; only appends wait for the sync, which is skipped when
-    /// there were none.)
-    fn sync_and_release(
-        &mut self,
-        pending: &mut Vec<Pending>,
-        out: &mut Outputs,
-    ) -> Result<(), ShellError> {
-        if pending.is_empty() {
-            return Ok(());
+    /// hard state, purges and snapshots are durable when their calls
+    /// return; appends and truncations wait for the sync, which is skipped
+    /// when there were none.) Returns the entries applied.
+    fn sync_and_release(&mut self) -> Result<Vec<Entry>, ShellError> {
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
         }
         if self.unsynced {
             self.storage.sync()?;
             self.syncs += 1;
             self.unsynced = false;
         }
-        for batch in pending.drain(..) {
-            out.peer_messages.extend(batch.after_persist);
+        let mut applied = Vec::new();
+        for batch in std::mem::take(&mut self.pending) {
+            self.out.peer_messages.extend(batch.after_persist);
+            applied.extend(batch.committed.iter().cloned());
             self.server.after_persist(batch.committed, batch.reads);
             if let Some((index, term)) = batch.persisted {
                 self.server.raft_mut().persisted(index, term);
             }
         }
-        Ok(())
+        Ok(applied)
     }
 
     /// Take and store a snapshot if enough entries were applied.
-    fn maybe_snapshot(&mut self) -> Result<(), ShellError> {
+    fn maybe_snapshot(&mut self) -> Result<Option<(copycat_raft::SnapshotMeta, u32)>, ShellError> {
         let Some((meta, data)) = self.server.take_snapshot_if_due() else {
-            return Ok(());
+            return Ok(None);
         };
+        let digest = self.server.replica().digest();
         let mut writer = self.storage.begin_snapshot(meta)?;
         writer.write(&data)?;
         let meta = self.storage.install_snapshot(writer)?;
         tracing::debug!(id = ?self.id(), index = ?meta.index, "took a snapshot");
-        Ok(())
+        Ok(Some((meta, digest)))
     }
 }
