@@ -277,7 +277,9 @@ async fn own_shell<M: RawStateMachine + Send + 'static>(
                 Input::ClientOpen(conn, tx) => {
                     clients.insert(conn, tx);
                 }
-                Input::Request(conn, request) => shell.on_request(conn, request),
+                Input::Request(conn, request) => {
+                    shell.on_request(conn, request);
+                }
                 Input::ClientClosed(conn) => {
                     clients.remove(&conn);
                     shell.connection_closed(conn);
