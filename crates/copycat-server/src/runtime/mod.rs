@@ -93,7 +93,7 @@ mod tests {
                 match output {
                     ClientOutput::Send { server, request } => {
                         if let Some(shell) = self.shells.get_mut(&server) {
-                            shell.on_request(1, request);
+                            shell.on_request(1, request, Time(now));
                         }
                     }
                     ClientOutput::CommandDone { result, .. } => {
@@ -168,7 +168,7 @@ mod tests {
                     timeout_ms: 5_000,
                 },
             };
-            shell.on_request(99, request);
+            shell.on_request(99, request, Time(0));
         }
         let out = shell.process().expect("process");
         assert_eq!(shell.syncs() - before, 1, "one sync for the whole batch");

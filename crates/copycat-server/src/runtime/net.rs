@@ -278,7 +278,7 @@ async fn own_shell<M: RawStateMachine + Send + 'static>(
                     clients.insert(conn, tx);
                 }
                 Input::Request(conn, request) => {
-                    shell.on_request(conn, request);
+                    shell.on_request(conn, request, Time(start.elapsed().as_millis() as u64));
                 }
                 Input::ClientClosed(conn) => {
                     clients.remove(&conn);

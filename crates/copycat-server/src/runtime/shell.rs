@@ -226,13 +226,18 @@ impl<M: RawStateMachine> Shell<M> {
         self.server.raft_mut().step(message);
     }
 
-    /// A request from client connection `conn`; for a linearizable query,
-    /// how it is being confirmed (see [`ServerNode::on_request`]).
+    /// A request from client connection `conn`, arriving at `now`; for a
+    /// linearizable query, how it is being confirmed (see
+    /// [`ServerNode::on_request`]). The time matters: a lease is judged
+    /// against the moment of the request, not the last tick (a process
+    /// resuming from a pause handles queued requests before its next tick).
     pub fn on_request(
         &mut self,
         conn: ConnectionId,
         request: ClientRequest,
+        now: Time,
     ) -> Option<copycat_raft::ReadPath> {
+        self.now = self.now.max(now);
         self.server.on_request(conn, request, self.now)
     }
 
@@ -342,7 +347,12 @@ impl<M: RawStateMachine> Shell<M> {
         for chunk in snapshot_chunks {
             if chunk.offset == 0 {
                 if let Some((writer, _)) = self.incoming.take() {
-                    self.storage.snapshots().abort(writer)?;
+                    // A transfer that starts over: drop the partial file. If
+                    // that fails, nothing depends on it (temp files are
+                    // removed when the directory is next opened).
+                    if let Err(error) = self.storage.snapshots().abort(writer) {
+                        tracing::warn!(%error, "could not remove a partial snapshot");
+                    }
                 }
                 let writer = self.storage.begin_snapshot(chunk.meta.clone())?;
                 self.incoming = Some((writer, Vec::new()));

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use copycat_raft::{
-    Config, Entry, LogIndex, MemberRole, MembershipChange, Message, NodeId, ReadPath, Ready, Role,
-    Term, Time,
+    Config, Entry, LogIndex, MemberRole, MembershipChange, Message, NodeId, ReadPath, Role, Term,
+    Time,
 };
-use copycat_storage::{Disk, FaultDisk, LogOptions, SnapshotWriter, Storage, StorageOptions};
+use copycat_storage::{Disk, FaultDisk, LogOptions, Storage, StorageOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -19,7 +19,8 @@ use copycat_client::session::{
     ClientConfig, ClientOutput, ClientSession, OperationError, OperationId as ClientOperation,
 };
 use copycat_proto::{ClientError, ClientId, ClientRequest, Consistency, ServerMessage};
-use copycat_server::node::{ServerConfig, ServerNode};
+use copycat_server::node::ServerConfig;
+use copycat_server::runtime::{Shell, ShellConfig, Written};
 use copycat_server::{codec, Typed};
 
 use super::kv::{KvAction, KvCommand, KvMachine, KvOutput};
@@ -73,10 +74,6 @@ pub struct RunReport {
     pub history_json: String,
 }
 
-/// The server every simulated node runs: Raft, replica, sessions, and the
-/// key-value machine.
-type Server = ServerNode<Typed<KvMachine>>;
-
 /// What a client operation is, for completing its history entry.
 #[derive(Clone, Debug)]
 enum OpKind {
@@ -128,25 +125,12 @@ enum Event {
     LivenessCheck,
 }
 
-/// One batch waiting for the disk.
-#[derive(Debug, Default)]
-struct PendingSync {
-    after_persist: Vec<Message>,
-    committed: Vec<Entry>,
-    persisted: Option<(LogIndex, Term)>,
-    reads: Vec<copycat_raft::ReadState>,
-}
-
-/// A running server.
+/// A running server: the production shell (server core and storage).
 struct LiveNode {
-    server: Server,
-    storage: Storage,
-    last_snapshot: LogIndex,
-    pending: Vec<PendingSync>,
+    shell: Shell<Typed<KvMachine>>,
     sync_scheduled: bool,
     /// Entries written but not yet synced: index to term.
     written: BTreeMap<LogIndex, Term>,
-    incoming: Option<(SnapshotWriter, Vec<u8>)>,
     last_role: Role,
     last_commit: LogIndex,
 }
@@ -449,8 +433,8 @@ impl Simulation {
                             .live
                             .as_mut()
                             .expect("live")
-                            .server
-                            .tick(now, wall);
+                            .shell
+                            .tick(Time(now.0), wall);
                         self.process(node);
                     }
                 }
@@ -473,7 +457,8 @@ impl Simulation {
                     .live
                     .as_mut()
                     .expect("live")
-                    .server
+                    .shell
+                    .server_mut()
                     .raft_mut()
                     .step(message);
                 self.process(to);
@@ -542,76 +527,49 @@ impl Simulation {
         let params = self.params.clone();
         let now = self.local_time(node);
         let seed = self.rng.gen();
+        let members: Vec<NodeId> = (1..=params.nodes).map(NodeId).collect();
+        let mut raft = self.raft_template.clone();
         let sim_node = &mut self.nodes[node];
         sim_node.incarnation += 1;
+        raft.id = sim_node.id;
+        let config = ShellConfig {
+            server: server_config(raft, &params),
+            storage: storage_options(&params),
+            seed,
+        };
         let disk: Arc<dyn Disk> = Arc::new(sim_node.disk.clone());
-        let (storage, state, report) =
-            match Storage::open(disk, &sim_node.dir, storage_options(&params)) {
-                Ok(opened) => opened,
-                Err(error) => {
-                    let id = sim_node.id;
-                    self.fail(format!("{id:?} cannot recover its storage: {error}"));
-                    return;
-                }
-            };
-        let snapshot_data = match storage.snapshots().read_all() {
-            Ok(data) => data.unwrap_or_default(),
-            Err(error) => {
-                let id = sim_node.id;
-                self.fail(format!("{id:?} cannot read its snapshot: {error}"));
-                return;
-            }
-        };
-        let discarded: u64 = report.log.discarded.iter().map(|d| d.bytes).sum();
-        // Rebuild the durable view from what recovery returned.
-        let mut durable = DurableLog {
-            snapshot: state.snapshot.index,
-            ..DurableLog::default()
-        };
-        for entry in &state.entries {
-            durable.terms.insert(entry.index, entry.term);
-        }
-        sim_node.durable = durable;
-        let mut config = self.raft_template.clone();
-        config.id = sim_node.id;
-        let applied = state.snapshot.index;
-        let server_config = server_config(config, &params);
         let wall = self.now + sim_node.wall_skew_ms;
         let machine = Typed(KvMachine::default());
-        let server = match ServerNode::new(
-            server_config,
-            state,
-            &snapshot_data,
-            machine,
-            seed,
-            now,
-            wall,
-        ) {
-            Ok(server) => server,
+        let shell = match Shell::open(config, &sim_node.dir, disk, &members, machine, now, wall) {
+            Ok(shell) => shell,
             Err(error) => {
                 let id = sim_node.id;
                 self.fail(format!(
-                    "{id:?} cannot start from its recovered state: {error}"
+                    "{id:?} cannot restart from its data directory: {error}"
                 ));
                 return;
             }
         };
-        let commit = server.raft().commit_index();
+        // The durable view is what recovery returned.
+        let recovered = shell.recovered().clone();
+        sim_node.durable = DurableLog {
+            snapshot: recovered.snapshot,
+            terms: recovered.entries.iter().copied().collect(),
+        };
+        let commit = shell.server().raft().commit_index();
+        let applied = shell.server().replica().applied_index();
         sim_node.live = Some(LiveNode {
-            server,
-            storage,
-            last_snapshot: applied,
-            pending: Vec::new(),
+            shell,
             sync_scheduled: false,
             written: BTreeMap::new(),
-            incoming: None,
             last_role: Role::Follower,
             last_commit: commit,
         });
         let id = sim_node.id;
         self.observer.node_restarted(id);
         self.trace(format_args!(
-            "{id:?} started (applied {applied:?}, recovery discarded {discarded} bytes of torn tail)"
+            "{id:?} started (applied {applied:?}, recovery discarded {} bytes of torn tail)",
+            recovered.discarded_bytes
         ));
     }
 
@@ -674,31 +632,104 @@ impl Simulation {
         }
     }
 
-    /// Carry out every `Ready` of a node.
+    /// Let the node's shell write everything it has (step 1 of every
+    /// batch), observe what it wrote, send what needs no durability, and
+    /// schedule the disk sync after the disk's latency (group commit: every
+    /// batch written until then shares that sync).
     fn process(&mut self, node: usize) {
-        loop {
-            let Some(live) = self.nodes[node].live.as_mut() else {
-                return;
-            };
-            if !live.server.has_ready() {
-                break;
-            }
-            let ready = live.server.ready();
-            if let Err(failure) = self.handle_ready(node, ready) {
-                self.fail(failure);
-                return;
-            }
-        }
-        self.after_step(node);
-        self.flush_client_messages(node);
-    }
-
-    /// Deliver what the server has for its client connections.
-    fn flush_client_messages(&mut self, node: usize) {
+        let id = self.nodes[node].id;
         let Some(live) = self.nodes[node].live.as_mut() else {
             return;
         };
-        for (connection, message) in live.server.take_client_messages() {
+        let written = match live.shell.write() {
+            Ok(written) => written,
+            Err(error) => {
+                self.fail(format!("{id:?} write: {error}"));
+                return;
+            }
+        };
+        if let Err(failure) = self.observe_written(node, &written) {
+            self.fail(failure);
+            return;
+        }
+        let live = self.nodes[node].live.as_mut().expect("live");
+        if written.pending && !live.sync_scheduled {
+            live.sync_scheduled = true;
+            let incarnation = self.nodes[node].incarnation;
+            let latency = self.params.disk_latency_ms;
+            self.schedule(latency, Event::Sync { node, incarnation });
+        }
+        // Now and then, power fails while the writes are on their way to the
+        // disk.
+        if !written.entries.is_empty() && self.safety && self.rng.gen_bool(self.params.power_loss) {
+            let incarnation = self.nodes[node].incarnation;
+            self.schedule(0, Event::PowerLoss { node, incarnation });
+        }
+        self.after_step(node);
+        self.flush_outputs(node);
+    }
+
+    /// Invariants over what a write did: log matching for every entry
+    /// written, state machine safety for entries applied, snapshot identity.
+    fn observe_written(&mut self, node: usize, written: &Written) -> Result<(), String> {
+        let id = self.nodes[node].id;
+        if let Some(first) = written.entries.first() {
+            // A conflicting suffix was replaced: it is not durable any more.
+            self.nodes[node]
+                .durable
+                .terms
+                .retain(|index, _| *index < first.index);
+            let live = self.nodes[node].live.as_mut().expect("live");
+            live.written.retain(|index, _| *index < first.index);
+        }
+        for entry in &written.entries {
+            let live = self.nodes[node].live.as_mut().expect("live");
+            live.written.insert(entry.index, entry.term);
+            let previous = live.shell.server().raft().term_at(entry.index.prev());
+            self.observer.on_written(id, entry, previous)?;
+        }
+        self.observe_applied(node, &written.applied)?;
+        if let Some((meta, digest)) = &written.installed {
+            self.observer.on_snapshot(id, meta.index, *digest)?;
+            let durable = &mut self.nodes[node].durable;
+            durable.snapshot = durable.snapshot.max(meta.index);
+            durable.terms.retain(|index, _| *index > meta.index);
+            let live = self.nodes[node].live.as_mut().expect("live");
+            live.written.retain(|index, _| *index > meta.index);
+            self.trace(format_args!("{id:?} installed snapshot {:?}", meta.index));
+        }
+        Ok(())
+    }
+
+    /// State machine safety for every entry applied, and the state
+    /// machine's own exactly-once and per-client order checks.
+    fn observe_applied(&mut self, node: usize, applied: &[Entry]) -> Result<(), String> {
+        let id = self.nodes[node].id;
+        for entry in applied {
+            self.observer.on_applied(id, entry)?;
+        }
+        let live = self.nodes[node].live.as_ref().expect("live");
+        let machine = &live.shell.server().replica().machine().0;
+        if machine.duplicates > 0 || machine.reordered > 0 {
+            return Err(format!(
+                "{id:?}: {} client operations applied twice, {} out of client order",
+                machine.duplicates, machine.reordered
+            ));
+        }
+        Ok(())
+    }
+
+    /// Send what the shell produced: peer messages over the simulated
+    /// network, client messages to the clients.
+    fn flush_outputs(&mut self, node: usize) {
+        let Some(live) = self.nodes[node].live.as_mut() else {
+            return;
+        };
+        let outputs = live.shell.take_outputs();
+        for message in outputs.peer_messages {
+            self.send(message);
+        }
+        for (connection, message) in outputs.client_messages {
             let client = connection as usize;
             if self.safety && self.rng.gen_bool(self.params.loss) {
                 continue;
@@ -717,251 +748,37 @@ impl Simulation {
         }
     }
 
-    fn handle_ready(&mut self, node: usize, ready: Ready) -> Result<(), String> {
-        let id = self.nodes[node].id;
-        let Ready {
-            hard_state,
-            snapshot: _,
-            entries,
-            purge_to,
-            messages,
-            messages_after_persist,
-            committed_entries,
-            read_states,
-            snapshot_requests,
-            snapshot_chunks,
-            soft_state,
-        } = ready;
-        if let Some(soft) = soft_state {
-            self.trace(format_args!(
-                "{id:?} is {:?} of {:?} (leader {:?})",
-                soft.role, soft.term, soft.leader
-            ));
-        }
-        {
-            let live = self.nodes[node].live.as_mut().expect("live");
-            if let Some(hard_state) = hard_state {
-                live.storage
-                    .save_hard_state(hard_state)
-                    .map_err(|e| format!("{id:?} save hard state: {e}"))?;
-            }
-            if let Some(first) = entries.first() {
-                if first.index <= live.storage.log().last_index() {
-                    live.storage
-                        .log_mut()
-                        .truncate_from(first.index)
-                        .map_err(|e| format!("{id:?} truncate: {e}"))?;
-                    live.written.retain(|index, _| *index < first.index);
-                    self.nodes[node]
-                        .durable
-                        .terms
-                        .retain(|index, _| *index < first.index);
-                }
-                let live = self.nodes[node].live.as_mut().expect("live");
-                live.storage
-                    .append(&entries)
-                    .map_err(|e| format!("{id:?} append: {e}"))?;
-                for entry in &entries {
-                    live.written.insert(entry.index, entry.term);
-                }
-                // Now and then, power fails while these writes are on their
-                // way to the disk.
-                if self.safety && self.rng.gen_bool(self.params.power_loss) {
-                    let incarnation = self.nodes[node].incarnation;
-                    self.schedule(0, Event::PowerLoss { node, incarnation });
-                }
-            }
-        }
-        // Log matching: every entry written, with its predecessor's term.
-        for entry in &entries {
-            let previous = self.nodes[node]
-                .live
-                .as_ref()
-                .expect("live")
-                .server
-                .raft()
-                .term_at(entry.index.prev());
-            self.observer.on_written(id, entry, previous)?;
-        }
-        if let Some(purge) = purge_to {
-            let live = self.nodes[node].live.as_mut().expect("live");
-            live.storage
-                .log_mut()
-                .purge_to(purge)
-                .map_err(|e| format!("{id:?} purge: {e}"))?;
-        }
-        for message in messages {
-            self.send(message);
-        }
-        for request in snapshot_requests {
-            let live = self.nodes[node].live.as_mut().expect("live");
-            let latest = live.storage.snapshots().latest().map(|meta| meta.index);
-            if latest != Some(request.meta.index) {
-                live.server
-                    .raft_mut()
-                    .snapshot_unavailable(request.to, request.meta.index);
-                continue;
-            }
-            let (data, done) = live
-                .storage
-                .snapshots()
-                .read_chunk(request.offset, request.max_bytes as u64)
-                .map_err(|e| format!("{id:?} read snapshot: {e}"))?;
-            live.server.raft_mut().snapshot_chunk(
-                request.to,
-                request.meta.index,
-                request.offset,
-                Bytes::from(data),
-                done,
-            );
-        }
-        let has_final_chunk = snapshot_chunks.iter().any(|chunk| chunk.done);
-        if has_final_chunk {
-            // Apply everything already committed before the snapshot replaces
-            // the state (the core waits for the install).
-            self.complete_sync(node);
-        }
-        for chunk in snapshot_chunks {
-            let live = self.nodes[node].live.as_mut().expect("live");
-            if chunk.offset == 0 {
-                if let Some((writer, _)) = live.incoming.take() {
-                    let _ = live.storage.snapshots().abort(writer);
-                }
-                let writer = live
-                    .storage
-                    .begin_snapshot(chunk.meta.clone())
-                    .map_err(|e| format!("{id:?} begin snapshot: {e}"))?;
-                live.incoming = Some((writer, Vec::new()));
-            }
-            let Some((writer, buffer)) = live.incoming.as_mut() else {
-                return Err(format!(
-                    "{id:?} got a snapshot chunk at offset {} with no snapshot started",
-                    chunk.offset
-                ));
-            };
-            writer
-                .write(&chunk.data)
-                .map_err(|e| format!("{id:?} write snapshot: {e}"))?;
-            buffer.extend_from_slice(&chunk.data);
-            if chunk.done {
-                let (writer, buffer) = live.incoming.take().expect("incoming");
-                live.storage
-                    .install_snapshot(writer)
-                    .map_err(|e| format!("{id:?} install snapshot: {e}"))?;
-                live.server
-                    .restore(&buffer)
-                    .map_err(|e| format!("{id:?} received an unusable snapshot: {e}"))?;
-                // A restored replica is exactly the one that was snapshotted.
-                let digest = live.server.replica().digest();
-                self.observer.on_snapshot(id, chunk.meta.index, digest)?;
-                let live = self.nodes[node].live.as_mut().expect("live");
-                live.last_snapshot = chunk.meta.index;
-                live.written.retain(|index, _| *index > chunk.meta.index);
-                live.server
-                    .raft_mut()
-                    .snapshot_installed(&chunk.meta)
-                    .map_err(|e| format!("{id:?} snapshot_installed: {e}"))?;
-                let durable = &mut self.nodes[node].durable;
-                durable.snapshot = durable.snapshot.max(chunk.meta.index);
-                durable.terms.retain(|index, _| *index > chunk.meta.index);
-                self.trace(format_args!(
-                    "{id:?} installed snapshot {:?}",
-                    chunk.meta.index
-                ));
-            }
-        }
-        let persisted = entries.last().map(|e| (e.index, e.term));
-        let live = self.nodes[node].live.as_mut().expect("live");
-        live.pending.push(PendingSync {
-            after_persist: messages_after_persist,
-            committed: committed_entries,
-            persisted,
-            reads: read_states,
-        });
-        if !live.sync_scheduled {
-            live.sync_scheduled = true;
-            let incarnation = self.nodes[node].incarnation;
-            let latency = self.params.disk_latency_ms;
-            self.schedule(latency, Event::Sync { node, incarnation });
-        }
-        Ok(())
-    }
-
-    /// The disk finished: one fsync covers every batch written since the
-    /// last one (group commit). Then the batches' messages go out, their
-    /// committed entries are applied, and the core learns they are durable.
+    /// The disk finished: the shell's one sync covers every batch written
+    /// since the last one; then its messages go out and entries apply.
     fn complete_sync(&mut self, node: usize) {
         let id = self.nodes[node].id;
         let live = self.nodes[node].live.as_mut().expect("live");
         live.sync_scheduled = false;
-        if let Err(error) = live.storage.sync() {
-            self.fail(format!("{id:?} sync: {error}"));
-            return;
-        }
-        let written = std::mem::take(&mut live.written);
-        self.nodes[node].durable.terms.extend(written);
-        let live = self.nodes[node].live.as_mut().expect("live");
-        live.storage.invariants();
-        let pending = std::mem::take(&mut live.pending);
-        for batch in pending {
-            for message in batch.after_persist {
-                self.send(message);
-            }
-            // State machine safety is checked on every entry applied.
-            for entry in &batch.committed {
-                if let Err(failure) = self.observer.on_applied(id, entry) {
-                    self.fail(failure);
-                    return;
-                }
-            }
-            let live = self.nodes[node].live.as_mut().expect("live");
-            live.server.after_persist(batch.committed, batch.reads);
-            if let Some((index, term)) = batch.persisted {
-                live.server.raft_mut().persisted(index, term);
-            }
-            // Exactly once and per-client order, checked inside the state
-            // machine on every replica.
-            let machine = &live.server.replica().machine().0;
-            if machine.duplicates > 0 || machine.reordered > 0 {
-                let (duplicates, reordered) = (machine.duplicates, machine.reordered);
-                self.fail(format!(
-                    "{id:?}: {duplicates} client operations applied twice, {reordered} out of client order"
-                ));
+        let synced = match live.shell.sync() {
+            Ok(synced) => synced,
+            Err(error) => {
+                self.fail(format!("{id:?} sync: {error}"));
                 return;
             }
-        }
-        self.maybe_snapshot(node);
-        self.flush_client_messages(node);
-    }
-
-    fn maybe_snapshot(&mut self, node: usize) {
-        let id = self.nodes[node].id;
-        let live = self.nodes[node].live.as_mut().expect("live");
-        let Some((meta, data)) = live.server.take_snapshot_if_due() else {
-            return;
         };
-        let index = meta.index;
-        let digest = live.server.replica().digest();
-        let result = live
-            .storage
-            .begin_snapshot(meta.clone())
-            .and_then(|mut writer| {
-                writer.write(&data)?;
-                live.storage.install_snapshot(writer)
-            });
-        if let Err(error) = result {
-            self.fail(format!("{id:?} take snapshot: {error}"));
-            return;
-        }
-        live.last_snapshot = index;
-        if let Err(failure) = self.observer.on_snapshot(id, index, digest) {
+        let written = std::mem::take(&mut live.written);
+        live.shell.storage().invariants();
+        self.nodes[node].durable.terms.extend(written);
+        if let Err(failure) = self.observe_applied(node, &synced.applied) {
             self.fail(failure);
             return;
         }
-        let durable = &mut self.nodes[node].durable;
-        durable.snapshot = durable.snapshot.max(index);
-        self.trace(format_args!("{id:?} took snapshot at {index:?}"));
-        self.process(node);
+        if let Some((meta, digest)) = synced.taken {
+            if let Err(failure) = self.observer.on_snapshot(id, meta.index, digest) {
+                self.fail(failure);
+                return;
+            }
+            let durable = &mut self.nodes[node].durable;
+            durable.snapshot = durable.snapshot.max(meta.index);
+            self.trace(format_args!("{id:?} took snapshot at {:?}", meta.index));
+        }
+        self.after_step(node);
+        self.flush_outputs(node);
     }
 
     /// Checks after a node handled inputs: its own invariants, commit
@@ -971,10 +788,10 @@ impl Simulation {
         let Some(live) = self.nodes[node].live.as_mut() else {
             return;
         };
-        live.server.raft().invariants();
-        let role = live.server.raft().role();
-        let term = live.server.raft().term();
-        let commit = live.server.raft().commit_index();
+        live.shell.server().raft().invariants();
+        let role = live.shell.server().raft().role();
+        let term = live.shell.server().raft().term();
+        let commit = live.shell.server().raft().commit_index();
         let became_leader = role == Role::Leader && live.last_role != Role::Leader;
         live.last_role = role;
         let old_commit = live.last_commit;
@@ -988,17 +805,18 @@ impl Simulation {
                     self.observer.check_leader_completeness(
                         id,
                         term,
-                        live.server.raft().snapshot_meta().index,
-                        |i| live.server.raft().entry(i),
+                        live.shell.server().raft().snapshot_meta().index,
+                        |i| live.shell.server().raft().entry(i),
                     )?;
                 }
                 if commit > old_commit {
                     self.observer
                         .on_leader_commit(id, term, old_commit, commit, |i| {
-                            live.server.raft().entry(i)
+                            live.shell.server().raft().entry(i)
                         })?;
                     let commit_term = live
-                        .server
+                        .shell
+                        .server()
                         .raft()
                         .term_at(commit)
                         .expect("leader holds its commit");
@@ -1011,15 +829,15 @@ impl Simulation {
                         id,
                         commit,
                         commit_term,
-                        &live.server.raft().configurations_since(commit),
+                        &live.shell.server().raft().configurations_since(commit),
                         &durable,
                     )?;
                 }
-                let configs = live.server.raft().configurations_since(commit);
+                let configs = live.shell.server().raft().configurations_since(commit);
                 let mut uncommitted = Vec::new();
                 let mut index = commit.next();
-                while index <= live.server.raft().last_index() {
-                    if let Some(entry) = live.server.raft().entry(index) {
+                while index <= live.shell.server().raft().last_index() {
+                    if let Some(entry) = live.shell.server().raft().entry(index) {
                         uncommitted.push(entry);
                     }
                     index = index.next();
@@ -1356,19 +1174,19 @@ impl Simulation {
         let Some(live) = self.nodes[node].live.as_mut() else {
             return;
         };
-        let path = live.server.on_request(client as u64, request, now);
+        let path = live.shell.on_request(client as u64, request, now);
         // Lease safety: while this leader relies on its lease, no server
         // leads a later term (checked at that instant).
         if path == Some(ReadPath::Lease) {
-            let term = live.server.raft().term();
+            let term = live.shell.server().raft().term();
             let leaders: Vec<(NodeId, Term)> = self
                 .nodes
                 .iter()
                 .filter_map(|n| {
                     n.live
                         .as_ref()
-                        .filter(|l| l.server.raft().is_leader())
-                        .map(|l| (n.id, l.server.raft().term()))
+                        .filter(|l| l.shell.server().raft().is_leader())
+                        .map(|l| (n.id, l.shell.server().raft().term()))
                 })
                 .collect();
             if let Err(failure) = self.observer.check_lease(id, term, &leaders) {
@@ -1522,9 +1340,14 @@ impl Simulation {
                 self.nodes[*n]
                     .live
                     .as_ref()
-                    .is_some_and(|l| l.server.raft().is_leader())
+                    .is_some_and(|l| l.shell.server().raft().is_leader())
             })
-            .max_by_key(|n| self.nodes[*n].live.as_ref().map(|l| l.server.raft().term()))
+            .max_by_key(|n| {
+                self.nodes[*n]
+                    .live
+                    .as_ref()
+                    .map(|l| l.shell.server().raft().term())
+            })
     }
 
     fn churn(&mut self) {
@@ -1535,32 +1358,37 @@ impl Simulation {
         let target = NodeId(self.rng.gen_range(1..=nodes));
         let choice = self.rng.gen_range(0..5);
         let live = self.nodes[leader].live.as_mut().expect("live leader");
-        let (version, config) = live.server.raft().configuration();
+        let (version, config) = live.shell.server().raft().configuration();
         let role = config.role(target);
         let result = match choice {
             0 => live
-                .server
+                .shell
+                .server_mut()
                 .raft_mut()
                 .transfer_leadership(target)
                 .map(|_| LogIndex::ZERO)
                 .map_err(|e| e.to_string()),
             1 if role == Some(MemberRole::Voter) => live
-                .server
+                .shell
+                .server_mut()
                 .raft_mut()
                 .change_membership(MembershipChange::AddPassive(target), Some(version))
                 .map_err(|e| e.to_string()),
             2 if role == Some(MemberRole::Voter) => live
-                .server
+                .shell
+                .server_mut()
                 .raft_mut()
                 .change_membership(MembershipChange::Remove(target), Some(version))
                 .map_err(|e| e.to_string()),
             3 if role == Some(MemberRole::Voter) => live
-                .server
+                .shell
+                .server_mut()
                 .raft_mut()
                 .change_membership(MembershipChange::AddReserve(target), Some(version))
                 .map_err(|e| e.to_string()),
             _ => live
-                .server
+                .shell
+                .server_mut()
                 .raft_mut()
                 .change_membership(MembershipChange::AddVoter(target), Some(version))
                 .map_err(|e| e.to_string()),
@@ -1611,11 +1439,11 @@ impl Simulation {
                     Some(l) => format!(
                         "{:?}:{:?}/{:?} commit={:?} applied={:?} member={:?}",
                         n.id,
-                        l.server.raft().role(),
-                        l.server.raft().term(),
-                        l.server.raft().commit_index(),
-                        l.server.replica().applied_index(),
-                        l.server.raft().member_role()
+                        l.shell.server().raft().role(),
+                        l.shell.server().raft().term(),
+                        l.shell.server().raft().commit_index(),
+                        l.shell.server().replica().applied_index(),
+                        l.shell.server().raft().member_role()
                     ),
                     None => format!("{:?}:down", n.id),
                 })
@@ -1624,7 +1452,7 @@ impl Simulation {
                 .current_leader()
                 .and_then(|leader| self.nodes[leader].live.as_ref())
                 .map(|live| {
-                    let replica = live.server.replica();
+                    let replica = live.shell.server().replica();
                     format!(
                         "leader replica time {}ms, sessions {:?}, suspect {:?}",
                         replica.time_ms(),
@@ -1677,7 +1505,8 @@ impl Simulation {
         let live = self.nodes[leader].live.as_ref().expect("leader is live");
         // The sessions of crashed clients expire.
         let open: Vec<copycat_proto::SessionId> = live
-            .server
+            .shell
+            .server()
             .replica()
             .sessions()
             .iter()
@@ -1690,17 +1519,17 @@ impl Simulation {
         {
             return false;
         }
-        let commit = live.server.raft().commit_index();
+        let commit = live.shell.server().raft().commit_index();
         let Some(target) = self.liveness_target.replace(commit) else {
             return false;
         };
-        let (_, config) = live.server.raft().configuration();
+        let (_, config) = live.shell.server().raft().configuration();
         config.members.iter().all(|(id, role)| {
             !role.replicates()
                 || self.nodes[(id.0 - 1) as usize]
                     .live
                     .as_ref()
-                    .is_some_and(|n| n.server.replica().applied_index() >= target)
+                    .is_some_and(|n| n.shell.server().replica().applied_index() >= target)
         })
     }
 }
