@@ -10,7 +10,7 @@ use copycat_raft::{
     Config, Entry, LogIndex, MemberRole, MembershipChange, Message, NodeId, ReadPath, Role, Term,
     Time,
 };
-use copycat_storage::{Disk, FaultDisk, LogOptions, Storage, StorageOptions};
+use copycat_storage::{Disk, FaultDisk, LogOptions, StorageOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
@@ -229,15 +229,11 @@ impl Simulation {
         raft_template
             .validate()
             .expect("simulation parameters make a valid Raft config");
-        let voters = (1..=params.nodes).map(NodeId);
-        let membership = copycat_raft::Configuration::with_voters(voters);
         let nodes = (1..=params.nodes)
             .map(|id| {
+                // The shell bootstraps the empty directory on first start.
                 let disk = FaultDisk::new(rng.gen());
                 let dir = PathBuf::from(format!("/n{id}"));
-                let shared: Arc<dyn Disk> = Arc::new(disk.clone());
-                Storage::bootstrap(shared, &dir, storage_options(&params), membership.clone())
-                    .expect("bootstrap a fresh simulated disk");
                 let spread = params.clock_rate_spread;
                 SimNode {
                     id: NodeId(id),
