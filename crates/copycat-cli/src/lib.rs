@@ -35,6 +35,30 @@ pub struct ServerSpec {
     /// Sync the disk before acknowledging anything (`false` is for tests
     /// and demos only: a power loss can then lose acknowledged writes).
     pub fsync: bool,
+    /// Take a snapshot every this many applied entries.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in memory before a snapshot, so slightly lagging
+    /// servers get entries instead of a snapshot transfer.
+    pub snapshot_trailing_entries: u64,
+}
+
+impl ServerSpec {
+    /// A server with the default snapshot policy.
+    pub fn new(
+        id: u64,
+        members: BTreeMap<u64, SocketAddr>,
+        data_dir: PathBuf,
+        fsync: bool,
+    ) -> Self {
+        Self {
+            id,
+            members,
+            data_dir,
+            fsync,
+            snapshot_every_entries: 10_000,
+            snapshot_trailing_entries: 1_024,
+        }
+    }
 }
 
 /// Start a server on an already bound listener.
@@ -43,8 +67,12 @@ pub fn start_server(spec: ServerSpec, listener: TcpListener) -> Result<Server> {
     if !spec.fsync {
         storage.log.durability = Durability::None;
     }
+    let mut raft = Config::new(NodeId(spec.id));
+    raft.snapshot_trailing_entries = spec.snapshot_trailing_entries;
+    let mut server = ServerConfig::new(raft);
+    server.snapshot_every_entries = spec.snapshot_every_entries;
     let shell = ShellConfig {
-        server: ServerConfig::new(Config::new(NodeId(spec.id))),
+        server,
         storage,
         seed: spec.id ^ std::process::id() as u64,
     };

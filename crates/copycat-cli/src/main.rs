@@ -157,12 +157,7 @@ async fn main() -> Result<()> {
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            let spec = ServerSpec {
-                id,
-                members: all,
-                data_dir,
-                fsync: !no_fsync,
-            };
+            let spec = ServerSpec::new(id, all, data_dir, !no_fsync);
             let server = start_server(spec, listener)?;
             println!("server {id} listening on {}", server.local_addr());
             run_until_ctrl_c(vec![server]).await
@@ -237,12 +232,12 @@ async fn local(nodes: u64, base_port: u16, data_dir: PathBuf, no_fsync: bool) ->
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        let spec = ServerSpec {
-            id: *id,
-            members: members.clone(),
-            data_dir: data_dir.join(format!("node-{id}")),
-            fsync: !no_fsync,
-        };
+        let spec = ServerSpec::new(
+            *id,
+            members.clone(),
+            data_dir.join(format!("node-{id}")),
+            !no_fsync,
+        );
         let server = start_server(spec, listener)?;
         println!("server {id} listening on {}", server.local_addr());
         servers.push(server);

@@ -41,12 +41,12 @@ async fn bind(addr: SocketAddr) -> TcpListener {
 }
 
 fn spec(id: u64, members: &BTreeMap<u64, SocketAddr>, dir: PathBuf) -> ServerSpec {
-    ServerSpec {
-        id,
-        members: members.clone(),
-        data_dir: dir,
-        fsync: true,
-    }
+    let mut spec = ServerSpec::new(id, members.clone(), dir, true);
+    // Snapshot often and keep no trailing entries, so that a server that
+    // restarts behind needs a snapshot transfer over TCP to catch up.
+    spec.snapshot_every_entries = 4;
+    spec.snapshot_trailing_entries = 0;
+    spec
 }
 
 async fn leader_of(servers: &BTreeMap<u64, Server>) -> u64 {
@@ -92,6 +92,10 @@ async fn commands_survive_a_leader_shutdown_and_the_old_leader_catches_up() {
         }
 
         let old_leader = leader_of(&servers).await;
+        let old_last = servers[&old_leader]
+            .inspect(|server| server.raft().last_index())
+            .await
+            .expect("running");
         servers
             .remove(&old_leader)
             .expect("leader")
@@ -107,6 +111,16 @@ async fn commands_survive_a_leader_shutdown_and_the_old_leader_catches_up() {
         }
         let new_leader = leader_of(&servers).await;
         assert_ne!(new_leader, old_leader);
+        // The new leader snapshotted and purged past the old leader's log, so
+        // the old leader can only catch up by a snapshot transfer over TCP.
+        let first = servers[&new_leader]
+            .inspect(|server| server.raft().first_index())
+            .await
+            .expect("running");
+        assert!(
+            first > old_last.next(),
+            "leader's log starts at {first:?}, old leader ends at {old_last:?}"
+        );
 
         // Restart the old leader on its data directory and address.
         let listener = bind(members[&old_leader]).await;
