@@ -72,6 +72,9 @@ pub struct Written {
     /// A snapshot received from the leader was installed, and the replica
     /// digest right after restoring it.
     pub installed: Option<(copycat_raft::SnapshotMeta, u32)>,
+    /// When a snapshot install made the shell sync in the middle of the
+    /// write, the log's durable index after that sync.
+    pub synced_through: Option<LogIndex>,
     /// Batches are waiting for [`Shell::sync`].
     pub pending: bool,
 }
@@ -343,6 +346,7 @@ impl<M: RawStateMachine> Shell<M> {
             // snapshot replaces the state (the core waits for the install).
             let applied = self.sync_and_release()?;
             written.applied.extend(applied);
+            written.synced_through = Some(self.storage.log().durable_index());
         }
         for chunk in snapshot_chunks {
             if chunk.offset == 0 {

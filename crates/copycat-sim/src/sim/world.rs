@@ -684,6 +684,14 @@ impl Simulation {
             let previous = live.shell.server().raft().term_at(entry.index.prev());
             self.observer.on_written(id, entry, previous)?;
         }
+        if let Some(synced) = written.synced_through {
+            // The shell synced in the middle of this write (before a
+            // snapshot install): what it had written is durable.
+            let live = self.nodes[node].live.as_mut().expect("live");
+            let still_unsynced = live.written.split_off(&synced.next());
+            let durable = std::mem::replace(&mut live.written, still_unsynced);
+            self.nodes[node].durable.terms.extend(durable);
+        }
         self.observe_applied(node, &written.applied)?;
         if let Some((meta, digest)) = &written.installed {
             self.observer.on_snapshot(id, meta.index, *digest)?;
