@@ -40,6 +40,8 @@ pub struct ServerSpec {
     /// Entries kept in memory before a snapshot, so slightly lagging
     /// servers get entries instead of a snapshot transfer.
     pub snapshot_trailing_entries: u64,
+    /// Connections kept open at once; more are closed when accepted.
+    pub max_connections: usize,
 }
 
 impl ServerSpec {
@@ -57,6 +59,7 @@ impl ServerSpec {
             fsync,
             snapshot_every_entries: 10_000,
             snapshot_trailing_entries: 1_024,
+            max_connections: copycat_server::runtime::MAX_CONNECTIONS,
         }
     }
 }
@@ -89,6 +92,7 @@ pub fn start_server(spec: ServerSpec, listener: TcpListener) -> Result<Server> {
         data_dir: spec.data_dir,
         disk: Arc::new(FsDisk::new()),
         machine: Typed(KvCounter::default()),
+        max_connections: spec.max_connections,
     };
     Ok(serve(options)?)
 }

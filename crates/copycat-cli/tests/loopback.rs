@@ -194,3 +194,39 @@ async fn bad_frames_close_the_connection_and_the_server_keeps_serving() {
     .await
     .expect("test finished in time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed_and_the_server_keeps_serving() {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let root = tempfile::tempdir().expect("tempdir");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let members = BTreeMap::from([(1, addr)]);
+        let mut spec = spec(1, &members, root.path().join("n1"));
+        spec.max_connections = 2;
+        let server = start_server(spec, listener).expect("start");
+
+        // Two idle connections take both slots; a third is closed at once.
+        let first = TcpStream::connect(addr).await.expect("connect");
+        let _second = TcpStream::connect(addr).await.expect("connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            third.read(&mut buf).await.expect("read"),
+            0,
+            "closed over the limit"
+        );
+
+        // Freeing a slot lets a client in.
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let client = Client::connect(vec![addr], ClientConfig::new(ClientId(9))).expect("client");
+        let out = client.command(add(2)).await.expect("command");
+        assert_eq!(value(&out), 2);
+        client.close().await;
+        server.shutdown().await.expect("clean shutdown");
+    })
+    .await
+    .expect("test finished in time");
+}

@@ -38,6 +38,9 @@ const INPUT_QUEUE: usize = 4096;
 const PEER_QUEUE: usize = 4096;
 const CLIENT_QUEUE: usize = 4096;
 const TICK: Duration = Duration::from_millis(10);
+/// Default limit on the connections (peers and clients) a server keeps open
+/// at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 1024;
 /// Inputs handled per batch before the shell processes them together.
 const MAX_BATCH: usize = 1024;
 
@@ -85,6 +88,8 @@ pub struct ServeOptions<M> {
     pub disk: Arc<dyn Disk>,
     /// The state machine (restored from the latest snapshot).
     pub machine: M,
+    /// Connections kept open at once (see [`MAX_CONNECTIONS`]).
+    pub max_connections: usize,
 }
 
 /// What a running server is doing, updated after every batch.
@@ -190,6 +195,7 @@ pub fn serve<M: RawStateMachine + Send + 'static>(
         data_dir,
         disk,
         machine,
+        max_connections,
     } = options;
     let local_addr = listener.local_addr()?;
     let start = Instant::now();
@@ -234,7 +240,13 @@ pub fn serve<M: RawStateMachine + Send + 'static>(
         status_tx,
         stop_rx.clone(),
     ));
-    let acceptor = tokio::spawn(accept(listener, hello, inputs.clone(), stop_rx));
+    let acceptor = tokio::spawn(accept(
+        listener,
+        hello,
+        max_connections,
+        inputs.clone(),
+        stop_rx,
+    ));
     tracing::info!(?id, %local_addr, "serving");
     Ok(ServerHandle {
         local_addr,
@@ -343,18 +355,28 @@ async fn own_shell<M: RawStateMachine + Send + 'static>(
 async fn accept<M: Send + 'static>(
     listener: TcpListener,
     hello: Bytes,
+    max_connections: usize,
     inputs: mpsc::Sender<Input<M>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut next_conn: ConnectionId = 0;
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        tracing::warn!(%addr, limit = max_connections, "too many connections; closing this one");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     next_conn += 1;
-                    tokio::spawn(connection(stream, addr, hello.clone(), next_conn, inputs.clone(), stop.clone()));
+                    let connection = connection(stream, addr, hello.clone(), next_conn, inputs.clone(), stop.clone());
+                    tokio::spawn(async move {
+                        connection.await;
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "accept failed");
