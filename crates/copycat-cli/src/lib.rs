@@ -42,6 +42,8 @@ pub struct ServerSpec {
     pub snapshot_trailing_entries: u64,
     /// Connections kept open at once; more are closed when accepted.
     pub max_connections: usize,
+    /// Time a new connection has to say hello before it is closed.
+    pub hello_timeout: std::time::Duration,
 }
 
 impl ServerSpec {
@@ -60,6 +62,7 @@ impl ServerSpec {
             snapshot_every_entries: 10_000,
             snapshot_trailing_entries: 1_024,
             max_connections: copycat_server::runtime::MAX_CONNECTIONS,
+            hello_timeout: copycat_server::runtime::HELLO_TIMEOUT,
         }
     }
 }
@@ -93,6 +96,7 @@ pub fn start_server(spec: ServerSpec, listener: TcpListener) -> Result<Server> {
         disk: Arc::new(FsDisk::new()),
         machine: Typed(KvCounter::default()),
         max_connections: spec.max_connections,
+        hello_timeout: spec.hello_timeout,
     };
     Ok(serve(options)?)
 }

@@ -204,11 +204,12 @@ async fn connections_beyond_the_limit_are_closed_and_the_server_keeps_serving() 
         let members = BTreeMap::from([(1, addr)]);
         let mut spec = spec(1, &members, root.path().join("n1"));
         spec.max_connections = 2;
+        spec.hello_timeout = Duration::from_millis(500);
         let server = start_server(spec, listener).expect("start");
 
         // Two idle connections take both slots; a third is closed at once.
         let first = TcpStream::connect(addr).await.expect("connect");
-        let _second = TcpStream::connect(addr).await.expect("connect");
+        let second = TcpStream::connect(addr).await.expect("connect");
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut third = TcpStream::connect(addr).await.expect("connect");
         let mut buf = [0u8; 16];
@@ -221,6 +222,14 @@ async fn connections_beyond_the_limit_are_closed_and_the_server_keeps_serving() 
         // Freeing a slot lets a client in.
         drop(first);
         tokio::time::sleep(Duration::from_millis(100)).await;
+        // The other idle connection never says hello: it is closed after
+        // the hello timeout, so idle sockets cannot hold the slots forever.
+        let mut second = second;
+        assert_eq!(
+            second.read(&mut buf).await.expect("read"),
+            0,
+            "closed without a hello"
+        );
         let client = Client::connect(vec![addr], ClientConfig::new(ClientId(9))).expect("client");
         let out = client.command(add(2)).await.expect("command");
         assert_eq!(value(&out), 2);

@@ -12,8 +12,8 @@ mod net;
 mod shell;
 
 pub use net::{
-    framed, serve, Hello, ServeOptions, ServerHandle, ServerHello, Status, MAX_CONNECTIONS,
-    MAX_FRAME_BYTES,
+    framed, serve, Hello, ServeOptions, ServerHandle, ServerHello, Status, HELLO_TIMEOUT,
+    MAX_CONNECTIONS, MAX_FRAME_BYTES,
 };
 pub use shell::{Outputs, Recovered, Shell, ShellConfig, ShellError, Synced, Written};
 

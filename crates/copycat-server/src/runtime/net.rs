@@ -41,6 +41,9 @@ const TICK: Duration = Duration::from_millis(10);
 /// Default limit on the connections (peers and clients) a server keeps open
 /// at once; more are closed as soon as they are accepted.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Default time a new connection has to send its hello frame before it is
+/// closed (so idle connections cannot hold the connection slots).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Inputs handled per batch before the shell processes them together.
 const MAX_BATCH: usize = 1024;
 
@@ -90,6 +93,8 @@ pub struct ServeOptions<M> {
     pub machine: M,
     /// Connections kept open at once (see [`MAX_CONNECTIONS`]).
     pub max_connections: usize,
+    /// Time a connection has to say hello (see [`HELLO_TIMEOUT`]).
+    pub hello_timeout: Duration,
 }
 
 /// What a running server is doing, updated after every batch.
@@ -196,6 +201,7 @@ pub fn serve<M: RawStateMachine + Send + 'static>(
         disk,
         machine,
         max_connections,
+        hello_timeout,
     } = options;
     let local_addr = listener.local_addr()?;
     let start = Instant::now();
@@ -240,13 +246,11 @@ pub fn serve<M: RawStateMachine + Send + 'static>(
         status_tx,
         stop_rx.clone(),
     ));
-    let acceptor = tokio::spawn(accept(
-        listener,
-        hello,
+    let limits = Limits {
         max_connections,
-        inputs.clone(),
-        stop_rx,
-    ));
+        hello_timeout,
+    };
+    let acceptor = tokio::spawn(accept(listener, hello, limits, inputs.clone(), stop_rx));
     tracing::info!(?id, %local_addr, "serving");
     Ok(ServerHandle {
         local_addr,
@@ -352,27 +356,34 @@ async fn own_shell<M: RawStateMachine + Send + 'static>(
     Ok(())
 }
 
+/// Per-connection limits of the acceptor.
+#[derive(Clone, Copy)]
+struct Limits {
+    max_connections: usize,
+    hello_timeout: Duration,
+}
+
 async fn accept<M: Send + 'static>(
     listener: TcpListener,
     hello: Bytes,
-    max_connections: usize,
+    limits: Limits,
     inputs: mpsc::Sender<Input<M>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut next_conn: ConnectionId = 0;
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
                     let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                        tracing::warn!(%addr, limit = max_connections, "too many connections; closing this one");
+                        tracing::warn!(%addr, limit = limits.max_connections, "too many connections; closing this one");
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
                     next_conn += 1;
-                    let connection = connection(stream, addr, hello.clone(), next_conn, inputs.clone(), stop.clone());
+                    let connection = connection(stream, addr, hello.clone(), limits.hello_timeout, next_conn, inputs.clone(), stop.clone());
                     tokio::spawn(async move {
                         connection.await;
                         drop(slot);
@@ -402,6 +413,7 @@ async fn connection<M: Send + 'static>(
     stream: TcpStream,
     addr: SocketAddr,
     hello_reply: Bytes,
+    hello_timeout: Duration,
     conn: ConnectionId,
     inputs: mpsc::Sender<Input<M>>,
     mut stop: watch::Receiver<bool>,
@@ -409,6 +421,10 @@ async fn connection<M: Send + 'static>(
     let mut framed = framed(stream);
     let hello = tokio::select! {
         _ = stop.changed() => return,
+        _ = tokio::time::sleep(hello_timeout) => {
+            tracing::warn!(%addr, "no hello in time; closing the connection");
+            return;
+        }
         frame = read_frame(&mut framed) => frame,
     };
     let hello = match hello.map(|f| f.map(|f| decode_frame::<Hello>(&f))) {
