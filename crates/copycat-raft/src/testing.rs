@@ -667,14 +667,20 @@ fn describe_ready(id: NodeId, ready: &Ready, lines: &mut Vec<String>) {
     }
 }
 
-/// Run every `*.txt` script in `dir` through `run_file` (which returns the
-/// file's text and the text rewritten with the actual outputs) and compare.
-/// With the environment variable `REWRITE` set, mismatching files are
-/// rewritten instead. Panics listing the first difference of each mismatch.
-/// Shared by the data-driven golden tests of several crates.
-pub fn run_golden_files(
+/// Run every `*.txt` script in `dir`: each command line is handed to
+/// `run_command` (a fresh one per file, from `new_runner`) and its output
+/// compared with the expected block. With the environment variable `REWRITE`
+/// set, mismatching files are rewritten instead. Panics listing the first
+/// difference of each mismatch. Shared by the data-driven golden tests of
+/// several crates.
+///
+/// Script format: a command line, a line `----`, the expected output, a
+/// blank line. Lines starting with `#` outside an output are comments; inside
+/// an output they are kept as notes (the command does not produce them).
+/// Outputs never contain blank lines.
+pub fn run_golden_files<R: FnMut(&str) -> String>(
     dir: &std::path::Path,
-    run_file: impl Fn(&std::path::Path) -> (String, String),
+    new_runner: impl Fn() -> R,
 ) {
     let rewrite = std::env::var_os("REWRITE").is_some();
     let mut paths: Vec<_> = std::fs::read_dir(dir)
@@ -686,7 +692,8 @@ pub fn run_golden_files(
     assert!(!paths.is_empty(), "no golden files in {}", dir.display());
     let mut failures = Vec::new();
     for path in paths {
-        let (expected, actual) = run_file(&path);
+        let expected = std::fs::read_to_string(&path).expect("read testdata");
+        let actual = rewrite_script(&path, &expected, new_runner());
         if expected != actual {
             if rewrite {
                 std::fs::write(&path, &actual).expect("rewrite");
@@ -704,6 +711,49 @@ pub fn run_golden_files(
         "golden mismatches (REWRITE=1 to update):\n{}",
         failures.join("\n")
     );
+}
+
+/// The script `text` with every output replaced by what `run_command` says.
+fn rewrite_script(
+    path: &std::path::Path,
+    text: &str,
+    mut run_command: impl FnMut(&str) -> String,
+) -> String {
+    let mut rewritten = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            rewritten.push_str(line);
+            rewritten.push('\n');
+            continue;
+        }
+        let command = line;
+        assert_eq!(
+            lines.next(),
+            Some("----"),
+            "{}: expected ---- after `{command}`",
+            path.display()
+        );
+        let mut notes = String::new();
+        while let Some(next) = lines.peek() {
+            if next.is_empty() {
+                break;
+            }
+            if next.starts_with('#') {
+                notes.push_str(next);
+                notes.push('\n');
+            }
+            lines.next();
+        }
+        rewritten.push_str(command);
+        rewritten.push_str("\n----\n");
+        for output in run_command(command).lines().filter(|line| !line.is_empty()) {
+            rewritten.push_str(output);
+            rewritten.push('\n');
+        }
+        rewritten.push_str(&notes);
+    }
+    rewritten
 }
 
 fn first_difference(expected: &str, actual: &str) -> String {

@@ -34,7 +34,6 @@
 //! check                  run cross-node safety checks
 //! ```
 
-use std::fs;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -351,53 +350,17 @@ fn status(cluster: &Cluster, id: u64) -> String {
     )
 }
 
-fn run_file(path: &Path) -> (String, String) {
-    let text = fs::read_to_string(path).expect("read testdata");
-    let mut interpreter = Interpreter { cluster: None };
-    let mut rewritten = String::new();
-    let mut lines = text.lines().peekable();
-    while let Some(line) = lines.next() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            rewritten.push_str(line);
-            rewritten.push('\n');
-            continue;
-        }
-        // A command, then "----", then output up to a blank line.
-        let command = line;
-        assert_eq!(
-            lines.next(),
-            Some("----"),
-            "{}: expected ---- after `{command}`",
-            path.display()
-        );
-        while let Some(next) = lines.peek() {
-            if next.is_empty() {
-                break;
-            }
-            lines.next();
-        }
-        // Blank lines end an output block, so an output never contains one.
-        let output: String = interpreter
-            .run(command)
-            .lines()
-            .filter(|line| !line.is_empty())
-            .map(|line| format!("{line}\n"))
-            .collect();
-        if let Some(cluster) = interpreter.cluster.as_ref() {
-            cluster.check_safety();
-        }
-        rewritten.push_str(command);
-        rewritten.push_str("\n----\n");
-        rewritten.push_str(&output);
-        if !output.is_empty() && !output.ends_with('\n') {
-            rewritten.push('\n');
-        }
-    }
-    (text, rewritten)
-}
-
 #[test]
 fn golden() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    copycat_raft::testing::run_golden_files(&dir, run_file);
+    copycat_raft::testing::run_golden_files(&dir, || {
+        let mut interpreter = Interpreter { cluster: None };
+        move |command: &str| {
+            let output = interpreter.run(command);
+            if let Some(cluster) = interpreter.cluster.as_ref() {
+                cluster.check_safety();
+            }
+            output
+        }
+    });
 }

@@ -51,7 +51,6 @@
 //! published at that index (`push sS eINDEX<-ePREVIOUS [name:arg ...]`) and
 //! the sessions expired and closed by it.
 
-use std::fs;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -542,55 +541,15 @@ fn describe_outcome(outcome: &Outcome) -> String {
     }
 }
 
-fn run_file(path: &Path) -> (String, String) {
-    let text = fs::read_to_string(path).expect("read testdata");
-    let mut interpreter = Interpreter::new();
-    let mut rewritten = String::new();
-    let mut lines = text.lines().peekable();
-    while let Some(line) = lines.next() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            rewritten.push_str(line);
-            rewritten.push('\n');
-            continue;
-        }
-        // A command, then "----", then output up to a blank line.
-        let command = line;
-        assert_eq!(
-            lines.next(),
-            Some("----"),
-            "{}: expected ---- after `{command}`",
-            path.display()
-        );
-        // Keep `# BUG` (and other comment) lines inside the expected output:
-        // they document the spot and are not produced by the interpreter.
-        let mut notes = String::new();
-        while let Some(next) = lines.peek() {
-            if next.is_empty() {
-                break;
-            }
-            if next.starts_with('#') {
-                notes.push_str(next);
-                notes.push('\n');
-            }
-            lines.next();
-        }
-        let output: String = interpreter
-            .run(command)
-            .lines()
-            .filter(|line| !line.is_empty())
-            .map(|line| format!("{line}\n"))
-            .collect();
-        interpreter.replica.invariants();
-        rewritten.push_str(command);
-        rewritten.push_str("\n----\n");
-        rewritten.push_str(&output);
-        rewritten.push_str(&notes);
-    }
-    (text, rewritten)
-}
-
 #[test]
 fn golden() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
-    copycat_raft::testing::run_golden_files(&dir, run_file);
+    copycat_raft::testing::run_golden_files(&dir, || {
+        let mut interpreter = Interpreter::new();
+        move |command: &str| {
+            let output = interpreter.run(command);
+            interpreter.replica.invariants();
+            output
+        }
+    });
 }
