@@ -58,26 +58,6 @@ pub struct Config {
     pub lease_clock_drift_ms: u64,
     /// Most read requests waiting for confirmation at once.
     pub max_pending_reads: usize,
-    /// A known bug to plant, for tests that show the simulator catches it.
-    #[cfg(feature = "planted-bugs")]
-    pub planted_bug: Option<PlantedBug>,
-}
-
-/// Known bugs the core can be told to have (feature `planted-bugs`), so that
-/// tests can show the simulator and checkers find them.
-#[cfg(feature = "planted-bugs")]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PlantedBug {
-    /// A candidate counts its own vote twice.
-    DoubleVote,
-    /// The leader commits once one server fewer than a quorum has an entry.
-    CommitWithoutQuorum,
-    /// A vote is cast without being persisted.
-    ForgetVote,
-    /// Entries are handed out for applying as soon as they are in the log.
-    ApplyUncommitted,
-    /// Lease reads are served after the lease ran out.
-    StaleLease,
 }
 
 impl Config {
@@ -101,8 +81,6 @@ impl Config {
             snapshot_trailing_entries: 1024,
             lease_clock_drift_ms: 150,
             max_pending_reads: 65536,
-            #[cfg(feature = "planted-bugs")]
-            planted_bug: None,
         }
     }
 
@@ -151,11 +129,5 @@ impl Config {
     /// How long a lease lasts from the start of an acknowledged round.
     pub(crate) fn lease_ms(&self) -> u64 {
         self.election_timeout_ms - self.lease_clock_drift_ms
-    }
-
-    /// Whether the planted bug `bug` is switched on.
-    #[cfg(feature = "planted-bugs")]
-    pub(crate) fn has_bug(&self, bug: PlantedBug) -> bool {
-        self.planted_bug == Some(bug)
     }
 }

@@ -103,8 +103,6 @@ pub mod testing;
 mod types;
 
 pub use config::Config;
-#[cfg(feature = "planted-bugs")]
-pub use config::PlantedBug;
 pub use errors::{
     ConfigChangeError, ConfigError, ProposeError, ReadError, SnapshotError, TransferError,
 };

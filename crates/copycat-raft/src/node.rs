@@ -627,7 +627,7 @@ impl RawNode {
         #[allow(unused_mut)]
         let mut lease_valid = lease_allowed && !reads.lease_disabled && now < reads.lease_until;
         #[cfg(feature = "planted-bugs")]
-        if self.config.has_bug(crate::config::PlantedBug::StaleLease) {
+        if copycat_planted::active(copycat_planted::PlantedBug::StaleLease) {
             lease_valid = lease_allowed && reads.lease_until > Time::default();
         }
         if single_voter || (mode == ReadMode::Lease && lease_valid) {
@@ -890,7 +890,7 @@ impl RawNode {
             self.out.hard_state = Some(self.hard_state);
             self.hard_state_dirty = false;
             #[cfg(feature = "planted-bugs")]
-            if self.config.has_bug(crate::config::PlantedBug::ForgetVote) {
+            if copycat_planted::active(copycat_planted::PlantedBug::ForgetVote) {
                 // Persist the term but not a vote for another server.
                 if let Some(hard_state) = self.out.hard_state.as_mut() {
                     if hard_state.vote != Some(self.config.id) {
@@ -901,10 +901,7 @@ impl RawNode {
         }
         self.out.entries = self.log.take_unstable();
         #[cfg(feature = "planted-bugs")]
-        if self
-            .config
-            .has_bug(crate::config::PlantedBug::ApplyUncommitted)
-        {
+        if copycat_planted::active(copycat_planted::PlantedBug::ApplyUncommitted) {
             self.log.commit = self.log.last_index();
         }
         self.out.committed_entries = self.log.take_committed();
@@ -1022,7 +1019,7 @@ impl RawNode {
             .filter(|v| self.votes.get(v) == Some(&false))
             .count();
         #[cfg(feature = "planted-bugs")]
-        let granted = if self.config.has_bug(crate::config::PlantedBug::DoubleVote) {
+        let granted = if copycat_planted::active(copycat_planted::PlantedBug::DoubleVote) {
             granted + usize::from(self.votes.get(&self.config.id) == Some(&true))
         } else {
             granted
@@ -1597,10 +1594,7 @@ impl RawNode {
         #[allow(unused_mut)]
         let mut position = config.quorum() - 1;
         #[cfg(feature = "planted-bugs")]
-        if self
-            .config
-            .has_bug(crate::config::PlantedBug::CommitWithoutQuorum)
-        {
+        if copycat_planted::active(copycat_planted::PlantedBug::CommitWithoutQuorum) {
             position = position.saturating_sub(1);
         }
         let candidate = matches[position];

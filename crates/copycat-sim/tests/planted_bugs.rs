@@ -2,7 +2,7 @@
 //! bug in the Raft core (feature `planted-bugs`) and requires the simulator
 //! to report a failure within a bounded number of seeds.
 
-use copycat_raft::PlantedBug;
+use copycat_planted::PlantedBug;
 use copycat_sim::sim::{Outcome, SimParams, Simulation};
 
 /// Seeds tried before giving up on finding the bug.
@@ -18,17 +18,18 @@ fn first_failing_seed(bug: PlantedBug) -> Option<(u64, String)> {
             params.fault_interval_ms = 25;
             params.pre_vote = false;
         }
-        let report = Simulation::new(params, |config| {
-            config.planted_bug = Some(bug);
-            if bug == PlantedBug::ForgetVote {
-                // Leader stickiness makes a restarted server refuse votes
-                // for an election timeout, which hides a forgotten vote
-                // most of the time; show the simulator finds it without
-                // that second line of defence.
-                config.check_quorum = false;
-            }
-        })
-        .run();
+        let report = copycat_planted::with(Some(bug), || {
+            Simulation::new(params, |config| {
+                if bug == PlantedBug::ForgetVote {
+                    // Leader stickiness makes a restarted server refuse votes
+                    // for an election timeout, which hides a forgotten vote
+                    // most of the time; show the simulator finds it without
+                    // that second line of defence.
+                    config.check_quorum = false;
+                }
+            })
+            .run()
+        });
         match report.outcome {
             Outcome::Failed(reason) => Some((seed, reason)),
             _ => None,

@@ -1,0 +1,112 @@
+//! Planted bugs: realistic mistakes that can be switched on in a copy of
+//! Copycat's production code, so that tests can prove the simulator and its
+//! checkers catch them.
+//!
+//! Every crate that can carry a bug has a `planted-bugs` cargo feature that
+//! pulls this crate in; without the feature the check sites do not exist.
+//! With it, a bug is active only on the thread that switched it on
+//! ([`plant`]), so tests running different bugs on different threads do not
+//! see each other's. The simulator runs a whole cluster on one thread, which
+//! makes a thread the right scope: every server and client of one run has
+//! the same bug.
+//!
+//! A site in production code reads:
+//!
+//! ```ignore
+//! #[cfg(feature = "planted-bugs")]
+//! if copycat_planted::active(copycat_planted::PlantedBug::SkipDuplicateCheck) {
+//!     // the wrong behaviour
+//! }
+//! ```
+
+use std::cell::Cell;
+
+macro_rules! planted_bugs {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Every bug that can be planted, by the rule it breaks. The doc
+        /// comment of each says what the code does wrong;
+        /// `docs/simulation.md` lists which check catches it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum PlantedBug {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl PlantedBug {
+            /// Every planted bug, in declaration order.
+            pub const ALL: &'static [PlantedBug] = &[$(PlantedBug::$name,)*];
+        }
+    };
+}
+
+planted_bugs! {
+    // ----- Raft core (copycat-raft) -----
+    /// A candidate counts its own vote twice.
+    DoubleVote,
+    /// The leader commits once one server fewer than a quorum has an entry.
+    CommitWithoutQuorum,
+    /// A vote is cast without being persisted.
+    ForgetVote,
+    /// Entries are handed out for applying as soon as they are in the log.
+    ApplyUncommitted,
+    /// Lease reads are served after the lease ran out.
+    StaleLease,
+}
+
+thread_local! {
+    static ACTIVE: Cell<Option<PlantedBug>> = const { Cell::new(None) };
+}
+
+/// Switch `bug` on for this thread (or every bug off, with `None`).
+pub fn plant(bug: Option<PlantedBug>) {
+    ACTIVE.with(|active| active.set(bug));
+}
+
+/// The bug active on this thread, if any.
+pub fn planted() -> Option<PlantedBug> {
+    ACTIVE.with(Cell::get)
+}
+
+/// Whether `bug` is active on this thread.
+pub fn active(bug: PlantedBug) -> bool {
+    planted() == Some(bug)
+}
+
+/// Run `f` with `bug` active on this thread, then switch it off again (also
+/// when `f` panics).
+pub fn with<T>(bug: Option<PlantedBug>, f: impl FnOnce() -> T) -> T {
+    struct Reset(Option<PlantedBug>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            plant(self.0);
+        }
+    }
+    let _reset = Reset(planted());
+    plant(bug);
+    f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bug_is_active_only_on_its_thread_and_only_inside_with() {
+        assert!(!active(PlantedBug::DoubleVote));
+        with(Some(PlantedBug::DoubleVote), || {
+            assert!(active(PlantedBug::DoubleVote));
+            assert!(!active(PlantedBug::ForgetVote));
+            std::thread::spawn(|| assert_eq!(planted(), None))
+                .join()
+                .unwrap();
+        });
+        assert_eq!(planted(), None);
+    }
+
+    #[test]
+    fn all_lists_every_variant_once_in_order() {
+        let mut sorted = PlantedBug::ALL.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, PlantedBug::ALL);
+    }
+}
