@@ -282,6 +282,12 @@ struct Registered {
     last_keep_alive_sent_ms: u64,
     last_keep_alive_ok_ms: u64,
     reset_in_flight: bool,
+    /// The highest event index the cluster said it published: what a reset
+    /// must bring the session up to.
+    events_needed: EventIndex,
+    /// No reset before this time: the last one went to a server that had
+    /// not caught up with the session's events.
+    reset_due_ms: u64,
 }
 
 /// The deterministic client session. See the module docs.
@@ -536,8 +542,33 @@ impl ClientSession {
         }
     }
 
-    /// Pick the server to send to, by the selection policy.
-    fn choose_server(&mut self) -> Option<ServerId> {
+    /// Whether a request of `kind` can only be served by the leader: every
+    /// request that proposes a log entry, and linearizable queries. The
+    /// selection policy applies to the others (sequential queries, event
+    /// resets); sending a leader-only request to a follower by policy would
+    /// only bounce back as a redirect, for ever.
+    fn needs_leader(&self, kind: RequestKind) -> bool {
+        match kind {
+            RequestKind::Register
+            | RequestKind::KeepAlive
+            | RequestKind::Unregister
+            | RequestKind::Command(_) => true,
+            RequestKind::Query(operation) => self
+                .queries
+                .get(&operation)
+                .is_none_or(|q| q.consistency != Consistency::Sequential),
+            RequestKind::Reset => false,
+        }
+    }
+
+    /// Pick the server to send a request of `kind` to: the known leader
+    /// for leader-only requests, otherwise by the selection policy.
+    fn choose_server(&mut self, kind: RequestKind) -> Option<ServerId> {
+        let selection = if self.needs_leader(kind) {
+            ServerSelection::Leader
+        } else {
+            self.config.selection
+        };
         let connected = |s: &Option<ServerId>| s.filter(|s| self.connected.contains(s));
         let first_after = |after: Option<ServerId>, skip: Option<ServerId>| {
             let after = after.unwrap_or(0);
@@ -547,7 +578,7 @@ impl ClientSession {
                 .copied()
                 .find(|s| Some(*s) != skip)
         };
-        let chosen = match self.config.selection {
+        let chosen = match selection {
             ServerSelection::Leader => connected(&self.leader_hint)
                 .or(connected(&self.current))
                 .or_else(|| first_after(self.current, None)),
@@ -576,7 +607,7 @@ impl ClientSession {
     }
 
     fn send(&mut self, kind: RequestKind, request: Request) -> Option<RequestId> {
-        let server = self.choose_server()?;
+        let server = self.choose_server(kind)?;
         let id = RequestId(self.next_request);
         self.next_request += 1;
         self.in_flight.insert(
@@ -688,6 +719,28 @@ impl ClientSession {
             }
             Err(ClientError::ResultCacheFull { .. }) | Err(ClientError::TooManySessions { .. }) => {
                 self.lose(id, 1)
+            }
+            Ok(Response::EventsReset { event_index }) if flight.kind == RequestKind::Reset => {
+                self.in_flight.remove(&id);
+                let now = self.now_ms;
+                let backoff = self.config.backoff(0);
+                let lagging = self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| event_index < s.events_needed);
+                if lagging {
+                    // This server has not applied the events the cluster
+                    // already told us about (it lags, or was removed and
+                    // does not know): ask another one, after a pause, or
+                    // the client would ask it again and again.
+                    self.move_past(server);
+                }
+                if let Some(session) = self.session.as_mut() {
+                    session.reset_in_flight = false;
+                    if lagging {
+                        session.reset_due_ms = now + backoff;
+                    }
+                }
             }
             Err(error @ (ClientError::UnknownSession | ClientError::SessionExpired))
                 if flight.kind != RequestKind::Register =>
@@ -862,6 +915,8 @@ impl ClientSession {
             last_keep_alive_sent_ms: now,
             last_keep_alive_ok_ms: now,
             reset_in_flight: false,
+            events_needed: EventIndex::ZERO,
+            reset_due_ms: 0,
         });
         self.outputs.push(ClientOutput::SessionOpened {
             session,
@@ -922,10 +977,15 @@ impl ClientSession {
 
     /// Ask for a reset if the cluster published events we have not seen.
     fn need_events(&mut self, event_index: EventIndex) {
-        let Some(session) = self.session.as_ref() else {
+        let now = self.now_ms;
+        let Some(session) = self.session.as_mut() else {
             return;
         };
-        if event_index > session.event_index && !session.reset_in_flight {
+        session.events_needed = session.events_needed.max(event_index);
+        if event_index > session.event_index
+            && !session.reset_in_flight
+            && now >= session.reset_due_ms
+        {
             let request = Request::ResetEvents {
                 session: session.id,
                 from_event_index: session.event_index,

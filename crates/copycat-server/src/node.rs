@@ -28,7 +28,7 @@ use copycat_raft::{
 
 use crate::config::{ReplicaConfig, ReplicaConfigError};
 use crate::machine::RawStateMachine;
-use crate::replica::{Outcome, QueryOutcome, Replica, SnapshotError};
+use crate::replica::{Applied, Outcome, QueryOutcome, Replica, SnapshotError};
 
 /// A client connection, named by the shell.
 pub type ConnectionId = u64;
@@ -117,6 +117,9 @@ pub struct ServerNode<M> {
     outbox: Vec<(ConnectionId, ServerMessage)>,
     next_read: u64,
     was_leader: bool,
+    /// What applying each entry did, kept for an observer that asked for it
+    /// ([`ServerNode::record_applied`]); `None` in production.
+    applied_records: Option<Vec<Applied>>,
 }
 
 impl<M: RawStateMachine> ServerNode<M> {
@@ -154,6 +157,7 @@ impl<M: RawStateMachine> ServerNode<M> {
             outbox: Vec::new(),
             next_read: 0,
             was_leader: false,
+            applied_records: None,
         })
     }
 
@@ -494,6 +498,9 @@ impl<M: RawStateMachine> ServerNode<M> {
 
     fn apply(&mut self, entry: &Entry) {
         let applied = self.replica.apply(entry);
+        if let Some(records) = self.applied_records.as_mut() {
+            records.push(applied.clone());
+        }
         match applied.outcome {
             Outcome::Register { client, result } => {
                 if self.registering.get(&client) == Some(&entry.index) {
@@ -572,6 +579,23 @@ impl<M: RawStateMachine> ServerNode<M> {
                 QueryOutcome::Done(result) => self.respond(query.connection, query.id, result),
             }
         }
+    }
+
+    /// Keep, from now on, what applying each entry did (its time, the
+    /// events it published, the sessions it expired), for an observer such
+    /// as the simulator, which checks them against the log. Off by default:
+    /// production keeps nothing.
+    pub fn record_applied(&mut self) {
+        self.applied_records.get_or_insert_with(Vec::new);
+    }
+
+    /// The records kept since the last call (empty unless
+    /// [`record_applied`](Self::record_applied) was called).
+    pub fn take_applied_records(&mut self) -> Vec<Applied> {
+        self.applied_records
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Messages for client connections produced so far.

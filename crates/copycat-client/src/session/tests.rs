@@ -524,6 +524,46 @@ fn followers_selection_avoids_the_known_leader() {
     assert_eq!(sends(&out)[0].0, 2);
 }
 
+// Found by the simulator: with a policy other than Leader, a command
+// redirected to the leader went back to a follower, for ever.
+#[test]
+fn leader_only_requests_follow_the_redirect_whatever_the_selection() {
+    for selection in [ServerSelection::Any, ServerSelection::Followers] {
+        let mut client = registered(ClientConfig {
+            selection,
+            ..config()
+        });
+        client.connected(2);
+        client.connected(3);
+        client.take_outputs();
+        client.submit_command(Bytes::from_static(b"x")).unwrap();
+        let (id, _) = command_sends(&client.take_outputs())[0];
+        respond(
+            &mut client,
+            1,
+            id,
+            Err(ClientError::NotLeader { hint: Some(3) }),
+        );
+        let out = client.take_outputs();
+        assert_eq!(
+            sends(&out).into_iter().map(|s| s.0).collect::<Vec<_>>(),
+            [3],
+            "{selection:?}: the command goes to the leader"
+        );
+        // A linearizable query too; a sequential one follows the policy.
+        client
+            .submit_query(Bytes::from_static(b"q"), Consistency::Linearizable)
+            .unwrap();
+        assert_eq!(sends(&client.take_outputs())[0].0, 3, "{selection:?}");
+        if selection == ServerSelection::Followers {
+            client
+                .submit_query(Bytes::from_static(b"q"), Consistency::Sequential)
+                .unwrap();
+            assert_ne!(sends(&client.take_outputs())[0].0, 3);
+        }
+    }
+}
+
 // Reference: "Queries carry the last command sequence and the highest index
 // the client has seen".
 #[test]

@@ -13,20 +13,25 @@ mod election_safety;
 mod leader_completeness;
 mod lease_safety;
 mod log_matching;
+mod replica_reports;
+mod session_log;
 mod snapshot_identity;
 mod state_machine_safety;
 
 use std::collections::BTreeMap;
 
 use copycat_raft::{Entry, LogIndex, NodeId, Term};
+use copycat_server::ReplicaConfig;
 
 pub use commit_durability::DurableLog;
+pub use replica_reports::SimReplica;
+pub use session_log::SessionModel;
 
 /// Result of a check.
 pub type Check = Result<(), String>;
 
 /// What the checks remember across the run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Observer {
     /// Term to leader (election safety).
     leaders: BTreeMap<Term, NodeId>,
@@ -42,12 +47,26 @@ pub struct Observer {
     commit_seen: BTreeMap<NodeId, LogIndex>,
     /// Replica digest at each snapshot index.
     snapshots: BTreeMap<LogIndex, u32>,
+    /// The replicas' configuration (the log model and the reference
+    /// replicas use it).
+    replica_config: ReplicaConfig,
+    /// The committed log replayed, to judge what replicas report.
+    reference: replica_reports::Reference,
 }
 
 impl Observer {
-    /// A fresh observer.
-    pub fn new() -> Self {
-        Self::default()
+    /// A fresh observer for replicas configured by `replica_config`.
+    pub fn new(replica_config: ReplicaConfig) -> Self {
+        Self {
+            leaders: BTreeMap::new(),
+            written: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            acknowledged: Default::default(),
+            commit_seen: BTreeMap::new(),
+            snapshots: BTreeMap::new(),
+            reference: replica_reports::Reference::new(replica_config.clone()),
+            replica_config,
+        }
     }
 
     /// Number of committed entries seen so far.

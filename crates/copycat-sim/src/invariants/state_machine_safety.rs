@@ -23,4 +23,36 @@ impl Observer {
             }
         }
     }
+
+    /// `node`'s commit index moved from `from` to `commit`: every entry it
+    /// holds in between is the entry known committed at that index (a
+    /// direct check of the commit rules: a server must never count an entry
+    /// as committed that differs from the committed one).
+    pub fn on_node_commit<'a>(
+        &mut self,
+        node: NodeId,
+        from: copycat_raft::LogIndex,
+        commit: copycat_raft::LogIndex,
+        entry: impl Fn(copycat_raft::LogIndex) -> Option<&'a Entry>,
+    ) -> Check {
+        let mut index = from.next();
+        while index <= commit {
+            if let Some(entry) = entry(index) {
+                match self.committed.get(&index) {
+                    Some((known, _)) if known != entry => {
+                        return Err(format!(
+                            "commit safety: {node:?} counts {entry:?} at {index:?} as committed, but {known:?} was committed there"
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.committed
+                            .insert(index, (entry.clone(), copycat_raft::Term(u64::MAX)));
+                    }
+                }
+            }
+            index = index.next();
+        }
+        Ok(())
+    }
 }

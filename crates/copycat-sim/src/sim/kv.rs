@@ -94,8 +94,10 @@ impl KvState {
 /// What the replicated key-value machine answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvOutput {
-    /// A mutation: whether it took effect (a compare-and-set may not).
-    Done(bool),
+    /// A mutation: whether it took effect (a compare-and-set may not), and
+    /// the index it was applied at (so clients can check their later reads
+    /// see it).
+    Done(bool, u64),
     /// A read: the key's value, and the index of the state it was read
     /// from (so clients can check reads never go back in time).
     Value(Option<u64>, u64),
@@ -147,7 +149,10 @@ impl copycat_server::StateMachine for KvMachine {
             _ => {}
         }
         self.last_op.insert(command.client, command.op);
-        Ok(KvOutput::Done(self.state.apply(&command.action)))
+        Ok(KvOutput::Done(
+            self.state.apply(&command.action),
+            ctx.index().0,
+        ))
     }
 
     fn query(&self, ctx: &copycat_server::QueryContext, key: u8) -> Result<KvOutput, String> {

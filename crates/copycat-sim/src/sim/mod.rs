@@ -11,9 +11,17 @@
 //! See `docs/simulation.md` for the fault model, the invariants and how to
 //! reproduce a seed.
 
+mod clients;
+pub mod faults;
 pub mod kv;
+mod liveness;
+mod network;
+mod nodes;
 mod params;
+mod stats;
 mod world;
 
+pub use faults::{FaultKind, FaultPlan, FaultSetting};
 pub use params::SimParams;
+pub use stats::{HistoryStats, StatsSummary};
 pub use world::{Outcome, RunReport, Simulation};

@@ -1,7 +1,10 @@
-//! Per-seed randomized parameters of a simulation run.
+//! Per-seed randomized parameters of a simulation run. Times are
+//! milliseconds of simulated time throughout.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use super::faults::{FaultKind, FaultPlan};
 
 /// Everything a run depends on besides its seed's event stream. Drawn from
 /// the seed, printed at the start of a run, so a failure report says what
@@ -47,6 +50,22 @@ pub struct SimParams {
     pub disk_latency_ms: u64,
     /// Mean time between injected faults (ms).
     pub fault_interval_ms: u64,
+    /// Which faults this seed injects, how often and for how long.
+    pub faults: FaultPlan,
+    /// Keys the clients operate on.
+    pub keys: u8,
+    /// Most operations one client has in flight at once (its session
+    /// pipelines them).
+    pub pipeline: usize,
+    /// A client gives up waiting for an operation after this long (ms) and
+    /// records its outcome as unknown.
+    pub client_timeout_ms: u64,
+    /// Fraction of operations that are reads.
+    pub read_fraction: f64,
+    /// Fraction of reads that are sequential (served by any server).
+    pub sequential_fraction: f64,
+    /// Fraction of writes that are compare-and-sets.
+    pub cas_fraction: f64,
     /// Largest deviation of a node's clock rate from real time, as a
     /// fraction; kept within what the lease's drift bound covers.
     pub clock_rate_spread: f64,
@@ -59,8 +78,6 @@ pub struct SimParams {
     pub check_quorum: bool,
     /// Whether clients use lease reads (otherwise ReadIndex).
     pub lease_reads: bool,
-    /// Whether membership changes and transfers are injected.
-    pub membership_churn: bool,
     /// Length of the safety phase (ms of simulated time).
     pub safety_ms: u64,
     /// Bound for the liveness phase (ms).
@@ -75,6 +92,12 @@ impl SimParams {
             params.pre_vote = true;
         }
         params
+    }
+
+    /// The same seed with the fault kind `kind` turned off.
+    pub fn without(mut self, kind: FaultKind) -> Self {
+        self.faults.disable(kind);
+        self
     }
 
     fn draw(seed: u64) -> Self {
@@ -97,14 +120,16 @@ impl SimParams {
             election_timeout_ms as f64 / (election_timeout_ms - lease_clock_drift_ms) as f64;
         let max_spread = (bound - 1.0) / (bound + 1.0) * 0.9;
         let delay_max_ms = rng.gen_range(1..=heartbeat_interval_ms.max(2));
+        let churn = nodes > 1 && rng.gen_bool(0.5);
+        let faults = FaultPlan::draw(&mut rng, election_timeout_ms, nodes, churn);
         Self {
             seed,
             nodes,
-            clients: rng.gen_range(2..=8),
+            clients: rng.gen_range(3..=8),
             election_timeout_ms,
             heartbeat_interval_ms,
-            max_append_entries: rng.gen_range(1..=64),
-            max_inflight_appends: rng.gen_range(1..=8),
+            max_append_entries: rng.gen_range(4..=64),
+            max_inflight_appends: rng.gen_range(2..=8),
             snapshot_every: rng.gen_range(10..=200),
             snapshot_trailing: rng.gen_range(0..=20),
             snapshot_chunk_bytes: rng.gen_range(16..=512),
@@ -116,17 +141,27 @@ impl SimParams {
             duplicate: rng.gen_range(0.0..0.05),
             disk_latency_ms: rng.gen_range(0..=5),
             power_loss: rng.gen_range(0.0..0.03),
-            fault_interval_ms: rng.gen_range(100..=1000),
+            fault_interval_ms: rng.gen_range(200..=1500),
+            faults,
+            keys: rng.gen_range(2..=6),
+            pipeline: rng.gen_range(2..=6),
+            // Long enough for a command's round trips at the slowest delay.
+            client_timeout_ms: rng.gen_range(3..=10) * election_timeout_ms + 20 * delay_max_ms,
+            read_fraction: rng.gen_range(0.2..0.6),
+            sequential_fraction: rng.gen_range(0.0..0.4),
+            cas_fraction: rng.gen_range(0.1..0.5),
             clock_rate_spread: rng.gen_range(0.0..=max_spread),
             lease_clock_drift_ms,
             // Never both off: plain Raft without pre-vote and without
             // check-quorum lets a lagging server disrupt every election
             // forever (it is allowed, but not live, so not simulated).
             pre_vote: rng.gen_bool(0.8),
-            check_quorum: rng.gen_bool(0.8),
+            // Off in half the runs: an isolated leader then keeps leading
+            // (and keeps clients that reach it) while the majority moves
+            // on, the classic setting for stale reads.
+            check_quorum: rng.gen_bool(0.5),
             lease_reads: rng.gen_bool(0.5),
-            membership_churn: nodes > 1 && rng.gen_bool(0.5),
-            safety_ms: rng.gen_range(2_000..=6_000),
+            safety_ms: rng.gen_range(3_000..=8_000),
             // Room for an election after the heal plus a whole session timeout
             // (20 election timeouts): crashed clients' sessions must expire.
             liveness_ms: 50 * election_timeout_ms,
@@ -140,7 +175,8 @@ impl std::fmt::Display for SimParams {
             f,
             "seed={} nodes={} clients={} election={}ms heartbeat={}ms batch={} inflight={} \
              snapshot_every={} trailing={} chunk={}B segment={}B write_buffer={}B delay={}..{}ms loss={:.3} dup={:.3} \
-             disk={}ms power_loss={:.4} faults_every~{}ms clock_spread={:.4} pre_vote={} check_quorum={} lease_reads={} churn={} safety={}ms",
+             disk={}ms power_loss={:.4} faults_every~{}ms clock_spread={:.4} pre_vote={} check_quorum={} lease_reads={} \
+             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms\n  faults: {}",
             self.seed,
             self.nodes,
             self.clients,
@@ -164,8 +200,14 @@ impl std::fmt::Display for SimParams {
             self.pre_vote,
             self.check_quorum,
             self.lease_reads,
-            self.membership_churn,
+            self.keys,
+            self.pipeline,
+            self.client_timeout_ms,
+            self.read_fraction,
+            self.sequential_fraction,
+            self.cas_fraction,
             self.safety_ms,
+            self.faults,
         )
     }
 }

@@ -1,0 +1,527 @@
+//! The simulated servers: each is the production runtime shell (server
+//! core over the production storage on a fault-injecting disk), started,
+//! crashed, paused and restarted by the simulator, and observed after every
+//! step.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use copycat_proto::ClientRequest;
+use copycat_raft::{Entry, LogIndex, MessageBody, NodeId, ReadPath, Role, Term, Time};
+use copycat_server::node::ServerConfig;
+use copycat_server::runtime::{Shell, ShellConfig, Written};
+use copycat_server::{Applied, Typed};
+use copycat_storage::{Disk, FaultDisk, LogOptions, StorageOptions};
+use rand::Rng;
+
+use super::kv::KvMachine;
+use super::params::SimParams;
+use super::world::{Event, Simulation};
+use crate::invariants::DurableLog;
+
+/// A running server: the production shell (server core and storage).
+pub(super) struct LiveNode {
+    pub(super) shell: Shell<Typed<KvMachine>>,
+    pub(super) sync_scheduled: bool,
+    /// Entries written but not yet synced: index to term.
+    written: BTreeMap<LogIndex, Term>,
+    last_role: Role,
+    last_term: Term,
+    last_commit: LogIndex,
+}
+
+/// A server slot: its disk survives crashes; its process may be down.
+pub(super) struct SimNode {
+    pub(super) id: NodeId,
+    pub(super) disk: FaultDisk,
+    pub(super) dir: PathBuf,
+    pub(super) live: Option<LiveNode>,
+    pub(super) incarnation: u64,
+    pub(super) paused: bool,
+    pub(super) deferred: Vec<Event>,
+    pub(super) clock_offset_ms: u64,
+    pub(super) clock_rate: f64,
+    /// The wall clock (which stamps log entries) runs this far ahead of
+    /// real time; wall clocks are kept within tens of milliseconds (NTP).
+    pub(super) wall_skew_ms: u64,
+    pub(super) durable: DurableLog,
+    /// As leader of a term: the local time each read round was first sent
+    /// (for the lease bound).
+    pub(super) rounds: BTreeMap<(Term, u64), Time>,
+    /// The latest send time of a round some follower answered, in the term
+    /// this server leads (or led last).
+    pub(super) answered: Option<(Term, Time)>,
+}
+
+impl Simulation {
+    pub(super) fn local_time(&self, node: usize) -> Time {
+        let node = &self.nodes[node];
+        Time(node.clock_offset_ms + (self.now as f64 * node.clock_rate) as u64)
+    }
+
+    pub(super) fn tick_node(&mut self, node: usize) {
+        if self.nodes[node].live.is_none() || self.nodes[node].paused {
+            return;
+        }
+        let now = self.local_time(node);
+        let wall = self.now + self.nodes[node].wall_skew_ms;
+        self.nodes[node]
+            .live
+            .as_mut()
+            .expect("live")
+            .shell
+            .tick(now, wall);
+        self.process(node);
+    }
+
+    pub(super) fn start_node(&mut self, node: usize) {
+        let params = self.params.clone();
+        let now = self.local_time(node);
+        let seed = self.rng.gen();
+        let members: Vec<NodeId> = (1..=params.nodes).map(NodeId).collect();
+        let mut raft = self.raft_template.clone();
+        let sim_node = &mut self.nodes[node];
+        sim_node.incarnation += 1;
+        raft.id = sim_node.id;
+        let config = ShellConfig {
+            server: server_config(raft, &params),
+            storage: storage_options(&params),
+            seed,
+        };
+        let disk: Arc<dyn Disk> = Arc::new(sim_node.disk.clone());
+        let wall = self.now + sim_node.wall_skew_ms;
+        let machine = Typed(KvMachine::default());
+        let mut shell = match Shell::open(config, &sim_node.dir, disk, &members, machine, now, wall)
+        {
+            Ok(shell) => shell,
+            Err(error) => {
+                let id = sim_node.id;
+                self.fail(format!(
+                    "{id:?} cannot restart from its data directory: {error}"
+                ));
+                return;
+            }
+        };
+        shell.server_mut().record_applied();
+        sim_node.rounds.clear();
+        sim_node.answered = None;
+        // The durable view is what recovery returned.
+        let recovered = shell.recovered().clone();
+        sim_node.durable = DurableLog {
+            snapshot: recovered.snapshot,
+            terms: recovered.entries.iter().copied().collect(),
+        };
+        let commit = shell.server().raft().commit_index();
+        let applied = shell.server().replica().applied_index();
+        let id = sim_node.id;
+        // A replica restored from its own snapshot must be the replica that
+        // replaying the log from the start gives.
+        let restored = self
+            .observer
+            .check_restored(id, shell.server().replica(), "restart");
+        sim_node.live = Some(LiveNode {
+            shell,
+            sync_scheduled: false,
+            written: BTreeMap::new(),
+            last_role: Role::Follower,
+            last_term: Term(0),
+            last_commit: commit,
+        });
+        self.observer.node_restarted(id);
+        self.trace(format_args!(
+            "{id:?} started (applied {applied:?}, recovery discarded {} bytes of torn tail)",
+            recovered.discarded_bytes
+        ));
+        if let Err(failure) = restored {
+            self.fail(failure);
+        }
+    }
+
+    pub(super) fn crash(&mut self, node: usize, torn: bool) {
+        let sim_node = &mut self.nodes[node];
+        if sim_node.live.take().is_none() {
+            return;
+        }
+        sim_node.incarnation += 1;
+        if torn {
+            sim_node.disk.crash_torn();
+        } else {
+            sim_node.disk.crash();
+        }
+        sim_node.paused = false;
+        sim_node.deferred.clear();
+        let id = sim_node.id;
+        self.trace(format_args!(
+            "{id:?} crashed{}",
+            if torn { " (torn writes)" } else { "" }
+        ));
+    }
+
+    /// Flip one bit in the unsynced tail of the node's newest log segment
+    /// (never in synced data: that would be media corruption, which the
+    /// storage crate's own tests cover as a detected, fatal error).
+    pub(super) fn corrupt_unsynced_tail(&mut self, node: usize) {
+        let disk = self.nodes[node].disk.clone();
+        let log_dir = self.nodes[node].dir.join("log");
+        let Ok(mut names) = disk.list_dir(&log_dir) else {
+            return;
+        };
+        names.sort();
+        let Some(name) = names.last() else { return };
+        let path = log_dir.join(name);
+        let live = disk.file_len(&path).unwrap_or(0);
+        let durable = disk.durable_contents(&path).map_or(0, |c| c.len() as u64);
+        if live <= durable {
+            return;
+        }
+        let bit = self.rng.gen_range(durable * 8..live * 8);
+        if disk.flip_bit(&path, Some(bit)).is_ok() {
+            let id = self.nodes[node].id;
+            self.trace(format_args!(
+                "{id:?} corrupt bit {bit} of unsynced tail of {name}"
+            ));
+        }
+    }
+
+    pub(super) fn unpause(&mut self, node: usize) {
+        if !self.nodes[node].paused {
+            return;
+        }
+        self.nodes[node].paused = false;
+        let id = self.nodes[node].id;
+        self.trace(format_args!("{id:?} resumed"));
+        let deferred = std::mem::take(&mut self.nodes[node].deferred);
+        for event in deferred {
+            self.schedule(0, event);
+        }
+    }
+
+    /// Let the node's shell write everything it has (step 1 of every
+    /// batch), observe what it wrote, send what needs no durability, and
+    /// schedule the disk sync after the disk's latency (group commit: every
+    /// batch written until then shares that sync).
+    pub(super) fn process(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        let Some(live) = self.nodes[node].live.as_mut() else {
+            return;
+        };
+        let written = match live.shell.write() {
+            Ok(written) => written,
+            Err(error) => {
+                self.fail(format!("{id:?} write: {error}"));
+                return;
+            }
+        };
+        if let Err(failure) = self.observe_written(node, &written) {
+            self.fail(failure);
+            return;
+        }
+        let live = self.nodes[node].live.as_mut().expect("live");
+        if written.pending && !live.sync_scheduled {
+            live.sync_scheduled = true;
+            let incarnation = self.nodes[node].incarnation;
+            let latency = self.params.disk_latency_ms;
+            self.schedule(latency, Event::Sync { node, incarnation });
+        }
+        // Now and then, power fails while the writes are on their way to the
+        // disk.
+        if !written.entries.is_empty() && self.safety && self.rng.gen_bool(self.params.power_loss) {
+            let incarnation = self.nodes[node].incarnation;
+            self.schedule(0, Event::PowerLoss { node, incarnation });
+        }
+        self.after_step(node);
+        self.flush_outputs(node);
+    }
+
+    /// Invariants over what a write did: log matching for every entry
+    /// written, state machine safety for entries applied, snapshot identity.
+    fn observe_written(&mut self, node: usize, written: &Written) -> Result<(), String> {
+        let id = self.nodes[node].id;
+        if let Some(first) = written.entries.first() {
+            // A conflicting suffix was replaced: it is not durable any more.
+            self.nodes[node]
+                .durable
+                .terms
+                .retain(|index, _| *index < first.index);
+            let live = self.nodes[node].live.as_mut().expect("live");
+            live.written.retain(|index, _| *index < first.index);
+        }
+        for entry in &written.entries {
+            let live = self.nodes[node].live.as_mut().expect("live");
+            live.written.insert(entry.index, entry.term);
+            let previous = live.shell.server().raft().term_at(entry.index.prev());
+            self.observer.on_written(id, entry, previous)?;
+        }
+        if let Some(synced) = written.synced_through {
+            // The shell synced in the middle of this write (before a
+            // snapshot install): what it had written is durable.
+            let live = self.nodes[node].live.as_mut().expect("live");
+            let still_unsynced = live.written.split_off(&synced.next());
+            let durable = std::mem::replace(&mut live.written, still_unsynced);
+            self.nodes[node].durable.terms.extend(durable);
+        }
+        self.observe_applied(node, &written.applied)?;
+        if let Some((meta, digest)) = &written.installed {
+            self.observer.on_snapshot(id, meta.index, *digest)?;
+            let live = self.nodes[node].live.as_ref().expect("live");
+            self.observer
+                .check_restored(id, live.shell.server().replica(), "snapshot install")?;
+            let durable = &mut self.nodes[node].durable;
+            durable.snapshot = durable.snapshot.max(meta.index);
+            durable.terms.retain(|index, _| *index > meta.index);
+            let live = self.nodes[node].live.as_mut().expect("live");
+            live.written.retain(|index, _| *index > meta.index);
+            self.trace(format_args!("{id:?} installed snapshot {:?}", meta.index));
+        }
+        Ok(())
+    }
+
+    /// State machine safety for every entry applied, the state machine's
+    /// own exactly-once and per-client order checks, and the replica's
+    /// records (time, expiries, events) against the log.
+    fn observe_applied(&mut self, node: usize, applied: &[Entry]) -> Result<(), String> {
+        let id = self.nodes[node].id;
+        for entry in applied {
+            self.observer.on_applied(id, entry)?;
+        }
+        let live = self.nodes[node].live.as_mut().expect("live");
+        let records: Vec<Applied> = live.shell.server_mut().take_applied_records();
+        let machine = &live.shell.server().replica().machine().0;
+        if machine.duplicates > 0 || machine.reordered > 0 {
+            return Err(format!(
+                "{id:?}: {} client operations applied twice, {} out of client order",
+                machine.duplicates, machine.reordered
+            ));
+        }
+        self.observer.on_applied_records(id, &records)
+    }
+
+    /// Send what the shell produced: peer messages over the simulated
+    /// network, client messages to the clients.
+    pub(super) fn flush_outputs(&mut self, node: usize) {
+        let now = self.local_time(node);
+        let Some(live) = self.nodes[node].live.as_mut() else {
+            return;
+        };
+        let outputs = live.shell.take_outputs();
+        let term = live.shell.server().raft().term();
+        let leader = live.shell.server().raft().is_leader();
+        for message in outputs.peer_messages {
+            if leader {
+                if let MessageBody::Heartbeat { read_round, .. }
+                | MessageBody::Append { read_round, .. } = &message.body
+                {
+                    let rounds = &mut self.nodes[node].rounds;
+                    if rounds
+                        .first_key_value()
+                        .is_some_and(|((t, _), _)| *t < term)
+                    {
+                        rounds.retain(|(t, _), _| *t >= term);
+                    }
+                    rounds.entry((term, *read_round)).or_insert(now);
+                }
+            }
+            self.send(message);
+        }
+        for (connection, message) in outputs.client_messages {
+            self.send_to_client(connection as usize, node, message);
+        }
+    }
+
+    /// The disk finished: the shell's one sync covers every batch written
+    /// since the last one; then its messages go out and entries apply.
+    pub(super) fn complete_sync(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        let live = self.nodes[node].live.as_mut().expect("live");
+        live.sync_scheduled = false;
+        let synced = match live.shell.sync() {
+            Ok(synced) => synced,
+            Err(error) => {
+                self.fail(format!("{id:?} sync: {error}"));
+                return;
+            }
+        };
+        let written = std::mem::take(&mut live.written);
+        live.shell.storage().invariants();
+        self.nodes[node].durable.terms.extend(written);
+        if let Err(failure) = self.observe_applied(node, &synced.applied) {
+            self.fail(failure);
+            return;
+        }
+        if let Some((meta, digest)) = synced.taken {
+            if let Err(failure) = self.observer.on_snapshot(id, meta.index, digest) {
+                self.fail(failure);
+                return;
+            }
+            let durable = &mut self.nodes[node].durable;
+            durable.snapshot = durable.snapshot.max(meta.index);
+            self.trace(format_args!("{id:?} took snapshot at {:?}", meta.index));
+        }
+        self.after_step(node);
+        self.flush_outputs(node);
+    }
+
+    /// Checks after a node handled inputs: its own invariants, commit
+    /// monotonicity and durability, leadership changes, and direct checks
+    /// of the commit and lease rules.
+    fn after_step(&mut self, node: usize) {
+        let now = self.local_time(node);
+        let id = self.nodes[node].id;
+        let Some(live) = self.nodes[node].live.as_mut() else {
+            return;
+        };
+        live.shell.server().raft().invariants();
+        let raft = live.shell.server().raft();
+        let role = raft.role();
+        let term = raft.term();
+        let commit = raft.commit_index();
+        let became_leader = role == Role::Leader && live.last_role != Role::Leader;
+        let same_leadership = role == Role::Leader && !became_leader && live.last_term == term;
+        live.last_role = role;
+        live.last_term = term;
+        let old_commit = live.last_commit;
+        live.last_commit = commit;
+        let lease_ms =
+            self.raft_template.election_timeout_ms - self.raft_template.lease_clock_drift_ms;
+        let result = (|| {
+            self.observer.check_commit_monotonic(id, commit)?;
+            let live = self.nodes[node].live.as_ref().expect("live");
+            let raft = live.shell.server().raft();
+            if commit > old_commit {
+                // Every newly committed entry this node holds is the entry
+                // known committed at its index.
+                self.observer
+                    .on_node_commit(id, old_commit, commit, |i| raft.entry(i))?;
+            }
+            if role != Role::Leader {
+                return Ok(());
+            }
+            if became_leader {
+                self.observer.on_leader(id, term)?;
+                self.observer.check_leader_completeness(
+                    id,
+                    term,
+                    raft.snapshot_meta().index,
+                    |i| raft.entry(i),
+                )?;
+            }
+            if commit > old_commit {
+                // §5.4.2: a leader advances its commit index only by counting
+                // replicas of an entry of its own term.
+                let commit_term = raft.term_at(commit).expect("leader holds its commit");
+                if same_leadership && commit_term != term {
+                    return Err(format!(
+                        "commit rule (§5.4.2): leader {id:?} of {term:?} advanced its commit index \
+                         from {old_commit:?} to {commit:?}, an entry of {commit_term:?}"
+                    ));
+                }
+                self.observer
+                    .on_leader_commit(id, term, old_commit, commit, |i| raft.entry(i))?;
+                let durable: BTreeMap<NodeId, DurableLog> = self
+                    .nodes
+                    .iter()
+                    .map(|n| (n.id, n.durable.clone()))
+                    .collect();
+                self.observer.check_commit_durable(
+                    id,
+                    commit,
+                    commit_term,
+                    &raft.configurations_since(commit),
+                    &durable,
+                )?;
+            }
+            let (_, config) = raft.configuration();
+            let lease = raft.lease_until().filter(|_| config.voter_count() > 1);
+            if let Some(lease_until) = lease {
+                // A lease starts no later than the send time of a round a
+                // follower answered, and lasts the lease length.
+                let start = self.nodes[node]
+                    .answered
+                    .filter(|(t, _)| *t == term)
+                    .map(|(_, sent)| sent);
+                let bound = start.map(|s| s.plus_ms(lease_ms));
+                if bound.is_none_or(|bound| lease_until > bound)
+                    || lease_until > now.plus_ms(lease_ms)
+                {
+                    return Err(format!(
+                        "lease bound: leader {id:?} of {term:?} holds a lease until {lease_until:?}, \
+                         past the send time of its last answered round ({start:?}) plus {lease_ms}ms"
+                    ));
+                }
+            }
+            let configs = raft.configurations_since(commit);
+            let mut uncommitted = Vec::new();
+            let mut index = commit.next();
+            while index <= raft.last_index() {
+                if let Some(entry) = raft.entry(index) {
+                    uncommitted.push(entry);
+                }
+                index = index.next();
+            }
+            self.observer.check_configuration_safety(
+                id,
+                commit,
+                &configs[0],
+                uncommitted.into_iter(),
+            )?;
+            Ok(())
+        })();
+        if let Err(failure) = result {
+            self.fail(failure);
+        }
+    }
+
+    pub(super) fn on_client_request(&mut self, node: usize, client: usize, request: ClientRequest) {
+        let now = self.local_time(node);
+        let id = self.nodes[node].id;
+        let Some(live) = self.nodes[node].live.as_mut() else {
+            return;
+        };
+        let path = live.shell.on_request(client as u64, request, now);
+        // Lease safety: while this leader relies on its lease, no server
+        // leads a later term (checked at that instant).
+        if path == Some(ReadPath::Lease) {
+            let term = live.shell.server().raft().term();
+            let leaders: Vec<(NodeId, Term)> = self
+                .nodes
+                .iter()
+                .filter_map(|n| {
+                    n.live
+                        .as_ref()
+                        .filter(|l| l.shell.server().raft().is_leader())
+                        .map(|l| (n.id, l.shell.server().raft().term()))
+                })
+                .collect();
+            if let Err(failure) = self.observer.check_lease(id, term, &leaders) {
+                self.fail(failure);
+                return;
+            }
+        }
+        self.process(node);
+    }
+}
+
+pub(super) fn server_config(raft: copycat_raft::Config, params: &SimParams) -> ServerConfig {
+    let mut config = ServerConfig::new(raft);
+    config.snapshot_every_entries = params.snapshot_every;
+    // Session timeouts are the clients' (20 election timeouts); allow them.
+    config.replica.max_session_timeout_ms = config
+        .replica
+        .max_session_timeout_ms
+        .max(20 * params.election_timeout_ms);
+    config
+}
+
+fn storage_options(params: &SimParams) -> StorageOptions {
+    StorageOptions {
+        log: LogOptions {
+            segment_size_max_bytes: params.segment_bytes,
+            // Small, so appends reach the disk before the sync that makes
+            // them durable, and a crash can tear them.
+            write_buffer_max_bytes: params.write_buffer_bytes,
+            ..LogOptions::default()
+        },
+        snapshots_retained_old: 0,
+    }
+}
