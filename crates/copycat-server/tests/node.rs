@@ -3,8 +3,11 @@
 //! under faults; these tests pin down individual behaviours.)
 
 use bytes::Bytes;
-use copycat_proto::{ClientError, Consistency, EventIndex, Request, Response, Sequence, SessionId};
-use copycat_raft::EntryPayload;
+use copycat_proto::{
+    ClientError, Consistency, EventBatch, EventIndex, Request, Response, Sequence, ServerMessage,
+    SessionId,
+};
+use copycat_raft::{Entry, EntryPayload};
 use copycat_server::codec;
 use copycat_server::testing::{ServerCluster, TestCommand, TestQuery};
 
@@ -179,4 +182,296 @@ fn the_leader_expires_silent_sessions_and_ticks_when_idle() {
         .map(|s| s.replica().digest())
         .collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
+}
+
+/// Like [`ServerCluster::pump`], except that server `lagging` does not apply
+/// its committed entries: they are kept in `withheld` (its read states are
+/// still handed back). This is a server whose apply lags behind its commit,
+/// as when the shell hands back read states before the entries catch up.
+fn pump_withholding(cluster: &mut Cluster, lagging: usize, withheld: &mut Vec<Entry>) {
+    loop {
+        let mut messages = Vec::new();
+        let mut moved = false;
+        for (i, server) in cluster.servers.iter_mut().enumerate() {
+            while server.has_ready() {
+                moved = true;
+                let ready = server.ready();
+                if let Some(last) = ready.entries.last() {
+                    server.raft_mut().persisted(last.index, last.term);
+                }
+                messages.extend(ready.messages);
+                messages.extend(ready.messages_after_persist);
+                if i == lagging {
+                    withheld.extend(ready.committed_entries);
+                    server.after_persist(Vec::new(), ready.read_states);
+                } else {
+                    server.after_persist(ready.committed_entries, ready.read_states);
+                }
+            }
+            for (connection, message) in server.take_client_messages() {
+                cluster.inbox.push((i, connection, message));
+            }
+        }
+        for message in messages {
+            moved = true;
+            let to = (message.to.0 - 1) as usize;
+            cluster.servers[to].raft_mut().step(message);
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+/// Apply what `server` withheld, and collect what that answers.
+fn catch_up(cluster: &mut Cluster, server: usize, withheld: &mut Vec<Entry>) {
+    let entries = std::mem::take(withheld);
+    assert!(!entries.is_empty(), "nothing was withheld");
+    cluster.servers[server].after_persist(entries, Vec::new());
+    for (connection, message) in cluster.servers[server].take_client_messages() {
+        cluster.inbox.push((server, connection, message));
+    }
+}
+
+fn query(session: SessionId, sequence: u64, index: u64, consistency: Consistency) -> Request {
+    Request::Query {
+        session,
+        sequence: Sequence(sequence),
+        index,
+        consistency,
+        payload: codec::encode(&TestQuery::Get),
+    }
+}
+
+/// The value and index of the single answer to query `id`.
+fn answer(cluster: &Cluster, id: u64) -> (i64, u64) {
+    match cluster.responses(id).as_slice() {
+        [Ok(Response::Query {
+            index,
+            output: Ok(output),
+            ..
+        })] => (codec::decode::<i64>(output).expect("i64"), *index),
+        other => panic!("query {id} answered {other:?}"),
+    }
+}
+
+fn command_index(cluster: &Cluster, id: u64) -> u64 {
+    match cluster.responses(id).as_slice() {
+        [Ok(Response::Command { index, .. })] => *index,
+        other => panic!("command {id} answered {other:?}"),
+    }
+}
+
+// A linearizable read is answered at the leader's read index: once the read
+// index is confirmed, the leader still waits until its replica has applied up
+// to it. Here the leader commits a command but has not applied it when the
+// read is confirmed; the answer must wait for the apply (and include it).
+#[test]
+fn a_linearizable_read_waits_until_its_read_index_is_applied() {
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.leader().expect("leader");
+    let session = cluster.register(leader, 1, 1);
+    let mut withheld = Vec::new();
+    cluster.submit(
+        leader,
+        1,
+        2,
+        Request::Command {
+            session,
+            sequence: Sequence(1),
+            payload: add(5),
+        },
+    );
+    pump_withholding(&mut cluster, leader, &mut withheld);
+    assert!(
+        cluster.servers[leader].raft().commit_index()
+            > cluster.servers[leader].replica().applied_index(),
+        "the command is committed but not applied on the leader"
+    );
+    assert!(cluster.responses(2).is_empty());
+    // The query itself asks for nothing (sequence 0, index 0): only the read
+    // index can make it wait.
+    cluster.submit(
+        leader,
+        1,
+        3,
+        query(session, 0, 0, Consistency::Linearizable),
+    );
+    pump_withholding(&mut cluster, leader, &mut withheld);
+    assert!(
+        cluster.responses(3).is_empty(),
+        "answered before the read index was applied: {:?}",
+        cluster.responses(3)
+    );
+    catch_up(&mut cluster, leader, &mut withheld);
+    let index = command_index(&cluster, 2);
+    let (value, at) = answer(&cluster, 3);
+    assert_eq!(value, 5, "the answer reflects the committed command");
+    assert!(at >= index, "answered at {at}, the command is at {index}");
+}
+
+// A sequential read may be served by any server, from possibly stale state,
+// but never older than what the client has seen: the server waits until it
+// has applied the client's last command sequence and its highest index.
+#[test]
+fn a_sequential_read_waits_for_the_clients_sequence_and_index() {
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.leader().expect("leader");
+    let follower = (leader + 1) % 3;
+    let session = cluster.register(leader, 1, 1);
+    // Let the follower learn (and apply) the registration.
+    cluster.advance(50);
+    let mut withheld = Vec::new();
+    cluster.submit(
+        leader,
+        1,
+        2,
+        Request::Command {
+            session,
+            sequence: Sequence(1),
+            payload: add(5),
+        },
+    );
+    pump_withholding(&mut cluster, follower, &mut withheld);
+    // The leader answered the command; the follower has it, unapplied.
+    let index = command_index(&cluster, 2);
+    cluster.submit(
+        follower,
+        1,
+        3,
+        query(session, 1, 0, Consistency::Sequential),
+    );
+    cluster.submit(
+        follower,
+        1,
+        4,
+        query(session, 0, index, Consistency::Sequential),
+    );
+    cluster.submit(
+        follower,
+        1,
+        5,
+        query(session, 0, 0, Consistency::Sequential),
+    );
+    pump_withholding(&mut cluster, follower, &mut withheld);
+    assert!(
+        cluster.responses(3).is_empty(),
+        "did not wait for sequence 1"
+    );
+    assert!(
+        cluster.responses(4).is_empty(),
+        "did not wait for index {index}"
+    );
+    // Asking for nothing is answered at once, from the stale state.
+    assert_eq!(answer(&cluster, 5).0, 0);
+    catch_up(&mut cluster, follower, &mut withheld);
+    for id in [3, 4] {
+        let (value, at) = answer(&cluster, id);
+        assert_eq!(value, 5, "query {id}");
+        assert!(at >= index, "query {id} answered at {at} < {index}");
+    }
+}
+
+/// The event batches pushed to `connection`, in order.
+fn batches(cluster: &Cluster, connection: u64) -> Vec<EventBatch> {
+    cluster
+        .inbox
+        .iter()
+        .filter(|(_, c, _)| *c == connection)
+        .filter_map(|(_, _, message)| match message {
+            ServerMessage::Events(batch) => Some(batch.clone()),
+            ServerMessage::Response { .. } => None,
+        })
+        .collect()
+}
+
+fn publish(
+    cluster: &mut Cluster,
+    server: usize,
+    from: SessionId,
+    to: SessionId,
+    seq: u64,
+    id: u64,
+) {
+    let name = format!("event-{seq}");
+    cluster.request(
+        server,
+        1,
+        id,
+        Request::Command {
+            session: from,
+            sequence: Sequence(seq),
+            payload: codec::encode(&TestCommand::Publish {
+                session: to.0,
+                name,
+            }),
+        },
+    );
+}
+
+// A client that saw a gap in its events asks to reset from the last index it
+// received in order: the server answers, then resends every retained batch
+// after that index, in order, on the asking connection (and pushes later
+// events there).
+#[test]
+fn a_reset_resends_the_retained_events_after_the_index_in_order() {
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.leader().expect("leader");
+    let sender = cluster.register(leader, 1, 1);
+    let receiver = cluster.register(leader, 2, 2);
+    for seq in 1..=3 {
+        publish(&mut cluster, leader, sender, receiver, seq, 10 + seq);
+    }
+    let pushed = batches(&cluster, 2);
+    assert_eq!(pushed.len(), 3, "{pushed:?}");
+    let indexes: Vec<EventIndex> = pushed.iter().map(|b| b.event_index).collect();
+    assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
+
+    // The client reconnects (connection 7) having received only the first.
+    cluster.request(
+        leader,
+        7,
+        20,
+        Request::ResetEvents {
+            session: receiver,
+            from_event_index: indexes[0],
+        },
+    );
+    assert_eq!(
+        cluster.responses(20),
+        [&Ok(Response::EventsReset {
+            event_index: indexes[2]
+        })]
+    );
+    assert_eq!(batches(&cluster, 7), pushed[1..].to_vec());
+    // The response comes before the resent batches.
+    let on_7: Vec<&ServerMessage> = cluster
+        .inbox
+        .iter()
+        .filter(|(_, c, _)| *c == 7)
+        .map(|(_, _, m)| m)
+        .collect();
+    assert!(
+        matches!(on_7[0], ServerMessage::Response { .. }),
+        "{on_7:?}"
+    );
+    assert_eq!(batches(&cluster, 7)[0].previous_event_index, indexes[0]);
+
+    // From zero: everything retained, in order.
+    cluster.request(
+        leader,
+        8,
+        21,
+        Request::ResetEvents {
+            session: receiver,
+            from_event_index: EventIndex(0),
+        },
+    );
+    assert_eq!(batches(&cluster, 8), pushed);
+    // Later events follow the session to the connection that asked last.
+    publish(&mut cluster, leader, sender, receiver, 4, 14);
+    let latest = batches(&cluster, 8);
+    assert_eq!(latest.len(), 4);
+    assert_eq!(latest[3].previous_event_index, indexes[2]);
+    assert_eq!(batches(&cluster, 2).len(), 3);
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use copycat_raft::{Configuration, HardState, LogIndex, NodeId, SnapshotMeta, Term};
 use copycat_storage::{
-    conformance, Disk, FaultDisk, LogStore, Storage, StorageError, StorageOptions,
-    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    conformance, Disk, Durability, FaultDisk, LogStore, Meta, MetaStore, Storage, StorageError,
+    StorageOptions, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 
 fn shared(disk: &FaultDisk) -> Arc<dyn Disk> {
@@ -341,4 +341,156 @@ fn snapshot_newer_than_log_resets_the_log_on_open() {
     assert!(state.entries.is_empty());
     assert_eq!(report.log_reset_from, Some(LogIndex(40)));
     assert_eq!(storage.log().next_index(), LogIndex(101));
+}
+
+/// A [`FaultDisk`] on which one kind of sync does nothing: the meta save
+/// run on it shows which of its syncs the durability depends on.
+#[derive(Debug)]
+struct SkipSync {
+    disk: FaultDisk,
+    skip_data: bool,
+    skip_dir: bool,
+}
+
+impl Disk for SkipSync {
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.disk.create_dir_all(dir)
+    }
+    fn create(&self, path: &Path) -> std::io::Result<()> {
+        self.disk.create(path)
+    }
+    fn exists(&self, path: &Path) -> std::io::Result<bool> {
+        self.disk.exists(path)
+    }
+    fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.disk.read_at(path, offset, buf)
+    }
+    fn write_at(&self, path: &Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.disk.write_at(path, offset, data)
+    }
+    fn set_len(&self, path: &Path, len: u64) -> std::io::Result<()> {
+        self.disk.set_len(path, len)
+    }
+    fn file_len(&self, path: &Path) -> std::io::Result<u64> {
+        self.disk.file_len(path)
+    }
+    fn sync_data(&self, path: &Path) -> std::io::Result<()> {
+        if self.skip_data {
+            return Ok(());
+        }
+        self.disk.sync_data(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        if self.skip_dir {
+            return Ok(());
+        }
+        self.disk.sync_dir(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.disk.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.disk.remove(path)
+    }
+    fn list_dir(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+        self.disk.list_dir(dir)
+    }
+}
+
+fn meta(term: u64, vote: u64, voters: &[u64]) -> Meta {
+    Meta {
+        hard_state: HardState {
+            term: Term(term),
+            vote: Some(NodeId(vote)),
+        },
+        config: Configuration::with_voters(voters.iter().copied().map(NodeId)),
+    }
+}
+
+fn reopen_meta(disk: Arc<dyn Disk>, dir: &Path) -> copycat_storage::Result<Meta> {
+    MetaStore::open(disk, dir, Durability::Fsync).map(|(store, _)| store.get().clone())
+}
+
+// The meta save is: write meta.tmp, fdatasync it, rename it over meta, sync
+// the directory. Once `save` returns, a power loss must not lose the value.
+#[test]
+fn a_saved_meta_survives_a_crash_right_after_the_save() {
+    for torn in [false, true] {
+        let disk = FaultDisk::new(11);
+        let dir = Path::new("/node");
+        let (mut store, _) = MetaStore::open(shared(&disk), dir, Durability::Fsync).unwrap();
+        store.save(meta(1, 1, &[1, 2, 3])).unwrap();
+        disk.crash();
+        assert_eq!(
+            reopen_meta(shared(&disk), dir).unwrap(),
+            meta(1, 1, &[1, 2, 3])
+        );
+        // A second save replaces the first, also across a crash.
+        let (mut store, _) = MetaStore::open(shared(&disk), dir, Durability::Fsync).unwrap();
+        store.save(meta(2, 3, &[1, 2, 3, 4])).unwrap();
+        if torn {
+            disk.crash_torn();
+        } else {
+            disk.crash();
+        }
+        assert_eq!(
+            reopen_meta(shared(&disk), dir).unwrap(),
+            meta(2, 3, &[1, 2, 3, 4])
+        );
+        assert!(!disk.exists(&dir.join("meta.tmp")).unwrap());
+    }
+}
+
+// Each sync of the save is needed: without the directory sync the rename is
+// lost and the old value comes back; without the data sync the renamed file
+// is empty after the crash (a clear error, not a wrong value).
+#[test]
+fn the_meta_save_needs_both_its_data_sync_and_its_directory_sync() {
+    let dir = Path::new("/node");
+    let old = meta(1, 1, &[1, 2, 3]);
+    let new = meta(2, 2, &[1, 2, 3]);
+
+    let disk = FaultDisk::new(12);
+    MetaStore::open(shared(&disk), dir, Durability::Fsync)
+        .unwrap()
+        .0
+        .save(old.clone())
+        .unwrap();
+    let no_dir_sync: Arc<dyn Disk> = Arc::new(SkipSync {
+        disk: disk.clone(),
+        skip_data: false,
+        skip_dir: true,
+    });
+    let (mut store, _) = MetaStore::open(no_dir_sync, dir, Durability::Fsync).unwrap();
+    store.save(new.clone()).unwrap();
+    assert_eq!(
+        reopen_meta(shared(&disk), dir).unwrap(),
+        new,
+        "visible before the crash"
+    );
+    disk.crash();
+    assert_eq!(
+        reopen_meta(shared(&disk), dir).unwrap(),
+        old,
+        "the rename was lost"
+    );
+
+    let disk = FaultDisk::new(13);
+    MetaStore::open(shared(&disk), dir, Durability::Fsync)
+        .unwrap()
+        .0
+        .save(old)
+        .unwrap();
+    let no_data_sync: Arc<dyn Disk> = Arc::new(SkipSync {
+        disk: disk.clone(),
+        skip_data: true,
+        skip_dir: false,
+    });
+    let (mut store, _) = MetaStore::open(no_data_sync, dir, Durability::Fsync).unwrap();
+    store.save(new).unwrap();
+    disk.crash();
+    assert!(matches!(
+        reopen_meta(shared(&disk), dir),
+        Err(StorageError::TruncatedHeader { found: 0, .. })
+    ));
 }
