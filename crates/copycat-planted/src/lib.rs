@@ -50,6 +50,29 @@ planted_bugs! {
     ApplyUncommitted,
     /// Lease reads are served after the lease ran out.
     StaleLease,
+    /// The leader commits an entry of an earlier term by counting replicas
+    /// (breaks §5.4.2, Figure 8).
+    CommitPreviousTerm,
+    /// A follower sets its commit index to the leader's without capping it at
+    /// the last entry the append proved it shares with the leader.
+    FollowerCommitUncapped,
+    /// A vote (not a pre-vote) is granted without checking that the
+    /// candidate's log is at least as up-to-date (§5.4.1).
+    VoteWithoutLogCheck,
+    /// A ReadIndex read is answered at the commit index at once, without a
+    /// quorum round confirming leadership.
+    ReadIndexWithoutQuorum,
+    /// The lease is measured from when the quorum's acknowledgements arrived
+    /// instead of when the round was sent.
+    LeaseFromAckTime,
+    /// A follower overwrites conflicting entries in place and keeps the rest
+    /// of its old suffix instead of truncating it (§5.3).
+    KeepConflictingSuffix,
+    /// A new leader appends no no-op entry, so it serves ReadIndex reads
+    /// before committing anything in its term.
+    NoNoopOnElection,
+    /// The leader accepts a membership change while another is uncommitted.
+    TwoConfigChanges,
 }
 
 thread_local! {

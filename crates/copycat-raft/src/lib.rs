@@ -107,7 +107,9 @@ pub use errors::{
     ConfigChangeError, ConfigError, ProposeError, ReadError, SnapshotError, TransferError,
 };
 pub use message::{Message, MessageBody, RejectHint};
-pub use node::{InitError, MembershipChange, RawNode, ReadMode, ReadPath, Stats};
+pub use node::{
+    IgnoreReason, Ignored, InitError, MembershipChange, RawNode, ReadMode, ReadPath, Stats,
+};
 pub use progress::ReplicationState;
 pub use ready::{ReadState, Ready, Role, SnapshotChunk, SnapshotRequest, SoftState};
 pub use types::*;

@@ -192,6 +192,25 @@ impl RaftLog {
         }
     }
 
+    /// Replace the entry at `entry.index` in place, keeping later entries
+    /// (only for the `KeepConflictingSuffix` planted bug).
+    #[cfg(feature = "planted-bugs")]
+    fn overwrite(&mut self, entry: Entry) {
+        let first = self.first_index();
+        let position = (entry.index.0 - first.0) as usize;
+        self.configs.retain(|(i, _)| *i != entry.index);
+        if let EntryPayload::Config(config) = &entry.payload {
+            let at = self.configs.partition_point(|(i, _)| *i < entry.index);
+            self.configs.insert(at, (entry.index, config.clone()));
+        }
+        self.persisted = self.persisted.min(entry.index.prev());
+        self.unstable_from = Some(
+            self.unstable_from
+                .map_or(entry.index, |u| u.min(entry.index)),
+        );
+        self.entries[position] = entry;
+    }
+
     /// Follower append (§5.3): check that our log holds `prev_index` with
     /// `prev_term`, drop any conflicting suffix, add what is new. Returns the
     /// index of the last entry the message covered.
@@ -214,6 +233,19 @@ impl RaftLog {
             }
             match self.term(entry.index) {
                 Some(term) if term == entry.term => continue,
+                #[cfg(feature = "planted-bugs")]
+                Some(_)
+                    if copycat_planted::active(
+                        copycat_planted::PlantedBug::KeepConflictingSuffix,
+                    ) =>
+                {
+                    // Overwrite the conflicting entry alone and keep what
+                    // follows it.
+                    self.overwrite(entry);
+                    continue;
+                }
+                // Everything from the first conflict on is the suffix of a
+                // deposed leader's log; Log Matching needs it gone.
                 Some(_) => self.truncate_from(entry.index),
                 None => {}
             }

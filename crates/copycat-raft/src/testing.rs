@@ -384,10 +384,16 @@ impl Cluster {
                 describe_message(&message)
             )
         });
+        let to = message.to;
         node.raw.step(message);
         node.raw.invariants();
+        // Drained even when not tracing, so the node's record stays short.
+        let ignored = node.raw.take_ignored();
         if let Some(line) = line {
             self.note(line);
+            for ignored in ignored {
+                self.note(format!("{to:?} {ignored}"));
+            }
         }
     }
 

@@ -250,7 +250,7 @@ pub struct SnapshotMeta {
 }
 
 /// The durable state a server restarts from. The storage layer builds it on
-/// open; [`crate::RawNode::restore`] consumes it.
+/// open; [`crate::RawNode::new`] consumes it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PersistentState {
     /// Term and vote.

@@ -5,6 +5,10 @@
 //! `REWRITE=1 cargo test -p copycat-raft --test golden` to rewrite the
 //! expected output; commit a rewrite only when you understand the diff.
 //!
+//! Traces show each delivered message, then, if the receiver ignored it, a
+//! line `nX ignored KIND TERM from nY: REASON` (see `IgnoreReason`), then
+//! what the nodes did. `advance` shows only a summary and omits them.
+//!
 //! Commands (ids are node numbers):
 //!
 //! ```text
