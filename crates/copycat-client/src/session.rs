@@ -288,6 +288,9 @@ struct Registered {
     /// No reset before this time: the last one went to a server that had
     /// not caught up with the session's events.
     reset_due_ms: u64,
+    /// A server answered a reset without the events the cluster published:
+    /// resets go to the leader from now on.
+    reset_at_leader: bool,
 }
 
 /// The deterministic client session. See the module docs.
@@ -557,7 +560,7 @@ impl ClientSession {
                 .queries
                 .get(&operation)
                 .is_none_or(|q| q.consistency != Consistency::Sequential),
-            RequestKind::Reset => false,
+            RequestKind::Reset => self.session.as_ref().is_some_and(|s| s.reset_at_leader),
         }
     }
 
@@ -739,6 +742,7 @@ impl ClientSession {
                     session.reset_in_flight = false;
                     if lagging {
                         session.reset_due_ms = now + backoff;
+                        session.reset_at_leader = true;
                     }
                 }
             }
@@ -917,6 +921,7 @@ impl ClientSession {
             reset_in_flight: false,
             events_needed: EventIndex::ZERO,
             reset_due_ms: 0,
+            reset_at_leader: false,
         });
         self.outputs.push(ClientOutput::SessionOpened {
             session,

@@ -365,6 +365,10 @@ impl<M: RawStateMachine> ServerNode<M> {
                 };
                 let mode = match consistency {
                     Consistency::Sequential => {
+                        if let Some(error) = self.not_replicating() {
+                            self.respond(connection, id, Err(error));
+                            return None;
+                        }
                         self.waiting_queries.push(query);
                         self.serve_queries();
                         return None;
@@ -398,6 +402,10 @@ impl<M: RawStateMachine> ServerNode<M> {
                 session,
                 from_event_index,
             } => {
+                if let Some(error) = self.not_replicating() {
+                    self.respond(connection, id, Err(error));
+                    return None;
+                }
                 self.bindings.insert(session, connection);
                 match self.replica.reset_events(session, from_event_index) {
                     Ok((response, batches)) => {
@@ -410,6 +418,21 @@ impl<M: RawStateMachine> ServerNode<M> {
                 }
                 None
             }
+        }
+    }
+
+    /// Why this server cannot serve reads from its own state, if it cannot:
+    /// a reserve keeps no log, and a server outside the configuration no
+    /// longer receives one; their replicas are stale for good.
+    fn not_replicating(&self) -> Option<ClientError> {
+        match self.raw.member_role() {
+            Some(role) if role.replicates() => None,
+            Some(_) => Some(ClientError::Unavailable(
+                "this server is a reserve member and keeps no log; ask another".into(),
+            )),
+            None => Some(ClientError::Unavailable(
+                "this server is not a member of the cluster; ask another".into(),
+            )),
         }
     }
 

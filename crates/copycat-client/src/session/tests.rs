@@ -327,6 +327,59 @@ fn an_event_gap_asks_for_a_reset_and_the_resent_batches_deliver_in_order() {
     assert_eq!(names, ["e5", "e8"]);
 }
 
+// Found by the simulator: a server that had not applied the events (a
+// lagging follower, a removed server that does not know it) answered every
+// reset at once, and the client asked it again, for ever.
+#[test]
+fn a_reset_answered_by_a_lagging_server_backs_off_and_goes_to_the_leader() {
+    let mut client = registered(ClientConfig {
+        selection: ServerSelection::Followers,
+        ..config()
+    });
+    client.connected(2);
+    client.connected(3);
+    client.take_outputs();
+    // Learn that 3 leads.
+    client.submit_command(Bytes::from_static(b"x")).unwrap();
+    let (id, _) = command_sends(&client.take_outputs())[0];
+    respond(
+        &mut client,
+        1,
+        id,
+        Err(ClientError::NotLeader { hint: Some(3) }),
+    );
+    let (id, _) = command_sends(&client.take_outputs())[0];
+    // The command published events up to 6; the client has none.
+    respond(&mut client, 3, id, command_ok(1, 6, 6, b"ok"));
+    let resets = |out: &[ClientOutput]| -> Vec<(ServerId, RequestId)> {
+        sends(out)
+            .into_iter()
+            .filter(|s| matches!(s.2, Request::ResetEvents { .. }))
+            .map(|s| (s.0, s.1))
+            .collect()
+    };
+    let first = resets(&client.take_outputs());
+    assert_eq!(first.len(), 1);
+    let (server, id) = first[0];
+    assert_ne!(server, 3, "followers first, by the selection");
+    // That follower knows only up to 2.
+    respond(
+        &mut client,
+        server,
+        id,
+        Ok(Response::EventsReset {
+            event_index: EventIndex(2),
+        }),
+    );
+    assert!(
+        resets(&client.take_outputs()).is_empty(),
+        "no reset at once"
+    );
+    client.tick(100);
+    let again = resets(&client.take_outputs());
+    assert_eq!(again.iter().map(|r| r.0).collect::<Vec<_>>(), [3]);
+}
+
 // Reference: "Keep-alive every timeout/2, carrying the highest command
 // sequence the client received in order and the highest event index".
 #[test]

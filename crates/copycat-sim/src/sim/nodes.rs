@@ -384,6 +384,20 @@ impl Simulation {
         live.last_commit = commit;
         let lease_ms =
             self.raft_template.election_timeout_ms - self.raft_template.lease_clock_drift_ms;
+        // A single voter confirms its rounds as they start: a lease it takes
+        // may outlast a later change to more voters (safe: no new voter
+        // elects anyone without it). The configuration counted is the
+        // newest, in effect as soon as it is in the log.
+        let single_voter = live
+            .shell
+            .server()
+            .raft()
+            .configurations_since(commit)
+            .last()
+            .is_some_and(|config| config.voter_count() <= 1);
+        if role == Role::Leader && single_voter {
+            self.nodes[node].answered = Some((term, now));
+        }
         let result = (|| {
             self.observer.check_commit_monotonic(id, commit)?;
             let live = self.nodes[node].live.as_ref().expect("live");
@@ -431,9 +445,7 @@ impl Simulation {
                     &durable,
                 )?;
             }
-            let (_, config) = raft.configuration();
-            let lease = raft.lease_until().filter(|_| config.voter_count() > 1);
-            if let Some(lease_until) = lease {
+            if let Some(lease_until) = raft.lease_until() {
                 // A lease starts no later than the send time of a round a
                 // follower answered, and lasts the lease length.
                 let start = self.nodes[node]
