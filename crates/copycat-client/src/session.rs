@@ -1041,7 +1041,7 @@ impl ClientSession {
             let ready = self
                 .results
                 .get(&next)
-                .is_some_and(|f| force || f.event_index <= session.event_index);
+                .is_some_and(|f| force || deliver_anyway() || f.event_index <= session.event_index);
             if !ready {
                 break;
             }
@@ -1132,7 +1132,7 @@ impl ClientSession {
         if keep_alive_due {
             let request = Request::KeepAlive {
                 session: id,
-                command_sequence: session.delivered_sequence,
+                command_sequence: acknowledged(session),
                 event_index: session.event_index,
             };
             if self.send(RequestKind::KeepAlive, request).is_some() {
@@ -1172,7 +1172,7 @@ impl ClientSession {
             let request = Request::Query {
                 session: id,
                 sequence: op.after_sequence,
-                index: self.highest_index,
+                index: query_index(self.highest_index),
                 consistency: op.consistency,
                 payload: op.payload.clone(),
             };
@@ -1186,3 +1186,31 @@ impl ClientSession {
 
 #[cfg(test)]
 mod tests;
+
+/// The command sequence a keep-alive acknowledges: every result the
+/// application was handed, in order.
+fn acknowledged(session: &Registered) -> Sequence {
+    #[cfg(feature = "planted-bugs")]
+    if copycat_planted::active(copycat_planted::PlantedBug::AcknowledgeUnreceivedResults) {
+        return Sequence(session.next_sequence.0 - 1);
+    }
+    session.delivered_sequence
+}
+
+/// The index a query carries: the highest the client has seen.
+fn query_index(highest: u64) -> u64 {
+    #[cfg(feature = "planted-bugs")]
+    if copycat_planted::active(copycat_planted::PlantedBug::QueryWithoutIndex) {
+        return 0;
+    }
+    highest
+}
+
+/// Whether results go to the application without their events.
+fn deliver_anyway() -> bool {
+    #[cfg(feature = "planted-bugs")]
+    if copycat_planted::active(copycat_planted::PlantedBug::DeliverBeforeEvents) {
+        return true;
+    }
+    false
+}

@@ -73,6 +73,56 @@ planted_bugs! {
     NoNoopOnElection,
     /// The leader accepts a membership change while another is uncommitted.
     TwoConfigChanges,
+    // ----- Replica (copycat-server) -----
+    /// A retry of the session's latest command is applied again instead of
+    /// answered from the result cache.
+    SkipDuplicateCheck,
+    /// A keep-alive drops every cached result of the session, not only those
+    /// the client acknowledged.
+    KeepAliveDropsUnacknowledgedResults,
+    /// The replica clock takes each entry's timestamp as it is, so it goes
+    /// back when a leader with a slower clock takes over.
+    ClockFromEntryTimestamp,
+    /// A session counts as overdue after half its timeout.
+    ExpireAtHalfTimeout,
+    /// Snapshots leave out the sessions' cached results.
+    SnapshotDropsCachedResults,
+    /// A command's response names the event index before its own events,
+    /// so the client may deliver the response first.
+    ResponseBeforeOwnEvents,
+    /// An event reset resends the retained batches but the first.
+    ResetSkipsFirstBatch,
+    // ----- Server core and shell (copycat-server) -----
+    /// The leader answers linearizable reads from its local state, with no
+    /// ReadIndex round and no lease.
+    LocalLinearizableRead,
+    /// A confirmed linearizable read is answered as soon as it is confirmed,
+    /// before the entries committed with it are applied (without waiting for
+    /// its read index).
+    ReadBeforeApply,
+    /// A sequential read does not wait for the client's index and sequence.
+    SequentialIgnoresClientIndex,
+    /// Messages that must wait for the sync (votes, append acknowledgements)
+    /// are sent as soon as the batch is written.
+    SendBeforeSync,
+    // ----- Storage (copycat-storage) -----
+    /// A log sync reports the log durable without syncing the segment files.
+    SyncSkipsFsync,
+    /// Truncating a conflicting suffix shortens the log in memory but not
+    /// the segment file, whose old tail comes back after a restart.
+    TruncateKeepsFileTail,
+    /// Saving term and vote skips the directory sync after the rename, so a
+    /// crash can bring the old term and vote back.
+    MetaSkipsDirectorySync,
+    // ----- Client session (copycat-client) -----
+    /// Keep-alives acknowledge every command submitted, not only those whose
+    /// results arrived.
+    AcknowledgeUnreceivedResults,
+    /// Results are handed to the application without waiting for the events
+    /// published before them.
+    DeliverBeforeEvents,
+    /// Queries do not carry the highest index the client has seen.
+    QueryWithoutIndex,
 }
 
 thread_local! {

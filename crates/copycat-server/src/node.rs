@@ -363,6 +363,25 @@ impl<M: RawStateMachine> ServerNode<M> {
                     index,
                     payload,
                 };
+                #[cfg(feature = "planted-bugs")]
+                if copycat_planted::active(copycat_planted::PlantedBug::LocalLinearizableRead)
+                    && consistency != Consistency::Sequential
+                    && self.raw.is_leader()
+                {
+                    self.waiting_queries.push(query);
+                    self.serve_queries();
+                    return None;
+                }
+                #[cfg(feature = "planted-bugs")]
+                let mut query = query;
+                #[cfg(feature = "planted-bugs")]
+                if copycat_planted::active(
+                    copycat_planted::PlantedBug::SequentialIgnoresClientIndex,
+                ) && consistency == Consistency::Sequential
+                {
+                    query.index = 0;
+                    query.sequence = Sequence(0);
+                }
                 let mode = match consistency {
                     Consistency::Sequential => {
                         if let Some(error) = self.not_replicating() {
@@ -487,6 +506,21 @@ impl<M: RawStateMachine> ServerNode<M> {
     /// durable: apply the entries, answer the requests they complete, push
     /// events, and serve reads.
     pub fn after_persist(&mut self, committed: Vec<Entry>, read_states: Vec<ReadState>) {
+        // Planted: confirmed reads answered before this batch's committed
+        // entries are applied, without waiting for their read index.
+        #[cfg(feature = "planted-bugs")]
+        let read_states = if copycat_planted::active(copycat_planted::PlantedBug::ReadBeforeApply)
+        {
+            for read in read_states {
+                if let (Some(query), Ok(_)) = (self.pending_reads.remove(&read.id), &read.result) {
+                    self.waiting_queries.push(query);
+                }
+            }
+            self.serve_queries();
+            Vec::new()
+        } else {
+            read_states
+        };
         for entry in committed {
             if entry.index <= self.replica.applied_index() {
                 continue;

@@ -59,7 +59,13 @@ pub struct Session {
 
 impl Session {
     fn is_suspect(&self, now_ms: u64) -> bool {
-        now_ms.saturating_sub(self.last_keep_alive_ms) > self.timeout_ms
+        #[allow(unused_mut)]
+        let mut timeout_ms = self.timeout_ms;
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::ExpireAtHalfTimeout) {
+            timeout_ms /= 2;
+        }
+        now_ms.saturating_sub(self.last_keep_alive_ms) > timeout_ms
     }
 }
 
@@ -389,7 +395,12 @@ impl<M: RawStateMachine> Replica<M> {
     /// on the way in (deadline, id) order, each seeing its own deadline as
     /// the time.
     fn advance_time(&mut self, step: &mut Step, timestamp_ms: u64) {
-        let target = self.state.clock_ms.max(timestamp_ms);
+        #[allow(unused_mut)]
+        let mut target = self.state.clock_ms.max(timestamp_ms);
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::ClockFromEntryTimestamp) {
+            target = timestamp_ms;
+        }
         while let Some((timer, entry)) = self.state.timers.pop_due(target) {
             if let Some(interval) = entry.interval_ms {
                 self.state.timers.insert(
@@ -570,7 +581,14 @@ impl<M: RawStateMachine> Replica<M> {
         session.last_keep_alive_ms = now;
         // A client cannot have received more than was produced; clamp so a
         // confused client cannot make the invariants lie.
-        let acked = command_sequence.min(session.command_sequence);
+        #[allow(unused_mut)]
+        let mut acked = command_sequence.min(session.command_sequence);
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(
+            copycat_planted::PlantedBug::KeepAliveDropsUnacknowledgedResults,
+        ) {
+            acked = session.command_sequence;
+        }
         if acked > session.acked_sequence {
             session.acked_sequence = acked;
             session.results = session.results.split_off(&acked.next());
@@ -610,13 +628,30 @@ impl<M: RawStateMachine> Replica<M> {
         }
         // A command proves the client is alive as much as a keep-alive does.
         session.last_keep_alive_ms = now;
-        if sequence <= session.command_sequence {
+        #[allow(unused_mut)]
+        let mut duplicate = sequence <= session.command_sequence;
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::SkipDuplicateCheck)
+            && sequence == session.command_sequence
+        {
+            duplicate = false;
+        }
+        if duplicate {
             return match session.results.get(&sequence) {
                 Some(cached) => Ok(command_response(sequence, cached)),
                 None => Err(ClientError::ResultDiscarded { sequence }),
             };
         }
-        if sequence != session.command_sequence.next() {
+        #[allow(unused_mut)]
+        let mut next = session.command_sequence.next();
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::SkipDuplicateCheck)
+            && sequence == session.command_sequence
+        {
+            next = sequence;
+        }
+        let events_before = session.last_event_index;
+        if sequence != next {
             return Err(ClientError::CommandGap {
                 last_sequence: session.command_sequence,
             });
@@ -642,9 +677,16 @@ impl<M: RawStateMachine> Replica<M> {
             .get_mut(&id)
             .expect("a command cannot close its own session");
         session.command_sequence = sequence;
+        #[allow(unused_mut)]
+        let mut event_index = session.last_event_index;
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::ResponseBeforeOwnEvents) {
+            event_index = events_before;
+        }
+        let _ = events_before;
         let cached = CachedResult {
             index: step.index,
-            event_index: session.last_event_index,
+            event_index,
             output,
         };
         let response = command_response(sequence, &cached);
@@ -736,9 +778,16 @@ impl<M: RawStateMachine> Replica<M> {
         let Some(open) = self.state.sessions.get(&session) else {
             return Err(self.missing_here(session));
         };
+        #[allow(unused_mut)]
+        let mut skip = 0;
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::ResetSkipsFirstBatch) {
+            skip = 1;
+        }
         let batches = open
             .events
             .range(EventIndex(from_event_index.0.saturating_add(1))..)
+            .skip(skip)
             .map(|(_, batch)| batch.clone())
             .collect();
         Ok((
@@ -753,8 +802,16 @@ impl<M: RawStateMachine> Replica<M> {
     /// events, timers, clock and the state machine image) as bytes.
     pub fn snapshot(&self) -> Bytes {
         let mut out = vec![SNAPSHOT_VERSION];
+        #[allow(unused_mut)]
+        let mut state = self.state.clone();
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::SnapshotDropsCachedResults) {
+            for session in state.sessions.values_mut() {
+                session.results.clear();
+            }
+        }
         let image = SnapshotImage {
-            state: self.state.clone(),
+            state,
             machine: self.machine.snapshot(),
         };
         out.extend_from_slice(&postcard::to_allocvec(&image).expect("replica state serializes"));

@@ -1005,7 +1005,13 @@ impl LogStore {
 
     fn sync_segment(&mut self, position: usize) -> Result<()> {
         let segment = &mut self.segments[position];
-        if segment.dirty && self.options.durability == Durability::Fsync {
+        #[allow(unused_mut)]
+        let mut fsync = self.options.durability == Durability::Fsync;
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::SyncSkipsFsync) {
+            fsync = false;
+        }
+        if segment.dirty && fsync {
             self.disk
                 .sync_data(&segment.path)
                 .map_err(io_error("sync", &segment.path))?;
@@ -1240,9 +1246,17 @@ impl LogStore {
         }
         let offset = self.slot(index).expect("in range").offset;
         let segment = self.segments.last_mut().expect("kept segment");
-        self.disk
-            .set_len(&segment.path, offset)
-            .map_err(io_error("truncate", &segment.path))?;
+        #[allow(unused_mut)]
+        let mut cut_file = true;
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::TruncateKeepsFileTail) {
+            cut_file = false;
+        }
+        if cut_file {
+            self.disk
+                .set_len(&segment.path, offset)
+                .map_err(io_error("truncate", &segment.path))?;
+        }
         segment.written_bytes = offset;
         segment.dirty = true;
         let keep_slots = (index.get() - segment.first_index.get()) as usize;

@@ -184,7 +184,13 @@ impl MetaStore {
         self.disk
             .rename(&temp, &path)
             .map_err(io_error("rename", &temp))?;
-        if self.durability == Durability::Fsync {
+        #[allow(unused_mut)]
+        let mut sync_dir = self.durability == Durability::Fsync;
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::MetaSkipsDirectorySync) {
+            sync_dir = false;
+        }
+        if sync_dir {
             self.disk
                 .sync_dir(&self.dir)
                 .map_err(io_error("sync directory", &self.dir))?;

@@ -378,6 +378,14 @@ impl<M: RawStateMachine> Shell<M> {
                 tracing::info!(id = ?self.id(), index = ?chunk.meta.index, "installed a snapshot from the leader");
             }
         }
+        #[cfg(feature = "planted-bugs")]
+        let messages_after_persist =
+            if copycat_planted::active(copycat_planted::PlantedBug::SendBeforeSync) {
+                self.out.peer_messages.extend(messages_after_persist);
+                Vec::new()
+            } else {
+                messages_after_persist
+            };
         self.pending.push(Pending {
             after_persist: messages_after_persist,
             committed: committed_entries,

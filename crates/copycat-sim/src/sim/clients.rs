@@ -437,7 +437,15 @@ impl Simulation {
                         ));
                         return;
                     }
-                    self.clients[client].last_session = Some(session);
+                    let c = &mut self.clients[client];
+                    c.last_session = Some(session);
+                    // Operations submitted while no session existed run in
+                    // this one.
+                    for pending in c.pending.values_mut() {
+                        if pending.session.is_none() {
+                            pending.session = Some(session);
+                        }
+                    }
                 }
                 ClientOutput::StateChanged(state) => {
                     self.trace(format_args!("client {client} is {state:?}"));

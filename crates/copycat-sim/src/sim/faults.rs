@@ -26,6 +26,9 @@ pub enum FaultKind {
     /// A server process dies: everything not synced is lost; it restarts
     /// after the fault's duration.
     Crash,
+    /// A server dies right after it next saves a vote (a crash point where
+    /// only what was made durable survives), and restarts at once.
+    CrashAfterVote,
     /// Power fails while writes are on their way to the disk: unsynced data
     /// survives in part, in order, possibly with a garbled tail.
     PowerLoss,
@@ -50,14 +53,20 @@ pub enum FaultKind {
     PauseLeader,
     /// A client loses its connection to one server and must fail over.
     ClientCut,
-    /// A membership change or leadership transfer on the leader.
+    /// A membership change or leadership transfer on the leader (now and
+    /// then two at once, of which a correct leader refuses the second).
     Churn,
+    /// A server's wall clock (which stamps the entries it proposes as
+    /// leader) jumps back or ahead by up to five election timeouts, as after
+    /// a bad NTP step; the replicated clock must still never go back.
+    ClockJump,
 }
 
 impl FaultKind {
     /// Every kind, in a fixed order (the order the plan is drawn in).
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 13] = [
         FaultKind::Crash,
+        FaultKind::CrashAfterVote,
         FaultKind::PowerLoss,
         FaultKind::Isolate,
         FaultKind::IsolateLeader,
@@ -68,12 +77,14 @@ impl FaultKind {
         FaultKind::PauseLeader,
         FaultKind::ClientCut,
         FaultKind::Churn,
+        FaultKind::ClockJump,
     ];
 
     /// The kind's name on the command line and in printed parameters.
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::Crash => "crash",
+            FaultKind::CrashAfterVote => "crash-after-vote",
             FaultKind::PowerLoss => "power-loss",
             FaultKind::Isolate => "isolate",
             FaultKind::IsolateLeader => "isolate-leader",
@@ -84,6 +95,7 @@ impl FaultKind {
             FaultKind::PauseLeader => "pause-leader",
             FaultKind::ClientCut => "client-cut",
             FaultKind::Churn => "churn",
+            FaultKind::ClockJump => "clock-jump",
         }
     }
 
@@ -314,6 +326,10 @@ impl Simulation {
                 self.crash(node, false);
                 self.schedule(duration, Event::Restart { node });
             }
+            FaultKind::CrashAfterVote => {
+                self.trace(format_args!("{id:?} will crash after its next vote"));
+                self.nodes[node].crash_after_vote = true;
+            }
             FaultKind::PowerLoss => {
                 // Prefer a server with writes waiting for their sync: that
                 // is where a power loss tears something.
@@ -340,11 +356,26 @@ impl Simulation {
             }
             FaultKind::IsolateLeader => {
                 if let Some(leader) = self.current_leader() {
+                    isolate(&mut cut, leader);
+                    // Half the time some clients are on the old leader's
+                    // side: they can reach only it, and keep reading from it
+                    // while the majority elects a new leader and moves on.
+                    let stranded: Vec<usize> = if self.rng.gen_bool(0.5) {
+                        (0..self.clients.len())
+                            .filter(|_| self.rng.gen_bool(0.4))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                     self.trace(format_args!(
-                        "fault {fault}: isolate leader n{} for {duration}ms",
+                        "fault {fault}: isolate leader n{} with clients {stranded:?} for {duration}ms",
                         leader + 1
                     ));
-                    isolate(&mut cut, leader);
+                    for client in stranded {
+                        for other in (0..nodes).filter(|n| *n != leader) {
+                            self.cuts.clients.push((fault, (client, other)));
+                        }
+                    }
                 }
             }
             FaultKind::Partition => {
@@ -414,7 +445,18 @@ impl Simulation {
                 self.cuts.clients.push((fault, (client, node)));
                 self.schedule(duration, Event::Heal { fault });
             }
-            FaultKind::Churn => self.churn(),
+            FaultKind::Churn => {
+                self.churn();
+                if self.rng.gen_bool(0.3) {
+                    self.churn();
+                }
+            }
+            FaultKind::ClockJump => {
+                let t = self.params.election_timeout_ms as i64;
+                let jump = self.rng.gen_range(-5 * t..=5 * t);
+                self.trace(format_args!("{id:?} wall clock jumps {jump}ms"));
+                self.nodes[node].wall_skew_ms += jump;
+            }
         }
         if kind.is_network() && !cut.is_empty() {
             self.cuts.servers.push((fault, cut));

@@ -43,8 +43,9 @@ pub(super) struct SimNode {
     pub(super) clock_offset_ms: u64,
     pub(super) clock_rate: f64,
     /// The wall clock (which stamps log entries) runs this far ahead of
-    /// real time; wall clocks are kept within tens of milliseconds (NTP).
-    pub(super) wall_skew_ms: u64,
+    /// real time (behind when negative): tens of milliseconds apart under
+    /// NTP, more after a clock-jump fault.
+    pub(super) wall_skew_ms: i64,
     pub(super) durable: DurableLog,
     /// As leader of a term: the local time each read round was first sent
     /// (for the lease bound).
@@ -52,9 +53,19 @@ pub(super) struct SimNode {
     /// The latest send time of a round some follower answered, in the term
     /// this server leads (or led last).
     pub(super) answered: Option<(Term, Time)>,
+    /// Crash as soon as this server has saved a vote (a fault armed).
+    pub(super) crash_after_vote: bool,
 }
 
+/// Wall clocks start here, so that a clock jumped back stays positive.
+const WALL_EPOCH_MS: i64 = 1_000_000_000;
+
 impl Simulation {
+    /// The node's wall clock, which stamps the log entries it proposes.
+    pub(super) fn wall_time(&self, node: usize) -> u64 {
+        (self.now as i64 + WALL_EPOCH_MS + self.nodes[node].wall_skew_ms) as u64
+    }
+
     pub(super) fn local_time(&self, node: usize) -> Time {
         let node = &self.nodes[node];
         Time(node.clock_offset_ms + (self.now as f64 * node.clock_rate) as u64)
@@ -65,7 +76,7 @@ impl Simulation {
             return;
         }
         let now = self.local_time(node);
-        let wall = self.now + self.nodes[node].wall_skew_ms;
+        let wall = self.wall_time(node);
         self.nodes[node]
             .live
             .as_mut()
@@ -90,7 +101,7 @@ impl Simulation {
             seed,
         };
         let disk: Arc<dyn Disk> = Arc::new(sim_node.disk.clone());
-        let wall = self.now + sim_node.wall_skew_ms;
+        let wall = (self.now as i64 + WALL_EPOCH_MS + sim_node.wall_skew_ms) as u64;
         let machine = Typed(KvMachine::default());
         let mut shell = match Shell::open(config, &sim_node.dir, disk, &members, machine, now, wall)
         {
@@ -106,8 +117,34 @@ impl Simulation {
         shell.server_mut().record_applied();
         sim_node.rounds.clear();
         sim_node.answered = None;
-        // The durable view is what recovery returned.
+        // Recovery keeps every entry that was synced (the power may have
+        // cut unsynced ones, never synced ones), then the durable view is
+        // what it returned.
         let recovered = shell.recovered().clone();
+        let kept: BTreeMap<LogIndex, Term> = recovered.entries.iter().copied().collect();
+        let lost = sim_node
+            .durable
+            .terms
+            .iter()
+            .find(|(index, term)| **index > recovered.snapshot && kept.get(index) != Some(term))
+            .map(|(index, term)| (*index, *term));
+        let id = sim_node.id;
+        let failure = match lost {
+            Some((index, term)) => Some(format!(
+                "durability: {id:?} synced entry {index:?} of {term:?}, but recovery after the crash returned {:?}",
+                kept.get(&index)
+            )),
+            None if recovered.snapshot < sim_node.durable.snapshot => Some(format!(
+                "durability: {id:?} installed snapshot {:?}, but recovery returned snapshot {:?}",
+                sim_node.durable.snapshot, recovered.snapshot
+            )),
+            None => None,
+        };
+        if let Some(failure) = failure {
+            self.fail(failure);
+            return;
+        }
+        let sim_node = &mut self.nodes[node];
         sim_node.durable = DurableLog {
             snapshot: recovered.snapshot,
             terms: recovered.entries.iter().copied().collect(),
@@ -372,6 +409,22 @@ impl Simulation {
             return;
         };
         live.shell.server().raft().invariants();
+        let raft = live.shell.server().raft();
+        let vote = raft.hard_state().vote;
+        let term = raft.term();
+        if self.nodes[node].crash_after_vote && vote.is_some_and(|v| v != id) {
+            // The vote is saved (term and vote are written atomically before
+            // anything that depends on them is sent): die now, restart soon.
+            self.nodes[node].crash_after_vote = false;
+            self.trace(format_args!("{id:?} crashes right after voting in {term:?}"));
+            self.crash(node, false);
+            let restart = self.rng.gen_range(1..=self.params.election_timeout_ms / 4);
+            self.schedule(restart, Event::Restart { node });
+            return;
+        }
+        let Some(live) = self.nodes[node].live.as_mut() else {
+            return;
+        };
         let raft = live.shell.server().raft();
         let role = raft.role();
         let term = raft.term();

@@ -121,15 +121,38 @@ impl SimParams {
         let max_spread = (bound - 1.0) / (bound + 1.0) * 0.9;
         let delay_max_ms = rng.gen_range(1..=heartbeat_interval_ms.max(2));
         let churn = nodes > 1 && rng.gen_bool(0.5);
+        // Now and then tiny appends (a follower's log is repaired a few
+        // entries at a time), under a load they can carry.
+        let small_batches = rng.gen_bool(0.2);
+        let max_append_entries = if small_batches {
+            rng.gen_range(1..=3)
+        } else {
+            rng.gen_range(4..=64)
+        };
+        let max_inflight_appends = if small_batches {
+            rng.gen_range(4..=8)
+        } else {
+            rng.gen_range(2..=8)
+        };
+        let clients = if small_batches {
+            rng.gen_range(3..=5)
+        } else {
+            rng.gen_range(3..=10)
+        };
+        let pipeline = if small_batches {
+            rng.gen_range(1..=2)
+        } else {
+            rng.gen_range(2..=6)
+        };
         let faults = FaultPlan::draw(&mut rng, election_timeout_ms, nodes, churn);
         Self {
             seed,
             nodes,
-            clients: rng.gen_range(3..=10),
+            clients,
             election_timeout_ms,
             heartbeat_interval_ms,
-            max_append_entries: rng.gen_range(4..=64),
-            max_inflight_appends: rng.gen_range(2..=8),
+            max_append_entries,
+            max_inflight_appends,
             snapshot_every: rng.gen_range(10..=200),
             snapshot_trailing: rng.gen_range(0..=20),
             snapshot_chunk_bytes: rng.gen_range(256..=4096),
@@ -139,12 +162,13 @@ impl SimParams {
             delay_max_ms,
             loss: rng.gen_range(0.0..0.1),
             duplicate: rng.gen_range(0.0..0.05),
-            disk_latency_ms: rng.gen_range(0..=5),
+            // Fast local disks and slow ones (fsync of 10-20 ms).
+            disk_latency_ms: if rng.gen_bool(0.7) { rng.gen_range(0..=5) } else { rng.gen_range(6..=20) },
             power_loss: rng.gen_range(0.0..0.03),
             fault_interval_ms: rng.gen_range(200..=1500),
             faults,
             keys: rng.gen_range(3..=8),
-            pipeline: rng.gen_range(2..=6),
+            pipeline,
             // Long enough for a command's round trips at the slowest delay.
             client_timeout_ms: rng.gen_range(3..=10) * election_timeout_ms + 20 * delay_max_ms,
             read_fraction: rng.gen_range(0.2..0.6),

@@ -176,6 +176,7 @@ impl Simulation {
                     durable: DurableLog::default(),
                     rounds: BTreeMap::new(),
                     answered: None,
+                    crash_after_vote: false,
                 }
             })
             .collect();
@@ -229,6 +230,10 @@ impl Simulation {
     }
 
     /// Run to the end and report.
+    ///
+    /// A panic inside the production code (a broken assertion or
+    /// invariant: a replica that is wrong stops) ends the run as a failure
+    /// of this seed, with its message and the trace before it.
     pub fn run(mut self) -> RunReport {
         while !self.done && self.failure.is_none() {
             let Some(((time, _), event)) = self.queue.pop_first() else {
@@ -237,7 +242,15 @@ impl Simulation {
             };
             self.now = time;
             self.events += 1;
-            self.handle(event);
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(event)));
+            if let Err(panic) = step {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "a panic without a message".into());
+                self.fail(format!("panic: {message}"));
+            }
         }
         let outcome = match self.failure.clone() {
             Some(failure) => Outcome::Failed(failure),
