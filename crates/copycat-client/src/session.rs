@@ -306,6 +306,9 @@ pub struct ClientSession {
     connected: BTreeSet<ServerId>,
     current: Option<ServerId>,
     leader_hint: Option<ServerId>,
+    /// A server that just failed a request (unavailable, timed out), and
+    /// until when the selection avoids it.
+    avoid: Option<(ServerId, u64)>,
     next_request: u64,
     next_operation: u64,
     in_flight: BTreeMap<RequestId, InFlight>,
@@ -336,6 +339,7 @@ impl ClientSession {
             connected: BTreeSet::new(),
             current: None,
             leader_hint: None,
+            avoid: None,
             next_request: 1,
             next_operation: 1,
             in_flight: BTreeMap::new(),
@@ -573,13 +577,22 @@ impl ClientSession {
             self.config.selection
         };
         let connected = |s: &Option<ServerId>| s.filter(|s| self.connected.contains(s));
+        let avoided = |s: ServerId| {
+            self.avoid
+                .is_some_and(|(server, until)| server == s && self.now_ms < until)
+        };
+        // The next connected server after `after` other than `skip`,
+        // preferring one not avoided.
         let first_after = |after: Option<ServerId>, skip: Option<ServerId>| {
             let after = after.unwrap_or(0);
-            self.connected
+            let mut order = self
+                .connected
                 .range(after + 1..)
                 .chain(self.connected.range(..=after))
                 .copied()
-                .find(|s| Some(*s) != skip)
+                .filter(|s| Some(*s) != skip);
+            let first = order.clone().next();
+            order.find(|s| !avoided(*s)).or(first)
         };
         let chosen = match selection {
             ServerSelection::Leader => connected(&self.leader_hint)
@@ -588,9 +601,12 @@ impl ClientSession {
             ServerSelection::Any => {
                 connected(&self.current).or_else(|| first_after(self.current, None))
             }
+            // A follower that just failed us is avoided for a while; when no
+            // other follower is left, the leader serves.
             ServerSelection::Followers => connected(&self.current)
-                .filter(|s| Some(*s) != self.leader_hint)
-                .or_else(|| first_after(self.current, self.leader_hint))
+                .filter(|s| Some(*s) != self.leader_hint && !avoided(*s))
+                .or_else(|| first_after(self.current, self.leader_hint).filter(|s| !avoided(*s)))
+                .or_else(|| connected(&self.current))
                 .or_else(|| first_after(self.current, None)),
         };
         self.current = chosen;
@@ -599,6 +615,7 @@ impl ClientSession {
 
     /// Make the next request go to the connected server after `server`.
     fn move_past(&mut self, server: ServerId) {
+        self.avoid = Some((server, self.now_ms + self.config.request_timeout_ms));
         if self.current == Some(server) {
             self.current = self
                 .connected

@@ -509,8 +509,7 @@ impl<M: RawStateMachine> ServerNode<M> {
         // Planted: confirmed reads answered before this batch's committed
         // entries are applied, without waiting for their read index.
         #[cfg(feature = "planted-bugs")]
-        let read_states = if copycat_planted::active(copycat_planted::PlantedBug::ReadBeforeApply)
-        {
+        let read_states = if copycat_planted::active(copycat_planted::PlantedBug::ReadBeforeApply) {
             for read in read_states {
                 if let (Some(query), Ok(_)) = (self.pending_reads.remove(&read.id), &read.result) {
                     self.waiting_queries.push(query);

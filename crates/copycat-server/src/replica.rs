@@ -584,9 +584,8 @@ impl<M: RawStateMachine> Replica<M> {
         #[allow(unused_mut)]
         let mut acked = command_sequence.min(session.command_sequence);
         #[cfg(feature = "planted-bugs")]
-        if copycat_planted::active(
-            copycat_planted::PlantedBug::KeepAliveDropsUnacknowledgedResults,
-        ) {
+        if copycat_planted::active(copycat_planted::PlantedBug::KeepAliveDropsUnacknowledgedResults)
+        {
             acked = session.command_sequence;
         }
         if acked > session.acked_sequence {

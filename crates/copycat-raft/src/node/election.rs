@@ -214,9 +214,11 @@ impl RawNode {
         let mut append_noop = true;
         #[cfg(feature = "planted-bugs")]
         if copycat_planted::active(copycat_planted::PlantedBug::NoNoopOnElection) {
-            // The term is taken to start at the last entry we already hold.
+            // No no-op, and the term is taken to start at the commit index
+            // we already know: reads are served at once, from a commit index
+            // that may miss entries the previous leader committed.
             append_noop = false;
-            state.noop_index = core.log.last_index();
+            state.noop_index = core.log.commit;
         }
         if append_noop {
             // §8: a no-op at the start of the term commits everything before

@@ -72,11 +72,24 @@ impl Simulation {
             .server_mut()
             .raft_mut()
             .step(message);
-        self.process(to);
+        self.process_soon(to);
     }
 
     /// A server's message for a client connection.
     pub(super) fn send_to_client(&mut self, client: usize, node: usize, message: ServerMessage) {
+        if let ServerMessage::Response { id, result } = &message {
+            if let Some(floor) = self.nodes[node].read_floors.remove(&(client, *id)) {
+                if let Ok(copycat_proto::Response::Query { index, .. }) = result {
+                    if *index < floor.0 {
+                        self.fail(format!(
+                            "read index: n{} answered a linearizable read of client {client} from the state at {index}, but had committed {floor:?} when the read arrived",
+                            node + 1
+                        ));
+                        return;
+                    }
+                }
+            }
+        }
         match &message {
             ServerMessage::Response { id, result } => self.trace(format_args!(
                 "n{} -> client {client} {id:?} {}",

@@ -55,6 +55,11 @@ pub(super) struct SimNode {
     pub(super) answered: Option<(Term, Time)>,
     /// Crash as soon as this server has saved a vote (a fault armed).
     pub(super) crash_after_vote: bool,
+    /// A `Process` event is queued.
+    pub(super) process_scheduled: bool,
+    /// As leader: the commit index when each linearizable read arrived,
+    /// by (client, request).
+    pub(super) read_floors: BTreeMap<(usize, copycat_proto::RequestId), LogIndex>,
 }
 
 /// Wall clocks start here, so that a clock jumped back stays positive.
@@ -116,6 +121,8 @@ impl Simulation {
         };
         shell.server_mut().record_applied();
         sim_node.rounds.clear();
+        sim_node.process_scheduled = false;
+        sim_node.read_floors.clear();
         sim_node.answered = None;
         // Recovery keeps every entry that was synced (the power may have
         // cut unsynced ones, never synced ones), then the durable view is
@@ -234,11 +241,27 @@ impl Simulation {
         }
     }
 
+    /// Have the node carry out its inputs: like the runtime, which drains
+    /// every input waiting on its channel before it writes, several inputs
+    /// that arrive together (here: within the same millisecond, or the
+    /// next) are handled by one `write`, so one batch can both commit
+    /// entries and confirm reads.
+    pub(super) fn process_soon(&mut self, node: usize) {
+        if self.nodes[node].process_scheduled {
+            return;
+        }
+        self.nodes[node].process_scheduled = true;
+        let delay = u64::from(self.rng.gen_bool(self.params.input_batching));
+        let incarnation = self.nodes[node].incarnation;
+        self.schedule(delay, Event::Process { node, incarnation });
+    }
+
     /// Let the node's shell write everything it has (step 1 of every
     /// batch), observe what it wrote, send what needs no durability, and
     /// schedule the disk sync after the disk's latency (group commit: every
     /// batch written until then shares that sync).
     pub(super) fn process(&mut self, node: usize) {
+        self.nodes[node].process_scheduled = false;
         let id = self.nodes[node].id;
         let Some(live) = self.nodes[node].live.as_mut() else {
             return;
@@ -416,7 +439,9 @@ impl Simulation {
             // The vote is saved (term and vote are written atomically before
             // anything that depends on them is sent): die now, restart soon.
             self.nodes[node].crash_after_vote = false;
-            self.trace(format_args!("{id:?} crashes right after voting in {term:?}"));
+            self.trace(format_args!(
+                "{id:?} crashes right after voting in {term:?}"
+            ));
             self.crash(node, false);
             let restart = self.rng.gen_range(1..=self.params.election_timeout_ms / 4);
             self.schedule(restart, Event::Restart { node });
@@ -543,6 +568,28 @@ impl Simulation {
         let Some(live) = self.nodes[node].live.as_mut() else {
             return;
         };
+        // A linearizable read confirmed by this leader is answered from a
+        // state that includes everything it had committed when the read
+        // arrived (its read index), checked when the answer goes out.
+        let raft = live.shell.server().raft();
+        let read_floor = match &request.request {
+            copycat_proto::Request::Query { consistency, .. }
+                if *consistency != copycat_proto::Consistency::Sequential && raft.is_leader() =>
+            {
+                Some(raft.commit_index())
+            }
+            _ => None,
+        };
+        if let Some(floor) = read_floor {
+            let floors = &mut self.nodes[node].read_floors;
+            if floors.len() >= 10_000 {
+                floors.pop_first();
+            }
+            floors.insert((client, request.id), floor);
+        }
+        let Some(live) = self.nodes[node].live.as_mut() else {
+            return;
+        };
         let path = live.shell.on_request(client as u64, request, now);
         // Lease safety: while this leader relies on its lease, no server
         // leads a later term (checked at that instant).
@@ -563,7 +610,7 @@ impl Simulation {
                 return;
             }
         }
-        self.process(node);
+        self.process_soon(node);
     }
 }
 

@@ -60,6 +60,9 @@ pub struct SimParams {
     /// A client gives up waiting for an operation after this long (ms) and
     /// records its outcome as unknown.
     pub client_timeout_ms: u64,
+    /// How often a node waits a millisecond for more inputs before writing
+    /// (else it writes once the inputs of the current millisecond are in).
+    pub input_batching: f64,
     /// Fraction of operations that are reads.
     pub read_fraction: f64,
     /// Fraction of reads that are sequential (served by any server).
@@ -163,7 +166,11 @@ impl SimParams {
             loss: rng.gen_range(0.0..0.1),
             duplicate: rng.gen_range(0.0..0.05),
             // Fast local disks and slow ones (fsync of 10-20 ms).
-            disk_latency_ms: if rng.gen_bool(0.7) { rng.gen_range(0..=5) } else { rng.gen_range(6..=20) },
+            disk_latency_ms: if rng.gen_bool(0.7) {
+                rng.gen_range(0..=5)
+            } else {
+                rng.gen_range(6..=20)
+            },
             power_loss: rng.gen_range(0.0..0.03),
             fault_interval_ms: rng.gen_range(200..=1500),
             faults,
@@ -171,6 +178,7 @@ impl SimParams {
             pipeline,
             // Long enough for a command's round trips at the slowest delay.
             client_timeout_ms: rng.gen_range(3..=10) * election_timeout_ms + 20 * delay_max_ms,
+            input_batching: rng.gen_range(0.0..1.0),
             read_fraction: rng.gen_range(0.2..0.6),
             sequential_fraction: rng.gen_range(0.0..0.4),
             cas_fraction: rng.gen_range(0.1..0.5),
@@ -185,7 +193,7 @@ impl SimParams {
             // on, the classic setting for stale reads.
             check_quorum: rng.gen_bool(0.5),
             lease_reads: rng.gen_bool(0.5),
-            safety_ms: rng.gen_range(3_000..=8_000),
+            safety_ms: rng.gen_range(4_000..=10_000),
             // Room for an election after the heal plus a whole session timeout
             // (20 election timeouts): crashed clients' sessions must expire.
             liveness_ms: 50 * election_timeout_ms,

@@ -74,6 +74,11 @@ pub(super) enum Event {
         node: usize,
         incarnation: u64,
     },
+    /// Carry out the inputs a node received.
+    Process {
+        node: usize,
+        incarnation: u64,
+    },
     ClientWake {
         client: usize,
     },
@@ -177,6 +182,8 @@ impl Simulation {
                     rounds: BTreeMap::new(),
                     answered: None,
                     crash_after_vote: false,
+                    process_scheduled: false,
+                    read_floors: BTreeMap::new(),
                 }
             })
             .collect();
@@ -242,7 +249,8 @@ impl Simulation {
             };
             self.now = time;
             self.events += 1;
-            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(event)));
+            let step =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(event)));
             if let Err(panic) = step {
                 let message = panic
                     .downcast_ref::<String>()
@@ -352,6 +360,11 @@ impl Simulation {
                     self.process(node);
                 }
             }
+            Event::Process { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation {
+                    self.process(node);
+                }
+            }
             Event::ClientWake { client } => self.client_wake(client),
             Event::ClientRequest {
                 node,
@@ -403,7 +416,9 @@ impl Simulation {
 fn event_target(event: &Event) -> Option<usize> {
     match event {
         Event::Deliver(message) => Some((message.to.0 - 1) as usize),
-        Event::Sync { node, .. } | Event::ClientRequest { node, .. } => Some(*node),
+        Event::Sync { node, .. }
+        | Event::Process { node, .. }
+        | Event::ClientRequest { node, .. } => Some(*node),
         _ => None,
     }
 }
