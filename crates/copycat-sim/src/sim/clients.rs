@@ -35,7 +35,7 @@ use super::world::{Event, Simulation};
 use crate::history::{OperationId, ProcessId};
 
 /// How often clients drive their session core (keep-alives, retries).
-const CLIENT_TICK_MS: u64 = 10;
+const CLIENT_TICK_MS: u64 = 5;
 /// History processes per client: one per pipeline slot.
 const SLOTS_MAX: u64 = 16;
 

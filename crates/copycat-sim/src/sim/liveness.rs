@@ -193,9 +193,8 @@ impl Simulation {
         // Any live client with a session carries the reads (its session
         // core is quiet by now).
         let via = self.clients.iter().enumerate().find_map(|(index, c)| {
-            (!c.dead)
-                .then(|| c.last_session)
-                .flatten()
+            c.last_session
+                .filter(|_| !c.dead)
                 .map(|session| (index, session))
         });
         let Some((client, session)) = via else {
