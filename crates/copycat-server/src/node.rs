@@ -117,6 +117,9 @@ pub struct ServerNode<M> {
     outbox: Vec<(ConnectionId, ServerMessage)>,
     next_read: u64,
     was_leader: bool,
+    /// The term of the leadership in which the requests waiting on entries
+    /// were proposed, if any wait.
+    proposed_in: Option<copycat_raft::Term>,
     /// What applying each entry did, kept for an observer that asked for it
     /// ([`ServerNode::record_applied`]); `None` in production.
     applied_records: Option<Vec<Applied>>,
@@ -157,6 +160,7 @@ impl<M: RawStateMachine> ServerNode<M> {
             outbox: Vec::new(),
             next_read: 0,
             was_leader: false,
+            proposed_in: None,
             applied_records: None,
         })
     }
@@ -212,6 +216,7 @@ impl<M: RawStateMachine> ServerNode<M> {
         match self.raw.propose(vec![command.encode()]) {
             Ok((index, _)) => {
                 self.last_proposal = self.now;
+                self.proposed_in = Some(self.raw.term());
                 Ok(index)
             }
             Err(copycat_raft::ProposeError::NotLeader { leader }) => Err(ClientError::NotLeader {
@@ -466,10 +471,19 @@ impl<M: RawStateMachine> ServerNode<M> {
     pub fn ready(&mut self) -> Ready {
         let ready = self.raw.ready();
         let leader = self.raw.is_leader();
-        if self.was_leader && !leader {
+        let term = self.raw.term();
+        // Several inputs may be handled between two batches: this server may
+        // have won an election, taken proposals and lost it again since the
+        // last one. Requests proposed in a leadership that is over are
+        // answered now, whatever happened in between.
+        let proposals_orphaned = self.proposed_in.is_some_and(|t| !leader || t != term);
+        if (self.was_leader && !leader) || proposals_orphaned {
             self.lost_leadership();
         }
         self.was_leader = leader;
+        self.proposed_in = leader
+            .then_some(term)
+            .filter(|_| self.proposed_in.is_some() && !proposals_orphaned);
         ready
     }
 

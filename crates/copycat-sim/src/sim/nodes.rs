@@ -327,11 +327,17 @@ impl Simulation {
             let live = self.nodes[node].live.as_ref().expect("live");
             self.observer
                 .check_restored(id, live.shell.server().replica(), "snapshot install")?;
-            let durable = &mut self.nodes[node].durable;
-            durable.snapshot = durable.snapshot.max(meta.index);
-            durable.terms.retain(|index, _| *index > meta.index);
-            let live = self.nodes[node].live.as_mut().expect("live");
-            live.written.retain(|index, _| *index > meta.index);
+            // Entries after a snapshot that conflicts with the log were
+            // discarded with it (they could not match the leader's).
+            let sim_node = &mut self.nodes[node];
+            let live = sim_node.live.as_mut().expect("live");
+            let log = live.shell.storage().log();
+            let kept = |index: &LogIndex, term: &mut Term| {
+                *index > meta.index && log.term(*index) == Some(*term)
+            };
+            live.written.retain(kept);
+            sim_node.durable.snapshot = sim_node.durable.snapshot.max(meta.index);
+            sim_node.durable.terms.retain(kept);
             self.trace(format_args!("{id:?} installed snapshot {:?}", meta.index));
         }
         Ok(())

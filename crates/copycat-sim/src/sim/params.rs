@@ -142,10 +142,11 @@ impl SimParams {
         } else {
             rng.gen_range(3..=10)
         };
-        let pipeline = if small_batches {
+        let pipeline: usize = if small_batches {
             rng.gen_range(1..=2)
         } else {
-            rng.gen_range(2..=6)
+            // At most about 40 operations in flight in all.
+            rng.gen_range(2..=8).min((40 / clients as usize).max(2))
         };
         let faults = FaultPlan::draw(&mut rng, election_timeout_ms, nodes, churn);
         Self {
@@ -174,7 +175,7 @@ impl SimParams {
             power_loss: rng.gen_range(0.0..0.03),
             fault_interval_ms: rng.gen_range(200..=1500),
             faults,
-            keys: rng.gen_range(3..=8),
+            keys: rng.gen_range(4..=12),
             pipeline,
             // Long enough for a command's round trips at the slowest delay.
             client_timeout_ms: rng.gen_range(3..=10) * election_timeout_ms + 20 * delay_max_ms,
