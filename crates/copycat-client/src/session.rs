@@ -306,9 +306,9 @@ pub struct ClientSession {
     connected: BTreeSet<ServerId>,
     current: Option<ServerId>,
     leader_hint: Option<ServerId>,
-    /// A server that just failed a request (unavailable, timed out), and
-    /// until when the selection avoids it.
-    avoid: Option<(ServerId, u64)>,
+    /// Servers that just failed a request (unavailable, timed out), and
+    /// until when the selection avoids each.
+    avoid: BTreeMap<ServerId, u64>,
     next_request: u64,
     next_operation: u64,
     in_flight: BTreeMap<RequestId, InFlight>,
@@ -339,7 +339,7 @@ impl ClientSession {
             connected: BTreeSet::new(),
             current: None,
             leader_hint: None,
-            avoid: None,
+            avoid: BTreeMap::new(),
             next_request: 1,
             next_operation: 1,
             in_flight: BTreeMap::new(),
@@ -577,10 +577,7 @@ impl ClientSession {
             self.config.selection
         };
         let connected = |s: &Option<ServerId>| s.filter(|s| self.connected.contains(s));
-        let avoided = |s: ServerId| {
-            self.avoid
-                .is_some_and(|(server, until)| server == s && self.now_ms < until)
-        };
+        let avoided = |s: ServerId| self.avoid.get(&s).is_some_and(|until| self.now_ms < *until);
         // The next connected server after `after` other than `skip`,
         // preferring one not avoided.
         let first_after = |after: Option<ServerId>, skip: Option<ServerId>| {
@@ -615,7 +612,10 @@ impl ClientSession {
 
     /// Make the next request go to the connected server after `server`.
     fn move_past(&mut self, server: ServerId) {
-        self.avoid = Some((server, self.now_ms + self.config.request_timeout_ms));
+        let now = self.now_ms;
+        self.avoid.retain(|_, until| *until > now);
+        self.avoid
+            .insert(server, now + self.config.request_timeout_ms);
         if self.current == Some(server) {
             self.current = self
                 .connected

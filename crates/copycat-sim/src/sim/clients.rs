@@ -169,7 +169,15 @@ impl Simulation {
         // Once every live client got through after the heal, clients go
         // quiet (no new operations; keep-alives go on), so that the cluster
         // can be seen to converge even with the slowest parameters.
-        let free = self.clients[client].busy.iter().position(|b| !b);
+        // A slot freed by giving up takes a new operation, but the session
+        // core still carries the old one: bound what it carries in all, or
+        // abandoned operations pile up behind each other without end.
+        let c = &self.clients[client];
+        let free = c
+            .busy
+            .iter()
+            .position(|b| !b)
+            .filter(|_| c.pending.len() < 2 * c.busy.len());
         if let Some(slot) = free {
             if !self.clients_quiet() && self.rng.gen_bool(0.8) {
                 self.client_submit(client, slot);
