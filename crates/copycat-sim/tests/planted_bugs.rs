@@ -4,11 +4,9 @@
 //! turn, and the simulator must report a failure within the seeds CI runs
 //! (0..1000, the `seeds` test's range) with their parameters as drawn.
 //!
-//! A few bugs only matter in a narrow window that the drawn parameters
-//! rarely open; they are listed in `targeted` with the parameters that open
-//! it, and the reason; one the simulator cannot reach at all is listed in
-//! `not_reachable` with where it is caught instead. A bug no run catches
-//! fails the test, naming it.
+//! One bug the simulator cannot reach is listed in `not_reachable` with
+//! where it is caught instead. A bug no run catches fails the test, naming
+//! it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -21,23 +19,6 @@ const SEEDS: u64 = 1000;
 
 /// A bug and the first seed that caught it, with the failure.
 type Found = (PlantedBug, Option<(u64, String)>);
-
-/// Parameters for the bugs the drawn seeds do not reach, and why.
-fn targeted(bug: PlantedBug, params: &mut SimParams) -> Option<&'static str> {
-    match bug {
-        PlantedBug::ForgetVote => {
-            // A forgotten vote matters only when a server crashes right
-            // after voting and then hears another candidate of the same
-            // term; leader stickiness (check-quorum) and pre-vote each hide
-            // that almost always. Crash often, without either defence.
-            params.fault_interval_ms = 25;
-            params.pre_vote = false;
-            params.check_quorum = false;
-            Some("needs frequent crashes without pre-vote and check-quorum")
-        }
-        _ => None,
-    }
-}
 
 /// Bugs the simulator cannot reach, with the reason and where they are
 /// caught instead.
@@ -59,16 +40,10 @@ fn not_reachable(bug: PlantedBug) -> Option<&'static str> {
 
 fn first_failing_seed(bug: PlantedBug) -> Option<(u64, String)> {
     (0..SEEDS).find_map(|seed| {
-        let mut params = SimParams::from_seed(seed);
-        // Targeted parameters may cost liveness (no pre-vote and no
-        // check-quorum can stall elections for good): there, only a safety
-        // violation counts.
-        let safety_only = targeted(bug, &mut params).is_some();
+        let params = SimParams::from_seed(seed);
         let report = copycat_planted::with(Some(bug), || Simulation::new(params, |_| {}).run());
         match report.outcome {
-            Outcome::Failed(reason) if !(safety_only && reason.starts_with("liveness")) => {
-                Some((seed, reason))
-            }
+            Outcome::Failed(reason) => Some((seed, reason)),
             _ => None,
         }
     })
@@ -117,17 +92,13 @@ fn every_planted_bug_is_caught_within_the_ci_seeds() {
     results.sort_by_key(|(bug, _)| *bug);
     let mut missed = Vec::new();
     for (bug, found) in &results {
-        let mut params = SimParams::from_seed(0);
-        let note = targeted(*bug, &mut params)
-            .map(|why| format!(" (targeted: {why})"))
-            .unwrap_or_default();
         match found {
             Some((seed, reason)) => {
                 let reason: String = reason.chars().take(160).collect();
-                println!("{bug:?}: caught at seed {seed}{note}: {reason}");
+                println!("{bug:?}: caught at seed {seed}: {reason}");
             }
             None => {
-                println!("{bug:?}: NOT caught in {SEEDS} seeds{note}");
+                println!("{bug:?}: NOT caught in {SEEDS} seeds");
                 missed.push(*bug);
             }
         }

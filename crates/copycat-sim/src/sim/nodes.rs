@@ -57,6 +57,9 @@ pub(super) struct SimNode {
     pub(super) crash_after_vote: bool,
     /// A `Process` event is queued.
     pub(super) process_scheduled: bool,
+    /// The last vote this server granted (term, candidate): sent only once
+    /// saved, so it must survive a crash.
+    pub(super) granted_vote: Option<(Term, NodeId)>,
     /// As leader: the commit index when each linearizable read arrived,
     /// by (client, request).
     pub(super) read_floors: BTreeMap<(usize, copycat_proto::RequestId), LogIndex>,
@@ -120,6 +123,21 @@ impl Simulation {
             }
         };
         shell.server_mut().record_applied();
+        // Term and vote are saved before any message that depends on them
+        // is sent (Raft Figure 2): a vote granted survives the crash.
+        let hard_state = shell.server().raft().hard_state();
+        if let Some((term, candidate)) = sim_node.granted_vote {
+            if hard_state.term < term
+                || (hard_state.term == term && hard_state.vote != Some(candidate))
+            {
+                let id = sim_node.id;
+                self.fail(format!(
+                    "durability: {id:?} granted its vote in {term:?} to {candidate:?}, but restarted with term {:?} and vote {:?}",
+                    hard_state.term, hard_state.vote
+                ));
+                return;
+            }
+        }
         sim_node.rounds.clear();
         sim_node.process_scheduled = false;
         sim_node.read_floors.clear();
@@ -374,6 +392,9 @@ impl Simulation {
         let term = live.shell.server().raft().term();
         let leader = live.shell.server().raft().is_leader();
         for message in outputs.peer_messages {
+            if let MessageBody::VoteResponse { granted: true } = &message.body {
+                self.nodes[node].granted_vote = Some((message.term, message.to));
+            }
             if leader {
                 if let MessageBody::Heartbeat { read_round, .. }
                 | MessageBody::Append { read_round, .. } = &message.body

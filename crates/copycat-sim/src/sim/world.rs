@@ -184,6 +184,7 @@ impl Simulation {
                     crash_after_vote: false,
                     process_scheduled: false,
                     read_floors: BTreeMap::new(),
+                    granted_vote: None,
                 }
             })
             .collect();
