@@ -209,6 +209,12 @@ impl<M: RawStateMachine> ServerNode<M> {
     }
 
     fn propose(&mut self, body: LogBody) -> Result<LogIndex, ClientError> {
+        // Requests still waiting from an earlier leadership (lost and won
+        // again since the last batch) are answered before new ones wait.
+        if self.proposed_in.is_some_and(|t| t != self.raw.term()) {
+            self.lost_leadership();
+            self.proposed_in = None;
+        }
         let command = LogCommand {
             timestamp_ms: self.wall_ms,
             body,

@@ -649,6 +649,7 @@ impl<M: RawStateMachine> Replica<M> {
         {
             next = sequence;
         }
+        #[cfg(feature = "planted-bugs")]
         let events_before = session.last_event_index;
         if sequence != next {
             return Err(ClientError::CommandGap {
@@ -682,7 +683,6 @@ impl<M: RawStateMachine> Replica<M> {
         if copycat_planted::active(copycat_planted::PlantedBug::ResponseBeforeOwnEvents) {
             event_index = events_before;
         }
-        let _ = events_before;
         let cached = CachedResult {
             index: step.index,
             event_index,
