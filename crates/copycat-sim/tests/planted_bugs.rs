@@ -139,8 +139,12 @@ fn a_fault_kind_can_be_turned_off() {
         params.faults.setting(FaultKind::Partition)
     );
     let report = Simulation::new(without, |_| {}).run();
-    assert!(!report
-        .trace_tail
-        .iter()
-        .any(|line| line.ends_with("crashed")));
+    assert!(report.stats.faults > 0);
+    assert_eq!(report.stats.faults_by_kind.get("crash"), None);
+    let report = Simulation::new(params, |_| {}).run();
+    assert!(report
+        .stats
+        .faults_by_kind
+        .get("crash")
+        .is_some_and(|n| *n > 0));
 }

@@ -303,6 +303,7 @@ impl Simulation {
             .rng
             .gen_range(setting.duration_min_ms..=setting.duration_max_ms.max(1));
         self.stats.faults += 1;
+        *self.stats.faults_by_kind.entry(kind.name()).or_default() += 1;
         self.inject(kind, duration);
     }
 

@@ -28,6 +28,8 @@ pub struct HistoryStats {
     pub events: u64,
     /// Faults injected.
     pub faults: u64,
+    /// Faults injected, by kind name.
+    pub faults_by_kind: std::collections::BTreeMap<&'static str, u64>,
     /// Most client operations in flight at once.
     pub concurrency_max: u64,
     /// Operations in the history (invocations).
