@@ -475,3 +475,87 @@ fn a_reset_resends_the_retained_events_after_the_index_in_order() {
     assert_eq!(latest[3].previous_event_index, indexes[2]);
     assert_eq!(batches(&cluster, 2).len(), 3);
 }
+
+// Found by the simulator once servers handled several inputs per batch, as
+// the runtime does: a server that won an election, took a command and lost
+// the leadership again before its next batch never answered the command
+// (its entry may be overwritten), and retries waited on it for ever.
+#[test]
+fn a_command_proposed_in_a_leadership_lost_before_the_next_batch_is_answered() {
+    use copycat_raft::{Message, MessageBody, NodeId, Term};
+    use std::collections::VecDeque;
+
+    let mut cluster = Cluster::new(3);
+    let old = cluster.leader().expect("leader");
+    let session = cluster.register(old, 1, 1);
+    let new = (old + 1) % 3;
+    cluster.servers[old]
+        .raft_mut()
+        .transfer_leadership(NodeId(new as u64 + 1))
+        .expect("transfer starts");
+    // Move messages by hand until `new` leads, without letting it make a
+    // batch once it does.
+    let mut network: VecDeque<Message> = VecDeque::new();
+    while !cluster.servers[new].raft().is_leader() {
+        for (i, server) in cluster.servers.iter_mut().enumerate() {
+            if i == new && server.raft().is_leader() {
+                continue;
+            }
+            while server.has_ready() {
+                let ready = server.ready();
+                if let Some(last) = ready.entries.last() {
+                    server.raft_mut().persisted(last.index, last.term);
+                }
+                network.extend(ready.messages);
+                network.extend(ready.messages_after_persist);
+                server.after_persist(ready.committed_entries, ready.read_states);
+            }
+            server.take_client_messages();
+        }
+        let message = network.pop_front().expect("the transfer completes");
+        let to = (message.to.0 - 1) as usize;
+        cluster.servers[to].raft_mut().step(message);
+    }
+    // The new leader takes a command, then hears of a later term, all
+    // before its next batch.
+    cluster.submit(
+        new,
+        9,
+        100,
+        Request::Command {
+            session,
+            sequence: Sequence(1),
+            payload: add(1),
+        },
+    );
+    let raft = cluster.servers[new].raft();
+    let later = Message {
+        from: NodeId(old as u64 + 1),
+        to: NodeId(new as u64 + 1),
+        term: Term(raft.term().0 + 1),
+        body: MessageBody::Vote {
+            last_index: raft.last_index(),
+            last_term: raft.term_at(raft.last_index()).expect("last term"),
+            transfer: true,
+        },
+    };
+    cluster.servers[new].raft_mut().step(later);
+    assert!(!cluster.servers[new].raft().is_leader());
+    let server = &mut cluster.servers[new];
+    while server.has_ready() {
+        let ready = server.ready();
+        server.after_persist(ready.committed_entries, ready.read_states);
+    }
+    let answers: Vec<_> = server
+        .take_client_messages()
+        .into_iter()
+        .filter_map(|(_, message)| match message {
+            ServerMessage::Response { id, result } if id.0 == 100 => Some(result),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(answers.as_slice(), [Err(ClientError::NotLeader { .. })]),
+        "the command must be answered (retry elsewhere), got {answers:?}"
+    );
+}
