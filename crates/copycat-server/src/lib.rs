@@ -27,7 +27,7 @@
 //!   tests and the simulator compare replicas.
 //!
 //! The replica is sans-IO and deterministic: no clock, no threads, no
-//! randomness, no I/O. See `copycat-semantics.md` for the contract.
+//! randomness, no I/O. See `docs/semantics.md` for the contract.
 //!
 //! # Writing a state machine
 //!

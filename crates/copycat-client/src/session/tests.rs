@@ -141,7 +141,7 @@ fn commands_submitted_before_registration_are_sequenced_after_it() {
     assert!(client.take_outputs().is_empty());
 }
 
-// Reference: copycat-semantics "a gap is rejected with the last sequence seen
+// Reference: docs/semantics.md "a gap is rejected with the last sequence seen
 // and the client resends from there" (and the original's live-lock: resend
 // each lost command once per gap, not once per gap response).
 #[test]

@@ -1,4 +1,4 @@
-//! Unit tests, one per rule of `copycat-semantics.md` (Sessions; Commands,
+//! Unit tests, one per rule of `docs/semantics.md` (Sessions; Commands,
 //! queries, events; Time and scheduling).
 
 use bytes::Bytes;
@@ -125,7 +125,7 @@ fn session_result(applied: &Applied) -> Result<Response, ClientError> {
     }
 }
 
-// Reference: copycat-semantics "Sessions": the session id is the log index
+// Reference: docs/semantics.md "Sessions": the session id is the log index
 // of the register entry; the timeout is stored in the log.
 #[test]
 fn register_uses_the_entry_index_and_the_logged_timeout() {
