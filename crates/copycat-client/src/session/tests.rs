@@ -332,23 +332,12 @@ fn an_event_gap_asks_for_a_reset_and_the_resent_batches_deliver_in_order() {
 // reset at once, and the client asked it again, for ever.
 #[test]
 fn a_reset_answered_by_a_lagging_server_backs_off_and_goes_to_the_leader() {
-    let mut client = registered(ClientConfig {
+    // Learn that 3 leads.
+    let (mut client, out) = redirected_to_3(ClientConfig {
         selection: ServerSelection::Followers,
         ..config()
     });
-    client.connected(2);
-    client.connected(3);
-    client.take_outputs();
-    // Learn that 3 leads.
-    client.submit_command(Bytes::from_static(b"x")).unwrap();
-    let (id, _) = command_sends(&client.take_outputs())[0];
-    respond(
-        &mut client,
-        1,
-        id,
-        Err(ClientError::NotLeader { hint: Some(3) }),
-    );
-    let (id, _) = command_sends(&client.take_outputs())[0];
+    let (id, _) = command_sends(&out)[0];
     // The command published events up to 6; the client has none.
     respond(&mut client, 3, id, command_ok(1, 6, 6, b"ok"));
     let resets = |out: &[ClientOutput]| -> Vec<(ServerId, RequestId)> {
@@ -519,9 +508,11 @@ fn expiry_with_recover_registers_a_new_session_and_restarts_sequences() {
     let _ = next;
 }
 
-#[test]
-fn not_leader_follows_the_hint_and_leader_selection_sticks_to_it() {
-    let mut client = registered(config());
+/// A client registered through server 1, connected to 1, 2 and 3, whose
+/// first command server 1 redirected to 3; with the outputs after the
+/// redirect.
+fn redirected_to_3(config: ClientConfig) -> (ClientSession, Vec<ClientOutput>) {
+    let mut client = registered(config);
     client.connected(2);
     client.connected(3);
     client.take_outputs();
@@ -534,6 +525,12 @@ fn not_leader_follows_the_hint_and_leader_selection_sticks_to_it() {
         Err(ClientError::NotLeader { hint: Some(3) }),
     );
     let out = client.take_outputs();
+    (client, out)
+}
+
+#[test]
+fn not_leader_follows_the_hint_and_leader_selection_sticks_to_it() {
+    let (mut client, out) = redirected_to_3(config());
     assert_eq!(
         sends(&out).into_iter().map(|s| s.0).collect::<Vec<_>>(),
         [3]
@@ -582,22 +579,10 @@ fn followers_selection_avoids_the_known_leader() {
 #[test]
 fn leader_only_requests_follow_the_redirect_whatever_the_selection() {
     for selection in [ServerSelection::Any, ServerSelection::Followers] {
-        let mut client = registered(ClientConfig {
+        let (mut client, out) = redirected_to_3(ClientConfig {
             selection,
             ..config()
         });
-        client.connected(2);
-        client.connected(3);
-        client.take_outputs();
-        client.submit_command(Bytes::from_static(b"x")).unwrap();
-        let (id, _) = command_sends(&client.take_outputs())[0];
-        respond(
-            &mut client,
-            1,
-            id,
-            Err(ClientError::NotLeader { hint: Some(3) }),
-        );
-        let out = client.take_outputs();
         assert_eq!(
             sends(&out).into_iter().map(|s| s.0).collect::<Vec<_>>(),
             [3],
