@@ -13,6 +13,15 @@ use copycat_server::testing::{ServerCluster, TestCommand, TestQuery};
 
 type Cluster = ServerCluster;
 
+/// A command of `session` adding `n`, with `sequence`.
+fn command(session: SessionId, sequence: u64, n: i64) -> Request {
+    Request::Command {
+        session,
+        sequence: Sequence(sequence),
+        payload: add(n),
+    }
+}
+
 fn add(n: i64) -> Bytes {
     codec::encode(&TestCommand::Add(n))
 }
@@ -22,16 +31,7 @@ fn commands_and_queries_through_the_leader() {
     let mut cluster = Cluster::new(3);
     let leader = cluster.leader().expect("leader");
     let session = cluster.register(leader, 1, 1);
-    cluster.request(
-        leader,
-        1,
-        2,
-        Request::Command {
-            session,
-            sequence: Sequence(1),
-            payload: add(5),
-        },
-    );
+    cluster.request(leader, 1, 2, command(session, 1, 5));
     match cluster.responses(2).as_slice() {
         [Ok(Response::Command {
             sequence: Sequence(1),
@@ -64,16 +64,7 @@ fn commands_and_queries_through_the_leader() {
     }
     // A follower redirects commands to the leader.
     let follower = (leader + 1) % 3;
-    cluster.request(
-        follower,
-        1,
-        4,
-        Request::Command {
-            session,
-            sequence: Sequence(2),
-            payload: add(1),
-        },
-    );
+    cluster.request(follower, 1, 4, command(session, 2, 1));
     match cluster.responses(4).as_slice() {
         [Err(ClientError::NotLeader { hint })] => assert_eq!(*hint, Some(leader as u64 + 1)),
         other => panic!("follower answered {other:?}"),
@@ -107,11 +98,7 @@ fn a_retry_waits_on_the_entry_already_in_flight() {
     let before = cluster.applied.len();
     // Two sends of the same command before anything is delivered.
     for id in [10, 11] {
-        let request = Request::Command {
-            session,
-            sequence: Sequence(1),
-            payload: add(2),
-        };
+        let request = command(session, 1, 2);
         cluster.submit(leader, 1, id, request);
     }
     cluster.pump();
@@ -161,16 +148,7 @@ fn the_leader_expires_silent_sessions_and_ticks_when_idle() {
     assert!(!open.contains(&quiet), "the silent session expired");
     assert!(open.contains(&chatty), "the live session did not");
     // The quiet session's commands are refused now.
-    cluster.request(
-        leader,
-        1,
-        999,
-        Request::Command {
-            session: quiet,
-            sequence: Sequence(1),
-            payload: add(1),
-        },
-    );
+    cluster.request(leader, 1, 999, command(quiet, 1, 1));
     assert!(matches!(
         cluster.responses(999).as_slice(),
         [Err(ClientError::SessionExpired)]
@@ -272,16 +250,7 @@ fn a_linearizable_read_waits_until_its_read_index_is_applied() {
     let leader = cluster.leader().expect("leader");
     let session = cluster.register(leader, 1, 1);
     let mut withheld = Vec::new();
-    cluster.submit(
-        leader,
-        1,
-        2,
-        Request::Command {
-            session,
-            sequence: Sequence(1),
-            payload: add(5),
-        },
-    );
+    cluster.submit(leader, 1, 2, command(session, 1, 5));
     pump_withholding(&mut cluster, leader, &mut withheld);
     assert!(
         cluster.servers[leader].raft().commit_index()
@@ -322,16 +291,7 @@ fn a_sequential_read_waits_for_the_clients_sequence_and_index() {
     // Let the follower learn (and apply) the registration.
     cluster.advance(50);
     let mut withheld = Vec::new();
-    cluster.submit(
-        leader,
-        1,
-        2,
-        Request::Command {
-            session,
-            sequence: Sequence(1),
-            payload: add(5),
-        },
-    );
+    cluster.submit(leader, 1, 2, command(session, 1, 5));
     pump_withholding(&mut cluster, follower, &mut withheld);
     // The leader answered the command; the follower has it, unapplied.
     let index = command_index(&cluster, 2);
@@ -518,16 +478,7 @@ fn a_command_proposed_in_a_leadership_lost_before_the_next_batch_is_answered() {
     }
     // The new leader takes a command, then hears of a later term, all
     // before its next batch.
-    cluster.submit(
-        new,
-        9,
-        100,
-        Request::Command {
-            session,
-            sequence: Sequence(1),
-            payload: add(1),
-        },
-    );
+    cluster.submit(new, 9, 100, command(session, 1, 1));
     let raft = cluster.servers[new].raft();
     let later = Message {
         from: NodeId(old as u64 + 1),
