@@ -1,27 +1,22 @@
-//! The `copycat` command's library: the state machine it serves, an async
-//! client, and how it starts a server.
+//! The `copycat` command's library: the state machine it serves (a counter
+//! and a key-value map), the client-side description of that machine, and
+//! how the command starts a server of it.
 #![forbid(unsafe_code)]
 
-pub mod client;
 pub mod machine;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Result;
-use copycat_raft::{Config, NodeId};
-use copycat_server::node::ServerConfig;
-use copycat_server::runtime::{serve, ServeOptions, ServerHandle, ShellConfig};
-use copycat_server::Typed;
-use copycat_storage::{Durability, FsDisk, StorageOptions};
+use copycat_server::{Server, StartError, Typed};
 use tokio::net::TcpListener;
 
 use crate::machine::KvCounter;
 
 /// A running server of the `copycat` state machine.
-pub type Server = ServerHandle<Typed<KvCounter>>;
+pub type KvServer = Server<Typed<KvCounter>>;
 
 /// How to start one server.
 #[derive(Clone, Debug)]
@@ -43,7 +38,7 @@ pub struct ServerSpec {
     /// Connections kept open at once; more are closed when accepted.
     pub max_connections: usize,
     /// Time a new connection has to say hello before it is closed.
-    pub hello_timeout: std::time::Duration,
+    pub hello_timeout: Duration,
 }
 
 impl ServerSpec {
@@ -61,42 +56,36 @@ impl ServerSpec {
             fsync,
             snapshot_every_entries: 10_000,
             snapshot_trailing_entries: 1_024,
-            max_connections: copycat_server::runtime::MAX_CONNECTIONS,
-            hello_timeout: copycat_server::runtime::HELLO_TIMEOUT,
+            max_connections: copycat_server::MAX_CONNECTIONS,
+            hello_timeout: copycat_server::HELLO_TIMEOUT,
         }
     }
 }
 
 /// Start a server on an already bound listener.
-pub fn start_server(spec: ServerSpec, listener: TcpListener) -> Result<Server> {
-    let mut storage = StorageOptions::default();
-    if !spec.fsync {
-        storage.log.durability = Durability::None;
-    }
-    let mut raft = Config::new(NodeId(spec.id));
-    raft.snapshot_trailing_entries = spec.snapshot_trailing_entries;
-    let mut server = ServerConfig::new(raft);
-    server.snapshot_every_entries = spec.snapshot_every_entries;
-    let shell = ShellConfig {
-        server,
-        storage,
-        seed: spec.id ^ std::process::id() as u64,
-    };
-    std::fs::create_dir_all(&spec.data_dir)?;
-    let options = ServeOptions {
-        shell,
-        listener,
-        members: spec.members.keys().map(|id| NodeId(*id)).collect(),
-        peers: spec
-            .members
-            .iter()
-            .map(|(id, addr)| (NodeId(*id), *addr))
-            .collect(),
-        data_dir: spec.data_dir,
-        disk: Arc::new(FsDisk::new()),
-        machine: Typed(KvCounter::default()),
-        max_connections: spec.max_connections,
-        hello_timeout: spec.hello_timeout,
-    };
-    Ok(serve(options)?)
+pub async fn start_server(spec: ServerSpec, listener: TcpListener) -> Result<KvServer, StartError> {
+    let ServerSpec {
+        id,
+        members,
+        data_dir,
+        fsync,
+        snapshot_every_entries,
+        snapshot_trailing_entries,
+        max_connections,
+        hello_timeout,
+    } = spec;
+    Server::builder(KvCounter::default())
+        .id(id)
+        .listener(listener)
+        .data_dir(data_dir)
+        .bootstrap(members.iter().map(|(id, addr)| (*id, addr.to_string())))
+        .fsync(fsync)
+        .max_connections(max_connections)
+        .hello_timeout(hello_timeout)
+        .configure(move |config| {
+            config.snapshot_every_entries = snapshot_every_entries;
+            config.raft.snapshot_trailing_entries = snapshot_trailing_entries;
+        })
+        .start()
+        .await
 }

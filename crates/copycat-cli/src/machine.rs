@@ -1,10 +1,10 @@
 //! The state machine the `copycat` command serves: a counter and a small
-//! key-value map.
+//! key-value map. [`Kv`] describes its types to the client.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use copycat_server::{codec, ApplyContext, QueryContext, RestoreError, StateMachine};
+use copycat_replica::{codec, ApplyContext, QueryContext, RestoreError, StateMachine};
 use serde::{Deserialize, Serialize};
 
 /// Commands.
@@ -77,4 +77,14 @@ impl StateMachine for KvCounter {
         *self = codec::decode(data).map_err(|e| RestoreError(e.to_string()))?;
         Ok(())
     }
+}
+
+/// The client's view of [`KvCounter`]: `client.machine::<Kv>()`.
+pub struct Kv;
+
+impl copycat_client::Machine for Kv {
+    type Command = Command;
+    type Query = Query;
+    type Output = Output;
+    type Error = String;
 }

@@ -7,12 +7,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
-use copycat_cli::client::Client;
-use copycat_cli::machine::{Command, Output, Query};
-use copycat_cli::{start_server, Server, ServerSpec};
-use copycat_client::session::ClientConfig;
-use copycat_proto::ClientId;
-use copycat_server::codec;
+use copycat_cli::machine::{Command, Kv, Output, Query};
+use copycat_cli::{start_server, KvServer, ServerSpec};
+use copycat_client::Client;
 use tokio::net::TcpListener;
 
 /// Copycat: a Raft-based coordination service.
@@ -67,9 +64,10 @@ enum Cmd {
     },
     /// Talk to a cluster.
     Client {
-        /// A server's address; repeat for each server.
+        /// A server's address (HOST:PORT); repeat for each server (one is
+        /// enough: servers name the others).
         #[arg(long = "server", required = true)]
-        servers: Vec<SocketAddr>,
+        servers: Vec<String>,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
@@ -158,7 +156,7 @@ async fn main() -> Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let spec = ServerSpec::new(id, all, data_dir, !no_fsync);
-            let server = start_server(spec, listener)?;
+            let server = start_server(spec, listener).await?;
             println!("server {id} listening on {}", server.local_addr());
             run_until_ctrl_c(vec![server]).await
         }
@@ -166,51 +164,39 @@ async fn main() -> Result<()> {
             servers,
             timeout_secs,
             op,
-        } => {
-            let client = Client::connect(servers, ClientConfig::new(ClientId(random_id())))?;
-            let work = async {
-                match op {
-                    ClientOp::Add { n } => {
-                        let out = client.command(codec::encode(&Command::Add(n))).await?;
-                        print_output(&out)
-                    }
-                    ClientOp::Put { key, value } => {
-                        let out = client
-                            .command(codec::encode(&Command::Put(key, value)))
-                            .await?;
-                        print_output(&out)
-                    }
-                    ClientOp::Get => print_output(&client.query(codec::encode(&Query::Get)).await?),
-                    ClientOp::Read { key } => {
-                        print_output(&client.query(codec::encode(&Query::GetKey(key))).await?)
-                    }
-                }
-            };
-            let result = tokio::time::timeout(Duration::from_secs(timeout_secs), work)
-                .await
-                .map_err(|_| anyhow!("no answer within {timeout_secs} s"));
-            client.close().await;
-            result?
-        }
+        } => client(servers, timeout_secs, op).await,
     }
 }
 
-fn random_id() -> u128 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    nanos ^ (u128::from(std::process::id()) << 96)
+async fn client(servers: Vec<String>, timeout_secs: u64, op: ClientOp) -> Result<()> {
+    let timeout = Duration::from_secs(timeout_secs.max(1));
+    // The errors name their cause (connection refused at ADDR, not a
+    // Copycat server, no leader known since T, the state machine's error).
+    let client = Client::builder()
+        .servers(servers)
+        .request_timeout(timeout)
+        .ignore_events()
+        .connect()
+        .await
+        .map_err(|e| anyhow!("cannot open a session: {e}"))?;
+    let kv = client.machine::<Kv>();
+    let result = match op {
+        ClientOp::Add { n } => kv.command(Command::Add(n)).await,
+        ClientOp::Put { key, value } => kv.command(Command::Put(key, value)).await,
+        ClientOp::Get => kv.query(Query::Get).await,
+        ClientOp::Read { key } => kv.query(Query::GetKey(key)).await,
+    };
+    client.close().await;
+    print_output(result.map_err(|e| anyhow!("{e}"))?);
+    Ok(())
 }
 
-fn print_output(bytes: &[u8]) -> Result<()> {
-    let output: Output = codec::decode(bytes).map_err(|e| anyhow!("undecodable output: {e}"))?;
+fn print_output(output: Output) {
     match output {
         Output::Value(v) => println!("{v}"),
         Output::Text(Some(t)) => println!("{t}"),
         Output::Text(None) => println!("(unset)"),
     }
-    Ok(())
 }
 
 async fn local(nodes: u64, base_port: u16, data_dir: PathBuf, no_fsync: bool) -> Result<()> {
@@ -238,7 +224,7 @@ async fn local(nodes: u64, base_port: u16, data_dir: PathBuf, no_fsync: bool) ->
             data_dir.join(format!("node-{id}")),
             !no_fsync,
         );
-        let server = start_server(spec, listener)?;
+        let server = start_server(spec, listener).await?;
         println!("server {id} listening on {}", server.local_addr());
         servers.push(server);
     }
@@ -265,7 +251,7 @@ async fn local(nodes: u64, base_port: u16, data_dir: PathBuf, no_fsync: bool) ->
     run_until_ctrl_c(servers).await
 }
 
-async fn run_until_ctrl_c(servers: Vec<Server>) -> Result<()> {
+async fn run_until_ctrl_c(servers: Vec<KvServer>) -> Result<()> {
     tokio::signal::ctrl_c().await?;
     println!("shutting down");
     for server in servers {

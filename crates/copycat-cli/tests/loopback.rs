@@ -7,26 +7,27 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use copycat_cli::client::Client;
-use copycat_cli::machine::{Command, Output, Query};
-use copycat_cli::{start_server, Server, ServerSpec};
-use copycat_client::session::ClientConfig;
-use copycat_proto::ClientId;
+use copycat_cli::machine::{Command, Kv, Output, Query};
+use copycat_cli::{start_server, KvServer as Server, ServerSpec};
+use copycat_client::{Client, MachineClient};
 use copycat_raft::Role;
-use copycat_server::codec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn add(n: i64) -> Bytes {
-    codec::encode(&Command::Add(n))
-}
-
-fn value(bytes: &[u8]) -> i64 {
-    match codec::decode::<Output>(bytes).expect("decodable output") {
+async fn add(kv: &MachineClient<Kv>, n: i64) -> i64 {
+    match kv.command(Command::Add(n)).await.expect("command") {
         Output::Value(v) => v,
         other => panic!("unexpected output {other:?}"),
     }
+}
+
+async fn connect(servers: impl IntoIterator<Item = SocketAddr>) -> MachineClient<Kv> {
+    Client::builder()
+        .servers(servers.into_iter().map(|a| a.to_string()))
+        .connect()
+        .await
+        .expect("client")
+        .machine::<Kv>()
 }
 
 async fn bind(addr: SocketAddr) -> TcpListener {
@@ -78,17 +79,14 @@ async fn commands_survive_a_leader_shutdown_and_the_old_leader_catches_up() {
         let dir = |id: u64| root.path().join(format!("node-{id}"));
         let mut servers = BTreeMap::new();
         for (id, listener) in listeners {
-            let server = start_server(spec(id, &members, dir(id)), listener).expect("start");
+            let server = start_server(spec(id, &members, dir(id)), listener)
+                .await
+                .expect("start");
             servers.insert(id, server);
         }
-        let client = Client::connect(
-            members.values().copied().collect(),
-            ClientConfig::new(ClientId(42)),
-        )
-        .expect("client");
+        let client = connect(members.values().copied()).await;
         for i in 1..=20 {
-            let out = client.command(add(1)).await.expect("command");
-            assert_eq!(value(&out), i);
+            assert_eq!(add(&client, 1).await, i);
         }
 
         let old_leader = leader_of(&servers).await;
@@ -103,11 +101,7 @@ async fn commands_survive_a_leader_shutdown_and_the_old_leader_catches_up() {
             .await
             .expect("clean shutdown");
         for i in 21..=30 {
-            let out = client
-                .command(add(1))
-                .await
-                .expect("command after failover");
-            assert_eq!(value(&out), i);
+            assert_eq!(add(&client, 1).await, i, "after failover");
         }
         let new_leader = leader_of(&servers).await;
         assert_ne!(new_leader, old_leader);
@@ -124,11 +118,11 @@ async fn commands_survive_a_leader_shutdown_and_the_old_leader_catches_up() {
 
         // Restart the old leader on its data directory and address.
         let listener = bind(members[&old_leader]).await;
-        let restarted =
-            start_server(spec(old_leader, &members, dir(old_leader)), listener).expect("restart");
+        let restarted = start_server(spec(old_leader, &members, dir(old_leader)), listener)
+            .await
+            .expect("restart");
         servers.insert(old_leader, restarted);
-        let out = client.command(add(5)).await.expect("command after restart");
-        assert_eq!(value(&out), 35);
+        assert_eq!(add(&client, 5).await, 35, "after restart");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let applied = servers[&old_leader]
@@ -144,12 +138,9 @@ async fn commands_survive_a_leader_shutdown_and_the_old_leader_catches_up() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let read = client
-            .query(codec::encode(&Query::Get))
-            .await
-            .expect("query");
-        assert_eq!(value(&read), 35);
-        client.close().await;
+        let read = client.query(Query::Get).await.expect("query");
+        assert_eq!(read, Output::Value(35));
+        client.client().clone().close().await;
         for server in servers.into_values() {
             server.shutdown().await.expect("clean shutdown");
         }
@@ -165,8 +156,9 @@ async fn bad_frames_close_the_connection_and_the_server_keeps_serving() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let members = BTreeMap::from([(1, addr)]);
-        let server =
-            start_server(spec(1, &members, root.path().join("n1")), listener).expect("start");
+        let server = start_server(spec(1, &members, root.path().join("n1")), listener)
+            .await
+            .expect("start");
 
         // A frame longer than 64 MiB: the server closes the connection.
         let mut stream = TcpStream::connect(addr).await.expect("connect");
@@ -185,10 +177,9 @@ async fn bad_frames_close_the_connection_and_the_server_keeps_serving() {
             .expect("write");
         assert_eq!(stream.read(&mut buf).await.expect("read"), 0, "closed");
 
-        let client = Client::connect(vec![addr], ClientConfig::new(ClientId(7))).expect("client");
-        let out = client.command(add(3)).await.expect("command");
-        assert_eq!(value(&out), 3);
-        client.close().await;
+        let client = connect([addr]).await;
+        assert_eq!(add(&client, 3).await, 3);
+        client.client().clone().close().await;
         server.shutdown().await.expect("clean shutdown");
     })
     .await
@@ -205,7 +196,7 @@ async fn connections_beyond_the_limit_are_closed_and_the_server_keeps_serving() 
         let mut spec = spec(1, &members, root.path().join("n1"));
         spec.max_connections = 2;
         spec.hello_timeout = Duration::from_millis(500);
-        let server = start_server(spec, listener).expect("start");
+        let server = start_server(spec, listener).await.expect("start");
 
         // Two idle connections take both slots; a third is closed at once.
         let first = TcpStream::connect(addr).await.expect("connect");
@@ -230,10 +221,9 @@ async fn connections_beyond_the_limit_are_closed_and_the_server_keeps_serving() 
             0,
             "closed without a hello"
         );
-        let client = Client::connect(vec![addr], ClientConfig::new(ClientId(9))).expect("client");
-        let out = client.command(add(2)).await.expect("command");
-        assert_eq!(value(&out), 2);
-        client.close().await;
+        let client = connect([addr]).await;
+        assert_eq!(add(&client, 2).await, 2);
+        client.client().clone().close().await;
         server.shutdown().await.expect("clean shutdown");
     })
     .await

@@ -368,6 +368,11 @@ impl ClientSession {
         self.current
     }
 
+    /// The leader the servers last named, if any.
+    pub fn leader_hint(&self) -> Option<ServerId> {
+        self.leader_hint
+    }
+
     /// Everything to do since the last call, in order.
     pub fn take_outputs(&mut self) -> Vec<ClientOutput> {
         std::mem::take(&mut self.outputs)

@@ -73,7 +73,7 @@ planted_bugs! {
     NoNoopOnElection,
     /// The leader accepts a membership change while another is uncommitted.
     TwoConfigChanges,
-    // ----- Replica (copycat-server) -----
+    // ----- Replica (copycat-replica) -----
     /// A retry of the session's latest command is applied again instead of
     /// answered from the result cache.
     SkipDuplicateCheck,
@@ -92,7 +92,7 @@ planted_bugs! {
     ResponseBeforeOwnEvents,
     /// An event reset resends the retained batches but the first.
     ResetSkipsFirstBatch,
-    // ----- Server core and shell (copycat-server) -----
+    // ----- Server core and shell (copycat-replica) -----
     /// The leader answers linearizable reads from its local state, with no
     /// ReadIndex round and no lease.
     LocalLinearizableRead,

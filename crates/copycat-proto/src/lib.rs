@@ -10,6 +10,8 @@
 //!   from a client to any server; the server answers with a
 //!   [`ServerMessage::Response`] and pushes [`EventBatch`]es for the sessions
 //!   bound to it.
+//! * [`Hello`] / [`ServerHello`]: the first frame of every connection, and
+//!   [`MAX_FRAME_BYTES`], the frame limit both sides enforce.
 //! * The identifiers: [`SessionId`], [`ClientId`], [`Sequence`],
 //!   [`EventIndex`], [`RequestId`].
 //!
@@ -37,6 +39,8 @@
 #![deny(missing_docs)]
 
 mod client;
+pub mod codec;
+mod hello;
 mod log;
 
 use std::fmt;
@@ -50,6 +54,7 @@ pub use client::{
     ClientError, ClientRequest, CommandFailure, Consistency, Event, EventBatch, Request, Response,
     ServerMessage,
 };
+pub use hello::{Hello, ServerHello, MAX_FRAME_BYTES};
 pub use log::{LogBody, LogCommand};
 
 /// The format version written at the start of every frame by this build.

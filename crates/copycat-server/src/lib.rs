@@ -1,142 +1,64 @@
-//! Copycat's replica: replicated state machines with client sessions.
+//! Copycat's server: a replicated state machine served over TCP, in your
+//! program or as the `copycat` command.
 //!
-//! A [`Replica`] sits between the Raft log and your state machine. It is
-//! given the committed log entries in order and applies them; the server
-//! runtime (or the simulator, or a test) carries out what it reports. It
-//! keeps everything the session semantics need, identically on every server:
+//! [`Server::builder`] takes your [`StateMachine`](copycat_replica::StateMachine)
+//! and starts a server of it: it opens (or creates) the data directory,
+//! recovers the log and the latest snapshot, and serves peers and clients on
+//! one listener. The [`Server`] handle reports the server's [`Status`], has
+//! the administrative calls (membership changes, leadership transfer), and
+//! stops it gracefully with [`Server::shutdown`] (or at once when dropped).
 //!
-//! * **Sessions.** A `Register` entry opens a session whose id is the entry's
-//!   index and whose timeout is in the entry. Keep-alives refresh it and
-//!   acknowledge results and events. The replica reports
-//!   [`suspect`](Replica::suspect_sessions) sessions; the leader proposes an
-//!   `Expire` entry, and the session expires when that entry applies, if it
-//!   is still suspect then.
-//! * **Exactly-once commands.** Every command carries (session, sequence).
-//!   The next sequence is applied and its outcome cached; duplicates are
-//!   answered from the cache; a gap is refused with the last sequence.
-//! * **Deterministic time.** Each log command carries the leader's clock;
-//!   the replica's clock is the largest timestamp applied so far. Timers
-//!   scheduled by the state machine fire before the first entry whose time
-//!   reaches them.
-//! * **Events.** State machines publish events to sessions; events are
-//!   batched per log index, chained, retained until acknowledged and resent
-//!   on request. Command responses carry the last event index published to
-//!   the session, so clients deliver events before the response that follows
-//!   them.
-//! * **Snapshots** include all of the above, and [`Replica::digest`] lets
-//!   tests and the simulator compare replicas.
+//! ```no_run
+//! use copycat_replica::testing::TestMachine;
+//! use copycat_server::Server;
 //!
-//! The replica is sans-IO and deterministic: no clock, no threads, no
-//! randomness, no I/O. See `docs/semantics.md` for the contract.
-//!
-//! # Writing a state machine
-//!
-//! Implement [`StateMachine`] with serde types for commands, queries,
-//! outputs and errors, wrap it in [`Typed`], and give it to a [`Replica`].
-//! This counter publishes an event to every session when it crosses a
-//! threshold, and resets itself one second after the last change:
-//!
-//! ```
-//! use bytes::Bytes;
-//! use copycat_proto::{ClientId, LogBody, LogCommand, Response, Sequence};
-//! use copycat_server::{
-//!     codec, ApplyContext, Outcome, QueryContext, Replica, ReplicaConfig, RestoreError,
-//!     StateMachine, TimerId, Typed,
-//! };
-//! use serde::{Deserialize, Serialize};
-//!
-//! #[derive(Default, Serialize, Deserialize)]
-//! struct Counter {
-//!     value: u64,
-//!     reset: Option<TimerId>,
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let members = [(1, "127.0.0.1:5701"), (2, "127.0.0.1:5702"), (3, "127.0.0.1:5703")];
+//! let mut servers = Vec::new();
+//! for (id, address) in members {
+//!     let server = Server::builder(TestMachine::default())
+//!         .id(id)
+//!         .listen(address)
+//!         .data_dir(format!("./data/{id}"))
+//!         .bootstrap(members)
+//!         .start()
+//!         .await?;
+//!     servers.push(server);
 //! }
-//!
-//! #[derive(Serialize, Deserialize)]
-//! enum Command { Add(u64) }
-//!
-//! impl StateMachine for Counter {
-//!     type Command = Command;
-//!     type Query = ();
-//!     type Output = u64;
-//!     type Error = String;
-//!
-//!     fn apply(&mut self, ctx: &mut ApplyContext<'_>, Command::Add(n): Command) -> Result<u64, String> {
-//!         let before = self.value;
-//!         self.value = self.value.checked_add(n).ok_or("overflow")?;
-//!         if before < 100 && self.value >= 100 {
-//!             let sessions: Vec<_> = ctx.sessions().map(|s| s.id).collect();
-//!             for session in sessions {
-//!                 ctx.publish_value(session, "crossed", &self.value);
-//!             }
-//!         }
-//!         // Time and timers come from the log, never from a local clock.
-//!         if let Some(timer) = self.reset.take() {
-//!             ctx.cancel(timer);
-//!         }
-//!         self.reset = Some(ctx.schedule(1_000).map_err(|e| e.to_string())?);
-//!         Ok(self.value)
-//!     }
-//!
-//!     fn query(&self, _ctx: &QueryContext, (): ()) -> Result<u64, String> {
-//!         Ok(self.value)
-//!     }
-//!
-//!     fn on_timer(&mut self, _ctx: &mut ApplyContext<'_>, _timer: TimerId) {
-//!         self.value = 0;
-//!         self.reset = None;
-//!     }
-//!
-//!     fn snapshot(&self) -> Bytes {
-//!         codec::encode(self)
-//!     }
-//!
-//!     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
-//!         *self = codec::decode(data).map_err(|e| RestoreError(e.to_string()))?;
-//!         Ok(())
-//!     }
-//! }
-//!
-//! // Drive it by hand with committed entries (a server does this with Raft).
-//! let mut replica = Replica::new(ReplicaConfig::default(), Typed(Counter::default())).unwrap();
-//! let mut index = 0;
-//! let mut apply = |replica: &mut Replica<Typed<Counter>>, time: u64, body: LogBody| {
-//!     index += 1;
-//!     let data = LogCommand { timestamp_ms: time, body }.encode();
-//!     replica.apply(&copycat_server::testing::command_entry(index, data))
-//! };
-//! let registered = apply(&mut replica, 0, LogBody::Register { client: ClientId(9), timeout_ms: 0 });
-//! let Outcome::Register { result: Ok(Response::Registered { session, .. }), .. } = registered.outcome
-//! else { panic!("registration failed") };
-//!
-//! let add = |sequence, n| LogBody::Command {
-//!     session,
-//!     sequence: Sequence(sequence),
-//!     payload: codec::encode(&Command::Add(n)),
-//! };
-//! apply(&mut replica, 10, add(1, 60));
-//! let applied = apply(&mut replica, 20, add(2, 50));
-//! assert_eq!(applied.events.len(), 1, "the session hears that 100 was crossed");
-//! // A retry of sequence 2 is answered from the cache: not added twice.
-//! apply(&mut replica, 30, add(2, 50));
-//! assert_eq!(replica.machine().0.value, 110);
-//! // The reset fires before the first entry at or after time 1020.
-//! apply(&mut replica, 1_500, LogBody::Tick);
-//! assert_eq!(replica.machine().0.value, 0);
+//! let leader = servers[0].wait_for_leader(std::time::Duration::from_secs(5)).await?;
+//! println!("{leader:?} leads");
+//! # Ok(()) }
 //! ```
+//!
+//! # How it runs
+//!
+//! The server core (Raft, the replica, the storage: `copycat-replica`'s
+//! [`Shell`](copycat_replica::shell::Shell)) is deterministic and
+//! synchronous. One thread of its own owns it and carries out its batches
+//! with group commit (one disk sync covers every request that arrived
+//! together); tokio tasks do the networking: an acceptor, a task per
+//! connection, an outbound task per peer that reconnects with backoff, and
+//! a ticker. Nothing blocks a tokio worker, so the server runs on the
+//! current-thread runtime as well as the multi-threaded one.
+//!
+//! Every connection opens with a hello frame
+//! ([`copycat_proto::Hello`]); frames are length-prefixed and limited to
+//! [`copycat_proto::MAX_FRAME_BYTES`]. A connection that sends a bad frame
+//! is closed and logged; the server keeps serving.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod codec;
-mod config;
-mod machine;
-pub mod node;
-pub mod replica;
-pub mod runtime;
-pub mod testing;
+mod net;
+mod owner;
+mod server;
+mod status;
 
-pub use config::{ReplicaConfig, ReplicaConfigError};
-pub use machine::{
-    ApplyContext, QueryContext, RawStateMachine, RestoreError, SessionInfo, StateMachine, TimerId,
-    TooManyTimers, Typed,
+pub use server::{
+    AdminError, Server, ServerBuilder, StartError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, HELLO_TIMEOUT,
+    MAX_CONNECTIONS,
 };
-pub use replica::{Applied, Outcome, QueryOutcome, Replica, SnapshotError};
+pub use status::{Leadership, Status};
+
+pub use copycat_raft::{MemberRole, NodeId, Role};
+pub use copycat_replica::node::ServerConfig;
+pub use copycat_replica::{RawStateMachine, StateMachine, Typed};

@@ -3,7 +3,7 @@
 //! versioned envelope, the runtime's u32 length prefix (as it goes over a
 //! real socket), and the replica's snapshot image. Pinned in
 //! `testdata/formats/*.txt` (see `copycat-raft/tests/support/golden_bytes.rs`);
-//! `REWRITE=1 cargo test -p copycat-server --test formats` rewrites them,
+//! `REWRITE=1 cargo test -p copycat-replica --test formats` rewrites them,
 //! which is only right together with a deliberate version bump
 //! (`copycat_proto::FORMAT_VERSION`, `replica::SNAPSHOT_VERSION`).
 
@@ -14,15 +14,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use bytes::Bytes;
+use copycat_net::framed;
 use copycat_proto::{
-    decode_frame, encode_frame, ClientId, DecodeError, LogBody, LogCommand, Sequence, SessionId,
+    decode_frame, encode_frame, ClientId, DecodeError, Hello, LogBody, LogCommand, Sequence,
+    ServerHello, SessionId,
 };
 use copycat_raft::{Entry, EntryPayload, LogIndex, Message, MessageBody, NodeId, Term};
-use copycat_server::codec;
-use copycat_server::replica::SNAPSHOT_VERSION;
-use copycat_server::runtime::{framed, Hello, ServerHello};
-use copycat_server::testing::{TestCommand, TestMachine};
-use copycat_server::{Replica, ReplicaConfig, SnapshotError, Typed};
+use copycat_replica::codec;
+use copycat_replica::replica::SNAPSHOT_VERSION;
+use copycat_replica::testing::{TestCommand, TestMachine};
+use copycat_replica::{Replica, ReplicaConfig, SnapshotError, Typed};
 use futures_util::SinkExt;
 use golden_bytes::{sample, Sample};
 use tokio::io::AsyncReadExt;
@@ -83,7 +84,7 @@ fn frame_samples(samples: &mut Vec<Sample>) {
     }
 }
 
-/// What the runtime's framing puts on a socket for a peer connection: the
+/// What the servers' framing (`copycat_net::framed`) puts on a socket for a peer connection: the
 /// hello, then two messages, each behind a u32 length.
 async fn stream_sample() -> Vec<u8> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -181,7 +182,7 @@ async fn server_formats_have_the_pinned_bytes() {
         &[
             (
                 "hello",
-                "the first frame of a connection (runtime::Hello, runtime::ServerHello)",
+                "the first frame of a connection (copycat_proto::Hello, copycat_proto::ServerHello)",
             ),
             (
                 "peer-message",

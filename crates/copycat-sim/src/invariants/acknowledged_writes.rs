@@ -31,7 +31,7 @@ impl Observer {
             else {
                 continue;
             };
-            if let Ok(command) = copycat_server::codec::decode::<KvCommand>(&payload) {
+            if let Ok(command) = copycat_replica::codec::decode::<KvCommand>(&payload) {
                 committed.insert((command.client, command.op));
             }
         }

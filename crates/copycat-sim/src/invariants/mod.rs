@@ -21,7 +21,7 @@ mod state_machine_safety;
 use std::collections::BTreeMap;
 
 use copycat_raft::{Entry, LogIndex, NodeId, Term};
-use copycat_server::ReplicaConfig;
+use copycat_replica::ReplicaConfig;
 
 pub use commit_durability::DurableLog;
 pub use replica_reports::SimReplica;

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use copycat_proto::{Event, EventIndex, SessionId};
 use copycat_raft::{LogIndex, NodeId};
-use copycat_server::{Applied, Replica, Typed};
+use copycat_replica::{Applied, Replica, Typed};
 
 use super::session_log::SessionModel;
 use super::{Check, Observer};
@@ -64,7 +64,7 @@ impl std::fmt::Debug for Reference {
 }
 
 impl Reference {
-    pub(super) fn new(config: copycat_server::ReplicaConfig) -> Self {
+    pub(super) fn new(config: copycat_replica::ReplicaConfig) -> Self {
         let replica = Replica::new(config.clone(), Typed(KvMachine::default()))
             .expect("valid replica configuration");
         Self {

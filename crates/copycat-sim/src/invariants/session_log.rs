@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use copycat_proto::{ClientId, LogBody, LogCommand, SessionId};
 use copycat_raft::{Entry, EntryPayload, LogIndex};
-use copycat_server::ReplicaConfig;
+use copycat_replica::ReplicaConfig;
 
 /// A session as the log defines it.
 #[derive(Clone, Debug)]

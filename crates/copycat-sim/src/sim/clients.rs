@@ -25,7 +25,7 @@ use copycat_client::session::{
     RecoveryStrategy, ServerSelection,
 };
 use copycat_proto::{ClientError, ClientId, Consistency, EventIndex, ServerMessage, SessionId};
-use copycat_server::codec;
+use copycat_replica::codec;
 use rand::Rng;
 use serde_json::json;
 

@@ -120,7 +120,7 @@ pub struct KvMachine {
     pub reordered: u64,
 }
 
-impl copycat_server::StateMachine for KvMachine {
+impl copycat_replica::StateMachine for KvMachine {
     type Command = KvCommand;
     type Query = u8;
     type Output = KvOutput;
@@ -128,7 +128,7 @@ impl copycat_server::StateMachine for KvMachine {
 
     fn apply(
         &mut self,
-        ctx: &mut copycat_server::ApplyContext<'_>,
+        ctx: &mut copycat_replica::ApplyContext<'_>,
         command: KvCommand,
     ) -> Result<KvOutput, String> {
         // Tell the issuing session, as an event, which operation applied:
@@ -155,7 +155,7 @@ impl copycat_server::StateMachine for KvMachine {
         ))
     }
 
-    fn query(&self, ctx: &copycat_server::QueryContext, key: u8) -> Result<KvOutput, String> {
+    fn query(&self, ctx: &copycat_replica::QueryContext, key: u8) -> Result<KvOutput, String> {
         Ok(KvOutput::Value(
             self.state.values.get(&key).copied(),
             ctx.index().0,
@@ -166,9 +166,9 @@ impl copycat_server::StateMachine for KvMachine {
         Bytes::from(postcard::to_allocvec(self).expect("encodable"))
     }
 
-    fn restore(&mut self, data: &[u8]) -> Result<(), copycat_server::RestoreError> {
+    fn restore(&mut self, data: &[u8]) -> Result<(), copycat_replica::RestoreError> {
         *self =
-            postcard::from_bytes(data).map_err(|e| copycat_server::RestoreError(e.to_string()))?;
+            postcard::from_bytes(data).map_err(|e| copycat_replica::RestoreError(e.to_string()))?;
         Ok(())
     }
 }

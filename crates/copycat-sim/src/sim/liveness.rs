@@ -16,7 +16,7 @@ use copycat_proto::{
     ClientRequest, Consistency, Request, RequestId, Response, Sequence, SessionId,
 };
 use copycat_raft::LogIndex;
-use copycat_server::codec;
+use copycat_replica::codec;
 use serde_json::json;
 
 use super::kv::KvOutput;

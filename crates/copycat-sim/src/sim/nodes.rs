@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use copycat_proto::ClientRequest;
 use copycat_raft::{Entry, LogIndex, MessageBody, NodeId, ReadPath, Role, Term, Time};
-use copycat_server::node::ServerConfig;
-use copycat_server::runtime::{Shell, ShellConfig, Written};
-use copycat_server::{Applied, Typed};
+use copycat_replica::node::ServerConfig;
+use copycat_replica::shell::{Shell, ShellConfig, Written};
+use copycat_replica::{Applied, Typed};
 use copycat_storage::{Disk, FaultDisk, LogOptions, StorageOptions};
 use rand::Rng;
 

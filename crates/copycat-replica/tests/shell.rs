@@ -10,10 +10,10 @@ use bytes::Bytes;
 use copycat_raft::{
     Config, Entry, EntryPayload, LogIndex, Message, MessageBody, NodeId, Term, Time,
 };
-use copycat_server::node::ServerConfig;
-use copycat_server::runtime::{Shell, ShellConfig};
-use copycat_server::testing::TestMachine;
-use copycat_server::Typed;
+use copycat_replica::node::ServerConfig;
+use copycat_replica::shell::{Shell, ShellConfig};
+use copycat_replica::testing::TestMachine;
+use copycat_replica::Typed;
 use copycat_storage::{Disk, FaultDisk, StorageOptions};
 
 fn open(disk: &FaultDisk) -> Shell<Typed<TestMachine>> {

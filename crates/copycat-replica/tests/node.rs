@@ -8,8 +8,8 @@ use copycat_proto::{
     SessionId,
 };
 use copycat_raft::{Entry, EntryPayload};
-use copycat_server::codec;
-use copycat_server::testing::{ServerCluster, TestCommand, TestQuery};
+use copycat_replica::codec;
+use copycat_replica::testing::{ServerCluster, TestCommand, TestQuery};
 
 type Cluster = ServerCluster;
 

@@ -1,6 +1,8 @@
-//! The encoding [`crate::Typed`] uses for commands, queries, outputs, errors
-//! and [`crate::ApplyContext::publish_value`] payloads: plain postcard.
-//! Clients use the same two functions to build payloads and read answers.
+//! The encoding of application values: commands, queries, outputs, errors
+//! and event payloads of typed state machines. Plain postcard, with
+//! trailing bytes rejected. Servers (`copycat-replica`'s `Typed`) and
+//! clients (`copycat-client`'s typed handles) both use these two functions,
+//! so a value encoded on one side decodes on the other.
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;

@@ -3,7 +3,7 @@
 //! Each file in `testdata/` is a script of commands, each followed by a line
 //! `----` and the expected trace, then a blank line. Lines starting with `#`
 //! are comments and are kept. Run with
-//! `REWRITE=1 cargo test -p copycat-server --test golden` to rewrite the
+//! `REWRITE=1 cargo test -p copycat-replica --test golden` to rewrite the
 //! expected output; commit a rewrite only when you understand the diff.
 //!
 //! The replica under test wraps the crate's `TestMachine`, which journals
@@ -59,8 +59,8 @@ use copycat_proto::{
     Sequence, SessionId,
 };
 use copycat_raft::{Configuration, Entry, EntryPayload, LogIndex, NodeId, Term};
-use copycat_server::testing::{TestCommand, TestMachine, TestQuery};
-use copycat_server::{codec, Applied, Outcome, QueryOutcome, Replica, ReplicaConfig, Typed};
+use copycat_replica::testing::{TestCommand, TestMachine, TestQuery};
+use copycat_replica::{codec, Applied, Outcome, QueryOutcome, Replica, ReplicaConfig, Typed};
 
 type TestReplica = Replica<Typed<TestMachine>>;
 

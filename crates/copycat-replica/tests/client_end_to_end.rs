@@ -11,8 +11,8 @@ use copycat_proto::{
     ClientId, ClientRequest, LogBody, LogCommand, Request, RequestId, ServerMessage, SessionId,
 };
 use copycat_raft::LogIndex;
-use copycat_server::testing::{command_entry, TestCommand, TestMachine};
-use copycat_server::{codec, Outcome, QueryOutcome, Replica, ReplicaConfig, Typed};
+use copycat_replica::testing::{command_entry, TestCommand, TestMachine};
+use copycat_replica::{codec, Outcome, QueryOutcome, Replica, ReplicaConfig, Typed};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

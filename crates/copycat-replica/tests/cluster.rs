@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use copycat_proto::{ClientId, EventIndex, LogBody, LogCommand, Response, Sequence, SessionId};
 use copycat_raft::testing::Cluster;
 use copycat_raft::{Config, LogIndex, NodeId};
-use copycat_server::testing::{TestCommand, TestMachine};
-use copycat_server::{codec, Outcome, Replica, ReplicaConfig, Typed};
+use copycat_replica::testing::{TestCommand, TestMachine};
+use copycat_replica::{codec, Outcome, Replica, ReplicaConfig, Typed};
 
 type TestReplica = Replica<Typed<TestMachine>>;
 

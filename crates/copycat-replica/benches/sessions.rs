@@ -3,15 +3,15 @@
 //! at once). Each command goes through the leader's log, is applied by every
 //! replica (exactly-once bookkeeping, result cache, events) and answered.
 //!
-//! Run with `cargo bench -p copycat-server --bench sessions`; results in
+//! Run with `cargo bench -p copycat-replica --bench sessions`; results in
 //! `docs/benchmarks.md`. Compare with the Raft core alone
 //! (`cargo bench -p copycat-raft --bench cluster`) to see what sessions cost.
 
 use std::time::Duration;
 
 use copycat_proto::{EventIndex, Request, Sequence, SessionId};
-use copycat_server::codec;
-use copycat_server::testing::{ServerCluster, TestCommand};
+use copycat_replica::codec;
+use copycat_replica::testing::{ServerCluster, TestCommand};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 struct Bench {

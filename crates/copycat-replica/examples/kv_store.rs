@@ -3,15 +3,15 @@
 //! here and applied one by one, and the program prints what the replica
 //! reports for each.
 //!
-//! Run it with `cargo run -p copycat-server --example kv_store`.
+//! Run it with `cargo run -p copycat-replica --example kv_store`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use copycat_proto::{ClientId, EventIndex, LogBody, LogCommand, Response, Sequence, SessionId};
 use copycat_raft::LogIndex;
-use copycat_server::testing::command_entry;
-use copycat_server::{
+use copycat_replica::testing::command_entry;
+use copycat_replica::{
     codec, Applied, ApplyContext, Outcome, QueryContext, QueryOutcome, Replica, ReplicaConfig,
     RestoreError, StateMachine, TimerId, Typed,
 };

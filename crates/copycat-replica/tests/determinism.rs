@@ -10,9 +10,9 @@
 use bytes::Bytes;
 use copycat_proto::{ClientId, EventIndex, LogBody, LogCommand, Sequence, SessionId};
 use copycat_raft::{Entry, EntryPayload, LogIndex, Term};
-use copycat_server::codec;
-use copycat_server::testing::{TestCommand, TestMachine};
-use copycat_server::{Replica, ReplicaConfig, Typed};
+use copycat_replica::codec;
+use copycat_replica::testing::{TestCommand, TestMachine};
+use copycat_replica::{Replica, ReplicaConfig, Typed};
 use proptest::prelude::*;
 
 fn config() -> ReplicaConfig {

@@ -1,0 +1,200 @@
+//! The TCP plumbing Copycat's servers and clients share, so both sides
+//! frame, reconnect and keep time the same way:
+//!
+//! * [`framed`]: frames behind a big-endian `u32` length, refusing frames
+//!   over [`copycat_proto::MAX_FRAME_BYTES`] (the connection then closes).
+//! * [`Backoff`] and [`connect_retrying`]: reconnect with exponential
+//!   backoff, reporting every failure to the caller.
+//! * [`ticker`]: the interval that drives a deterministic core's clock.
+//! * [`resolve`]: `host:port` or an IP literal to socket addresses.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use copycat_proto::MAX_FRAME_BYTES;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// How often servers and clients tick their cores when nothing else
+/// happens.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// A framed connection: whole frames in, whole frames out.
+pub type FramedStream<S = TcpStream> = Framed<S, LengthDelimitedCodec>;
+
+/// Frame `stream`: each frame behind its length as a big-endian `u32`, at
+/// most [`MAX_FRAME_BYTES`] long in either direction.
+pub fn framed<S: AsyncRead + AsyncWrite>(stream: S) -> FramedStream<S> {
+    let codec = LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec();
+    Framed::new(stream, codec)
+}
+
+/// An interval ticking every `period`. A tick missed (a paused process, a
+/// busy thread) is not made up with a burst: the next one comes `period`
+/// after the late one.
+pub fn ticker(period: Duration) -> Interval {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval
+}
+
+/// Exponential backoff between reconnection attempts: `initial`, doubling
+/// up to `max`, back to `initial` after [`reset`](Self::reset).
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Backoff from `initial` up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        let initial = initial.max(Duration::from_millis(1));
+        Self {
+            initial,
+            max: max.max(initial),
+            next: initial,
+        }
+    }
+
+    /// The delay before the next attempt (and double the one after).
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// A connection worked: start from `initial` again.
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+impl Default for Backoff {
+    /// 20 ms doubling up to 1 s: what servers use for peers and clients for
+    /// servers.
+    fn default() -> Self {
+        Self::new(Duration::from_millis(20), Duration::from_secs(1))
+    }
+}
+
+/// Open a TCP connection to `addr` (with `TCP_NODELAY`), retrying after
+/// each failure with `backoff`; `failed` hears every error first. Returns
+/// once connected; cancel it by dropping the future.
+pub async fn connect_retrying(
+    addr: SocketAddr,
+    backoff: &mut Backoff,
+    mut failed: impl FnMut(&io::Error),
+) -> TcpStream {
+    loop {
+        match connect(addr).await {
+            Ok(stream) => return stream,
+            Err(error) => {
+                failed(&error);
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+/// Open one TCP connection to `addr` with `TCP_NODELAY` set.
+pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Resolve `address` (`host:port`, `ip:port` or `[ipv6]:port`) to the
+/// socket addresses it names, IPv4 first.
+pub async fn resolve(address: &str) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return Ok(vec![addr]);
+    }
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(address).await?.collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{address} resolves to no address"),
+        ));
+    }
+    addrs.sort_by_key(|a| a.is_ipv6());
+    addrs.dedup();
+    Ok(addrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures_util::{SinkExt, StreamExt};
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(100));
+        let delays: Vec<u128> = (0..5).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [20, 40, 80, 100, 100]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn resolve_takes_literals_and_hostnames() {
+        assert_eq!(
+            resolve("127.0.0.1:5700").await.unwrap(),
+            vec!["127.0.0.1:5700".parse::<SocketAddr>().unwrap()]
+        );
+        let local = resolve("localhost:5700").await.unwrap();
+        assert!(local
+            .iter()
+            .all(|a| a.port() == 5700 && a.ip().is_loopback()));
+        assert!(resolve("no-port-here").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_is_refused_by_the_reader() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writer = tokio::spawn(async move {
+            let mut stream = connect(addr).await.unwrap();
+            use tokio::io::AsyncWriteExt;
+            // A length just over the limit, then a little data.
+            let length = (MAX_FRAME_BYTES as u32 + 1).to_be_bytes();
+            stream.write_all(&length).await.unwrap();
+            stream.write_all(&[0; 16]).await.unwrap();
+            stream
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut framed = framed(stream);
+        let read = framed.next().await.expect("an error, not the end");
+        assert!(read.is_err(), "oversized frame accepted");
+        drop(writer.await);
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut backoff = Backoff::default();
+        let client = tokio::spawn(async move {
+            let stream = connect_retrying(addr, &mut backoff, |_| {}).await;
+            let mut framed = framed(stream);
+            framed.send(Bytes::from_static(b"hello")).await.unwrap();
+            framed.next().await.unwrap().unwrap()
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut server = framed(stream);
+        let frame = server.next().await.unwrap().unwrap();
+        assert_eq!(&frame[..], b"hello");
+        server.send(Bytes::from_static(b"world")).await.unwrap();
+        assert_eq!(&client.await.unwrap()[..], b"world");
+    }
+}

@@ -1,0 +1,234 @@
+//! The thread that owns a server's [`Shell`]. It is the only code that
+//! touches the Raft core, the replica and the storage, so none of them
+//! needs a lock: connection tasks and the handle talk to it through one
+//! bounded channel, and it answers through per-connection channels and a
+//! status watch. It runs on a thread of its own (not a tokio task) because
+//! it blocks on the disk: syncs, snapshot writes, recovery. That keeps every
+//! tokio worker free and lets the server run in any runtime flavor.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use copycat_net::TICK;
+use copycat_proto::{encode_frame, ClientRequest, ServerHello, ServerMessage};
+use copycat_raft::{Message, NodeId, Time};
+use copycat_replica::node::ConnectionId;
+use copycat_replica::shell::{Shell, ShellError};
+use copycat_replica::RawStateMachine;
+use tokio::sync::{mpsc, watch};
+
+use crate::net::peer_sender;
+use crate::status::Status;
+
+/// Inputs handled per batch before the shell processes them together (one
+/// sync covers them all).
+const MAX_BATCH: usize = 1024;
+/// Messages queued for one peer; more are dropped (Raft retries).
+const PEER_QUEUE: usize = 4096;
+
+/// Work the handle runs on the owner thread between batches.
+pub(crate) type Call<M> = Box<dyn FnOnce(&mut Core<M>) + Send>;
+
+/// What the owner thread is told.
+pub(crate) enum Input<M> {
+    Peer(Message),
+    ClientOpen(ConnectionId, mpsc::Sender<ServerMessage>),
+    Request(ConnectionId, ClientRequest),
+    ClientClosed(ConnectionId),
+    /// Time passed (sent by the ticker task; also wakes the thread).
+    Tick,
+    Call(Call<M>),
+    Stop,
+}
+
+/// What calls from the handle may touch.
+pub(crate) struct Core<M> {
+    pub(crate) shell: Shell<M>,
+    pub(crate) peers: Peers,
+}
+
+/// The outbound side of every peer connection: one task per peer, fed by a
+/// bounded queue, reconnecting with backoff.
+pub(crate) struct Peers {
+    id: NodeId,
+    local_addr: SocketAddr,
+    runtime: tokio::runtime::Handle,
+    senders: BTreeMap<NodeId, (SocketAddr, mpsc::Sender<Message>)>,
+    stop: watch::Receiver<bool>,
+    /// The hello clients get, naming every known member.
+    hello: watch::Sender<Bytes>,
+}
+
+impl Peers {
+    pub(crate) fn new(
+        id: NodeId,
+        local_addr: SocketAddr,
+        runtime: tokio::runtime::Handle,
+        stop: watch::Receiver<bool>,
+    ) -> (Self, watch::Receiver<Bytes>) {
+        let (hello, hello_rx) = watch::channel(Bytes::new());
+        let mut peers = Self {
+            id,
+            local_addr,
+            runtime,
+            senders: BTreeMap::new(),
+            stop,
+            hello,
+        };
+        peers.publish_hello();
+        (peers, hello_rx)
+    }
+
+    /// Reach `peer` at `addr` from now on (replacing an older address).
+    pub(crate) fn set_address(&mut self, peer: NodeId, addr: SocketAddr) {
+        if peer == self.id {
+            return;
+        }
+        if matches!(self.senders.get(&peer), Some((known, _)) if *known == addr) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        // Replacing the sender drops the old queue; its task then ends.
+        self.senders.insert(peer, (addr, tx));
+        self.runtime
+            .spawn(peer_sender(self.id, peer, addr, rx, self.stop.clone()));
+        self.publish_hello();
+    }
+
+    fn send(&self, message: Message) {
+        if let Some((_, tx)) = self.senders.get(&message.to) {
+            // A full queue drops the message: Raft retries.
+            let _ = tx.try_send(message);
+        }
+    }
+
+    fn publish_hello(&mut self) {
+        let mut members: Vec<(u64, SocketAddr)> = self
+            .senders
+            .iter()
+            .map(|(peer, (addr, _))| (peer.0, *addr))
+            .collect();
+        members.push((self.id.0, self.local_addr));
+        members.sort();
+        let _ = self.hello.send(encode_frame(&ServerHello {
+            node: self.id.0,
+            members,
+        }));
+    }
+}
+
+pub(crate) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The owner thread's state.
+pub(crate) struct Owner<M> {
+    pub(crate) core: Core<M>,
+    /// The zero of the monotonic clock handed to the core.
+    pub(crate) start: Instant,
+    pub(crate) inputs: mpsc::Receiver<Input<M>>,
+    pub(crate) status: watch::Sender<Status>,
+    pub(crate) clients: BTreeMap<ConnectionId, mpsc::Sender<ServerMessage>>,
+}
+
+impl<M: RawStateMachine> Owner<M> {
+    fn now(&self) -> Time {
+        Time(self.start.elapsed().as_millis() as u64)
+    }
+
+    /// Run until told to stop, every sender is gone, or the storage fails
+    /// (fail-stop: the durable state is intact, memory may be ahead of it).
+    pub(crate) fn run(mut self) -> Result<(), ShellError> {
+        let id = self.core.shell.id();
+        let mut last_tick = Instant::now() - TICK;
+        let mut calls = Vec::new();
+        let result = loop {
+            let Some(first) = self.inputs.blocking_recv() else {
+                break Ok(());
+            };
+            let mut stop = self.handle(first, &mut calls);
+            let mut batch = 1;
+            while !stop && batch < MAX_BATCH {
+                match self.inputs.try_recv() {
+                    Ok(input) => stop = self.handle(input, &mut calls),
+                    Err(_) => break,
+                }
+                batch += 1;
+            }
+            if stop {
+                break Ok(());
+            }
+            // Tick on time even when inputs keep coming faster than ticks.
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                let now = self.now();
+                self.core.shell.tick(now, wall_ms());
+            }
+            for call in calls.drain(..) {
+                call(&mut self.core);
+            }
+            if let Err(error) = self.process() {
+                tracing::error!(?id, %error, "storage failed; stopping the server");
+                break Err(error);
+            }
+        };
+        tracing::info!(?id, "server stopped");
+        result
+    }
+
+    /// Take one input; `true` to stop.
+    fn handle(&mut self, input: Input<M>, calls: &mut Vec<Call<M>>) -> bool {
+        match input {
+            Input::Peer(message) => self.core.shell.step(message),
+            Input::ClientOpen(conn, tx) => {
+                self.clients.insert(conn, tx);
+            }
+            Input::Request(conn, request) => {
+                let now = self.now();
+                self.core.shell.on_request(conn, request, now);
+            }
+            Input::ClientClosed(conn) => {
+                self.clients.remove(&conn);
+                self.core.shell.connection_closed(conn);
+            }
+            Input::Tick => {}
+            Input::Call(call) => calls.push(call),
+            Input::Stop => return true,
+        }
+        false
+    }
+
+    /// Carry out the batch and send what it produced.
+    fn process(&mut self) -> Result<(), ShellError> {
+        let outputs = self.core.shell.process()?;
+        for message in outputs.peer_messages {
+            self.core.peers.send(message);
+        }
+        for (conn, message) in outputs.client_messages {
+            if let Some(tx) = self.clients.get(&conn) {
+                if tx.try_send(message).is_err() {
+                    // The client resends what it misses (requests time
+                    // out, event gaps are asked for again).
+                    tracing::warn!(conn, "client queue full or closed; message dropped");
+                }
+            }
+        }
+        let current = Status::of(self.core.shell.server());
+        self.status.send_if_modified(|old| {
+            let changed = *old != current;
+            *old = current;
+            changed
+        });
+        Ok(())
+    }
+}
+
+/// How long a graceful shutdown waits for a leadership transfer.
+pub(crate) fn transfer_wait(election_timeout_ms: u64) -> Duration {
+    Duration::from_millis(election_timeout_ms.saturating_mul(2))
+}

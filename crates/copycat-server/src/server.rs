@@ -1,0 +1,710 @@
+//! [`Server`]: a running server and the builder that starts it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use copycat_net::{ticker, TICK};
+use copycat_raft::{
+    Config, ConfigChangeError, LogIndex, MembershipChange, NodeId, ProposeError, Term, Time,
+    TransferError,
+};
+use copycat_replica::node::{ServerConfig, ServerNode};
+use copycat_replica::shell::{Shell, ShellConfig, ShellError};
+use copycat_replica::{RawStateMachine, StateMachine, Typed};
+use copycat_storage::{Disk, Durability, FsDisk, StorageOptions};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::net::{accept, Limits};
+use crate::owner::{transfer_wait, wall_ms, Call, Core, Input, Owner, Peers};
+use crate::status::{Leadership, Status};
+
+/// Inputs queued for the owner thread before connection tasks wait.
+const INPUT_QUEUE: usize = 4096;
+/// Default limit on the connections (peers and clients) a server keeps open
+/// at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Default time a new connection has to send its hello frame before it is
+/// closed (so idle connections cannot hold the connection slots).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The address a server listens on when none is given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5700";
+/// The data directory a server uses when none is given.
+pub const DEFAULT_DATA_DIR: &str = "./copycat-data";
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// An address did not resolve.
+    #[error("cannot resolve {address}: {source}")]
+    Resolve {
+        /// The address as given.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory could not be created, opened or recovered.
+    #[error("data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: ShellError,
+    },
+    /// The settings are inconsistent.
+    #[error("invalid server settings: {0}")]
+    Invalid(String),
+}
+
+/// Why an administrative call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Only the leader changes membership or hands leadership over.
+    #[error("this server is not the leader (leader: {})", leader.map_or("unknown".to_string(), |l| l.0.to_string()))]
+    NotLeader {
+        /// The leader this server knows of.
+        leader: Option<NodeId>,
+    },
+    /// The change was refused (another change in progress, not a voter, ...).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The address did not resolve.
+    #[error("cannot resolve {address}: {source}")]
+    Resolve {
+        /// The address as given.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Leadership changed before the change committed: it may or may not
+    /// take effect; look at the configuration.
+    #[error("leadership changed before the change committed; it may or may not take effect")]
+    LeadershipLost,
+    /// It did not finish in time.
+    #[error("not done after {0:?}")]
+    Timeout(Duration),
+    /// The server has stopped.
+    #[error("the server has stopped")]
+    Stopped,
+}
+
+/// An adjustment of the server settings, applied at start.
+type Configure = Box<dyn FnOnce(&mut ServerConfig) + Send>;
+
+/// Settings and state machine of a server to start. See
+/// [`Server::builder`].
+pub struct ServerBuilder<M> {
+    machine: M,
+    id: u64,
+    listen: String,
+    listener: Option<TcpListener>,
+    data_dir: PathBuf,
+    members: Vec<(u64, String)>,
+    fsync: bool,
+    config: Option<ServerConfig>,
+    configure: Vec<Configure>,
+    max_connections: usize,
+    hello_timeout: Duration,
+    disk: Option<Arc<dyn Disk>>,
+}
+
+impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
+    /// A builder for a server of `machine` (a [`RawStateMachine`]; for a
+    /// typed [`StateMachine`] use [`Server::builder`]). Defaults: id 1,
+    /// listening on [`DEFAULT_LISTEN`], data in [`DEFAULT_DATA_DIR`], fsync
+    /// on, a cluster of this server alone.
+    pub fn raw(machine: M) -> Self {
+        Self {
+            machine,
+            id: 1,
+            listen: DEFAULT_LISTEN.to_string(),
+            listener: None,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            members: Vec::new(),
+            fsync: true,
+            config: None,
+            configure: Vec::new(),
+            max_connections: MAX_CONNECTIONS,
+            hello_timeout: HELLO_TIMEOUT,
+            disk: None,
+        }
+    }
+
+    /// This server's id: a positive number, unique in the cluster.
+    pub fn id(mut self, id: u64) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Listen for peers and clients on `address` (`host:port` or an IP
+    /// literal; port 0 picks a free port, see [`Server::local_addr`]).
+    pub fn listen(mut self, address: impl Into<String>) -> Self {
+        self.listen = address.into();
+        self
+    }
+
+    /// Serve on a listener already bound (instead of [`listen`](Self::listen)).
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Keep the log, snapshots and term/vote in `dir` (created if missing).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// The initial voters as `(id, address)`, this server among them (its
+    /// address may be left out: it is the listen address). They make up the
+    /// cluster when the data directory is new; on a restart the log's
+    /// configuration wins and the addresses tell the server where its peers
+    /// are.
+    pub fn bootstrap<A: Into<String>>(
+        mut self,
+        members: impl IntoIterator<Item = (u64, A)>,
+    ) -> Self {
+        self.members = members.into_iter().map(|(id, a)| (id, a.into())).collect();
+        self
+    }
+
+    /// Sync the disk before acknowledging anything (the default). `false`
+    /// is for tests and demos only: a power loss can then lose
+    /// acknowledged writes.
+    pub fn fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// Start from these server settings instead of the defaults (the Raft
+    /// id in them is replaced by [`id`](Self::id)).
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Adjust the server settings (Raft timing, limits, snapshot policy).
+    pub fn configure(mut self, f: impl FnOnce(&mut ServerConfig) + Send + 'static) -> Self {
+        self.configure.push(Box::new(f));
+        self
+    }
+
+    /// Keep at most this many connections open at once (default
+    /// [`MAX_CONNECTIONS`]).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
+    }
+
+    /// Close connections that send no hello within this time (default
+    /// [`HELLO_TIMEOUT`]).
+    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
+        self.hello_timeout = timeout;
+        self
+    }
+
+    /// Use this disk instead of the file system (tests: fault injection).
+    pub fn disk(mut self, disk: Arc<dyn Disk>) -> Self {
+        self.disk = Some(disk);
+        self
+    }
+
+    /// Bind, open and recover the data directory, and start serving.
+    pub async fn start(self) -> Result<Server<M>, StartError> {
+        let Self {
+            machine,
+            id,
+            listen,
+            listener,
+            data_dir,
+            members,
+            fsync,
+            config,
+            configure,
+            max_connections,
+            hello_timeout,
+            disk,
+        } = self;
+        if id == 0 {
+            return Err(StartError::Invalid("the server id must be positive".into()));
+        }
+        if max_connections == 0 {
+            return Err(StartError::Invalid(
+                "max_connections must be positive".into(),
+            ));
+        }
+        let listener = match listener {
+            Some(listener) => listener,
+            None => {
+                let address = resolve_one(&listen).await?;
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|source| StartError::Bind { address, source })?
+            }
+        };
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            address: listener_addr_hint(&listen),
+            source,
+        })?;
+        let mut peers = BTreeMap::new();
+        for (member, address) in &members {
+            if *member == 0 {
+                return Err(StartError::Invalid("member ids must be positive".into()));
+            }
+            let addr = resolve_one(address).await?;
+            if peers.insert(NodeId(*member), addr).is_some() {
+                return Err(StartError::Invalid(format!(
+                    "member {member} is listed twice"
+                )));
+            }
+        }
+        peers.entry(NodeId(id)).or_insert(local_addr);
+        let voters: Vec<NodeId> = peers.keys().copied().collect();
+
+        let mut server = config.unwrap_or_else(|| ServerConfig::new(Config::new(NodeId(id))));
+        server.raft.id = NodeId(id);
+        for f in configure {
+            f(&mut server);
+        }
+        server.raft.id = NodeId(id);
+        server
+            .raft
+            .validate()
+            .map_err(|e| StartError::Invalid(e.to_string()))?;
+        let election_timeout_ms = server.raft.election_timeout_ms;
+        let mut storage = StorageOptions::default();
+        if !fsync {
+            storage.log.durability = Durability::None;
+        }
+        let shell_config = ShellConfig {
+            server,
+            storage,
+            seed: id ^ u64::from(std::process::id()) ^ wall_ms(),
+        };
+        let disk = disk.unwrap_or_else(|| Arc::new(FsDisk::new()));
+        let start = Instant::now();
+        let dir = data_dir.clone();
+        let opened = tokio::task::spawn_blocking(move || {
+            if let Err(error) = std::fs::create_dir_all(&dir) {
+                return Err(ShellError::Io(error));
+            }
+            Shell::open(
+                shell_config,
+                &dir,
+                disk,
+                &voters,
+                machine,
+                Time(0),
+                wall_ms(),
+            )
+        })
+        .await
+        .map_err(|e| StartError::Invalid(format!("opening the data directory panicked: {e}")))?;
+        let shell = opened.map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+
+        let (stop, stop_rx) = watch::channel(false);
+        let (inputs, inputs_rx) = mpsc::channel(INPUT_QUEUE);
+        let (status_tx, status) = watch::channel(Status::of(shell.server()));
+        let (mut peer_set, hello) = Peers::new(
+            NodeId(id),
+            local_addr,
+            tokio::runtime::Handle::current(),
+            stop_rx.clone(),
+        );
+        for (peer, addr) in &peers {
+            peer_set.set_address(*peer, *addr);
+        }
+        let owner = Owner {
+            core: Core {
+                shell,
+                peers: peer_set,
+            },
+            start,
+            inputs: inputs_rx,
+            status: status_tx,
+            clients: BTreeMap::new(),
+        };
+        let (done_tx, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("copycat-server-{id}"))
+            .spawn(move || {
+                let _ = done_tx.send(owner.run());
+            })
+            .map_err(|e| StartError::Invalid(format!("cannot start the server thread: {e}")))?;
+        let limits = Limits {
+            max_connections,
+            hello_timeout,
+        };
+        let tasks = vec![
+            tokio::spawn(tick(inputs.clone(), stop_rx.clone())),
+            tokio::spawn(accept(listener, hello, limits, inputs.clone(), stop_rx)),
+        ];
+        tracing::info!(id, %local_addr, dir = %data_dir.display(), "serving");
+        Ok(Server {
+            id: NodeId(id),
+            local_addr,
+            data_dir,
+            election_timeout_ms,
+            inputs,
+            stop,
+            status,
+            done: Some(done),
+            tasks,
+        })
+    }
+}
+
+fn listener_addr_hint(listen: &str) -> SocketAddr {
+    listen
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+async fn resolve_one(address: &str) -> Result<SocketAddr, StartError> {
+    copycat_net::resolve(address)
+        .await
+        .map(|addrs| addrs[0])
+        .map_err(|source| StartError::Resolve {
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// Wake the owner thread every tick; when the server stops, tell it.
+async fn tick<M>(inputs: mpsc::Sender<Input<M>>, mut stop: watch::Receiver<bool>) {
+    let mut ticker = ticker(TICK);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                let _ = inputs.send(Input::Stop).await;
+                return;
+            }
+            _ = ticker.tick() => {
+                // A full queue means the owner is busy and will tick anyway.
+                let _ = inputs.try_send(Input::Tick);
+            }
+        }
+    }
+}
+
+/// A running server. [`shutdown`](Self::shutdown) stops it gracefully;
+/// dropping it stops it at once.
+pub struct Server<M> {
+    id: NodeId,
+    local_addr: SocketAddr,
+    data_dir: PathBuf,
+    election_timeout_ms: u64,
+    inputs: mpsc::Sender<Input<M>>,
+    stop: watch::Sender<bool>,
+    status: watch::Receiver<Status>,
+    done: Option<oneshot::Receiver<Result<(), ShellError>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl<S: StateMachine + Send + 'static> Server<Typed<S>> {
+    /// A builder for a server of the typed state machine `machine`.
+    ///
+    /// ```no_run
+    /// # async fn run(machine: copycat_replica::testing::TestMachine) -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = copycat_server::Server::builder(machine)
+    ///     .id(1)
+    ///     .listen("127.0.0.1:5701")
+    ///     .data_dir("/var/lib/copycat/1")
+    ///     .bootstrap([(1, "127.0.0.1:5701"), (2, "127.0.0.1:5702"), (3, "127.0.0.1:5703")])
+    ///     .start()
+    ///     .await?;
+    /// println!("{:?}", server.status());
+    /// server.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(machine: S) -> ServerBuilder<Typed<S>> {
+        ServerBuilder::raw(Typed(machine))
+    }
+}
+
+impl<M: RawStateMachine + Send + 'static> Server<M> {
+    /// This server's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Its data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
+    /// The latest status.
+    pub fn status(&self) -> Status {
+        *self.status.borrow()
+    }
+
+    /// A receiver of every status change.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// A receiver that changes only when the leader or term does.
+    pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
+        let mut status = self.status.clone();
+        let (tx, rx) = watch::channel(status.borrow().leadership());
+        tokio::spawn(async move {
+            while status.changed().await.is_ok() {
+                let now = status.borrow().leadership();
+                tx.send_if_modified(|old| {
+                    let changed = *old != now;
+                    *old = now;
+                    changed
+                });
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    /// Wait until this server knows a leader, at most `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, AdminError> {
+        let mut status = self.status.clone();
+        let waited = tokio::time::timeout(timeout, status.wait_for(|s| s.leader.is_some()))
+            .await
+            .map(|r| r.map(|s| s.leader));
+        match waited {
+            Ok(Ok(leader)) => Ok(leader.expect("waited for a leader")),
+            Ok(Err(_)) => Err(AdminError::Stopped),
+            Err(_) => Err(AdminError::Timeout(timeout)),
+        }
+    }
+
+    /// Run `f` on the server core between batches (for tests and tools).
+    pub async fn inspect<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ServerNode<M>) -> R + Send + 'static,
+    ) -> Result<R, AdminError> {
+        self.call(move |core| f(core.shell.server())).await
+    }
+
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Core<M>) -> R + Send + 'static,
+    ) -> Result<R, AdminError> {
+        let (tx, rx) = oneshot::channel();
+        let call: Call<M> = Box::new(move |core| {
+            let _ = tx.send(f(core));
+        });
+        self.inputs
+            .send(Input::Call(call))
+            .await
+            .map_err(|_| AdminError::Stopped)?;
+        rx.await.map_err(|_| AdminError::Stopped)
+    }
+
+    /// Make `id` (reached at `address`) a voter: a new server joins as a
+    /// learner and is promoted once caught up. Returns when the change
+    /// committed. Only the leader takes it.
+    pub async fn add_voter(&self, id: u64, address: &str) -> Result<(), AdminError> {
+        let addr = resolve_admin(address).await?;
+        self.change(MembershipChange::AddVoter(NodeId(id)), Some((id, addr)))
+            .await
+    }
+
+    /// Add `id` (at `address`) as a passive member: replicated, not voting.
+    pub async fn add_passive(&self, id: u64, address: &str) -> Result<(), AdminError> {
+        let addr = resolve_admin(address).await?;
+        self.change(MembershipChange::AddPassive(NodeId(id)), Some((id, addr)))
+            .await
+    }
+
+    /// Add `id` (at `address`) as a reserve member: a standby that gets
+    /// heartbeats only.
+    pub async fn add_reserve(&self, id: u64, address: &str) -> Result<(), AdminError> {
+        let addr = resolve_admin(address).await?;
+        self.change(MembershipChange::AddReserve(NodeId(id)), Some((id, addr)))
+            .await
+    }
+
+    /// Promote a passive or reserve member to voter.
+    pub async fn promote(&self, id: u64) -> Result<(), AdminError> {
+        self.change(MembershipChange::AddVoter(NodeId(id)), None)
+            .await
+    }
+
+    /// Demote a member to passive.
+    pub async fn demote(&self, id: u64) -> Result<(), AdminError> {
+        self.change(MembershipChange::AddPassive(NodeId(id)), None)
+            .await
+    }
+
+    /// Remove a member.
+    pub async fn remove(&self, id: u64) -> Result<(), AdminError> {
+        self.change(MembershipChange::Remove(NodeId(id)), None)
+            .await
+    }
+
+    async fn change(
+        &self,
+        change: MembershipChange,
+        address: Option<(u64, SocketAddr)>,
+    ) -> Result<(), AdminError> {
+        let proposed = self
+            .call(move |core| {
+                if let Some((id, addr)) = address {
+                    core.peers.set_address(NodeId(id), addr);
+                }
+                let raft = core.shell.server_mut().raft_mut();
+                let term = raft.term();
+                raft.change_membership(change, None)
+                    .map(|index| (index, term))
+                    .map_err(|error| match error {
+                        ConfigChangeError::Propose(ProposeError::NotLeader { leader }) => {
+                            AdminError::NotLeader { leader }
+                        }
+                        other => AdminError::Refused(other.to_string()),
+                    })
+            })
+            .await??;
+        self.wait_committed(proposed.0, proposed.1).await
+    }
+
+    /// Wait until the entry at `index`, proposed in `term`, is committed.
+    async fn wait_committed(&self, index: LogIndex, term: Term) -> Result<(), AdminError> {
+        let limit = Duration::from_millis(self.election_timeout_ms.saturating_mul(20));
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut status = self.status.clone();
+        loop {
+            let now = *status.borrow_and_update();
+            if now.term != term {
+                return Err(AdminError::LeadershipLost);
+            }
+            if now.commit >= index {
+                let ours = self
+                    .inspect(move |server| server.raft().term_at(index))
+                    .await?;
+                return match ours {
+                    Some(t) if t != term => Err(AdminError::LeadershipLost),
+                    _ => Ok(()),
+                };
+            }
+            match tokio::time::timeout_at(deadline, status.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(AdminError::Stopped),
+                Err(_) => return Err(AdminError::Timeout(limit)),
+            }
+        }
+    }
+
+    /// Hand leadership to `id` and wait until it leads.
+    pub async fn transfer_leadership(&self, id: u64) -> Result<(), AdminError> {
+        let target = NodeId(id);
+        self.call(move |core| {
+            core.shell
+                .server_mut()
+                .raft_mut()
+                .transfer_leadership(target)
+        })
+        .await?
+        .map_err(|error| match error {
+            TransferError::NotLeader { leader } => AdminError::NotLeader { leader },
+            other => AdminError::Refused(other.to_string()),
+        })?;
+        let limit = transfer_wait(self.election_timeout_ms);
+        let mut status = self.status.clone();
+        let waited = tokio::time::timeout(limit, status.wait_for(|s| s.leader == Some(target)))
+            .await
+            .map(|r| r.map(|_| ()));
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(AdminError::Stopped),
+            Err(_) => Err(AdminError::Timeout(limit)),
+        }
+    }
+
+    /// Stop gracefully: a leader first hands leadership to the most
+    /// caught-up voter (waiting at most two election timeouts), then the
+    /// server stops accepting, closes every connection and finishes the
+    /// batch in hand. Returns the error that stopped the server earlier,
+    /// if one did.
+    pub async fn shutdown(mut self) -> Result<(), ShellError> {
+        if self.status().is_leader() {
+            let me = self.id;
+            let best = self
+                .inspect(move |server| {
+                    let raft = server.raft();
+                    let voters: Vec<NodeId> = raft
+                        .configuration()
+                        .1
+                        .members
+                        .iter()
+                        .filter(|(id, role)| {
+                            **id != me && **role == copycat_raft::MemberRole::Voter
+                        })
+                        .map(|(id, _)| *id)
+                        .collect();
+                    let matched = raft.match_indexes();
+                    voters
+                        .into_iter()
+                        .max_by_key(|id| matched.get(id).copied().unwrap_or_default())
+                })
+                .await
+                .ok()
+                .flatten();
+            if let Some(target) = best {
+                match self.transfer_leadership(target.0).await {
+                    Ok(()) => {
+                        tracing::info!(id = ?self.id, to = ?target, "handed leadership over before stopping")
+                    }
+                    Err(error) => {
+                        tracing::warn!(id = ?self.id, to = ?target, %error, "could not hand leadership over before stopping")
+                    }
+                }
+            }
+        }
+        let _ = self.stop.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+        match self.done.take() {
+            Some(done) => done.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn resolve_admin(address: &str) -> Result<SocketAddr, AdminError> {
+    copycat_net::resolve(address)
+        .await
+        .map(|addrs| addrs[0])
+        .map_err(|source| AdminError::Resolve {
+            address: address.to_string(),
+            source,
+        })
+}
+
+impl<M> Drop for Server<M> {
+    fn drop(&mut self) {
+        // The ticker task tells the owner thread to stop; if the runtime is
+        // gone, closing the channel does.
+        let _ = self.stop.send(true);
+        let _ = self.inputs.try_send(Input::Stop);
+    }
+}
