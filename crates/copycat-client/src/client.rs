@@ -15,7 +15,7 @@ use bytes::Bytes;
 use copycat_net::{framed, ticker, Backoff, TICK};
 use copycat_proto::{
     codec, decode_frame, encode_frame, ClientError, ClientId, ClientRequest, CommandFailure,
-    Consistency, EventIndex, Hello, ServerHello, ServerMessage, SessionId,
+    Consistency, EventBatch, EventIndex, Hello, ServerHello, ServerMessage, SessionId,
 };
 use futures_util::{SinkExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -239,6 +239,8 @@ impl ClientBuilder {
             request_timeout: self.request_timeout,
             last_ok: SystemTime::now(),
             max_payload: self.session.max_payload_bytes,
+            parked: VecDeque::new(),
+            park_limit: self.event_buffer,
             dropped_batches: 0,
             close_deadline: None,
         };
@@ -569,7 +571,11 @@ struct Driver {
     /// When a request last succeeded (or the client started).
     last_ok: SystemTime,
     max_payload: usize,
-    /// Event batches not taken because the application's buffer was full.
+    /// Event batches received while the application's buffer was full, in
+    /// order, at most `park_limit`.
+    parked: VecDeque<(ServerId, EventBatch)>,
+    park_limit: usize,
+    /// Event batches left with the servers because `parked` was full.
     dropped_batches: u64,
     /// Closing: stop at this time even if the unregistration got no answer.
     close_deadline: Option<tokio::time::Instant>,
@@ -598,7 +604,8 @@ impl Driver {
                 .map(|w| w.deadline)
                 .min()
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-            let events_blocked = matches!(self.outbox.front(), Some(Delivery::Events(_)));
+            let events_blocked = matches!(self.outbox.front(), Some(Delivery::Events(_)))
+                || (!self.parked.is_empty() && self.events_tx.is_some());
             let events_tx = self.events_tx.clone();
             tokio::select! {
                 _ = ticker.tick() => {
@@ -629,6 +636,7 @@ impl Driver {
             }
             self.collect();
             self.flush();
+            self.unpark();
             self.publish_status();
             if self.session.state() == ClientState::Closed && self.outbox.is_empty() {
                 // Nothing more will be published to this client: end the
@@ -731,18 +739,9 @@ impl Driver {
                 if let ServerMessage::Response { result: Ok(_), .. } = &message {
                     self.last_ok = SystemTime::now();
                 }
-                if let ServerMessage::Events(batch) = &message {
-                    let room = match &self.events_tx {
-                        None => true,
-                        Some(tx) => self.outbox.is_empty() && tx.capacity() > 0,
-                    };
-                    if !room {
-                        // The servers keep it (unacknowledged); the session
-                        // asks for it again once it sees the gap.
-                        self.dropped_batches += 1;
-                        tracing::debug!(session = ?batch.session, index = ?batch.event_index, dropped = self.dropped_batches, "event buffer full; leaving the batch with the server");
-                        return;
-                    }
+                if let ServerMessage::Events(batch) = message {
+                    self.on_events(server, batch);
+                    return;
                 }
                 self.session.on_message(server, message);
             }
@@ -760,6 +759,51 @@ impl Driver {
                     address.last_error = Some(cause);
                 }
             }
+        }
+    }
+
+    /// Whether the application's event buffer can take what the session
+    /// releases next.
+    fn events_room(&self) -> bool {
+        match &self.events_tx {
+            None => true,
+            Some(tx) => self.outbox.is_empty() && tx.capacity() > 0,
+        }
+    }
+
+    /// An event batch: to the session if the application has room, else
+    /// parked (once per index) until it has, else left with the server.
+    fn on_events(&mut self, server: ServerId, batch: EventBatch) {
+        if self.parked.is_empty() && self.events_room() {
+            self.session
+                .on_message(server, ServerMessage::Events(batch));
+            return;
+        }
+        let duplicate = self
+            .parked
+            .iter()
+            .any(|(_, b)| b.session == batch.session && b.event_index == batch.event_index);
+        if duplicate {
+            return;
+        }
+        if self.parked.len() < self.park_limit {
+            self.parked.push_back((server, batch));
+            return;
+        }
+        // The servers keep it (unacknowledged) and resend it when the
+        // session asks again, after a pause.
+        self.dropped_batches += 1;
+        tracing::debug!(session = ?batch.session, index = ?batch.event_index, dropped = self.dropped_batches, "event buffer full; leaving the batch with the server");
+    }
+
+    /// Feed parked batches to the session while the application has room.
+    fn unpark(&mut self) {
+        while !self.parked.is_empty() && self.events_room() {
+            let (server, batch) = self.parked.pop_front().expect("not empty");
+            self.session
+                .on_message(server, ServerMessage::Events(batch));
+            self.collect();
+            self.flush();
         }
     }
 

@@ -54,7 +54,8 @@
 //! (or closes) after expiry. It never performs I/O or reads a clock. The
 //! simulator runs it against simulated clusters; [`Client`] runs the same
 //! core over TCP with tokio (one driver task per client; it works on the
-//! current-thread runtime as well as the multi-threaded one).
+//! current-thread runtime as well as the multi-threaded one). Without the
+//! default `tokio` feature the crate is the session core alone.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -765,6 +765,13 @@ impl ClientSession {
                     if lagging {
                         session.reset_due_ms = now + backoff;
                         session.reset_at_leader = true;
+                    } else if session.event_index < event_index {
+                        // The server resent what we lacked before this
+                        // answer, yet it did not arrive (lost, or left with
+                        // the server by a client whose application is not
+                        // reading): ask again after a pause, not at once, or
+                        // client and server would loop.
+                        session.reset_due_ms = now + backoff;
                     }
                 }
             }

@@ -369,6 +369,61 @@ fn a_reset_answered_by_a_lagging_server_backs_off_and_goes_to_the_leader() {
     assert_eq!(again.iter().map(|r| r.0).collect::<Vec<_>>(), [3]);
 }
 
+#[test]
+fn a_reset_whose_resent_batches_never_arrive_is_retried_after_a_pause() {
+    let mut client = registered(config());
+    client.submit_command(Bytes::from_static(b"c1")).unwrap();
+    let (id, _) = command_sends(&client.take_outputs())[0];
+    // The command published events up to 6; none arrived.
+    respond(&mut client, 1, id, command_ok(1, 6, 6, b"ok"));
+    let resets = |out: &[ClientOutput]| -> Vec<RequestId> {
+        sends(out)
+            .into_iter()
+            .filter(|s| matches!(s.2, Request::ResetEvents { .. }))
+            .map(|s| s.1)
+            .collect()
+    };
+    let first = resets(&client.take_outputs());
+    assert_eq!(first.len(), 1);
+    // The server resent them before answering, but they were lost (or left
+    // with the server by a client whose application is not reading).
+    let answer = Ok(Response::EventsReset {
+        event_index: EventIndex(6),
+    });
+    respond(&mut client, 1, first[0], answer);
+    assert!(
+        resets(&client.take_outputs()).is_empty(),
+        "no reset at once: client and server would loop"
+    );
+    client.tick(99);
+    assert!(resets(&client.take_outputs()).is_empty());
+    // A later answer that still shows the gap asks again after the pause.
+    client.tick(100);
+    client
+        .submit_query(Bytes::from_static(b"q"), Consistency::Sequential)
+        .unwrap();
+    let out = client.take_outputs();
+    let query = sends(&out)
+        .into_iter()
+        .find(|s| matches!(s.2, Request::Query { .. }))
+        .map(|s| s.1);
+    if let Some(query) = query {
+        respond(
+            &mut client,
+            1,
+            query,
+            Ok(Response::Query {
+                index: 6,
+                event_index: EventIndex(6),
+                output: Ok(Bytes::from_static(b"v")),
+            }),
+        );
+    }
+    let mut again = resets(&out);
+    again.extend(resets(&client.take_outputs()));
+    assert_eq!(again.len(), 1, "asked again once the pause is over");
+}
+
 // Reference: "Keep-alive every timeout/2, carrying the highest command
 // sequence the client received in order and the highest event index".
 #[test]
