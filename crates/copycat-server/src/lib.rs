@@ -59,6 +59,12 @@ pub use server::{
 };
 pub use status::{Leadership, Status};
 
+// Everything needed to write a state machine and serve it, so a program
+// depends on this crate alone.
+pub use copycat_proto::SessionId;
 pub use copycat_raft::{MemberRole, NodeId, Role};
 pub use copycat_replica::node::ServerConfig;
-pub use copycat_replica::{RawStateMachine, StateMachine, Typed};
+pub use copycat_replica::{
+    codec, ApplyContext, QueryContext, RawStateMachine, RestoreError, SessionInfo, StateMachine,
+    TimerId, TooManyTimers, Typed,
+};
