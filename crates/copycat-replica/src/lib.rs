@@ -131,12 +131,13 @@ mod config;
 mod machine;
 pub mod node;
 pub mod replica;
+mod sessions;
 pub mod shell;
 pub mod testing;
+mod timers;
 
 pub use config::{ReplicaConfig, ReplicaConfigError};
-pub use machine::{
-    ApplyContext, QueryContext, RawStateMachine, RestoreError, SessionInfo, StateMachine, TimerId,
-    TooManyTimers, Typed,
-};
+pub use machine::{ApplyContext, QueryContext, RawStateMachine, RestoreError, StateMachine, Typed};
 pub use replica::{Applied, Outcome, QueryOutcome, Replica, SnapshotError};
+pub use sessions::SessionInfo;
+pub use timers::{TimerId, TooManyTimers};

@@ -4,94 +4,20 @@
 //! drives the byte-oriented [`RawStateMachine`]; [`Typed`] adapts one to the
 //! other by encoding with postcard.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-
 use bytes::Bytes;
-use copycat_proto::{ClientId, CommandFailure, Event, SessionId};
+use copycat_proto::{CommandFailure, Event, SessionId};
 use copycat_raft::LogIndex;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use thiserror::Error;
 
-/// Identifies a scheduled timer. Ids are assigned in scheduling order from a
-/// counter that is part of the replica state, so every replica assigns the
-/// same ids.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TimerId(pub u64);
-
-impl fmt::Debug for TimerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "timer{}", self.0)
-    }
-}
-
-/// Scheduling beyond [`crate::ReplicaConfig::max_timers`].
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-#[error("too many pending timers (limit {max})")]
-pub struct TooManyTimers {
-    /// The configured limit.
-    pub max: usize,
-}
+use crate::sessions::{SessionInfo, SessionTable};
+use crate::timers::{TimerId, Timers, TooManyTimers};
 
 /// A state machine image that could not be loaded.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[error("cannot restore state: {0}")]
 pub struct RestoreError(pub String);
-
-/// An open session as state machines see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SessionInfo {
-    /// The session id (log index of its registration).
-    pub id: SessionId,
-    /// The client that registered it.
-    pub client: ClientId,
-    /// Its timeout.
-    pub timeout_ms: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct TimerEntry {
-    pub(crate) deadline_ms: u64,
-    pub(crate) interval_ms: Option<u64>,
-}
-
-/// Pending timers, ordered by (deadline, id).
-///
-/// Invariant: `queue` and `entries` hold the same timers.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Timers {
-    pub(crate) next_id: u64,
-    pub(crate) queue: BTreeSet<(u64, TimerId)>,
-    pub(crate) entries: BTreeMap<TimerId, TimerEntry>,
-}
-
-impl Timers {
-    pub(crate) fn insert(&mut self, id: TimerId, entry: TimerEntry) {
-        self.queue.insert((entry.deadline_ms, id));
-        self.entries.insert(id, entry);
-    }
-
-    /// Remove and return the first timer due at or before `until_ms`.
-    pub(crate) fn pop_due(&mut self, until_ms: u64) -> Option<(TimerId, TimerEntry)> {
-        let &(deadline, id) = self.queue.first()?;
-        if deadline > until_ms {
-            return None;
-        }
-        self.queue.pop_first();
-        let entry = self.entries.remove(&id).expect("queued timer has an entry");
-        Some((id, entry))
-    }
-
-    pub(crate) fn invariants(&self) {
-        assert_eq!(self.queue.len(), self.entries.len(), "timer tables agree");
-        for (deadline, id) in &self.queue {
-            assert_eq!(self.entries[id].deadline_ms, *deadline, "timer deadline");
-            assert!(id.0 < self.next_id, "timer ids come from the counter");
-        }
-    }
-}
 
 /// What a state machine may see and do while applying a command, a timer or
 /// a session callback.
@@ -102,7 +28,7 @@ pub struct ApplyContext<'a> {
     pub(crate) index: LogIndex,
     pub(crate) time_ms: u64,
     pub(crate) session: Option<SessionId>,
-    pub(crate) sessions: &'a BTreeMap<SessionId, crate::replica::Session>,
+    pub(crate) sessions: &'a SessionTable,
     pub(crate) timers: &'a mut Timers,
     pub(crate) max_timers: usize,
     pub(crate) published: &'a mut Vec<(SessionId, Event)>,
@@ -128,16 +54,12 @@ impl ApplyContext<'_> {
 
     /// Whether `session` is open.
     pub fn is_open(&self, session: SessionId) -> bool {
-        self.sessions.contains_key(&session)
+        self.sessions.contains(session)
     }
 
     /// The open sessions, in id order.
     pub fn sessions(&self) -> impl Iterator<Item = SessionInfo> + '_ {
-        self.sessions.iter().map(|(id, session)| SessionInfo {
-            id: *id,
-            client: session.client,
-            timeout_ms: session.timeout_ms,
-        })
+        self.sessions.infos()
     }
 
     /// Publish an event to `session`. Events published while applying one
@@ -175,48 +97,25 @@ impl ApplyContext<'_> {
     /// Run [`StateMachine::on_timer`] once, `delay_ms` from now (at least
     /// 1 ms, so a timer that reschedules itself cannot loop at one instant).
     pub fn schedule(&mut self, delay_ms: u64) -> Result<TimerId, TooManyTimers> {
-        self.add_timer(delay_ms, None)
+        self.timers
+            .schedule(self.time_ms, delay_ms, None, self.max_timers)
     }
 
     /// Run [`StateMachine::on_timer`] every `interval_ms` (at least 1 ms),
     /// first after one interval, until cancelled.
     pub fn schedule_periodic(&mut self, interval_ms: u64) -> Result<TimerId, TooManyTimers> {
         let interval_ms = interval_ms.max(1);
-        self.add_timer(interval_ms, Some(interval_ms))
+        self.timers.schedule(
+            self.time_ms,
+            interval_ms,
+            Some(interval_ms),
+            self.max_timers,
+        )
     }
 
     /// Cancel a timer. Returns whether it was pending.
     pub fn cancel(&mut self, timer: TimerId) -> bool {
-        match self.timers.entries.remove(&timer) {
-            Some(entry) => {
-                self.timers.queue.remove(&(entry.deadline_ms, timer));
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn add_timer(
-        &mut self,
-        delay_ms: u64,
-        interval_ms: Option<u64>,
-    ) -> Result<TimerId, TooManyTimers> {
-        if self.timers.entries.len() >= self.max_timers {
-            return Err(TooManyTimers {
-                max: self.max_timers,
-            });
-        }
-        let id = TimerId(self.timers.next_id);
-        self.timers.next_id += 1;
-        let deadline_ms = self.time_ms.saturating_add(delay_ms.max(1));
-        self.timers.insert(
-            id,
-            TimerEntry {
-                deadline_ms,
-                interval_ms,
-            },
-        );
-        Ok(id)
+        self.timers.cancel(timer)
     }
 }
 

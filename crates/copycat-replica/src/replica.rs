@@ -8,8 +8,12 @@
 //! entries it was given (and a restored snapshot), so every server that
 //! applies the same log reaches the same state, which [`Replica::digest`]
 //! summarizes.
+//!
+//! The session table and the timer schedule keep their own bookkeeping (the
+//! crate's `sessions` and `timers` modules); this module drives them in log
+//! order and runs the state machine's callbacks between their steps.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use copycat_proto::{
@@ -21,60 +25,14 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::{ReplicaConfig, ReplicaConfigError};
-use crate::machine::{
-    ApplyContext, QueryContext, RawStateMachine, RestoreError, SessionInfo, TimerEntry, TimerId,
-    Timers,
-};
+use crate::machine::{ApplyContext, QueryContext, RawStateMachine, RestoreError};
+use crate::sessions::{Admission, Gone, SessionInfo, SessionTable};
+use crate::timers::{TimerId, Timers};
+
+pub use crate::sessions::Session;
 
 /// Format version of replica snapshots.
 pub const SNAPSHOT_VERSION: u8 = 1;
-
-/// A command's cached outcome, answered again for duplicates.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct CachedResult {
-    index: LogIndex,
-    event_index: EventIndex,
-    output: Result<Bytes, CommandFailure>,
-}
-
-/// One open session.
-///
-/// Invariants: every cached result's sequence is in
-/// `(acked_sequence, command_sequence]`; retained batches are in
-/// `(acked_event_index, last_event_index]` and chain through
-/// `previous_event_index`; `retained_events` counts their events.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Session {
-    pub(crate) client: ClientId,
-    pub(crate) timeout_ms: u64,
-    last_keep_alive_ms: u64,
-    command_sequence: Sequence,
-    acked_sequence: Sequence,
-    results: BTreeMap<Sequence, CachedResult>,
-    last_event_index: EventIndex,
-    acked_event_index: EventIndex,
-    events: BTreeMap<EventIndex, EventBatch>,
-    retained_events: usize,
-}
-
-impl Session {
-    fn is_suspect(&self, now_ms: u64) -> bool {
-        #[allow(unused_mut)]
-        let mut timeout_ms = self.timeout_ms;
-        #[cfg(feature = "planted-bugs")]
-        if copycat_planted::active(copycat_planted::PlantedBug::ExpireAtHalfTimeout) {
-            timeout_ms /= 2;
-        }
-        now_ms.saturating_sub(self.last_keep_alive_ms) > timeout_ms
-    }
-}
-
-/// Why a session left the table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum Gone {
-    Expired,
-    Closed,
-}
 
 /// Everything replicated except the user state: what snapshots carry
 /// besides the state machine image.
@@ -83,14 +41,7 @@ struct State {
     applied_index: LogIndex,
     /// Invariant: never decreases.
     clock_ms: u64,
-    /// Set by a leader's no-op: the next timestamped entry restarts every
-    /// session's timeout, so sessions do not expire for the time an election
-    /// took (the original's no-op did the same).
-    reset_keep_alives: bool,
-    sessions: BTreeMap<SessionId, Session>,
-    /// Invariant: exactly the open sessions, by client.
-    clients: BTreeMap<ClientId, SessionId>,
-    gone: BTreeMap<SessionId, Gone>,
+    sessions: SessionTable,
     timers: Timers,
     undecodable_entries: u64,
 }
@@ -237,28 +188,20 @@ impl<M: RawStateMachine> Replica<M> {
 
     /// The open sessions, in id order.
     pub fn sessions(&self) -> Vec<SessionInfo> {
-        self.state
-            .sessions
-            .iter()
-            .map(|(id, session)| SessionInfo {
-                id: *id,
-                client: session.client,
-                timeout_ms: session.timeout_ms,
-            })
-            .collect()
+        self.state.sessions.infos().collect()
     }
 
     /// The last event index published to an open session.
     pub fn last_event_index(&self, session: SessionId) -> Option<EventIndex> {
         self.state
             .sessions
-            .get(&session)
-            .map(|s| s.last_event_index)
+            .get(session)
+            .map(|s| s.last_event_index())
     }
 
     /// The timers pending, as (deadline, id), in firing order.
     pub fn pending_timers(&self) -> Vec<(u64, TimerId)> {
-        self.state.timers.queue.iter().copied().collect()
+        self.state.timers.pending().collect()
     }
 
     /// Sessions whose last keep-alive is older than their timeout by the
@@ -266,18 +209,7 @@ impl<M: RawStateMachine> Replica<M> {
     /// expiry happens only when that entry applies (and only if the session
     /// is still suspect then).
     pub fn suspect_sessions(&self) -> Vec<SessionId> {
-        // A new leader's no-op restarts every session's timer at the next
-        // timestamped entry: until then nobody is suspect.
-        if self.state.reset_keep_alives {
-            return Vec::new();
-        }
-        let now = self.state.clock_ms;
-        self.state
-            .sessions
-            .iter()
-            .filter(|(_, session)| session.is_suspect(now))
-            .map(|(id, _)| *id)
-            .collect()
+        self.state.sessions.suspects(self.state.clock_ms)
     }
 
     /// The error for a read-side request (a query, an event reset) naming
@@ -291,15 +223,7 @@ impl<M: RawStateMachine> Replica<M> {
                 "this server has not caught up with the session".into(),
             );
         }
-        self.missing(session)
-    }
-
-    /// The error for a request naming a session that is not open.
-    fn missing(&self, session: SessionId) -> ClientError {
-        match self.state.gone.get(&session) {
-            Some(Gone::Expired) => ClientError::SessionExpired,
-            _ => ClientError::UnknownSession,
-        }
+        self.state.sessions.missing(session)
     }
 
     /// Apply the next committed entry.
@@ -324,7 +248,7 @@ impl<M: RawStateMachine> Replica<M> {
         };
         let outcome = match &entry.payload {
             EntryPayload::Noop => {
-                self.state.reset_keep_alives = true;
+                self.state.sessions.leader_noop();
                 Outcome::Nothing
             }
             EntryPayload::Config(_) => Outcome::Nothing,
@@ -344,7 +268,7 @@ impl<M: RawStateMachine> Replica<M> {
         // its events; expire it here, at a position every replica agrees on.
         // Expiry callbacks may publish and overflow others, hence the loop.
         while let Some(session) = step.overflowed.pop_first() {
-            if self.state.sessions.contains_key(&session) {
+            if self.state.sessions.contains(session) {
                 tracing::info!(
                     session = session.0,
                     "expiring session: too many unacknowledged events"
@@ -361,7 +285,7 @@ impl<M: RawStateMachine> Replica<M> {
                 session,
                 sequence,
                 result: Ok(_),
-            } if !self.state.sessions.contains_key(&session) => Outcome::Command {
+            } if !self.state.sessions.contains(session) => Outcome::Command {
                 session,
                 sequence,
                 result: Err(ClientError::SessionExpired),
@@ -375,9 +299,8 @@ impl<M: RawStateMachine> Replica<M> {
             .filter_map(|id| {
                 self.state
                     .sessions
-                    .get(id)?
-                    .events
-                    .get(&EventIndex(entry.index.0))
+                    .get(*id)?
+                    .batch(EventIndex(entry.index.0))
             })
             .cloned()
             .collect();
@@ -401,26 +324,12 @@ impl<M: RawStateMachine> Replica<M> {
         if copycat_planted::active(copycat_planted::PlantedBug::ClockFromEntryTimestamp) {
             target = timestamp_ms;
         }
-        while let Some((timer, entry)) = self.state.timers.pop_due(target) {
-            if let Some(interval) = entry.interval_ms {
-                self.state.timers.insert(
-                    timer,
-                    TimerEntry {
-                        deadline_ms: entry.deadline_ms.saturating_add(interval),
-                        interval_ms: Some(interval),
-                    },
-                );
-            }
-            self.state.clock_ms = self.state.clock_ms.max(entry.deadline_ms);
+        while let Some((timer, deadline_ms)) = self.state.timers.pop_due(target) {
+            self.state.clock_ms = self.state.clock_ms.max(deadline_ms);
             self.call(step, None, |machine, ctx| machine.on_timer(ctx, timer));
         }
         self.state.clock_ms = target;
-        if self.state.reset_keep_alives {
-            self.state.reset_keep_alives = false;
-            for session in self.state.sessions.values_mut() {
-                session.last_keep_alive_ms = target;
-            }
-        }
+        self.state.sessions.clock_advanced(target);
     }
 
     /// Run a state machine callback with a fresh context, then record what it
@@ -450,26 +359,12 @@ impl<M: RawStateMachine> Replica<M> {
     fn record_published(&mut self, step: &mut Step) {
         let event_index = EventIndex(step.index.0);
         for (id, event) in step.published.drain(..) {
-            let Some(session) = self.state.sessions.get_mut(&id) else {
+            let Some(retained) = self.state.sessions.push_event(id, event_index, event) else {
                 // Closed by a later callback in the same step.
                 continue;
             };
-            let previous = session.last_event_index;
-            session
-                .events
-                .entry(event_index)
-                .or_insert_with(|| EventBatch {
-                    session: id,
-                    event_index,
-                    previous_event_index: previous,
-                    events: Vec::new(),
-                })
-                .events
-                .push(event);
-            session.last_event_index = event_index;
-            session.retained_events += 1;
             step.touched.insert(id);
-            if session.retained_events > self.config.max_retained_events_per_session {
+            if retained > self.config.max_retained_events_per_session {
                 step.overflowed.insert(id);
             }
         }
@@ -490,11 +385,11 @@ impl<M: RawStateMachine> Replica<M> {
                 result: self.keep_alive(session, command_sequence, event_index),
             },
             LogBody::Unregister { session } => {
-                let result = if self.state.sessions.contains_key(&session) {
+                let result = if self.state.sessions.contains(session) {
                     self.close_session(step, session, Gone::Closed);
                     Ok(Response::Unregistered)
                 } else {
-                    Err(self.missing(session))
+                    Err(self.state.sessions.missing(session))
                 };
                 Outcome::Session { session, result }
             }
@@ -510,14 +405,10 @@ impl<M: RawStateMachine> Replica<M> {
             LogBody::Expire { session } => {
                 // Re-check at apply time: the leader saw the session as
                 // suspect, but a keep-alive may have been applied since.
-                let now = self.state.clock_ms;
-                let expired = match self.state.sessions.get(&session) {
-                    Some(s) if s.is_suspect(now) => {
-                        self.expire_session(step, session);
-                        true
-                    }
-                    _ => false,
-                };
+                let expired = self.state.sessions.is_suspect(session, self.state.clock_ms);
+                if expired {
+                    self.expire_session(step, session);
+                }
                 Outcome::Expire { session, expired }
             }
             LogBody::Tick => Outcome::Nothing,
@@ -532,32 +423,18 @@ impl<M: RawStateMachine> Replica<M> {
         client: ClientId,
         requested_timeout_ms: u64,
     ) -> Result<Response, ClientError> {
-        if let Some(old) = self.state.clients.get(&client).copied() {
+        if let Some(old) = self.state.sessions.of_client(client) {
             self.expire_session(step, old);
-        }
-        if self.state.sessions.len() >= self.config.max_sessions {
-            return Err(ClientError::TooManySessions {
-                max: self.config.max_sessions as u64,
-            });
         }
         let id = SessionId(step.index.0);
         let timeout_ms = self.config.session_timeout_ms(requested_timeout_ms);
-        self.state.sessions.insert(
+        self.state.sessions.register(
             id,
-            Session {
-                client,
-                timeout_ms,
-                last_keep_alive_ms: self.state.clock_ms,
-                command_sequence: Sequence::ZERO,
-                acked_sequence: Sequence::ZERO,
-                results: BTreeMap::new(),
-                last_event_index: EventIndex::ZERO,
-                acked_event_index: EventIndex::ZERO,
-                events: BTreeMap::new(),
-                retained_events: 0,
-            },
-        );
-        self.state.clients.insert(client, id);
+            client,
+            timeout_ms,
+            self.state.clock_ms,
+            self.config.max_sessions,
+        )?;
         self.call(step, Some(id), |machine, ctx| {
             machine.session_opened(ctx, id)
         });
@@ -574,33 +451,9 @@ impl<M: RawStateMachine> Replica<M> {
         command_sequence: Sequence,
         event_index: EventIndex,
     ) -> Result<Response, ClientError> {
-        let now = self.state.clock_ms;
-        let Some(session) = self.state.sessions.get_mut(&id) else {
-            return Err(self.missing(id));
-        };
-        session.last_keep_alive_ms = now;
-        // A client cannot have received more than was produced; clamp so a
-        // confused client cannot make the invariants lie.
-        #[allow(unused_mut)]
-        let mut acked = command_sequence.min(session.command_sequence);
-        #[cfg(feature = "planted-bugs")]
-        if copycat_planted::active(copycat_planted::PlantedBug::KeepAliveDropsUnacknowledgedResults)
-        {
-            acked = session.command_sequence;
-        }
-        if acked > session.acked_sequence {
-            session.acked_sequence = acked;
-            session.results = session.results.split_off(&acked.next());
-        }
-        let acked_events = event_index.min(session.last_event_index);
-        if acked_events > session.acked_event_index {
-            session.acked_event_index = acked_events;
-            session.events = session.events.split_off(&EventIndex(acked_events.0 + 1));
-            session.retained_events = session.events.values().map(|b| b.events.len()).sum();
-        }
-        Ok(Response::KeptAlive {
-            event_index: session.last_event_index,
-        })
+        self.state
+            .sessions
+            .keep_alive(id, command_sequence, event_index, self.state.clock_ms)
     }
 
     /// Apply a command exactly once: the next sequence is applied, earlier
@@ -612,55 +465,16 @@ impl<M: RawStateMachine> Replica<M> {
         sequence: Sequence,
         payload: &Bytes,
     ) -> Result<Response, ClientError> {
-        let now = self.state.clock_ms;
-        let max_results = self.config.max_cached_results_per_session;
-        let max_bytes = self.config.max_command_bytes;
-        let Some(session) = self.state.sessions.get_mut(&id) else {
-            return Err(self.missing(id));
+        let admitted = match self.state.sessions.admit(
+            id,
+            sequence,
+            self.state.clock_ms,
+            self.config.max_cached_results_per_session,
+        )? {
+            Admission::Cached(response) => return Ok(response),
+            Admission::Next(admitted) => admitted,
         };
-        // Sequences start at 1: zero is a malformed request, not a
-        // duplicate of something that was applied.
-        if sequence == Sequence(0) {
-            return Err(ClientError::Malformed(
-                "command sequence numbers start at 1".into(),
-            ));
-        }
-        // A command proves the client is alive as much as a keep-alive does.
-        session.last_keep_alive_ms = now;
-        #[allow(unused_mut)]
-        let mut duplicate = sequence <= session.command_sequence;
-        #[cfg(feature = "planted-bugs")]
-        if copycat_planted::active(copycat_planted::PlantedBug::SkipDuplicateCheck)
-            && sequence == session.command_sequence
-        {
-            duplicate = false;
-        }
-        if duplicate {
-            return match session.results.get(&sequence) {
-                Some(cached) => Ok(command_response(sequence, cached)),
-                None => Err(ClientError::ResultDiscarded { sequence }),
-            };
-        }
-        #[allow(unused_mut)]
-        let mut next = session.command_sequence.next();
-        #[cfg(feature = "planted-bugs")]
-        if copycat_planted::active(copycat_planted::PlantedBug::SkipDuplicateCheck)
-            && sequence == session.command_sequence
-        {
-            next = sequence;
-        }
-        #[cfg(feature = "planted-bugs")]
-        let events_before = session.last_event_index;
-        if sequence != next {
-            return Err(ClientError::CommandGap {
-                last_sequence: session.command_sequence,
-            });
-        }
-        if session.results.len() >= max_results {
-            return Err(ClientError::ResultCacheFull {
-                max: max_results as u64,
-            });
-        }
+        let max_bytes = self.config.max_command_bytes;
         let output = if payload.len() > max_bytes {
             // Use the sequence up with a failure in place of the command, so
             // later commands of the session are not blocked behind it.
@@ -671,26 +485,10 @@ impl<M: RawStateMachine> Replica<M> {
         } else {
             self.call(step, Some(id), |machine, ctx| machine.apply(ctx, payload))
         };
-        let session = self
+        Ok(self
             .state
             .sessions
-            .get_mut(&id)
-            .expect("a command cannot close its own session");
-        session.command_sequence = sequence;
-        #[allow(unused_mut)]
-        let mut event_index = session.last_event_index;
-        #[cfg(feature = "planted-bugs")]
-        if copycat_planted::active(copycat_planted::PlantedBug::ResponseBeforeOwnEvents) {
-            event_index = events_before;
-        }
-        let cached = CachedResult {
-            index: step.index,
-            event_index,
-            output,
-        };
-        let response = command_response(sequence, &cached);
-        session.results.insert(sequence, cached);
-        Ok(response)
+            .record_command(admitted, step.index, output))
     }
 
     /// Expire a session: run expire then close callbacks.
@@ -717,16 +515,9 @@ impl<M: RawStateMachine> Replica<M> {
     /// Drop a session from the table (before its callbacks run, so they see
     /// it closed and cannot publish to it) and remember why it went.
     fn remove_session(&mut self, id: SessionId, reason: Gone) {
-        let session = self
-            .state
+        self.state
             .sessions
-            .remove(&id)
-            .expect("removing an open session");
-        self.state.clients.remove(&session.client);
-        self.state.gone.insert(id, reason);
-        while self.state.gone.len() > self.config.max_remembered_sessions {
-            self.state.gone.pop_first();
-        }
+            .remove(id, reason, self.config.max_remembered_sessions);
     }
 
     /// Answer a query against the current state, or say to wait.
@@ -749,10 +540,10 @@ impl<M: RawStateMachine> Replica<M> {
         if self.state.applied_index < index {
             return QueryOutcome::Wait;
         }
-        let Some(open) = self.state.sessions.get(&session) else {
+        let Some(open) = self.state.sessions.get(session) else {
             return QueryOutcome::Done(Err(self.missing_here(session)));
         };
-        if open.command_sequence < sequence {
+        if open.command_sequence() < sequence {
             return QueryOutcome::Wait;
         }
         let ctx = QueryContext {
@@ -762,7 +553,7 @@ impl<M: RawStateMachine> Replica<M> {
         };
         QueryOutcome::Done(Ok(Response::Query {
             index: self.state.applied_index.0,
-            event_index: open.last_event_index,
+            event_index: open.last_event_index(),
             output: self.machine.query(&ctx, payload),
         }))
     }
@@ -774,7 +565,7 @@ impl<M: RawStateMachine> Replica<M> {
         session: SessionId,
         from_event_index: EventIndex,
     ) -> Result<(Response, Vec<EventBatch>), ClientError> {
-        let Some(open) = self.state.sessions.get(&session) else {
+        let Some(open) = self.state.sessions.get(session) else {
             return Err(self.missing_here(session));
         };
         #[allow(unused_mut)]
@@ -784,14 +575,13 @@ impl<M: RawStateMachine> Replica<M> {
             skip = 1;
         }
         let batches = open
-            .events
-            .range(EventIndex(from_event_index.0.saturating_add(1))..)
+            .batches_after(from_event_index)
             .skip(skip)
-            .map(|(_, batch)| batch.clone())
+            .cloned()
             .collect();
         Ok((
             Response::EventsReset {
-                event_index: open.last_event_index,
+                event_index: open.last_event_index(),
             },
             batches,
         ))
@@ -805,9 +595,7 @@ impl<M: RawStateMachine> Replica<M> {
         let mut state = self.state.clone();
         #[cfg(feature = "planted-bugs")]
         if copycat_planted::active(copycat_planted::PlantedBug::SnapshotDropsCachedResults) {
-            for session in state.sessions.values_mut() {
-                session.results.clear();
-            }
+            state.sessions.clear_cached_results();
         }
         let image = SnapshotImage {
             state,
@@ -849,54 +637,13 @@ impl<M: RawStateMachine> Replica<M> {
     /// broken. Cheap enough for the simulator to call after every step.
     pub fn invariants(&self) {
         let state = &self.state;
-        assert_eq!(
-            state.clients.len(),
-            state.sessions.len(),
-            "one session per client"
+        state.sessions.invariants(
+            state.applied_index,
+            self.config.max_sessions,
+            self.config.max_cached_results_per_session,
         );
-        assert!(state.sessions.len() <= self.config.max_sessions);
-        assert!(state.timers.entries.len() <= self.config.max_timers);
+        assert!(state.timers.len() <= self.config.max_timers);
         state.timers.invariants();
-        for (id, session) in &state.sessions {
-            assert_eq!(state.clients.get(&session.client), Some(id), "client index");
-            assert!(
-                id.0 <= state.applied_index.0,
-                "sessions are registered by applied entries"
-            );
-            assert!(session.acked_sequence <= session.command_sequence);
-            assert!(session.results.len() <= self.config.max_cached_results_per_session);
-            for sequence in session.results.keys() {
-                assert!(
-                    *sequence > session.acked_sequence && *sequence <= session.command_sequence
-                );
-            }
-            assert!(session.acked_event_index <= session.last_event_index);
-            let mut count = 0;
-            let mut previous = None;
-            for (index, batch) in &session.events {
-                assert_eq!(*index, batch.event_index);
-                assert_eq!(batch.session, *id);
-                assert!(*index > session.acked_event_index && *index <= session.last_event_index);
-                if let Some(previous) = previous {
-                    assert_eq!(batch.previous_event_index, previous, "event batches chain");
-                }
-                previous = Some(*index);
-                count += batch.events.len();
-            }
-            if let Some(previous) = previous {
-                assert_eq!(previous, session.last_event_index);
-            }
-            assert_eq!(count, session.retained_events, "retained event count");
-        }
-    }
-}
-
-fn command_response(sequence: Sequence, cached: &CachedResult) -> Response {
-    Response::Command {
-        sequence,
-        index: cached.index.0,
-        event_index: cached.event_index,
-        output: cached.output.clone(),
     }
 }
 
@@ -906,16 +653,16 @@ impl<M> Replica<M> {
     pub fn session_timing(&self, session: SessionId) -> Option<(u64, u64)> {
         self.state
             .sessions
-            .get(&session)
-            .map(|s| (s.timeout_ms, s.last_keep_alive_ms))
+            .get(session)
+            .map(|s| (s.timeout_ms(), s.last_keep_alive_ms()))
     }
 
     /// The sequences of the results cached for an open session.
     pub fn cached_sequences(&self, session: SessionId) -> Vec<Sequence> {
         self.state
             .sessions
-            .get(&session)
-            .map(|s| s.results.keys().copied().collect())
+            .get(session)
+            .map(|s| s.cached_sequences().collect())
             .unwrap_or_default()
     }
 
@@ -923,8 +670,8 @@ impl<M> Replica<M> {
     pub fn retained_event_indexes(&self, session: SessionId) -> Vec<EventIndex> {
         self.state
             .sessions
-            .get(&session)
-            .map(|s| s.events.keys().copied().collect())
+            .get(session)
+            .map(|s| s.retained_event_indexes().collect())
             .unwrap_or_default()
     }
 }

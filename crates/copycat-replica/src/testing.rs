@@ -10,7 +10,8 @@ use copycat_proto::SessionId;
 use copycat_raft::{Entry, EntryPayload, LogIndex, Term};
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{ApplyContext, QueryContext, RestoreError, StateMachine, TimerId};
+use crate::machine::{ApplyContext, QueryContext, RestoreError, StateMachine};
+use crate::timers::TimerId;
 
 /// The commands of [`TestMachine`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
