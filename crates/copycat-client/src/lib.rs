@@ -59,11 +59,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "tokio")]
 mod client;
+#[cfg(feature = "tokio")]
 mod error;
 pub mod session;
 
+#[cfg(feature = "tokio")]
 pub use client::{Client, ClientBuilder, ClientStatus, Event, Events, Machine, MachineClient};
 pub use copycat_proto::{Consistency, SessionId};
+#[cfg(feature = "tokio")]
 pub use error::{Error, Unavailable};
 pub use session::{ClientState, ServerSelection};

@@ -102,6 +102,8 @@ pub struct ServerNode<M> {
     now: Time,
     wall_ms: u64,
     last_proposal: Time,
+    /// The timestamp of the last entry proposed (the leader's clock then).
+    last_proposed_ms: u64,
     expiring: BTreeMap<SessionId, Time>,
     /// Requests waiting for the entry this server proposed for them, by the
     /// entry's index: only that entry answers them (an older entry of the
@@ -150,6 +152,7 @@ impl<M: RawStateMachine> ServerNode<M> {
             now,
             wall_ms,
             last_proposal: now,
+            last_proposed_ms: 0,
             expiring: BTreeMap::new(),
             pending_entries: BTreeMap::new(),
             registering: BTreeMap::new(),
@@ -203,7 +206,15 @@ impl<M: RawStateMachine> ServerNode<M> {
         }
         let open: BTreeSet<SessionId> = self.replica.sessions().iter().map(|s| s.id).collect();
         self.expiring.retain(|session, _| open.contains(session));
-        if self.now.since(self.last_proposal) >= self.config.idle_tick_ms {
+        // A timer fires before the first entry whose time reaches it: when
+        // one is due by this leader's clock and no entry proposed since
+        // carries that time, append one, so timers fire on time on an idle
+        // log instead of at the next idle tick.
+        let timer_due = self
+            .replica
+            .next_timer_due()
+            .is_some_and(|due| self.wall_ms >= due && self.last_proposed_ms < due);
+        if timer_due || self.now.since(self.last_proposal) >= self.config.idle_tick_ms {
             let _ = self.propose(LogBody::Tick);
         }
     }
@@ -222,6 +233,7 @@ impl<M: RawStateMachine> ServerNode<M> {
         match self.raw.propose(vec![command.encode()]) {
             Ok((index, _)) => {
                 self.last_proposal = self.now;
+                self.last_proposed_ms = self.wall_ms;
                 self.proposed_in = Some(self.raw.term());
                 Ok(index)
             }

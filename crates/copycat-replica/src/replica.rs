@@ -204,6 +204,11 @@ impl<M: RawStateMachine> Replica<M> {
         self.state.timers.pending().collect()
     }
 
+    /// The log time at which the next timer fires, if one is pending.
+    pub fn next_timer_due(&self) -> Option<u64> {
+        self.state.timers.pending().next().map(|(due, _)| due)
+    }
+
     /// Sessions whose last keep-alive is older than their timeout by the
     /// replica clock. The leader's shell proposes an `Expire` entry for each;
     /// expiry happens only when that entry applies (and only if the session

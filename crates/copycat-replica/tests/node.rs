@@ -510,3 +510,41 @@ fn a_command_proposed_in_a_leadership_lost_before_the_next_batch_is_answered() {
         "the command must be answered (retry elsewhere), got {answers:?}"
     );
 }
+
+#[test]
+fn a_timer_fires_on_time_on_an_idle_log() {
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.leader().expect("leader");
+    let session = cluster.register(leader, 1, 1);
+    let schedule = Request::Command {
+        session,
+        sequence: Sequence(1),
+        payload: codec::encode(&TestCommand::Schedule {
+            delay_ms: 130,
+            periodic: false,
+        }),
+    };
+    cluster.request(leader, 1, 2, schedule);
+    let scheduled_at = cluster.now;
+    let fired = |cluster: &Cluster| {
+        cluster.servers[leader]
+            .replica()
+            .machine()
+            .0
+            .journal
+            .iter()
+            .any(|line| line.starts_with("timer "))
+    };
+    // Nothing else is proposed: the idle ticks (every election timeout,
+    // 100 ms here) would fire it at 200 ms; the leader appends a time entry
+    // as soon as the timer is due instead.
+    while !fired(&cluster) {
+        cluster.advance(10);
+        assert!(
+            cluster.now - scheduled_at <= 150,
+            "timer due after 130 ms not fired after {} ms",
+            cluster.now - scheduled_at
+        );
+    }
+    assert!(cluster.now - scheduled_at >= 130, "fired early");
+}
