@@ -247,12 +247,12 @@ async fn local(nodes: u64, base_port: u16, data_dir: PathBuf, no_fsync: bool) ->
     }
     let addresses: Vec<String> = members.values().map(|a| format!("--server {a}")).collect();
     println!("try: copycat client {} add 1", addresses.join(" "));
-    let mut watches: Vec<_> = servers.iter().map(|s| s.watch_status()).collect();
+    let watches: Vec<_> = servers.iter().map(|s| s.watch_status()).collect();
     tokio::spawn(async move {
         let mut last = None;
         loop {
             let leader = watches.iter().find_map(|w| {
-                let status = *w.borrow();
+                let status = w.get();
                 (status.role == copycat_raft::Role::Leader).then_some((status.id, status.term))
             });
             if let Some((id, term)) = leader.filter(|_| leader != last) {
@@ -260,7 +260,7 @@ async fn local(nodes: u64, base_port: u16, data_dir: PathBuf, no_fsync: bool) ->
                 last = leader;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if watches.iter_mut().all(|w| w.has_changed().is_err()) {
+            if watches.iter().all(|w| w.is_stopped()) {
                 return;
             }
         }

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use copycat_net::{framed, ticker, Backoff, TICK};
+use copycat_net::{framed, ticker, Backoff, Watch, TICK};
 use copycat_proto::{
     codec, decode_frame, encode_frame, ClientError, ClientId, ClientRequest, CommandFailure,
     Consistency, EventBatch, EventIndex, Hello, ServerHello, ServerMessage, SessionId,
@@ -391,10 +391,10 @@ impl Client {
         *self.status.borrow()
     }
 
-    /// A receiver of every state change (connected / suspended / closed,
-    /// the server and leader it talks to).
-    pub fn watch_status(&self) -> watch::Receiver<ClientStatus> {
-        self.status.clone()
+    /// The state as it changes (connected / suspended / closed, the server
+    /// and leader it talks to).
+    pub fn watch_status(&self) -> Watch<ClientStatus> {
+        Watch::new(self.status.clone())
     }
 
     /// Why operations cannot complete right now, as the error they would

@@ -722,6 +722,10 @@ impl ClientSession {
         if flight.server != server {
             return;
         }
+        if result.is_ok() && flight.kind != RequestKind::Reset && self.needs_leader(flight.kind) {
+            // Only the leader answers these: it leads (or did just now).
+            self.leader_hint = Some(server);
+        }
         match result {
             Err(ClientError::NotLeader { hint }) => {
                 if hint.is_none() || hint == Some(server) {

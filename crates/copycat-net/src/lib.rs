@@ -7,6 +7,8 @@
 //!   backoff, reporting every failure to the caller.
 //! * [`ticker`]: the interval that drives a deterministic core's clock.
 //! * [`resolve`]: `host:port` or an IP literal to socket addresses.
+//! * [`Watch`]: a value that changes over time (a server's status, a
+//!   client's state), read by copy so no reader can stall the writer.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -129,6 +131,57 @@ pub async fn resolve(address: &str) -> io::Result<Vec<SocketAddr>> {
     addrs.sort_by_key(|a| a.is_ipv6());
     addrs.dedup();
     Ok(addrs)
+}
+
+/// The latest value of something that changes (a server's status, a
+/// client's state) and a way to wait for changes. Values are handed out by
+/// copy: a reader never holds a lock the writer needs, so no caller can
+/// stall the server or client that publishes them.
+#[derive(Clone, Debug)]
+pub struct Watch<T>(tokio::sync::watch::Receiver<T>);
+
+/// The publisher of a [`Watch`] is gone (the server or client stopped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+impl<T: Clone> Watch<T> {
+    /// Watch `receiver`.
+    pub fn new(receiver: tokio::sync::watch::Receiver<T>) -> Self {
+        Self(receiver)
+    }
+
+    /// The latest value.
+    pub fn get(&self) -> T {
+        self.0.borrow().clone()
+    }
+
+    /// Whether the publisher is gone (no more changes will come).
+    pub fn is_stopped(&self) -> bool {
+        self.0.has_changed().is_err()
+    }
+
+    /// Wait for the next change and return the new value.
+    pub async fn changed(&mut self) -> Result<T, Stopped> {
+        self.0.changed().await.map_err(|_| Stopped)?;
+        Ok(self.0.borrow_and_update().clone())
+    }
+
+    /// Wait until the value satisfies `condition` (perhaps at once) and
+    /// return it.
+    pub async fn wait_for(&mut self, condition: impl FnMut(&T) -> bool) -> Result<T, Stopped> {
+        match self.0.wait_for(condition).await {
+            Ok(value) => Ok(value.clone()),
+            Err(_) => Err(Stopped),
+        }
+    }
 }
 
 #[cfg(test)]

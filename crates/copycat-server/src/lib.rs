@@ -53,6 +53,7 @@ mod owner;
 mod server;
 mod status;
 
+pub use copycat_net::{Stopped, Watch};
 pub use server::{
     AdminError, Server, ServerBuilder, StartError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, HELLO_TIMEOUT,
     MAX_CONNECTIONS,

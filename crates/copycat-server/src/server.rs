@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use copycat_net::{ticker, TICK};
+use copycat_net::{ticker, Watch, TICK};
 use copycat_raft::{
     Config, ConfigChangeError, LogIndex, MembershipChange, NodeId, ProposeError, Term, Time,
     TransferError,
@@ -458,13 +458,13 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
         *self.status.borrow()
     }
 
-    /// A receiver of every status change.
-    pub fn watch_status(&self) -> watch::Receiver<Status> {
-        self.status.clone()
+    /// The status as it changes.
+    pub fn watch_status(&self) -> Watch<Status> {
+        Watch::new(self.status.clone())
     }
 
-    /// A receiver that changes only when the leader or term does.
-    pub fn watch_leadership(&self) -> watch::Receiver<Leadership> {
+    /// Who leads, changing only when the leader or the term does.
+    pub fn watch_leadership(&self) -> Watch<Leadership> {
         let mut status = self.status.clone();
         let (tx, rx) = watch::channel(status.borrow().leadership());
         tokio::spawn(async move {
@@ -480,7 +480,7 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
                 }
             }
         });
-        rx
+        Watch::new(rx)
     }
 
     /// Wait until this server knows a leader, at most `timeout`.
@@ -520,8 +520,9 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
     }
 
     /// Make `id` (reached at `address`) a voter: a new server joins as a
-    /// learner and is promoted once caught up. Returns when the change
-    /// committed. Only the leader takes it.
+    /// learner and is promoted once caught up. Returns when it is a voter
+    /// in a committed configuration. Only the leader takes it; a change in
+    /// progress is waited for (membership changes go one at a time).
     pub async fn add_voter(&self, id: u64, address: &str) -> Result<(), AdminError> {
         let addr = resolve_admin(address).await?;
         self.change(MembershipChange::AddVoter(NodeId(id)), Some((id, addr)))
@@ -543,7 +544,8 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
             .await
     }
 
-    /// Promote a passive or reserve member to voter.
+    /// Promote a passive or reserve member to voter (through learner, as
+    /// for a new server); returns once it votes.
     pub async fn promote(&self, id: u64) -> Result<(), AdminError> {
         self.change(MembershipChange::AddVoter(NodeId(id)), None)
             .await
@@ -566,30 +568,72 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
         change: MembershipChange,
         address: Option<(u64, SocketAddr)>,
     ) -> Result<(), AdminError> {
-        let proposed = self
-            .call(move |core| {
-                if let Some((id, addr)) = address {
-                    core.peers.set_address(NodeId(id), addr);
+        let limit = Duration::from_millis(self.election_timeout_ms.saturating_mul(20));
+        let deadline = tokio::time::Instant::now() + limit;
+        // One change at a time: wait politely for one in progress (an
+        // automatic promotion, another caller's) to finish.
+        let (index, term) = loop {
+            let change = change.clone();
+            let proposed = self
+                .call(move |core| {
+                    if let Some((id, addr)) = address {
+                        core.peers.set_address(NodeId(id), addr);
+                    }
+                    let raft = core.shell.server_mut().raft_mut();
+                    let term = raft.term();
+                    raft.change_membership(change, None)
+                        .map(|index| (index, term))
+                })
+                .await?;
+            match proposed {
+                Ok(proposed) => break proposed,
+                Err(ConfigChangeError::ChangeInProgress)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                let raft = core.shell.server_mut().raft_mut();
-                let term = raft.term();
-                raft.change_membership(change, None)
-                    .map(|index| (index, term))
-                    .map_err(|error| match error {
-                        ConfigChangeError::Propose(ProposeError::NotLeader { leader }) => {
-                            AdminError::NotLeader { leader }
-                        }
-                        other => AdminError::Refused(other.to_string()),
+                Err(ConfigChangeError::Propose(ProposeError::NotLeader { leader })) => {
+                    return Err(AdminError::NotLeader { leader })
+                }
+                Err(other) => return Err(AdminError::Refused(other.to_string())),
+            }
+        };
+        self.wait_committed(index, term, deadline, limit).await?;
+        // A new voter is a learner until it has caught up: wait for its
+        // promotion too, so the call returns once the change is complete.
+        if let MembershipChange::AddVoter(id) = change {
+            let mut status = self.status.clone();
+            loop {
+                let role = self
+                    .inspect(move |server| server.raft().configuration().1.role(id))
+                    .await?;
+                let committed = self
+                    .inspect(|server| {
+                        let raft = server.raft();
+                        raft.configuration().0 <= raft.commit_index()
                     })
-            })
-            .await??;
-        self.wait_committed(proposed.0, proposed.1).await
+                    .await?;
+                if role == Some(copycat_raft::MemberRole::Voter) && committed {
+                    return Ok(());
+                }
+                match tokio::time::timeout_at(deadline, status.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(AdminError::Stopped),
+                    Err(_) => return Err(AdminError::Timeout(limit)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Wait until the entry at `index`, proposed in `term`, is committed.
-    async fn wait_committed(&self, index: LogIndex, term: Term) -> Result<(), AdminError> {
-        let limit = Duration::from_millis(self.election_timeout_ms.saturating_mul(20));
-        let deadline = tokio::time::Instant::now() + limit;
+    async fn wait_committed(
+        &self,
+        index: LogIndex,
+        term: Term,
+        deadline: tokio::time::Instant,
+        limit: Duration,
+    ) -> Result<(), AdminError> {
         let mut status = self.status.clone();
         loop {
             let now = *status.borrow_and_update();

@@ -284,6 +284,9 @@ async fn each_unavailable_cause_has_its_own_error() {
         let client = Client::builder()
             .servers(cluster.addresses())
             .request_timeout(Duration::from_millis(1_500))
+            // The restarted server refuses votes for an election timeout,
+            // and pre-vote rounds follow: allow the election its time.
+            .connect_timeout(Duration::from_secs(10))
             .connect()
             .await
             .expect("quorum again");

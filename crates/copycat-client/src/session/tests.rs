@@ -612,21 +612,43 @@ fn followers_selection_avoids_the_known_leader() {
     });
     client.connected(2);
     client.take_outputs();
+    // Server 1 answered the registration, which only a leader does: the
+    // sequential query goes to the follower.
+    assert_eq!(client.leader_hint(), Some(1));
     client
         .submit_query(Bytes::from_static(b"q"), Consistency::Sequential)
         .unwrap();
     let out = client.take_outputs();
-    let (_, id, _) = sends(&out)[0].clone();
-    // Server 1 says 1 leads (a redirect to itself); a follower is chosen.
+    assert_eq!(sends(&out)[0].0, 2);
+}
+
+#[test]
+fn a_server_answering_a_leader_only_request_is_taken_as_the_leader() {
+    let mut client = registered(config());
+    client.connected(2);
+    client.take_outputs();
+    client.submit_command(Bytes::from_static(b"c")).unwrap();
+    let (id, _) = command_sends(&client.take_outputs())[0];
+    // Server 1 no longer leads and knows no leader: no hint left.
     respond(
         &mut client,
         1,
         id,
-        Err(ClientError::NotLeader { hint: Some(1) }),
+        Err(ClientError::NotLeader { hint: None }),
     );
+    assert_eq!(client.leader_hint(), None);
     client.tick(100);
     let out = client.take_outputs();
-    assert_eq!(sends(&out)[0].0, 2);
+    let sent = sends(&out);
+    let (server, id, _) = sent
+        .iter()
+        .find(|s| matches!(s.2, Request::Command { .. }))
+        .expect("resent")
+        .clone();
+    assert_eq!(server, 2);
+    // Server 2 applies it: only a leader does, so it is the leader now.
+    respond(&mut client, 2, id, command_ok(1, 5, 0, b"ok"));
+    assert_eq!(client.leader_hint(), Some(2));
 }
 
 // Found by the simulator: with a policy other than Leader, a command
