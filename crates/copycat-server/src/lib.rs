@@ -57,7 +57,7 @@ pub use server::{
     AdminError, Server, ServerBuilder, StartError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, HELLO_TIMEOUT,
     MAX_CONNECTIONS,
 };
-pub use status::{Leadership, Status};
+pub use status::{Leadership, LoopStats, Status};
 
 // Everything needed to write a state machine and serve it, so a program
 // depends on this crate alone.

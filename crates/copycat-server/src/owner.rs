@@ -20,7 +20,7 @@ use copycat_replica::RawStateMachine;
 use tokio::sync::{mpsc, watch};
 
 use crate::net::peer_sender;
-use crate::status::Status;
+use crate::status::{LoopStats, Status};
 
 /// Inputs handled per batch before the shell processes them together (one
 /// sync covers them all).
@@ -47,6 +47,8 @@ pub(crate) enum Input<M> {
 pub(crate) struct Core<M> {
     pub(crate) shell: Shell<M>,
     pub(crate) peers: Peers,
+    /// How promptly the loop ran since the handle last took these.
+    pub(crate) stats: LoopStats,
 }
 
 /// The outbound side of every peer connection: one task per peer, fed by a
@@ -134,6 +136,8 @@ pub(crate) struct Owner<M> {
     pub(crate) inputs: mpsc::Receiver<Input<M>>,
     pub(crate) status: watch::Sender<Status>,
     pub(crate) clients: BTreeMap<ConnectionId, mpsc::Sender<ServerMessage>>,
+    /// The last message from the leader: who sent it, when it was handled.
+    pub(crate) leader_seen: Option<(NodeId, Instant)>,
 }
 
 impl<M: RawStateMachine> Owner<M> {
@@ -151,6 +155,7 @@ impl<M: RawStateMachine> Owner<M> {
             let Some(first) = self.inputs.blocking_recv() else {
                 break Ok(());
             };
+            let started = Instant::now();
             let mut stop = self.handle(first, &mut calls);
             let mut batch = 1;
             while !stop && batch < MAX_BATCH {
@@ -176,6 +181,9 @@ impl<M: RawStateMachine> Owner<M> {
                 tracing::error!(?id, %error, "storage failed; stopping the server");
                 break Err(error);
             }
+            let stats = &mut self.core.stats;
+            stats.iterations += 1;
+            stats.max_iteration = stats.max_iteration.max(started.elapsed());
         };
         tracing::info!(?id, "server stopped");
         result
@@ -184,7 +192,20 @@ impl<M: RawStateMachine> Owner<M> {
     /// Take one input; `true` to stop.
     fn handle(&mut self, input: Input<M>, calls: &mut Vec<Call<M>>) -> bool {
         match input {
-            Input::Peer(message) => self.core.shell.step(message),
+            Input::Peer(message) => {
+                let from = message.from;
+                self.core.shell.step(message);
+                if self.core.shell.server().raft().leader() == Some(from) {
+                    let now = Instant::now();
+                    if let Some((leader, at)) = self.leader_seen {
+                        if leader == from {
+                            let gap = &mut self.core.stats.max_leader_gap;
+                            *gap = (*gap).max(now - at);
+                        }
+                    }
+                    self.leader_seen = Some((from, now));
+                }
+            }
             Input::ClientOpen(conn, tx) => {
                 self.clients.insert(conn, tx);
             }
@@ -205,6 +226,7 @@ impl<M: RawStateMachine> Owner<M> {
 
     /// Carry out the batch and send what it produced.
     fn process(&mut self) -> Result<(), ShellError> {
+        let snapshot = self.core.shell.server().raft().snapshot_meta().index;
         let outputs = self.core.shell.process()?;
         for message in outputs.peer_messages {
             self.core.peers.send(message);
@@ -219,6 +241,9 @@ impl<M: RawStateMachine> Owner<M> {
             }
         }
         let current = Status::of(self.core.shell.server());
+        if current.snapshot > snapshot {
+            self.core.stats.snapshots += 1;
+        }
         self.status.send_if_modified(|old| {
             let changed = *old != current;
             *old = current;
