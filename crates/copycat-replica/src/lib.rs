@@ -128,6 +128,7 @@
 
 pub mod codec;
 mod config;
+mod image;
 mod machine;
 pub mod node;
 pub mod replica;
@@ -135,6 +136,7 @@ pub mod shell;
 pub mod testing;
 
 pub use config::{ReplicaConfig, ReplicaConfigError};
+pub use image::ReplicaImage;
 pub use machine::{
     ApplyContext, QueryContext, RawStateMachine, RestoreError, SessionInfo, StateMachine, TimerId,
     TooManyTimers, Typed,

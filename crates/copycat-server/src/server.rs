@@ -292,6 +292,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             server,
             storage,
             seed: id ^ u64::from(std::process::id()) ^ wall_ms(),
+            compute_digests: false,
         };
         let disk = disk.unwrap_or_else(|| Arc::new(FsDisk::new()));
         let start = Instant::now();
@@ -339,6 +340,9 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             inputs: inputs_rx,
             status: status_tx,
             clients: BTreeMap::new(),
+            inputs_tx: inputs.downgrade(),
+            snapshot_thread: None,
+            written: None,
             leader_seen: None,
         };
         let (done_tx, done) = oneshot::channel();
