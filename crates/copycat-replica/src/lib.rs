@@ -128,6 +128,7 @@
 
 pub mod codec;
 mod config;
+mod image;
 mod machine;
 pub mod node;
 pub mod replica;
@@ -137,6 +138,7 @@ pub mod testing;
 mod timers;
 
 pub use config::{ReplicaConfig, ReplicaConfigError};
+pub use image::ReplicaImage;
 pub use machine::{ApplyContext, QueryContext, RawStateMachine, RestoreError, StateMachine, Typed};
 pub use replica::{Applied, Outcome, QueryOutcome, Replica, SnapshotError};
 pub use sessions::SessionInfo;

@@ -23,10 +23,11 @@ use copycat_proto::{
 };
 use copycat_raft::{
     Config, Entry, InitError, LogIndex, PersistentState, RawNode, ReadMode, ReadPath, ReadState,
-    Ready, Role, Time,
+    Ready, Role, SnapshotError as RaftSnapshotError, SnapshotMeta, Time,
 };
 
 use crate::config::{ReplicaConfig, ReplicaConfigError};
+use crate::image::ReplicaImage;
 use crate::machine::RawStateMachine;
 use crate::replica::{Applied, Outcome, QueryOutcome, Replica, SnapshotError};
 
@@ -47,7 +48,7 @@ pub struct ServerConfig {
     /// proposing it again (the first may have been lost in a leader change).
     pub expire_retry_ms: u64,
     /// Take a snapshot once this many entries were applied since the last
-    /// one (see [`ServerNode::take_snapshot_if_due`]).
+    /// one (see [`ServerNode::snapshot_if_due`]).
     pub snapshot_every_entries: u64,
 }
 
@@ -691,18 +692,39 @@ impl<M: RawStateMachine> ServerNode<M> {
         std::mem::take(&mut self.outbox)
     }
 
-    /// If enough entries were applied since the last snapshot, take one:
-    /// the core records it (and will purge its log) and the replica's image
-    /// is returned with its description, for the shell to store durably
-    /// (the storage purges the log once the snapshot is installed).
-    pub fn take_snapshot_if_due(&mut self) -> Option<(copycat_raft::SnapshotMeta, Bytes)> {
+    /// If enough entries were applied since the last snapshot, the
+    /// description of a snapshot at the applied index and the replica's
+    /// image there, for the shell to store durably. The core is not told:
+    /// once the snapshot is durable, [`snapshot_stored`](Self::snapshot_stored)
+    /// records it (only then may the core purge the entries it covers).
+    pub fn snapshot_if_due(&self) -> Option<(SnapshotMeta, ReplicaImage)> {
         let applied = self.replica.applied_index();
         let last = self.raw.snapshot_meta().index;
-        if applied.0 < last.0 + self.config.snapshot_every_entries {
+        if applied <= last || applied.0 < last.0 + self.config.snapshot_every_entries {
             return None;
         }
-        let meta = self.raw.snapshot_taken(applied).ok()?;
-        Some((meta, self.replica.snapshot()))
+        // What the core records for it in `snapshot_taken`: the term of the
+        // entry at the index and the configuration in effect there. Both
+        // are committed, so they stay the same until it is stored.
+        let meta = SnapshotMeta {
+            index: applied,
+            term: self.raw.term_at(applied)?,
+            config: self.raw.configurations_since(applied).into_iter().next()?,
+        };
+        Some((meta, self.replica.image()))
+    }
+
+    /// The snapshot `meta` from [`snapshot_if_due`](Self::snapshot_if_due)
+    /// is durable: the core records it, purges its log before it (keeping a
+    /// few trailing entries), and will send it to followers that need it.
+    /// Fails if the core moved past it (a newer snapshot was installed).
+    pub fn snapshot_stored(&mut self, meta: &SnapshotMeta) -> Result<(), RaftSnapshotError> {
+        let recorded = self.raw.snapshot_taken(meta.index)?;
+        assert_eq!(
+            &recorded, meta,
+            "the core describes the stored snapshot as it was taken"
+        );
+        Ok(())
     }
 
     /// The replica's snapshot image (state machine, sessions, results,

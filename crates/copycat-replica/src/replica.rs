@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::{ReplicaConfig, ReplicaConfigError};
+use crate::image::ReplicaImage;
 use crate::machine::{ApplyContext, QueryContext, RawStateMachine, RestoreError};
 use crate::sessions::{Admission, Gone, SessionInfo, SessionTable};
 use crate::timers::{TimerId, Timers};
@@ -127,10 +128,13 @@ pub enum SnapshotError {
     Restore(#[from] RestoreError),
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotImage {
+/// A snapshot image as it is decoded (encoded by [`ReplicaImage::encode`]:
+/// the state, then the machine image as postcard bytes).
+#[derive(Deserialize)]
+struct SnapshotImageRef<'a> {
     state: State,
-    machine: Bytes,
+    #[serde(borrow)]
+    machine: &'a [u8],
 }
 
 /// Work collected while applying one entry.
@@ -593,21 +597,22 @@ impl<M: RawStateMachine> Replica<M> {
     }
 
     /// The full replica state (session table, cached results, retained
-    /// events, timers, clock and the state machine image) as bytes.
+    /// events, timers, clock and the state machine image) as bytes: the
+    /// [`image`](Self::image) in one buffer.
     pub fn snapshot(&self) -> Bytes {
-        let mut out = vec![SNAPSHOT_VERSION];
-        #[allow(unused_mut)]
-        let mut state = self.state.clone();
+        self.image().to_bytes()
+    }
+
+    /// The bytes of [`snapshot`](Self::snapshot) in two parts, encoded in
+    /// one pass without copying the state machine's image.
+    pub fn image(&self) -> ReplicaImage {
         #[cfg(feature = "planted-bugs")]
         if copycat_planted::active(copycat_planted::PlantedBug::SnapshotDropsCachedResults) {
+            let mut state = self.state.clone();
             state.sessions.clear_cached_results();
+            return ReplicaImage::encode(SNAPSHOT_VERSION, &state, self.machine.snapshot());
         }
-        let image = SnapshotImage {
-            state,
-            machine: self.machine.snapshot(),
-        };
-        out.extend_from_slice(&postcard::to_allocvec(&image).expect("replica state serializes"));
-        Bytes::from(out)
+        ReplicaImage::encode(SNAPSHOT_VERSION, &self.state, self.machine.snapshot())
     }
 
     /// Replace the whole replica state with a [`Replica::snapshot`] image.
@@ -622,9 +627,10 @@ impl<M: RawStateMachine> Replica<M> {
             }
             .into());
         }
-        let image: SnapshotImage =
+        // The machine image is borrowed from `data`, not copied.
+        let image: SnapshotImageRef<'_> =
             postcard::from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        self.machine.restore(&image.machine)?;
+        self.machine.restore(image.machine)?;
         self.state = image.state;
         self.invariants();
         Ok(())

@@ -7,15 +7,42 @@
 //! The shell is synchronous and clock-free: the caller (the tokio server in
 //! `copycat-server`, the simulator, a test) feeds it time, peer messages and
 //! client requests, and sends what [`Shell::process`] returns.
+//!
+//! # Snapshots
+//!
+//! Taking a snapshot has three phases, so that the slow one (writing and
+//! syncing the image) can leave the thread that owns the shell:
+//!
+//! 1. [`Shell::start_snapshot`]: if one is due, the replica's image at its
+//!    applied index is encoded (one pass) and its temp file begun; the
+//!    result is a [`SnapshotJob`], which is `Send`.
+//! 2. [`SnapshotJob::run`], on any thread: the image is written to the temp
+//!    file, which is sealed (trailer, fdatasync). The shell meanwhile keeps
+//!    carrying out batches.
+//! 3. [`Shell::finish_snapshot`], on the shell's thread: the sealed file is
+//!    renamed into place (directory sync), and only then is the Raft core
+//!    told, so it never purges entries that no durable snapshot covers.
+//!
+//! One job is in flight at a time. [`Shell::process`] runs all three in
+//! place; [`Shell::process_batches`] leaves snapshots to the caller.
+//!
+//! A snapshot received from the leader is streamed to its temp file chunk
+//! by chunk; when the last arrives, the file is installed and the replica
+//! restored from it.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use copycat_proto::{ClientRequest, ServerMessage};
-use copycat_raft::{Configuration, Entry, LogIndex, Message, NodeId, ReadState, Ready, Term, Time};
-use copycat_storage::{Disk, SnapshotWriter, Storage, StorageError, StorageOptions};
+use copycat_raft::{
+    Configuration, Entry, LogIndex, Message, NodeId, ReadState, Ready, SnapshotMeta, Term, Time,
+};
+use copycat_storage::{
+    Disk, SealedSnapshot, SnapshotWriter, Storage, StorageError, StorageOptions,
+};
 
+use crate::image::ReplicaImage;
 use crate::machine::RawStateMachine;
 use crate::node::{ConnectionId, ServerConfig, ServerError, ServerNode};
 use crate::replica::SnapshotError;
@@ -43,6 +70,9 @@ pub enum ShellError {
     /// A snapshot chunk arrived out of order.
     #[error("snapshot chunk at offset {0} with no snapshot started")]
     ChunkOutOfOrder(u64),
+    /// [`Shell::finish_snapshot`] got a snapshot this shell did not start.
+    #[error("snapshot at {0:?} finished but not started by this shell")]
+    NotStarted(LogIndex),
 }
 
 /// Settings of a [`Shell`].
@@ -54,6 +84,10 @@ pub struct ShellConfig {
     pub storage: StorageOptions,
     /// Seeds the core's election timeouts.
     pub seed: u64,
+    /// Compute the replica digest of every snapshot taken or installed
+    /// ([`SnapshotReport::digest`]), for observers that compare replicas
+    /// (the simulator). Off in production: it encodes the state again.
+    pub compute_digests: bool,
 }
 
 /// What one [`Shell::process`] call produced, to be sent.
@@ -74,9 +108,9 @@ pub struct Written {
     /// Committed entries applied while writing (before installing a
     /// snapshot, everything committed earlier is applied first).
     pub applied: Vec<Entry>,
-    /// A snapshot received from the leader was installed, and the replica
-    /// digest right after restoring it.
-    pub installed: Option<(copycat_raft::SnapshotMeta, u32)>,
+    /// A snapshot received from the leader was installed (with the replica
+    /// digest right after restoring it).
+    pub installed: Option<SnapshotReport>,
     /// When a snapshot install made the shell sync in the middle of the
     /// write, the log's durable index after that sync.
     pub synced_through: Option<LogIndex>,
@@ -89,8 +123,73 @@ pub struct Written {
 pub struct Synced {
     /// Committed entries applied.
     pub applied: Vec<Entry>,
-    /// A snapshot was taken, and the replica digest at it.
-    pub taken: Option<(copycat_raft::SnapshotMeta, u32)>,
+}
+
+/// A snapshot that became this server's latest durable one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotReport {
+    /// Its description.
+    pub meta: SnapshotMeta,
+    /// The replica digest at its index, if [`ShellConfig::compute_digests`]
+    /// is on.
+    pub digest: Option<u32>,
+}
+
+/// Phase 2 of taking a snapshot (see the module docs): the replica's image
+/// and the writer of its temp file, made by [`Shell::start_snapshot`].
+/// [`run`](Self::run) it on any thread and hand the result to
+/// [`Shell::finish_snapshot`]. Dropped instead, it leaves a temp file that
+/// the next open removes, and the shell waiting for a result.
+#[derive(Debug)]
+pub struct SnapshotJob {
+    writer: SnapshotWriter,
+    image: ReplicaImage,
+    digest: Option<u32>,
+}
+
+impl SnapshotJob {
+    /// The snapshot's description.
+    pub fn meta(&self) -> &SnapshotMeta {
+        self.writer.meta()
+    }
+
+    /// Bytes of the replica image to write.
+    pub fn image_len(&self) -> u64 {
+        self.image.len()
+    }
+
+    /// Write the image to the temp file and seal it (trailer, fdatasync).
+    /// Touches nothing but that file.
+    pub fn run(self) -> Result<WrittenSnapshot, StorageError> {
+        let Self {
+            mut writer,
+            image,
+            digest,
+        } = self;
+        for part in image.parts() {
+            writer.write(part)?;
+        }
+        drop(image);
+        Ok(WrittenSnapshot {
+            sealed: writer.seal()?,
+            digest,
+        })
+    }
+}
+
+/// A [`SnapshotJob`]'s temp file, written and synced, for
+/// [`Shell::finish_snapshot`].
+#[derive(Debug)]
+pub struct WrittenSnapshot {
+    sealed: SealedSnapshot,
+    digest: Option<u32>,
+}
+
+impl WrittenSnapshot {
+    /// The snapshot's description.
+    pub fn meta(&self) -> &SnapshotMeta {
+        self.sealed.meta()
+    }
 }
 
 /// The durable state recovered when the shell opened.
@@ -122,7 +221,11 @@ pub struct Shell<M> {
     pending: Vec<Pending>,
     /// Outputs gathered for the caller of `process` / `write` / `sync`.
     out: Outputs,
-    incoming: Option<(SnapshotWriter, Vec<u8>)>,
+    /// The snapshot being received from the leader.
+    incoming: Option<SnapshotWriter>,
+    /// The snapshot taken and not yet finished.
+    taking: Option<SnapshotMeta>,
+    compute_digests: bool,
     now: Time,
     syncs: u64,
     /// Entries appended since the last sync.
@@ -157,6 +260,7 @@ impl<M: RawStateMachine> Shell<M> {
             discarded_bytes: report.log.discarded.iter().map(|d| d.bytes).sum(),
         };
         let snapshot_data = storage.snapshots().read_all()?.unwrap_or_default();
+        let compute_digests = config.compute_digests;
         let server = ServerNode::new(
             config.server,
             state,
@@ -173,6 +277,8 @@ impl<M: RawStateMachine> Shell<M> {
             pending: Vec::new(),
             out: Outputs::default(),
             incoming: None,
+            taking: None,
+            compute_digests,
             now,
             syncs: 0,
             unsynced: false,
@@ -257,12 +363,32 @@ impl<M: RawStateMachine> Shell<M> {
     /// Carry out everything the server has to do, with group commit: write
     /// every pending batch, sync the disk once, then release the messages
     /// that promise durability and apply the committed entries; repeat
-    /// while that produced more work.
+    /// while that produced more work. A snapshot that falls due is taken,
+    /// written and installed in place (all three phases), unless one
+    /// started with [`start_snapshot`](Self::start_snapshot) is in flight.
     pub fn process(&mut self) -> Result<Outputs, ShellError> {
+        loop {
+            self.carry_out()?;
+            let Some(job) = self.start_snapshot()? else {
+                break;
+            };
+            self.finish_snapshot(job.run())?;
+        }
+        Ok(self.take_outputs())
+    }
+
+    /// [`process`](Self::process) without taking snapshots: the caller
+    /// takes them with [`start_snapshot`](Self::start_snapshot).
+    pub fn process_batches(&mut self) -> Result<Outputs, ShellError> {
+        self.carry_out()?;
+        Ok(self.take_outputs())
+    }
+
+    fn carry_out(&mut self) -> Result<(), ShellError> {
         while self.write()?.pending {
             self.sync()?;
         }
-        Ok(self.take_outputs())
+        Ok(())
     }
 
     /// Step 1 for every batch the server has: write it (not yet durable).
@@ -282,14 +408,68 @@ impl<M: RawStateMachine> Shell<M> {
 
     /// Steps 2 to 4 for every written batch: one sync, then the messages
     /// that promise durability, the committed entries applied, the core
-    /// told what is durable; then a snapshot if one is due.
+    /// told what is durable. (A snapshot that falls due is left to
+    /// [`start_snapshot`](Self::start_snapshot).)
     pub fn sync(&mut self) -> Result<Synced, ShellError> {
-        let mut synced = Synced {
+        Ok(Synced {
             applied: self.sync_and_release()?,
-            ..Synced::default()
+        })
+    }
+
+    /// Phase 1 of taking a snapshot (see the module docs): if one is due
+    /// and none is in flight, encode the replica's image at its applied
+    /// index and begin its temp file. The core is not told yet.
+    pub fn start_snapshot(&mut self) -> Result<Option<SnapshotJob>, ShellError> {
+        if self.taking.is_some() {
+            return Ok(None);
+        }
+        let Some((meta, image)) = self.server.snapshot_if_due() else {
+            return Ok(None);
         };
-        synced.taken = self.maybe_snapshot()?;
-        Ok(synced)
+        let digest = self.compute_digests.then(|| self.server.replica().digest());
+        let writer = self.storage.begin_snapshot(meta.clone())?;
+        tracing::debug!(id = ?self.id(), index = ?meta.index, bytes = image.len(), "taking a snapshot");
+        self.taking = Some(meta);
+        Ok(Some(SnapshotJob {
+            writer,
+            image,
+            digest,
+        }))
+    }
+
+    /// The snapshot started and not yet finished, if any.
+    pub fn snapshot_in_flight(&self) -> Option<&SnapshotMeta> {
+        self.taking.as_ref()
+    }
+
+    /// Phase 3 of taking a snapshot: install the file `written` (rename,
+    /// directory sync), then tell the core, which may now purge its log.
+    /// Returns the snapshot, or `None` if a newer one was installed from
+    /// the leader meanwhile (the file is then removed). An error from
+    /// [`SnapshotJob::run`] is returned as it is: the shell must be dropped.
+    pub fn finish_snapshot(
+        &mut self,
+        written: Result<WrittenSnapshot, StorageError>,
+    ) -> Result<Option<SnapshotReport>, ShellError> {
+        let taking = self.taking.take();
+        let written = written?;
+        if taking.as_ref() != Some(written.meta()) {
+            return Err(ShellError::NotStarted(written.meta().index));
+        }
+        if self.server.raft().snapshot_meta().index >= written.meta().index {
+            tracing::debug!(id = ?self.id(), index = ?written.meta().index, "dropping a snapshot a newer one replaced");
+            self.storage.abort_sealed_snapshot(written.sealed)?;
+            return Ok(None);
+        }
+        let meta = self.storage.install_sealed_snapshot(written.sealed)?;
+        self.server
+            .snapshot_stored(&meta)
+            .map_err(|e| ShellError::Install(e.to_string()))?;
+        tracing::debug!(id = ?self.id(), index = ?meta.index, "took a snapshot");
+        Ok(Some(SnapshotReport {
+            meta,
+            digest: written.digest,
+        }))
     }
 
     /// Step 1 of a batch (and the parts that need no sync).
@@ -355,7 +535,7 @@ impl<M: RawStateMachine> Shell<M> {
         }
         for chunk in snapshot_chunks {
             if chunk.offset == 0 {
-                if let Some((writer, _)) = self.incoming.take() {
+                if let Some(writer) = self.incoming.take() {
                     // A transfer that starts over: drop the partial file. If
                     // that fails, nothing depends on it (temp files are
                     // removed when the directory is next opened).
@@ -364,18 +544,23 @@ impl<M: RawStateMachine> Shell<M> {
                     }
                 }
                 let writer = self.storage.begin_snapshot(chunk.meta.clone())?;
-                self.incoming = Some((writer, Vec::new()));
+                self.incoming = Some(writer);
             }
-            let Some((writer, buffer)) = self.incoming.as_mut() else {
+            let Some(writer) = self.incoming.as_mut() else {
                 return Err(ShellError::ChunkOutOfOrder(chunk.offset));
             };
             writer.write(&chunk.data)?;
-            buffer.extend_from_slice(&chunk.data);
             if chunk.done {
-                let (writer, buffer) = self.incoming.take().expect("a snapshot is being received");
+                let writer = self.incoming.take().expect("a snapshot is being received");
                 self.storage.install_snapshot(writer)?;
-                self.server.restore(&buffer)?;
-                written.installed = Some((chunk.meta.clone(), self.server.replica().digest()));
+                // Read back what was written, once: the chunks were not kept.
+                let data = self.storage.snapshots().read_all()?.unwrap_or_default();
+                self.server.restore(&data)?;
+                drop(data);
+                written.installed = Some(SnapshotReport {
+                    meta: chunk.meta.clone(),
+                    digest: self.compute_digests.then(|| self.server.replica().digest()),
+                });
                 self.server
                     .raft_mut()
                     .snapshot_installed(&chunk.meta)
@@ -424,24 +609,11 @@ impl<M: RawStateMachine> Shell<M> {
         }
         Ok(applied)
     }
-
-    /// Take and store a snapshot if enough entries were applied.
-    fn maybe_snapshot(&mut self) -> Result<Option<(copycat_raft::SnapshotMeta, u32)>, ShellError> {
-        let Some((meta, data)) = self.server.take_snapshot_if_due() else {
-            return Ok(None);
-        };
-        let digest = self.server.replica().digest();
-        let mut writer = self.storage.begin_snapshot(meta)?;
-        writer.write(&data)?;
-        let meta = self.storage.install_snapshot(writer)?;
-        tracing::debug!(id = ?self.id(), index = ?meta.index, "took a snapshot");
-        Ok(Some((meta, digest)))
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::path::PathBuf;
     use std::sync::Arc;
 
@@ -460,13 +632,25 @@ mod tests {
     type TestShell = Shell<Typed<TestMachine>>;
 
     fn open(disk: &Arc<dyn Disk>, id: u64, now: u64) -> TestShell {
+        open_with(disk, id, now, |_| {})
+    }
+
+    /// A shell snapshotting every 15 entries, adjusted by `configure`.
+    fn open_with(
+        disk: &Arc<dyn Disk>,
+        id: u64,
+        now: u64,
+        configure: impl FnOnce(&mut ShellConfig),
+    ) -> TestShell {
         let mut server = ServerConfig::new(Config::new(NodeId(id)));
         server.snapshot_every_entries = 15;
-        let config = ShellConfig {
+        let mut config = ShellConfig {
             server,
             storage: StorageOptions::default(),
             seed: id,
+            compute_digests: false,
         };
+        configure(&mut config);
         let members = [NodeId(1), NodeId(2), NodeId(3)];
         let dir = PathBuf::from(format!("/data/{id}"));
         Shell::open(
@@ -488,22 +672,53 @@ mod tests {
         session: ClientSession,
         now: u64,
         done: Vec<Result<Bytes, String>>,
+        /// Shells that take no snapshot on their own
+        /// ([`Shell::process_batches`]): the test takes theirs.
+        manual_snapshots: BTreeSet<u64>,
+        /// Shells cut off from their peers.
+        isolated: BTreeSet<u64>,
     }
 
     impl Cluster {
+        fn new(shells: BTreeMap<u64, TestShell>, disk: Arc<dyn Disk>) -> Self {
+            let mut session =
+                ClientSession::new(ClientConfig::new(ClientId(7)), 0).expect("session");
+            for id in shells.keys() {
+                session.connected(*id);
+            }
+            Self {
+                disk,
+                shells,
+                session,
+                now: 0,
+                done: Vec::new(),
+                manual_snapshots: BTreeSet::new(),
+                isolated: BTreeSet::new(),
+            }
+        }
+
         fn step(&mut self) {
             self.now += 5;
             let now = self.now;
             let mut peer = Vec::new();
             let mut to_client = Vec::new();
-            for shell in self.shells.values_mut() {
+            for (id, shell) in self.shells.iter_mut() {
                 shell.tick(Time(now), now);
-                let out = shell.process().expect("process");
+                let out = if self.manual_snapshots.contains(id) {
+                    shell.process_batches()
+                } else {
+                    shell.process()
+                };
+                let out = out.expect("process");
                 peer.extend(out.peer_messages);
                 let from = shell.id().0;
                 to_client.extend(out.client_messages.into_iter().map(|(_, m)| (from, m)));
             }
             for message in peer {
+                if self.isolated.contains(&message.from.0) || self.isolated.contains(&message.to.0)
+                {
+                    continue;
+                }
                 if let Some(shell) = self.shells.get_mut(&message.to.0) {
                     shell.step(message);
                 }
@@ -540,23 +755,236 @@ mod tests {
         fn value(&self, id: u64) -> i64 {
             self.shells[&id].server().replica().machine().0.value
         }
+
+        /// Elect a leader and register the session; returns the leader.
+        fn start(&mut self) -> u64 {
+            self.run_until(2_000, |c| {
+                c.shells.values().any(|s| s.server().raft().is_leader())
+                    && c.session.session_id().is_some()
+            });
+            self.leader()
+        }
+
+        fn leader(&self) -> u64 {
+            *self
+                .shells
+                .iter()
+                .find(|(_, s)| s.server().raft().is_leader())
+                .expect("a leader")
+                .0
+        }
+
+        /// Submit `count` commands adding `amount` and wait for them.
+        fn add(&mut self, count: usize, amount: i64) {
+            let target = self.done.len() + count;
+            for _ in 0..count {
+                self.session
+                    .submit_command(codec::encode(&TestCommand::Add(amount)))
+                    .expect("submit");
+            }
+            self.run_until(4_000, |c| c.done.len() == target);
+        }
+
+        /// Names of the temp files in `id`'s snapshot directory.
+        fn snapshot_temp_files(&self, id: u64) -> Vec<String> {
+            let dir = PathBuf::from(format!("/data/{id}/snapshots"));
+            let names = self.disk.list_dir(&dir).expect("list");
+            names.into_iter().filter(|n| n.ends_with(".tmp")).collect()
+        }
+    }
+
+    /// Three shells snapshotting every 15 entries and keeping two entries
+    /// behind a snapshot, with digests; `manual` take no snapshots on
+    /// their own.
+    fn cluster(manual: &[u64]) -> Cluster {
+        let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
+        let shells = (1..=3)
+            .map(|id| {
+                let shell = open_with(&disk, id, 0, |config| {
+                    config.server.raft.snapshot_trailing_entries = 2;
+                    config.compute_digests = true;
+                });
+                (id, shell)
+            })
+            .collect();
+        let mut cluster = Cluster::new(shells, disk);
+        cluster.manual_snapshots = manual.iter().copied().collect();
+        cluster
+    }
+
+    #[test]
+    fn a_snapshot_job_finishes_later_and_the_core_purges_only_then() {
+        let mut cluster = cluster(&[1, 2, 3]);
+        let leader = cluster.start();
+        cluster.add(20, 1);
+        let shell = cluster.shells.get_mut(&leader).expect("leader");
+        let applied = shell.server().replica().applied_index();
+        let digest = shell.server().replica().digest();
+        let first = shell.server().raft().first_index();
+
+        // Phase 1: the image at the applied index; the core is not told.
+        let job = shell.start_snapshot().expect("start").expect("due");
+        let meta = job.meta().clone();
+        assert_eq!(meta.index, applied);
+        assert_eq!(shell.server().raft().term_at(applied), Some(meta.term));
+        assert_eq!(meta.config, shell.server().raft().configuration().1.clone());
+        assert!(job.image_len() > 0);
+        assert_eq!(shell.snapshot_in_flight(), Some(&meta));
+        assert!(
+            shell.start_snapshot().expect("start").is_none(),
+            "one job at a time"
+        );
+
+        // Batches go on while the job waits, and past the next due point.
+        cluster.add(20, 1);
+        let shell = &cluster.shells[&leader];
+        assert!(shell.server().replica().applied_index().0 >= applied.0 + 20);
+        assert_eq!(shell.server().raft().snapshot_meta().index, LogIndex(0));
+        assert_eq!(shell.server().raft().first_index(), first, "nothing purged");
+        assert_eq!(
+            shell.storage().snapshots().latest().expect("one").index,
+            LogIndex(0)
+        );
+        assert_eq!(cluster.snapshot_temp_files(leader).len(), 1);
+
+        // Phase 2: written and synced, still not current.
+        let written = job.run().expect("run");
+        assert_eq!(written.meta(), &meta);
+        cluster.add(5, 1);
+        let shell = cluster.shells.get_mut(&leader).expect("leader");
+        assert_eq!(shell.server().raft().snapshot_meta().index, LogIndex(0));
+        assert_eq!(shell.server().raft().first_index(), first, "nothing purged");
+
+        // Phase 3: installed, then the core records it and purges.
+        let report = shell
+            .finish_snapshot(Ok(written))
+            .expect("finish")
+            .expect("installed");
+        assert_eq!(report.meta, meta);
+        assert_eq!(report.digest, Some(digest), "the digest at the snapshot");
+        assert_eq!(shell.snapshot_in_flight(), None);
+        assert_eq!(shell.server().raft().snapshot_meta(), &meta);
+        assert_eq!(shell.storage().snapshots().latest(), Some(&meta));
+        assert_eq!(
+            shell.server().raft().first_index(),
+            LogIndex(meta.index.0 - 1),
+            "purged up to two entries before the snapshot"
+        );
+        assert!(cluster.snapshot_temp_files(leader).is_empty());
+
+        // The next one is due already; the cluster keeps going, and the
+        // server restarts from the snapshot.
+        let shell = cluster.shells.get_mut(&leader).expect("leader");
+        let next = shell.start_snapshot().expect("start").expect("due again");
+        assert!(next.meta().index > meta.index);
+        let written = next.run();
+        shell.finish_snapshot(written).expect("finish");
+        cluster.add(3, 1);
+        cluster.run_until(2_000, |c| (1..=3).all(|id| c.value(id) == 48));
+        let now = cluster.now;
+        cluster.shells.remove(&leader);
+        let reopened = open(&cluster.disk, leader, now);
+        assert!(reopened.server().raft().snapshot_meta().index > meta.index);
+        assert!(reopened.server().replica().applied_index() > meta.index);
+    }
+
+    #[test]
+    fn a_snapshot_job_overtaken_by_one_from_the_leader_is_dropped() {
+        let mut cluster = cluster(&[1, 2, 3]);
+        let leader = cluster.start();
+        cluster.manual_snapshots.remove(&leader);
+        let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+        cluster.add(20, 1);
+        cluster.run_until(2_000, |c| c.value(follower) == 20);
+        let shell = cluster.shells.get_mut(&follower).expect("follower");
+        let job = shell.start_snapshot().expect("start").expect("due");
+
+        // Cut off, the follower falls behind the leader's snapshots and
+        // purges; back, it gets the leader's snapshot while its job runs.
+        cluster.isolated.insert(follower);
+        cluster.add(40, 1);
+        assert!(
+            cluster.shells[&leader]
+                .server()
+                .raft()
+                .snapshot_meta()
+                .index
+                > job.meta().index
+        );
+        cluster.isolated.clear();
+        cluster.run_until(4_000, |c| c.value(follower) == 60);
+        let shell = cluster.shells.get_mut(&follower).expect("follower");
+        let installed = shell.server().raft().snapshot_meta().clone();
+        assert!(
+            installed.index > job.meta().index,
+            "installed from the leader"
+        );
+
+        let dropped = shell.finish_snapshot(job.run()).expect("finish");
+        assert_eq!(dropped, None, "an older snapshot than the installed one");
+        assert_eq!(shell.snapshot_in_flight(), None);
+        assert_eq!(shell.server().raft().snapshot_meta(), &installed);
+        assert_eq!(shell.storage().snapshots().latest(), Some(&installed));
+        assert!(cluster.snapshot_temp_files(follower).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_another_shell_started_is_refused() {
+        let mut cluster = cluster(&[1, 2, 3]);
+        let leader = cluster.start();
+        cluster.add(20, 1);
+        let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+        cluster.run_until(2_000, |c| c.value(follower) == 20);
+        let job = cluster
+            .shells
+            .get_mut(&leader)
+            .expect("leader")
+            .start_snapshot()
+            .expect("start")
+            .expect("due");
+        let other = cluster.shells.get_mut(&follower).expect("follower");
+        assert!(matches!(
+            other.finish_snapshot(job.run()),
+            Err(ShellError::NotStarted(_))
+        ));
+    }
+
+    #[test]
+    fn a_received_snapshot_is_streamed_to_disk_and_restored_from_it() {
+        let mut cluster = cluster(&[]);
+        let leader = cluster.start();
+        let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+        cluster.isolated.insert(follower);
+        cluster.add(40, 1);
+        let behind = cluster.shells[&follower].server().raft().last_index();
+        assert!(
+            cluster.shells[&leader].server().raft().first_index() > behind.next(),
+            "the leader purged what the follower lacks: only a snapshot helps"
+        );
+        cluster.isolated.clear();
+        let applied = |c: &Cluster, id: u64| c.shells[&id].server().replica().applied_index();
+        cluster.run_until(4_000, |c| {
+            c.value(follower) == 40 && applied(c, follower) == applied(c, leader)
+        });
+        let shell = &cluster.shells[&follower];
+        assert!(shell.server().raft().snapshot_meta().index.0 >= 15);
+        assert_eq!(
+            shell.storage().snapshots().latest(),
+            Some(shell.server().raft().snapshot_meta())
+        );
+        assert!(shell.incoming.is_none(), "nothing held once installed");
+        assert!(cluster.snapshot_temp_files(follower).is_empty());
+        assert_eq!(
+            shell.server().replica().digest(),
+            cluster.shells[&leader].server().replica().digest()
+        );
     }
 
     #[test]
     fn three_shells_elect_commit_and_recover_after_restart() {
         let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
         let shells = (1..=3).map(|id| (id, open(&disk, id, 0))).collect();
-        let mut session = ClientSession::new(ClientConfig::new(ClientId(7)), 0).expect("session");
-        for id in 1..=3 {
-            session.connected(id);
-        }
-        let mut cluster = Cluster {
-            disk,
-            shells,
-            session,
-            now: 0,
-            done: Vec::new(),
-        };
+        let mut cluster = Cluster::new(shells, disk);
         cluster.run_until(2_000, |c| {
             c.shells.values().any(|s| s.server().raft().is_leader())
                 && c.session.session_id().is_some()

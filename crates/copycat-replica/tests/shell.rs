@@ -21,6 +21,7 @@ fn open(disk: &FaultDisk) -> Shell<Typed<TestMachine>> {
         server: ServerConfig::new(Config::new(NodeId(2))),
         storage: StorageOptions::default(),
         seed: 2,
+        compute_digests: false,
     };
     let disk: Arc<dyn Disk> = Arc::new(disk.clone());
     Shell::open(

@@ -38,8 +38,10 @@
 //! with group commit (one disk sync covers every request that arrived
 //! together); tokio tasks do the networking: an acceptor, a task per
 //! connection, an outbound task per peer that reconnects with backoff, and
-//! a ticker. Nothing blocks a tokio worker, so the server runs on the
-//! current-thread runtime as well as the multi-threaded one.
+//! a ticker. A snapshot's file is written and synced on a thread of its
+//! own, so the owner thread keeps serving while it reaches the disk.
+//! Nothing blocks a tokio worker, so the server runs on the current-thread
+//! runtime as well as the multi-threaded one.
 //!
 //! Every connection opens with a hello frame
 //! ([`copycat_proto::Hello`]); frames are length-prefixed and limited to
@@ -58,7 +60,7 @@ pub use server::{
     AdminError, Server, ServerBuilder, StartError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, HELLO_TIMEOUT,
     MAX_CONNECTIONS,
 };
-pub use status::{Leadership, Status};
+pub use status::{Leadership, LoopStats, Status};
 
 // Everything needed to write a state machine and serve it, so a program
 // depends on this crate alone.

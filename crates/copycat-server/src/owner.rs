@@ -3,11 +3,18 @@
 //! needs a lock: connection tasks and the handle talk to it through one
 //! bounded channel, and it answers through per-connection channels and a
 //! status watch. It runs on a thread of its own (not a tokio task) because
-//! it blocks on the disk: syncs, snapshot writes, recovery. That keeps every
-//! tokio worker free and lets the server run in any runtime flavor.
+//! it blocks on the disk: syncs, recovery. That keeps every tokio worker
+//! free and lets the server run in any runtime flavor.
+//!
+//! Writing a snapshot would block it for as long as the image takes to
+//! reach the disk, so only its first and last phases run here (encoding
+//! the image; installing the file and telling the core): a snapshot thread
+//! writes and syncs the file in between, one at a time, and hands the
+//! result back as an input.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -15,12 +22,13 @@ use copycat_net::TICK;
 use copycat_proto::{encode_frame, ClientRequest, ServerHello, ServerMessage};
 use copycat_raft::{Message, NodeId, Time};
 use copycat_replica::node::ConnectionId;
-use copycat_replica::shell::{Shell, ShellError};
+use copycat_replica::shell::{Shell, ShellError, WrittenSnapshot};
 use copycat_replica::RawStateMachine;
+use copycat_storage::StorageError;
 use tokio::sync::{mpsc, watch};
 
 use crate::net::peer_sender;
-use crate::status::Status;
+use crate::status::{LoopStats, Status};
 
 /// Inputs handled per batch before the shell processes them together (one
 /// sync covers them all).
@@ -40,6 +48,8 @@ pub(crate) enum Input<M> {
     /// Time passed (sent by the ticker task; also wakes the thread).
     Tick,
     Call(Call<M>),
+    /// The snapshot thread wrote and synced the snapshot file (or failed).
+    SnapshotWritten(Result<WrittenSnapshot, StorageError>),
     Stop,
 }
 
@@ -47,6 +57,8 @@ pub(crate) enum Input<M> {
 pub(crate) struct Core<M> {
     pub(crate) shell: Shell<M>,
     pub(crate) peers: Peers,
+    /// How promptly the loop ran since the handle last took these.
+    pub(crate) stats: LoopStats,
 }
 
 /// The outbound side of every peer connection: one task per peer, fed by a
@@ -134,9 +146,18 @@ pub(crate) struct Owner<M> {
     pub(crate) inputs: mpsc::Receiver<Input<M>>,
     pub(crate) status: watch::Sender<Status>,
     pub(crate) clients: BTreeMap<ConnectionId, mpsc::Sender<ServerMessage>>,
+    /// Lets the snapshot thread send its result (weak, so that the channel
+    /// still closes when every other sender is gone).
+    pub(crate) inputs_tx: mpsc::WeakSender<Input<M>>,
+    /// The snapshot thread, while one runs.
+    pub(crate) snapshot_thread: Option<JoinHandle<()>>,
+    /// The snapshot thread's result, to finish before the next batch.
+    pub(crate) written: Option<Result<WrittenSnapshot, StorageError>>,
+    /// The last message from the leader: who sent it, when it was handled.
+    pub(crate) leader_seen: Option<(NodeId, Instant)>,
 }
 
-impl<M: RawStateMachine> Owner<M> {
+impl<M: RawStateMachine + Send + 'static> Owner<M> {
     fn now(&self) -> Time {
         Time(self.start.elapsed().as_millis() as u64)
     }
@@ -151,6 +172,7 @@ impl<M: RawStateMachine> Owner<M> {
             let Some(first) = self.inputs.blocking_recv() else {
                 break Ok(());
             };
+            let started = Instant::now();
             let mut stop = self.handle(first, &mut calls);
             let mut batch = 1;
             while !stop && batch < MAX_BATCH {
@@ -176,7 +198,16 @@ impl<M: RawStateMachine> Owner<M> {
                 tracing::error!(?id, %error, "storage failed; stopping the server");
                 break Err(error);
             }
+            let stats = &mut self.core.stats;
+            stats.iterations += 1;
+            stats.max_iteration = stats.max_iteration.max(started.elapsed());
         };
+        // A snapshot thread still writing finds the channel closed (even if
+        // it waits for room in it); its temp file is removed on next open.
+        self.inputs.close();
+        if let Some(thread) = self.snapshot_thread.take() {
+            let _ = thread.join();
+        }
         tracing::info!(?id, "server stopped");
         result
     }
@@ -184,7 +215,20 @@ impl<M: RawStateMachine> Owner<M> {
     /// Take one input; `true` to stop.
     fn handle(&mut self, input: Input<M>, calls: &mut Vec<Call<M>>) -> bool {
         match input {
-            Input::Peer(message) => self.core.shell.step(message),
+            Input::Peer(message) => {
+                let from = message.from;
+                self.core.shell.step(message);
+                if self.core.shell.server().raft().leader() == Some(from) {
+                    let now = Instant::now();
+                    if let Some((leader, at)) = self.leader_seen {
+                        if leader == from {
+                            let gap = &mut self.core.stats.max_leader_gap;
+                            *gap = (*gap).max(now - at);
+                        }
+                    }
+                    self.leader_seen = Some((from, now));
+                }
+            }
             Input::ClientOpen(conn, tx) => {
                 self.clients.insert(conn, tx);
             }
@@ -198,14 +242,24 @@ impl<M: RawStateMachine> Owner<M> {
             }
             Input::Tick => {}
             Input::Call(call) => calls.push(call),
+            Input::SnapshotWritten(written) => self.written = Some(written),
             Input::Stop => return true,
         }
         false
     }
 
-    /// Carry out the batch and send what it produced.
+    /// Finish the snapshot written, carry out the batch, send what it
+    /// produced, and start a snapshot if one fell due.
     fn process(&mut self) -> Result<(), ShellError> {
-        let outputs = self.core.shell.process()?;
+        let snapshot = self.core.shell.server().raft().snapshot_meta().index;
+        if let Some(written) = self.written.take() {
+            if let Some(thread) = self.snapshot_thread.take() {
+                // It has sent its result: it is ending.
+                let _ = thread.join();
+            }
+            self.core.shell.finish_snapshot(written)?;
+        }
+        let outputs = self.core.shell.process_batches()?;
         for message in outputs.peer_messages {
             self.core.peers.send(message);
         }
@@ -218,12 +272,38 @@ impl<M: RawStateMachine> Owner<M> {
                 }
             }
         }
+        self.start_snapshot()?;
         let current = Status::of(self.core.shell.server());
+        if current.snapshot > snapshot {
+            self.core.stats.snapshots += 1;
+        }
         self.status.send_if_modified(|old| {
             let changed = *old != current;
             *old = current;
             changed
         });
+        Ok(())
+    }
+
+    /// Phase 1 of a snapshot, if one is due and none is in flight; its
+    /// file is written on a thread of its own.
+    fn start_snapshot(&mut self) -> Result<(), ShellError> {
+        let Some(job) = self.core.shell.start_snapshot()? else {
+            return Ok(());
+        };
+        let Some(inputs) = self.inputs_tx.upgrade() else {
+            // Every handle is gone and the loop is about to end: write it
+            // here, as the shell would.
+            self.core.shell.finish_snapshot(job.run())?;
+            return Ok(());
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("copycat-snapshot-{}", self.core.shell.id().0))
+            .spawn(move || {
+                let written = job.run();
+                let _ = inputs.blocking_send(Input::SnapshotWritten(written));
+            })?;
+        self.snapshot_thread = Some(thread);
         Ok(())
     }
 }

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::net::{accept, Limits};
 use crate::owner::{transfer_wait, wall_ms, Call, Core, Input, Owner, Peers};
-use crate::status::{Leadership, Status};
+use crate::status::{Leadership, LoopStats, Status};
 
 /// Inputs queued for the owner thread before connection tasks wait.
 const INPUT_QUEUE: usize = 4096;
@@ -292,6 +292,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             server,
             storage,
             seed: id ^ u64::from(std::process::id()) ^ wall_ms(),
+            compute_digests: false,
         };
         let disk = disk.unwrap_or_else(|| Arc::new(FsDisk::new()));
         let start = Instant::now();
@@ -333,11 +334,16 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             core: Core {
                 shell,
                 peers: peer_set,
+                stats: LoopStats::default(),
             },
             start,
             inputs: inputs_rx,
             status: status_tx,
             clients: BTreeMap::new(),
+            inputs_tx: inputs.downgrade(),
+            snapshot_thread: None,
+            written: None,
+            leader_seen: None,
         };
         let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
@@ -502,6 +508,14 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
         f: impl FnOnce(&ServerNode<M>) -> R + Send + 'static,
     ) -> Result<R, AdminError> {
         self.call(move |core| f(core.shell.server())).await
+    }
+
+    /// How promptly the server's owner thread worked since the last call
+    /// (or the start): its longest loop iteration, the longest gap between
+    /// messages from the leader, the snapshots it took. The maxima restart
+    /// from zero.
+    pub async fn take_loop_stats(&self) -> Result<LoopStats, AdminError> {
+        self.call(|core| std::mem::take(&mut core.stats)).await
     }
 
     async fn call<R: Send + 'static>(

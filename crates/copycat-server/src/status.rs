@@ -1,5 +1,7 @@
 //! What a running server reports about itself.
 
+use std::time::Duration;
+
 use copycat_raft::{LogIndex, MemberRole, NodeId, Role, Term};
 use copycat_replica::node::ServerNode;
 use copycat_replica::RawStateMachine;
@@ -62,4 +64,23 @@ pub struct Leadership {
     pub leader: Option<NodeId>,
     /// The term it leads (or the server's term while no leader is known).
     pub term: Term,
+}
+
+/// How promptly a server's owner thread (the one thread that runs the
+/// server core) got through its work over an interval; see
+/// [`crate::Server::take_loop_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Loop iterations: a batch of inputs handled, carried out and sent.
+    pub iterations: u64,
+    /// The longest iteration.
+    pub max_iteration: Duration,
+    /// The longest interval between two messages from the same leader, as
+    /// this server handled them (a leader sends at least a heartbeat per
+    /// heartbeat interval; more is a stall of the leader, the network or
+    /// this server).
+    pub max_leader_gap: Duration,
+    /// Times the latest snapshot advanced (one taken and made durable, or
+    /// one installed from the leader).
+    pub snapshots: u64,
 }

@@ -43,6 +43,10 @@ pub const TESTS: &[(&str, ConformanceTest)] = &[
     ("log_read_bytes_max", log_read_bytes_max),
     ("meta_roundtrip", meta_roundtrip),
     ("snapshot_roundtrip", snapshot_roundtrip),
+    (
+        "snapshot_sealed_on_another_thread",
+        snapshot_sealed_on_another_thread,
+    ),
     ("storage_bootstrap_and_open", storage_bootstrap_and_open),
     ("storage_install_snapshot", storage_install_snapshot),
     ("group_commit_threads", group_commit_threads),
@@ -387,6 +391,56 @@ pub fn snapshot_roundtrip(disk: Arc<dyn Disk>, dir: &Path) {
     assert_eq!(read, data[2..]);
     assert_eq!(store.read_all().unwrap().unwrap(), data[2..]);
     assert!(store.read_chunk(read.len() as u64 + 1, 10).is_err());
+}
+
+/// A snapshot is filled and sealed on another thread than the store's, then
+/// installed by the store; until then the previous snapshot stays current.
+/// A sealed snapshot older than the latest is refused and removed, and an
+/// abandoned one leaves no file.
+pub fn snapshot_sealed_on_another_thread(disk: Arc<dyn Disk>, dir: &Path) {
+    let (mut store, _) = SnapshotStore::open(Arc::clone(&disk), dir, Durability::Fsync, 0).unwrap();
+    let meta = |index: u64| SnapshotMeta {
+        index: LogIndex(index),
+        term: Term(3),
+        config: Configuration::with_voters([NodeId(1)]),
+    };
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 241) as u8).collect();
+    let first = store.begin(meta(10)).unwrap();
+    store.install(first).unwrap();
+    let mut writer = store.begin(meta(20)).unwrap();
+    let sealed = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                for chunk in data.chunks(7_000) {
+                    writer.write(chunk).unwrap();
+                }
+                writer.seal().unwrap()
+            })
+            .join()
+            .unwrap()
+    });
+    assert_eq!(sealed.meta(), &meta(20));
+    assert_eq!(sealed.data_len(), data.len() as u64);
+    assert_eq!(store.latest(), Some(&meta(10)), "sealed is not installed");
+    assert_eq!(store.install_sealed(sealed).unwrap(), meta(20));
+    assert_eq!(store.latest(), Some(&meta(20)));
+    assert_eq!(store.read_all().unwrap().unwrap(), data);
+
+    let older = store.begin(meta(15)).unwrap().seal().unwrap();
+    assert!(store.install_sealed(older).is_err());
+    let abandoned = store.begin(meta(30)).unwrap().seal().unwrap();
+    store.abort_sealed(abandoned).unwrap();
+    let names = disk.list_dir(dir).unwrap();
+    assert_eq!(
+        names.len(),
+        1,
+        "only the latest snapshot is left: {names:?}"
+    );
+    drop(store);
+    let (store, removed) = SnapshotStore::open(disk, dir, Durability::Fsync, 0).unwrap();
+    assert!(removed.is_empty());
+    assert_eq!(store.latest(), Some(&meta(20)));
+    assert_eq!(store.read_all().unwrap().unwrap(), data);
 }
 
 /// Bootstrap writes the initial configuration; open returns it; a second

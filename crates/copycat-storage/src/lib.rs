@@ -14,7 +14,8 @@
 //!   one write and one sync.
 //! - [`MetaStore`]: term, vote and configuration, replaced atomically.
 //! - [`SnapshotStore`]: checksummed snapshot files, streamed in and out in
-//!   chunks, installed atomically.
+//!   chunks, installed atomically; a [`SnapshotWriter`] is filled and
+//!   sealed (synced) anywhere, the rename into place is the store's.
 //! - [`Storage`]: all three for one data directory, with crash recovery that
 //!   builds the [`copycat_raft::PersistentState`] the Raft core restarts from.
 //! - [`conformance`]: the contract tests every [`Disk`] must pass.
@@ -91,5 +92,7 @@ pub use log::{
     SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 pub use meta::{Meta, MetaStore, META_MAGIC, META_VERSION};
-pub use snapshot::{SnapshotStore, SnapshotWriter, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+pub use snapshot::{
+    SealedSnapshot, SnapshotStore, SnapshotWriter, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
+};
 pub use storage::{RecoveryReport, Storage, StorageOptions};

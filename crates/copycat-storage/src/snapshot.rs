@@ -12,6 +12,12 @@
 //! A snapshot is streamed into `<name>.tmp`, which is then synced, renamed to
 //! its final name and the directory synced. Temp files left by a crash are
 //! removed on open. The latest snapshot is verified in full on open.
+//!
+//! Installing is two steps that may run on different threads: sealing
+//! ([`SnapshotWriter::seal`]: trailer and fdatasync of the temp file, the
+//! slow part, touching nothing but that file) and installing the sealed file
+//! ([`SnapshotStore::install_sealed`]: rename, directory sync, retention).
+//! [`SnapshotStore::install`] does both.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,7 +63,10 @@ pub struct SnapshotStore {
 }
 
 /// A snapshot being written. Created by [`SnapshotStore::begin`], filled with
-/// [`SnapshotWriter::write`], made current by [`SnapshotStore::install`].
+/// [`SnapshotWriter::write`], made current by [`SnapshotStore::install`] (or
+/// [`SnapshotWriter::seal`], then [`SnapshotStore::install_sealed`]). It
+/// touches only its temp file, so it may be filled and sealed on another
+/// thread than the store's.
 #[derive(Debug)]
 pub struct SnapshotWriter {
     meta: SnapshotMeta,
@@ -65,7 +74,34 @@ pub struct SnapshotWriter {
     data_start: u64,
     data_len: u64,
     crc: u32,
+    durability: Durability,
     disk: Arc<dyn Disk>,
+}
+
+/// A snapshot whose temp file is complete and durable (data, trailer,
+/// fdatasync) but not yet installed: a crash now leaves the previous
+/// snapshot current. Made by [`SnapshotWriter::seal`]; installed by
+/// [`SnapshotStore::install_sealed`] or dropped by
+/// [`SnapshotStore::abort_sealed`].
+#[derive(Debug)]
+pub struct SealedSnapshot {
+    meta: SnapshotMeta,
+    temp_path: PathBuf,
+    data_start: u64,
+    data_len: u64,
+    disk: Arc<dyn Disk>,
+}
+
+impl SealedSnapshot {
+    /// The metadata of the sealed snapshot.
+    pub fn meta(&self) -> &SnapshotMeta {
+        &self.meta
+    }
+
+    /// Bytes of data it holds.
+    pub fn data_len(&self) -> u64 {
+        self.data_len
+    }
 }
 
 fn file_name(meta: &SnapshotMeta) -> String {
@@ -120,6 +156,34 @@ impl SnapshotWriter {
         }
         self.write(chunk)
     }
+
+    /// Finishes the temp file: writes the trailer and, under
+    /// [`Durability::Fsync`], fdatasyncs it. The snapshot is not current
+    /// until [`SnapshotStore::install_sealed`] renames it into place.
+    pub fn seal(self) -> Result<SealedSnapshot> {
+        let mut trailer = Vec::with_capacity(TRAILER_BYTES as usize);
+        trailer.extend_from_slice(&self.data_len.to_le_bytes());
+        trailer.extend_from_slice(&self.crc.to_le_bytes());
+        trailer.extend_from_slice(&SNAPSHOT_END_MAGIC);
+        let temp = &self.temp_path;
+        self.disk
+            .write_at(temp, self.data_start + self.data_len, &trailer)
+            .map_err(io_error("write", temp))?;
+        if self.durability == Durability::Fsync {
+            self.disk.sync_data(temp).map_err(io_error("sync", temp))?;
+        }
+        Ok(SealedSnapshot {
+            meta: self.meta,
+            temp_path: self.temp_path,
+            data_start: self.data_start,
+            data_len: self.data_len,
+            disk: self.disk,
+        })
+    }
+}
+
+fn older_than_latest() -> StorageError {
+    StorageError::Snapshot("snapshot older than the latest installed".into())
 }
 
 /// Reads and verifies the header of a snapshot file.
@@ -328,44 +392,43 @@ impl SnapshotStore {
             data_start: header.len() as u64,
             data_len: 0,
             crc: 0,
+            durability: self.durability,
             disk: Arc::clone(&self.disk),
         })
     }
 
     /// Finishes `writer` and makes it the latest snapshot, durably: trailer,
-    /// fdatasync, rename, directory sync. Then removes snapshots beyond the
-    /// retention. Returns the installed metadata.
+    /// fdatasync, rename, directory sync ([`SnapshotWriter::seal`], then
+    /// [`install_sealed`](Self::install_sealed)). Then removes snapshots
+    /// beyond the retention. Returns the installed metadata.
     pub fn install(&mut self, writer: SnapshotWriter) -> Result<SnapshotMeta> {
-        if let Some(latest) = self.latest() {
-            if writer.meta.index < latest.index {
-                self.abort(writer)?;
-                return Err(StorageError::Snapshot(
-                    "snapshot older than the latest installed".into(),
-                ));
-            }
+        if self.is_older_than_latest(&writer.meta) {
+            self.abort(writer)?;
+            return Err(older_than_latest());
         }
-        let mut trailer = Vec::with_capacity(TRAILER_BYTES as usize);
-        trailer.extend_from_slice(&writer.data_len.to_le_bytes());
-        trailer.extend_from_slice(&writer.crc.to_le_bytes());
-        trailer.extend_from_slice(&SNAPSHOT_END_MAGIC);
-        let temp = &writer.temp_path;
-        self.disk
-            .write_at(temp, writer.data_start + writer.data_len, &trailer)
-            .map_err(io_error("write", temp))?;
-        if self.durability == Durability::Fsync {
-            self.disk.sync_data(temp).map_err(io_error("sync", temp))?;
+        self.install_sealed(writer.seal()?)
+    }
+
+    /// Makes a sealed snapshot the latest, durably: rename, directory sync.
+    /// Then removes snapshots beyond the retention. Returns the installed
+    /// metadata. A snapshot older than the latest is removed and refused.
+    pub fn install_sealed(&mut self, sealed: SealedSnapshot) -> Result<SnapshotMeta> {
+        if self.is_older_than_latest(&sealed.meta) {
+            self.abort_sealed(sealed)?;
+            return Err(older_than_latest());
         }
-        let path = self.dir.join(file_name(&writer.meta));
+        let temp = &sealed.temp_path;
+        let path = self.dir.join(file_name(&sealed.meta));
         self.disk
             .rename(temp, &path)
             .map_err(io_error("rename", temp))?;
         self.sync_dir()?;
         self.installed.retain(|installed| installed.path != path);
         self.installed.push(Installed {
-            meta: writer.meta.clone(),
+            meta: sealed.meta.clone(),
             path,
-            data_start: writer.data_start,
-            data_len: writer.data_len,
+            data_start: sealed.data_start,
+            data_len: sealed.data_len,
         });
         while self.installed.len() > self.retained_old + 1 {
             let old = self.installed.remove(0);
@@ -374,7 +437,12 @@ impl SnapshotStore {
                 .map_err(io_error("remove", &old.path))?;
             self.sync_dir()?;
         }
-        Ok(writer.meta)
+        Ok(sealed.meta)
+    }
+
+    fn is_older_than_latest(&self, meta: &SnapshotMeta) -> bool {
+        self.latest()
+            .is_some_and(|latest| meta.index < latest.index)
     }
 
     /// Abandons a snapshot being written and removes its temp file.
@@ -382,6 +450,14 @@ impl SnapshotStore {
         self.disk
             .remove(&writer.temp_path)
             .map_err(io_error("remove", &writer.temp_path))
+    }
+
+    /// Abandons a sealed snapshot and removes its temp file.
+    pub fn abort_sealed(&self, sealed: SealedSnapshot) -> Result<()> {
+        sealed
+            .disk
+            .remove(&sealed.temp_path)
+            .map_err(io_error("remove", &sealed.temp_path))
     }
 
     fn sync_dir(&self) -> Result<()> {

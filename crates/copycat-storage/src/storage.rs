@@ -19,7 +19,7 @@ use crate::disk::Disk;
 use crate::error::{Result, StorageError};
 use crate::log::{LogOptions, LogRecovery, LogStore};
 use crate::meta::{Meta, MetaStore};
-use crate::snapshot::{SnapshotStore, SnapshotWriter};
+use crate::snapshot::{SealedSnapshot, SnapshotStore, SnapshotWriter};
 
 /// Options of a [`Storage`].
 #[derive(Clone, Debug, Default)]
@@ -237,6 +237,25 @@ impl Storage {
     /// after the snapshot.
     pub fn install_snapshot(&mut self, writer: SnapshotWriter) -> Result<SnapshotMeta> {
         let meta = self.snapshots.install(writer)?;
+        self.align_log(&meta)?;
+        Ok(meta)
+    }
+
+    /// [`install_snapshot`](Self::install_snapshot) for a snapshot already
+    /// sealed ([`SnapshotWriter::seal`], e.g. on another thread): only the
+    /// rename, the directory sync and the log's alignment remain.
+    pub fn install_sealed_snapshot(&mut self, sealed: SealedSnapshot) -> Result<SnapshotMeta> {
+        let meta = self.snapshots.install_sealed(sealed)?;
+        self.align_log(&meta)?;
+        Ok(meta)
+    }
+
+    /// Abandons a sealed snapshot and removes its temp file.
+    pub fn abort_sealed_snapshot(&self, sealed: SealedSnapshot) -> Result<()> {
+        self.snapshots.abort_sealed(sealed)
+    }
+
+    fn align_log(&mut self, meta: &SnapshotMeta) -> Result<()> {
         // A snapshot ending right before the log (or re-installed) leaves
         // the log as it is; the leader's consistency check truncates any
         // conflicting suffix later.
@@ -247,7 +266,7 @@ impl Storage {
             self.log.reset(meta.index.next())?;
         }
         self.invariants();
-        Ok(meta)
+        Ok(())
     }
 
     /// Appends entries to the log (buffered; see [`LogStore::sync`]).

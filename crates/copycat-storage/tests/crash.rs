@@ -300,6 +300,53 @@ fn interrupted_meta_and_snapshot_writes_leave_the_old_state() {
     assert_eq!(report.removed_temp_files.len(), 2, "{report:?}");
 }
 
+/// Sealing (trailer, fdatasync) and installing (rename, dir sync) are
+/// separate steps: a crash between them leaves the previous snapshot, a
+/// crash after them the new one, whole.
+#[test]
+fn a_sealed_snapshot_is_current_after_a_crash_only_once_installed() {
+    let options = StorageOptions::default();
+    let meta = SnapshotMeta {
+        index: LogIndex(10),
+        term: Term(1),
+        config: Configuration::with_voters([NodeId(1)]),
+    };
+    let data: Vec<u8> = (0..30_000u32).map(|i| (i % 239) as u8).collect();
+    for install in [false, true] {
+        let disk = FaultDisk::new(9);
+        let dir = Path::new("/sealed");
+        Storage::bootstrap(
+            shared(&disk),
+            dir,
+            options.clone(),
+            Configuration::with_voters([NodeId(1)]),
+        )
+        .unwrap();
+        let (mut storage, _, _) = Storage::open(shared(&disk), dir, options.clone()).unwrap();
+        storage.append(&conformance::entries(1, 20, 1)).unwrap();
+        storage.sync().unwrap();
+        let mut writer = storage.begin_snapshot(meta.clone()).unwrap();
+        writer.write(&data).unwrap();
+        let sealed = writer.seal().unwrap();
+        if install {
+            assert_eq!(storage.install_sealed_snapshot(sealed).unwrap(), meta);
+        } else {
+            drop(sealed);
+        }
+        disk.crash();
+        drop(storage);
+        let (storage, state, report) = Storage::open(shared(&disk), dir, options.clone()).unwrap();
+        if install {
+            assert_eq!(state.snapshot, meta);
+            assert_eq!(storage.snapshots().read_all().unwrap().unwrap(), data);
+        } else {
+            assert_eq!(state.snapshot.index, LogIndex(0));
+            assert!(report.removed_temp_files.len() <= 1, "{report:?}");
+        }
+        assert_eq!(state.entries.last().map(|e| e.index), Some(LogIndex(20)));
+    }
+}
+
 #[test]
 fn snapshot_newer_than_log_resets_the_log_on_open() {
     let disk = FaultDisk::new(8);

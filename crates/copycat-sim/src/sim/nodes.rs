@@ -10,7 +10,7 @@ use std::sync::Arc;
 use copycat_proto::ClientRequest;
 use copycat_raft::{Entry, LogIndex, MessageBody, NodeId, ReadPath, Role, Term, Time};
 use copycat_replica::node::ServerConfig;
-use copycat_replica::shell::{Shell, ShellConfig, Written};
+use copycat_replica::shell::{Shell, ShellConfig, SnapshotJob, SnapshotReport, Written};
 use copycat_replica::{Applied, Typed};
 use copycat_storage::{Disk, FaultDisk, LogOptions, StorageOptions};
 use rand::Rng;
@@ -24,6 +24,9 @@ use crate::invariants::DurableLog;
 pub(super) struct LiveNode {
     pub(super) shell: Shell<Typed<KvMachine>>,
     pub(super) sync_scheduled: bool,
+    /// A snapshot taken and being written (phase 2, modelled as taking a
+    /// disk latency and a millisecond; see `complete_snapshot`).
+    snapshot_job: Option<SnapshotJob>,
     /// Entries written but not yet synced: index to term.
     written: BTreeMap<LogIndex, Term>,
     last_role: Role,
@@ -107,6 +110,7 @@ impl Simulation {
             server: server_config(raft, &params),
             storage: storage_options(&params),
             seed,
+            compute_digests: true,
         };
         let disk: Arc<dyn Disk> = Arc::new(sim_node.disk.clone());
         let wall = (self.now as i64 + WALL_EPOCH_MS + sim_node.wall_skew_ms) as u64;
@@ -185,6 +189,7 @@ impl Simulation {
         sim_node.live = Some(LiveNode {
             shell,
             sync_scheduled: false,
+            snapshot_job: None,
             written: BTreeMap::new(),
             last_role: Role::Follower,
             last_term: Term(0),
@@ -340,8 +345,9 @@ impl Simulation {
             self.nodes[node].durable.terms.extend(durable);
         }
         self.observe_applied(node, &written.applied)?;
-        if let Some((meta, digest)) = &written.installed {
-            self.observer.on_snapshot(id, meta.index, *digest)?;
+        if let Some(SnapshotReport { meta, digest }) = &written.installed {
+            let digest = digest.expect("the simulator computes digests");
+            self.observer.on_snapshot(id, meta.index, digest)?;
             let live = self.nodes[node].live.as_ref().expect("live");
             self.observer
                 .check_restored(id, live.shell.server().replica(), "snapshot install")?;
@@ -436,17 +442,61 @@ impl Simulation {
             self.fail(failure);
             return;
         }
-        if let Some((meta, digest)) = synced.taken {
-            if let Err(failure) = self.observer.on_snapshot(id, meta.index, digest) {
-                self.fail(failure);
+        // Phase 1 of a snapshot that fell due; phase 2 (writing and
+        // syncing it) takes a disk latency, while the node keeps working.
+        let live = self.nodes[node].live.as_mut().expect("live");
+        match live.shell.start_snapshot() {
+            Ok(None) => {}
+            Ok(Some(job)) => {
+                let index = job.meta().index;
+                live.snapshot_job = Some(job);
+                let incarnation = self.nodes[node].incarnation;
+                let latency = self.params.disk_latency_ms + 1;
+                self.schedule(latency, Event::SnapshotWritten { node, incarnation });
+                self.trace(format_args!("{id:?} started snapshot at {index:?}"));
+            }
+            Err(error) => {
+                self.fail(format!("{id:?} snapshot: {error}"));
                 return;
             }
-            let durable = &mut self.nodes[node].durable;
-            durable.snapshot = durable.snapshot.max(meta.index);
-            self.trace(format_args!("{id:?} took snapshot at {:?}", meta.index));
         }
         self.after_step(node);
         self.flush_outputs(node);
+    }
+
+    /// The node's snapshot job ran (phase 2: its file written and synced):
+    /// install it and tell the core (phase 3), then carry out what that
+    /// produced (the log purge).
+    pub(super) fn complete_snapshot(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        let live = self.nodes[node].live.as_mut().expect("live");
+        let Some(job) = live.snapshot_job.take() else {
+            return;
+        };
+        let index = job.meta().index;
+        let finished = live.shell.finish_snapshot(job.run());
+        live.shell.storage().invariants();
+        match finished {
+            Ok(Some(SnapshotReport { meta, digest })) => {
+                let digest = digest.expect("the simulator computes digests");
+                if let Err(failure) = self.observer.on_snapshot(id, meta.index, digest) {
+                    self.fail(failure);
+                    return;
+                }
+                let durable = &mut self.nodes[node].durable;
+                durable.snapshot = durable.snapshot.max(meta.index);
+                self.trace(format_args!("{id:?} took snapshot at {:?}", meta.index));
+            }
+            Ok(None) => self.trace(format_args!(
+                "{id:?} dropped snapshot at {index:?} (a newer one was installed)"
+            )),
+            Err(error) => {
+                self.fail(format!("{id:?} snapshot: {error}"));
+                return;
+            }
+        }
+        self.after_step(node);
+        self.process(node);
     }
 
     /// Checks after a node handled inputs: its own invariants, commit

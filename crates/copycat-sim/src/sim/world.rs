@@ -79,6 +79,11 @@ pub(super) enum Event {
         node: usize,
         incarnation: u64,
     },
+    /// A node's snapshot job has written and synced its file.
+    SnapshotWritten {
+        node: usize,
+        incarnation: u64,
+    },
     ClientWake {
         client: usize,
     },
@@ -366,6 +371,11 @@ impl Simulation {
                     self.process(node);
                 }
             }
+            Event::SnapshotWritten { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation && self.nodes[node].live.is_some() {
+                    self.complete_snapshot(node);
+                }
+            }
             Event::ClientWake { client } => self.client_wake(client),
             Event::ClientRequest {
                 node,
@@ -419,6 +429,7 @@ fn event_target(event: &Event) -> Option<usize> {
         Event::Deliver(message) => Some((message.to.0 - 1) as usize),
         Event::Sync { node, .. }
         | Event::Process { node, .. }
+        | Event::SnapshotWritten { node, .. }
         | Event::ClientRequest { node, .. } => Some(*node),
         _ => None,
     }

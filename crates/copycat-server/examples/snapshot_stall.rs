@@ -1,0 +1,290 @@
+//! How long taking a snapshot stalls a server. Three embedded servers
+//! (fsync on, data in a temp dir) hold a state machine of 1 MiB blobs; a
+//! client grows it to about 200 MB while every server snapshots every
+//! `--every` entries, then keeps it busy with small commands through more
+//! snapshots of the full state. For each phase it reports, per server, the
+//! longest owner-loop iteration and the longest gap between messages from
+//! the leader (`Server::take_loop_stats`), the snapshots taken, the
+//! elections, and the slowest command.
+//!
+//! ```text
+//! cargo run --release -p copycat-server --example snapshot_stall -- \
+//!     --blobs=200 --every=50 --steady=120
+//! ```
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use copycat_client::{Client, Machine};
+use copycat_server::{ApplyContext, LoopStats, QueryContext, RestoreError, Server, StateMachine};
+use serde::{Deserialize, Serialize};
+
+/// A state machine that only grows: blobs appended one per command.
+#[derive(Default)]
+pub struct Blobs {
+    blobs: Vec<Bytes>,
+    touches: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum Command {
+    /// Keep a blob; answers the bytes held.
+    Append(Bytes),
+    /// Change a counter; answers the bytes held.
+    Touch,
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum Query {
+    /// The bytes held.
+    Size,
+}
+
+impl Blobs {
+    fn size(&self) -> u64 {
+        self.blobs.iter().map(|b| b.len() as u64).sum()
+    }
+}
+
+impl StateMachine for Blobs {
+    type Command = Command;
+    type Query = Query;
+    type Output = u64;
+    type Error = String;
+
+    fn apply(&mut self, _ctx: &mut ApplyContext<'_>, command: Command) -> Result<u64, String> {
+        match command {
+            Command::Append(blob) => self.blobs.push(blob),
+            Command::Touch => self.touches += 1,
+        }
+        Ok(self.size())
+    }
+
+    fn query(&self, _ctx: &QueryContext, Query::Size: Query) -> Result<u64, String> {
+        Ok(self.size())
+    }
+
+    /// One pass into a buffer of the right size: the counter, then each
+    /// blob after its length (little-endian `u64`s).
+    fn snapshot(&self) -> Bytes {
+        let len = 8 + self.blobs.iter().map(|b| 8 + b.len()).sum::<usize>();
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&self.touches.to_le_bytes());
+        for blob in &self.blobs {
+            out.extend_from_slice(&(blob.len() as u64).to_le_bytes());
+            out.extend_from_slice(blob);
+        }
+        Bytes::from(out)
+    }
+
+    fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
+        let truncated = || RestoreError("truncated blobs image".into());
+        let (touches, mut rest) = data.split_first_chunk::<8>().ok_or_else(truncated)?;
+        let mut blobs = Vec::new();
+        while let Some((len, tail)) = rest.split_first_chunk::<8>() {
+            let len = u64::from_le_bytes(*len) as usize;
+            if tail.len() < len {
+                return Err(truncated());
+            }
+            blobs.push(Bytes::copy_from_slice(&tail[..len]));
+            rest = &tail[len..];
+        }
+        if !rest.is_empty() {
+            return Err(truncated());
+        }
+        *self = Self {
+            blobs,
+            touches: u64::from_le_bytes(*touches),
+        };
+        Ok(())
+    }
+}
+
+/// The client's view of [`Blobs`].
+pub struct BlobsClient;
+
+impl Machine for BlobsClient {
+    type Command = Command;
+    type Query = Query;
+    type Output = u64;
+    type Error = String;
+}
+
+/// The settings, from `--name=value` arguments.
+struct Settings {
+    blobs: usize,
+    every: u64,
+    steady: usize,
+}
+
+impl Settings {
+    fn from_args() -> Result<Self, String> {
+        let mut settings = Self {
+            blobs: 200,
+            every: 50,
+            steady: 120,
+        };
+        for arg in std::env::args().skip(1) {
+            let (name, value) = arg
+                .strip_prefix("--")
+                .and_then(|a| a.split_once('='))
+                .ok_or_else(|| format!("expected --name=value, got {arg}"))?;
+            let value: u64 = value.parse().map_err(|e| format!("{name}: {e}"))?;
+            match name {
+                "blobs" => settings.blobs = value as usize,
+                "every" => settings.every = value,
+                "steady" => settings.steady = value as usize,
+                _ => return Err(format!("unknown setting {name}")),
+            }
+        }
+        Ok(settings)
+    }
+}
+
+const BLOB_BYTES: usize = 1 << 20;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let settings = Settings::from_args()?;
+    let dir = tempfile::tempdir()?;
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
+    }
+    let addrs: Vec<String> = (listeners.iter())
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<Result<_, _>>()?;
+    let members: Vec<(u64, String)> = (1..).zip(addrs.iter().cloned()).collect();
+    let mut servers = Vec::new();
+    for ((id, _), listener) in members.iter().zip(listeners) {
+        let every = settings.every;
+        let server = Server::builder(Blobs::default())
+            .id(*id)
+            .listener(listener)
+            .data_dir(dir.path().join(format!("server-{id}")))
+            .bootstrap(members.clone())
+            .fsync(true)
+            .configure(move |c| {
+                c.snapshot_every_entries = every;
+                c.replica.max_command_bytes = 2 * BLOB_BYTES;
+            })
+            .start()
+            .await?;
+        servers.push(server);
+    }
+    servers[0].wait_for_leader(Duration::from_secs(10)).await?;
+    let client = Client::builder()
+        .servers(addrs)
+        .max_payload_bytes(2 * BLOB_BYTES)
+        .request_timeout(Duration::from_secs(120))
+        .session_timeout(Duration::from_secs(60))
+        .ignore_events()
+        .connect()
+        .await?;
+    let blobs = client.machine::<BlobsClient>();
+    println!(
+        "3 servers, fsync on, data in {}; a snapshot every {} entries",
+        dir.path().display(),
+        settings.every
+    );
+
+    let phase = Phase::start(&servers).await?;
+    let mut slowest = Duration::ZERO;
+    let mut size = 0;
+    for i in 0..settings.blobs {
+        let blob = Bytes::from(vec![(i % 251) as u8; BLOB_BYTES]);
+        let sent = Instant::now();
+        size = blobs.command(Command::Append(blob)).await?;
+        slowest = slowest.max(sent.elapsed());
+    }
+    let name = format!("grow to {} MB", size / 1_000_000);
+    phase.report(&name, &servers, slowest).await?;
+
+    let phase = Phase::start(&servers).await?;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..settings.steady {
+        let sent = Instant::now();
+        blobs.command(Command::Touch).await?;
+        slowest = slowest.max(sent.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let name = format!(
+        "{} small commands at {} MB",
+        settings.steady,
+        size / 1_000_000
+    );
+    phase.report(&name, &servers, slowest).await?;
+
+    client.close().await;
+    for server in servers {
+        server.shutdown().await?;
+    }
+    Ok(())
+}
+
+/// A measured stretch of the run.
+struct Phase {
+    started: Instant,
+    terms: Vec<u64>,
+}
+
+impl Phase {
+    /// Restart every server's loop statistics.
+    async fn start(servers: &[Server<copycat_server::Typed<Blobs>>]) -> Result<Self, String> {
+        let mut terms = Vec::new();
+        for server in servers {
+            server.take_loop_stats().await.map_err(|e| e.to_string())?;
+            terms.push(server.status().term.0);
+        }
+        Ok(Self {
+            started: Instant::now(),
+            terms,
+        })
+    }
+
+    /// Print each server's statistics since the start, and one summary line.
+    async fn report(
+        self,
+        name: &str,
+        servers: &[Server<copycat_server::Typed<Blobs>>],
+        slowest: Duration,
+    ) -> Result<(), String> {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "== {name}: {:.1} s, slowest command {:.0} ms",
+            self.started.elapsed().as_secs_f64(),
+            ms(slowest)
+        );
+        let mut leader_iteration = Duration::ZERO;
+        let mut follower_gap = Duration::ZERO;
+        let mut elections = 0;
+        for (server, term) in servers.iter().zip(&self.terms) {
+            let stats: LoopStats = server.take_loop_stats().await.map_err(|e| e.to_string())?;
+            let status = server.status();
+            elections = elections.max(status.term.0 - term);
+            let role = if status.is_leader() {
+                leader_iteration = leader_iteration.max(stats.max_iteration);
+                "leader  "
+            } else {
+                follower_gap = follower_gap.max(stats.max_leader_gap);
+                "follower"
+            };
+            println!(
+                "   server {} {role}: longest loop iteration {:7.1} ms, longest gap from the leader {:7.1} ms, {} iterations, {} snapshots, term {}",
+                server.id().0,
+                ms(stats.max_iteration),
+                ms(stats.max_leader_gap),
+                stats.iterations,
+                stats.snapshots,
+                status.term.0,
+            );
+        }
+        println!(
+            "RESULT phase=\"{name}\" leader_max_iteration_ms={:.1} follower_max_leader_gap_ms={:.1} elections={elections} slowest_command_ms={:.0}",
+            ms(leader_iteration),
+            ms(follower_gap),
+            ms(slowest)
+        );
+        Ok(())
+    }
+}
