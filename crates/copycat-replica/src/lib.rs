@@ -139,7 +139,10 @@ mod timers;
 
 pub use config::{ReplicaConfig, ReplicaConfigError};
 pub use image::ReplicaImage;
-pub use machine::{ApplyContext, QueryContext, RawStateMachine, RestoreError, StateMachine, Typed};
+pub use machine::{
+    ApplyContext, DeferredSnapshot, QueryContext, RawStateMachine, RestoreError, StateMachine,
+    Typed,
+};
 pub use replica::{Applied, Outcome, QueryOutcome, Replica, SnapshotError};
 pub use sessions::SessionInfo;
 pub use timers::{TimerId, TooManyTimers};

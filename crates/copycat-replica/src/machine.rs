@@ -198,9 +198,23 @@ pub trait StateMachine {
     /// The whole state, canonically encoded (equal states give equal bytes).
     fn snapshot(&self) -> Bytes;
 
+    /// Optionally, the same image encoded later, on another thread: return
+    /// a closure over a cheap frozen copy of the state (an `Arc` of a
+    /// persistent or copy-on-write structure) that produces exactly what
+    /// [`snapshot`](Self::snapshot) would have now. The server then encodes
+    /// a large state without pausing Raft. The default (`None`) encodes
+    /// with `snapshot` on the server's main thread.
+    fn deferred_snapshot(&self) -> Option<DeferredSnapshot> {
+        None
+    }
+
     /// Replace the state with one produced by [`StateMachine::snapshot`].
     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError>;
 }
+
+/// A state machine image to be encoded later, anywhere; see
+/// [`StateMachine::deferred_snapshot`].
+pub type DeferredSnapshot = Box<dyn FnOnce() -> Bytes + Send>;
 
 /// The byte-oriented interface the replica drives. Implement it directly to
 /// use your own encoding; [`Typed`] implements it for any [`StateMachine`].
@@ -223,6 +237,10 @@ pub trait RawStateMachine {
     fn session_closed(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId);
     /// See [`StateMachine::snapshot`].
     fn snapshot(&self) -> Bytes;
+    /// See [`StateMachine::deferred_snapshot`].
+    fn deferred_snapshot(&self) -> Option<DeferredSnapshot> {
+        None
+    }
     /// See [`StateMachine::restore`].
     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError>;
 }
@@ -276,6 +294,10 @@ impl<S: StateMachine> RawStateMachine for Typed<S> {
 
     fn snapshot(&self) -> Bytes {
         self.0.snapshot()
+    }
+
+    fn deferred_snapshot(&self) -> Option<DeferredSnapshot> {
+        self.0.deferred_snapshot()
     }
 
     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {

@@ -612,7 +612,10 @@ impl<M: RawStateMachine> Replica<M> {
             state.sessions.clear_cached_results();
             return ReplicaImage::encode(SNAPSHOT_VERSION, &state, self.machine.snapshot());
         }
-        ReplicaImage::encode(SNAPSHOT_VERSION, &self.state, self.machine.snapshot())
+        match self.machine.deferred_snapshot() {
+            Some(machine) => ReplicaImage::deferred(SNAPSHOT_VERSION, &self.state, machine),
+            None => ReplicaImage::encode(SNAPSHOT_VERSION, &self.state, self.machine.snapshot()),
+        }
     }
 
     /// Replace the whole replica state with a [`Replica::snapshot`] image.

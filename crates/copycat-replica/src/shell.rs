@@ -153,17 +153,23 @@ impl SnapshotJob {
         self.writer.meta()
     }
 
-    /// Bytes of the replica image to write.
-    pub fn image_len(&self) -> u64 {
+    /// Whether the state machine's part of the image is still to be
+    /// encoded (by [`run`](Self::run)).
+    pub fn is_deferred(&self) -> bool {
+        self.image.is_deferred()
+    }
+
+    /// Bytes of the replica image to write (encoding a deferred part now).
+    pub fn image_len(&mut self) -> u64 {
         self.image.len()
     }
 
-    /// Write the image to the temp file and seal it (trailer, fdatasync).
-    /// Touches nothing but that file.
+    /// Encode a deferred state machine image, write the image to the temp
+    /// file and seal it (trailer, fdatasync). Touches nothing but that file.
     pub fn run(self) -> Result<WrittenSnapshot, StorageError> {
         let Self {
             mut writer,
-            image,
+            mut image,
             digest,
         } = self;
         for part in image.parts() {
@@ -428,7 +434,7 @@ impl<M: RawStateMachine> Shell<M> {
         };
         let digest = self.compute_digests.then(|| self.server.replica().digest());
         let writer = self.storage.begin_snapshot(meta.clone())?;
-        tracing::debug!(id = ?self.id(), index = ?meta.index, bytes = image.len(), "taking a snapshot");
+        tracing::debug!(id = ?self.id(), index = ?meta.index, deferred = image.is_deferred(), "taking a snapshot");
         self.taking = Some(meta);
         Ok(Some(SnapshotJob {
             writer,
@@ -828,6 +834,7 @@ mod tests {
         assert_eq!(meta.index, applied);
         assert_eq!(shell.server().raft().term_at(applied), Some(meta.term));
         assert_eq!(meta.config, shell.server().raft().configuration().1.clone());
+        let mut job = job;
         assert!(job.image_len() > 0);
         assert_eq!(shell.snapshot_in_flight(), Some(&meta));
         assert!(

@@ -9,8 +9,11 @@
 //!
 //! ```text
 //! cargo run --release -p copycat-server --example snapshot_stall -- \
-//!     --blobs=200 --every=50 --steady=120
+//!     --blobs=200 --every=50 --steady=120 [--deferred=1]
 //! ```
+//!
+//! `--deferred=1` has the state machine encode its snapshots on the
+//! snapshot thread (`StateMachine::deferred_snapshot`).
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,9 @@ use serde::{Deserialize, Serialize};
 pub struct Blobs {
     blobs: Vec<Bytes>,
     touches: u64,
+    /// Encode snapshots on the snapshot thread (`--deferred=1`): the
+    /// frozen copy is the list of blob handles, not the bytes.
+    deferred: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -46,6 +52,19 @@ impl Blobs {
     }
 }
 
+/// One pass into a buffer of the right size: the counter, then each blob
+/// after its length (little-endian `u64`s).
+fn encode(touches: u64, blobs: &[Bytes]) -> Bytes {
+    let len = 8 + blobs.iter().map(|b| 8 + b.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&touches.to_le_bytes());
+    for blob in blobs {
+        out.extend_from_slice(&(blob.len() as u64).to_le_bytes());
+        out.extend_from_slice(blob);
+    }
+    Bytes::from(out)
+}
+
 impl StateMachine for Blobs {
     type Command = Command;
     type Query = Query;
@@ -64,17 +83,16 @@ impl StateMachine for Blobs {
         Ok(self.size())
     }
 
-    /// One pass into a buffer of the right size: the counter, then each
-    /// blob after its length (little-endian `u64`s).
     fn snapshot(&self) -> Bytes {
-        let len = 8 + self.blobs.iter().map(|b| 8 + b.len()).sum::<usize>();
-        let mut out = Vec::with_capacity(len);
-        out.extend_from_slice(&self.touches.to_le_bytes());
-        for blob in &self.blobs {
-            out.extend_from_slice(&(blob.len() as u64).to_le_bytes());
-            out.extend_from_slice(blob);
+        encode(self.touches, &self.blobs)
+    }
+
+    fn deferred_snapshot(&self) -> Option<copycat_server::DeferredSnapshot> {
+        if !self.deferred {
+            return None;
         }
-        Bytes::from(out)
+        let (touches, blobs) = (self.touches, self.blobs.clone());
+        Some(Box::new(move || encode(touches, &blobs)))
     }
 
     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
@@ -92,10 +110,8 @@ impl StateMachine for Blobs {
         if !rest.is_empty() {
             return Err(truncated());
         }
-        *self = Self {
-            blobs,
-            touches: u64::from_le_bytes(*touches),
-        };
+        self.blobs = blobs;
+        self.touches = u64::from_le_bytes(*touches);
         Ok(())
     }
 }
@@ -115,6 +131,7 @@ struct Settings {
     blobs: usize,
     every: u64,
     steady: usize,
+    deferred: bool,
 }
 
 impl Settings {
@@ -123,6 +140,7 @@ impl Settings {
             blobs: 200,
             every: 50,
             steady: 120,
+            deferred: false,
         };
         for arg in std::env::args().skip(1) {
             let (name, value) = arg
@@ -134,6 +152,7 @@ impl Settings {
                 "blobs" => settings.blobs = value as usize,
                 "every" => settings.every = value,
                 "steady" => settings.steady = value as usize,
+                "deferred" => settings.deferred = value != 0,
                 _ => return Err(format!("unknown setting {name}")),
             }
         }
@@ -158,18 +177,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut servers = Vec::new();
     for ((id, _), listener) in members.iter().zip(listeners) {
         let every = settings.every;
-        let server = Server::builder(Blobs::default())
-            .id(*id)
-            .listener(listener)
-            .data_dir(dir.path().join(format!("server-{id}")))
-            .bootstrap(members.clone())
-            .fsync(true)
-            .configure(move |c| {
-                c.snapshot_every_entries = every;
-                c.replica.max_command_bytes = 2 * BLOB_BYTES;
-            })
-            .start()
-            .await?;
+        let server = Server::builder(Blobs {
+            deferred: settings.deferred,
+            ..Blobs::default()
+        })
+        .id(*id)
+        .listener(listener)
+        .data_dir(dir.path().join(format!("server-{id}")))
+        .bootstrap(members.clone())
+        .fsync(true)
+        .configure(move |c| {
+            c.snapshot_every_entries = every;
+            c.replica.max_command_bytes = 2 * BLOB_BYTES;
+        })
+        .start()
+        .await?;
         servers.push(server);
     }
     servers[0].wait_for_leader(Duration::from_secs(10)).await?;

@@ -68,6 +68,6 @@ pub use copycat_proto::SessionId;
 pub use copycat_raft::{MemberRole, NodeId, Role};
 pub use copycat_replica::node::ServerConfig;
 pub use copycat_replica::{
-    codec, ApplyContext, QueryContext, RawStateMachine, RestoreError, SessionInfo, StateMachine,
-    TimerId, TooManyTimers, Typed,
+    codec, ApplyContext, DeferredSnapshot, QueryContext, RawStateMachine, RestoreError,
+    SessionInfo, StateMachine, TimerId, TooManyTimers, Typed,
 };
