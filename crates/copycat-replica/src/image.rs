@@ -41,7 +41,7 @@ impl ReplicaImage {
     /// Encode `state` after `version`, then the length of `machine`, as
     /// postcard encodes a struct of the state and the machine image.
     pub(crate) fn encode<S: Serialize>(version: u8, state: &S, machine: Bytes) -> Self {
-        let mut image = Self::deferred(version, state, Box::new(|| Bytes::new()));
+        let mut image = Self::deferred(version, state, Box::new(Bytes::new));
         image.machine = ready(machine);
         image
     }
