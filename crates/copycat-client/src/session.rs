@@ -1184,9 +1184,14 @@ impl ClientSession {
             .collect();
         for sequence in due {
             let payload = self.commands[&sequence].payload.clone();
+            // Acknowledge on the command path too, so the servers' result
+            // cache holds only what is in flight, not everything since the
+            // last keep-alive.
+            let acked = self.session.as_ref().map_or(Sequence::ZERO, acknowledged);
             let request = Request::Command {
                 session: id,
                 sequence,
+                acked,
                 payload,
             };
             let Some(request_id) = self.send(RequestKind::Command(sequence), request) else {
@@ -1220,8 +1225,8 @@ impl ClientSession {
 #[cfg(test)]
 mod tests;
 
-/// The command sequence a keep-alive acknowledges: every result the
-/// application was handed, in order.
+/// The command sequence keep-alives and commands acknowledge: every result
+/// the application was handed, in order.
 fn acknowledged(session: &Registered) -> Sequence {
     #[cfg(feature = "planted-bugs")]
     if copycat_planted::active(copycat_planted::PlantedBug::AcknowledgeUnreceivedResults) {

@@ -62,6 +62,10 @@ pub enum Request {
         session: SessionId,
         /// The command's sequence; resubmissions reuse it.
         sequence: Sequence,
+        /// Highest command sequence whose response the client has received,
+        /// with every earlier one (acknowledges results on the command
+        /// path, as a keep-alive does).
+        acked: Sequence,
         /// The encoded command.
         payload: Bytes,
     },

@@ -29,6 +29,7 @@
 //!     body: LogBody::Command {
 //!         session: SessionId(3),
 //!         sequence: Sequence(1),
+//!         acked: Sequence(0),
 //!         payload: Bytes::from_static(b"put x 1"),
 //!     },
 //! };
@@ -58,7 +59,7 @@ pub use hello::{Hello, ServerHello, MAX_FRAME_BYTES};
 pub use log::{LogBody, LogCommand};
 
 /// The format version written at the start of every frame by this build.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 macro_rules! newtype {
     ($(#[$meta:meta])* $name:ident($inner:ty), $prefix:literal) => {
@@ -293,7 +294,7 @@ mod tests {
                 0 => LogBody::Register { client: ClientId(u128::from(sequence) << 64 | 3), timeout_ms: sequence },
                 1 => LogBody::KeepAlive { session, command_sequence: Sequence(sequence), event_index: EventIndex(sequence / 2) },
                 2 => LogBody::Unregister { session },
-                3 => LogBody::Command { session, sequence: Sequence(sequence), payload: Bytes::from(payload) },
+                3 => LogBody::Command { session, sequence: Sequence(sequence), acked: Sequence(sequence / 3), payload: Bytes::from(payload) },
                 4 => LogBody::Expire { session },
                 _ => LogBody::Tick,
             };

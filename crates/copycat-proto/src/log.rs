@@ -53,6 +53,11 @@ pub enum LogBody {
         session: SessionId,
         /// The command's sequence in the session (1, 2, 3, ...).
         sequence: Sequence,
+        /// Highest command sequence whose response the client has received,
+        /// with every earlier one: cached results up to it are dropped
+        /// before the command applies, so the cache holds only what is in
+        /// flight (Raft thesis §6.3) without waiting for a keep-alive.
+        acked: Sequence,
         /// The encoded command, opaque to the replica.
         payload: Bytes,
     },

@@ -60,6 +60,7 @@ fn log_bodies() -> Vec<LogBody> {
         LogBody::Command {
             session: SessionId(3),
             sequence: Sequence(8),
+            acked: Sequence::ZERO,
             payload: Bytes::from_static(b"put x 1"),
         },
         LogBody::Expire {
@@ -108,6 +109,7 @@ fn requests() -> Vec<Request> {
         Request::Command {
             session: SessionId(3),
             sequence: Sequence(8),
+            acked: Sequence::ZERO,
             payload: Bytes::from_static(b"put x 1"),
         },
         query(Consistency::Linearizable),

@@ -45,6 +45,7 @@ impl Bench {
             let request = Request::Command {
                 session: *session,
                 sequence: Sequence(*sequence),
+                acked: Sequence::ZERO,
                 payload: payload.clone(),
             };
             self.cluster

@@ -227,6 +227,7 @@ fn put(session: SessionId, sequence: u64, key: &str, value: &str, ttl_ms: Option
     LogBody::Command {
         session,
         sequence: Sequence(sequence),
+        acked: Sequence::ZERO,
         payload: codec::encode(&command),
     }
 }
@@ -267,6 +268,7 @@ fn main() {
     let watch = LogBody::Command {
         session: watcher,
         sequence: Sequence(1),
+        acked: Sequence::ZERO,
         payload: codec::encode(&KvCommand::Watch),
     };
     log.commit(10, watch);

@@ -111,6 +111,7 @@
 //! let add = |sequence, n| LogBody::Command {
 //!     session,
 //!     sequence: Sequence(sequence),
+//!     acked: Sequence(0),
 //!     payload: codec::encode(&Command::Add(n)),
 //! };
 //! apply(&mut replica, 10, add(1, 60));

@@ -339,6 +339,7 @@ impl<M: RawStateMachine> ServerNode<M> {
             Request::Command {
                 session,
                 sequence,
+                acked,
                 payload,
             } => {
                 self.bindings.insert(session, connection);
@@ -360,6 +361,7 @@ impl<M: RawStateMachine> ServerNode<M> {
                 match self.propose(LogBody::Command {
                     session,
                     sequence,
+                    acked,
                     payload,
                 }) {
                     Ok(_) => self

@@ -405,12 +405,18 @@ impl<M: RawStateMachine> Replica<M> {
             LogBody::Command {
                 session,
                 sequence,
+                acked,
                 payload,
-            } => Outcome::Command {
-                session,
-                sequence,
-                result: self.command(step, session, sequence, &payload),
-            },
+            } => {
+                // What the client acknowledges goes first, so the cache
+                // has room for this result.
+                self.state.sessions.acknowledge(session, acked);
+                Outcome::Command {
+                    session,
+                    sequence,
+                    result: self.command(step, session, sequence, &payload),
+                }
+            }
             LogBody::Expire { session } => {
                 // Re-check at apply time: the leader saw the session as
                 // suspect, but a keep-alive may have been applied since.

@@ -64,6 +64,17 @@ pub struct Session {
 }
 
 impl Session {
+    /// The client received every result up to `acked`: drop them. A client
+    /// cannot have received more than was produced; clamp so a confused
+    /// client cannot make the invariants lie.
+    fn acknowledge(&mut self, acked: Sequence) {
+        let acked = acked.min(self.command_sequence);
+        if acked > self.acked_sequence {
+            self.acked_sequence = acked;
+            self.results = self.results.split_off(&acked.next());
+        }
+    }
+
     fn is_suspect(&self, now_ms: u64) -> bool {
         #[allow(unused_mut)]
         let mut timeout_ms = self.timeout_ms;
@@ -276,6 +287,14 @@ impl SessionTable {
 
     /// Refresh the session at `now_ms` and drop what the client says it has
     /// received.
+    /// The client of `id` received every result up to `acked`: drop them
+    /// (from a keep-alive or a command; nothing if the session is gone).
+    pub(crate) fn acknowledge(&mut self, id: SessionId, acked: Sequence) {
+        if let Some(session) = self.open.get_mut(&id) {
+            session.acknowledge(acked);
+        }
+    }
+
     pub(crate) fn keep_alive(
         &mut self,
         id: SessionId,
@@ -287,19 +306,14 @@ impl SessionTable {
             return Err(self.missing(id));
         };
         session.last_keep_alive_ms = now_ms;
-        // A client cannot have received more than was produced; clamp so a
-        // confused client cannot make the invariants lie.
         #[allow(unused_mut)]
-        let mut acked = command_sequence.min(session.command_sequence);
+        let mut acked = command_sequence;
         #[cfg(feature = "planted-bugs")]
         if copycat_planted::active(copycat_planted::PlantedBug::KeepAliveDropsUnacknowledgedResults)
         {
             acked = session.command_sequence;
         }
-        if acked > session.acked_sequence {
-            session.acked_sequence = acked;
-            session.results = session.results.split_off(&acked.next());
-        }
+        session.acknowledge(acked);
         let acked_events = event_index.min(session.last_event_index);
         if acked_events > session.acked_event_index {
             session.acked_event_index = acked_events;

@@ -52,6 +52,7 @@ impl Shell {
             Request::Command {
                 session,
                 sequence,
+                acked,
                 payload,
             } => {
                 self.waiting
@@ -59,6 +60,7 @@ impl Shell {
                 LogBody::Command {
                     session,
                     sequence,
+                    acked,
                     payload,
                 }
             }

@@ -130,6 +130,7 @@ fn add(session: SessionId, sequence: u64) -> LogBody {
     LogBody::Command {
         session,
         sequence: Sequence(sequence),
+        acked: Sequence::ZERO,
         payload: codec::encode(&TestCommand::Add(sequence as i64)),
     }
 }

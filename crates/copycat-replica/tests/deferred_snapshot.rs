@@ -69,6 +69,7 @@ fn a_deferred_image_is_frozen_when_taken_and_encoded_later() {
     let command = |sequence: u64| LogBody::Command {
         session,
         sequence: Sequence(sequence),
+        acked: Sequence(sequence - 1),
         payload: codec::encode(&(sequence * 7)),
     };
     for sequence in 1..=5 {

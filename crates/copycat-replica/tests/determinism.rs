@@ -66,12 +66,14 @@ fn body() -> impl Strategy<Value = LogBody> {
             LogBody::Command {
                 session,
                 sequence: Sequence(sequence),
+                acked: Sequence::ZERO,
                 payload: codec::encode(&command),
             }
         }),
         (session.clone(), 0u64..6).prop_map(|(session, sequence)| LogBody::Command {
             session,
             sequence: Sequence(sequence),
+            acked: Sequence::ZERO,
             payload: Bytes::from(vec![7; 40]),
         }),
         session.prop_map(|session| LogBody::Expire { session }),

@@ -333,6 +333,7 @@ impl Interpreter {
                     LogBody::Command {
                         session,
                         sequence,
+                        acked: Sequence::ZERO,
                         payload,
                     },
                     &format!("command {session:?} {sequence:?} {}", op.join(" ")),

@@ -18,6 +18,7 @@ fn command(session: SessionId, sequence: u64, n: i64) -> Request {
     Request::Command {
         session,
         sequence: Sequence(sequence),
+        acked: Sequence::ZERO,
         payload: add(n),
     }
 }
@@ -361,6 +362,7 @@ fn publish(
         Request::Command {
             session: from,
             sequence: Sequence(seq),
+            acked: Sequence::ZERO,
             payload: codec::encode(&TestCommand::Publish {
                 session: to.0,
                 name,
@@ -519,6 +521,7 @@ fn a_timer_fires_on_time_on_an_idle_log() {
     let schedule = Request::Command {
         session,
         sequence: Sequence(1),
+        acked: Sequence::ZERO,
         payload: codec::encode(&TestCommand::Schedule {
             delay_ms: 130,
             periodic: false,

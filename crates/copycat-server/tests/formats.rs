@@ -124,11 +124,13 @@ fn snapshot_sample(samples: &mut Vec<Sample>) {
         LogBody::Command {
             session: SessionId(1),
             sequence: Sequence(1),
+            acked: Sequence::ZERO,
             payload: codec::encode(&TestCommand::Add(5)),
         },
         LogBody::Command {
             session: SessionId(1),
             sequence: Sequence(2),
+            acked: Sequence::ZERO,
             payload: codec::encode(&TestCommand::Publish {
                 session: 1,
                 name: "changed".into(),
@@ -204,11 +206,11 @@ async fn server_formats_have_the_pinned_bytes() {
 #[test]
 fn unknown_versions_of_server_formats_are_clear_errors() {
     let mut hello = encode_frame(&Hello::Peer(1)).to_vec();
-    hello[0] = 2;
+    hello[0] = copycat_proto::FORMAT_VERSION + 1;
     assert_eq!(
         decode_frame::<Hello>(&hello),
         Err(DecodeError::UnknownVersion {
-            found: 2,
+            found: copycat_proto::FORMAT_VERSION + 1,
             supported: copycat_proto::FORMAT_VERSION
         })
     );

@@ -76,6 +76,7 @@ impl Harness {
             LogBody::Command {
                 session,
                 sequence: Sequence(sequence),
+                acked: Sequence::ZERO,
                 payload: codec::encode(&command),
             },
         )
@@ -241,6 +242,7 @@ fn application_errors_are_cached_like_results() {
         LogBody::Command {
             session: s,
             sequence: Sequence(2),
+            acked: Sequence::ZERO,
             payload: Bytes::from_static(&[0xff, 0xff, 0xff]),
         },
     );
@@ -669,6 +671,7 @@ fn limits_give_clear_errors() {
         LogBody::Command {
             session: a,
             sequence: Sequence(1),
+            acked: Sequence::ZERO,
             payload: Bytes::from(vec![0; 65]),
         },
     );
@@ -820,11 +823,13 @@ fn snapshot_restore_reproduces_the_state_and_the_future() {
         LogBody::Command {
             session: a,
             sequence: Sequence(3),
+            acked: Sequence::ZERO,
             payload: codec::encode(&TestCommand::Add(2)),
         },
         LogBody::Command {
             session: b,
             sequence: Sequence(1),
+            acked: Sequence::ZERO,
             payload: codec::encode(&TestCommand::Fail),
         },
         LogBody::Expire { session: b },
