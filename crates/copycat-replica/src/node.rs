@@ -358,6 +358,15 @@ impl<M: RawStateMachine> ServerNode<M> {
                         return None;
                     }
                 }
+                // A command that would find the cache full is refused when
+                // applied: refuse it now rather than write it to the log
+                // (retries of doomed commands would flood the log).
+                if self.raw.is_leader() && self.replica.result_cache_full(session, sequence, acked)
+                {
+                    let max = self.config.replica.max_cached_results_per_session as u64;
+                    self.respond(connection, id, Err(ClientError::ResultCacheFull { max }));
+                    return None;
+                }
                 match self.propose(LogBody::Command {
                     session,
                     sequence,

@@ -677,6 +677,22 @@ impl<M> Replica<M> {
             .map(|s| (s.timeout_ms(), s.last_keep_alive_ms()))
     }
 
+    /// Whether command `sequence` of `session`, acknowledging `acked`, would
+    /// be refused for a full result cache by this replica's applied state
+    /// (never for a sequence already applied: that is answered from the
+    /// cache).
+    pub fn result_cache_full(
+        &self,
+        session: SessionId,
+        sequence: Sequence,
+        acked: Sequence,
+    ) -> bool {
+        self.state.sessions.get(session).is_some_and(|s| {
+            let kept = s.cached_sequences().filter(|seq| *seq > acked).count();
+            sequence > s.command_sequence() && kept >= self.config.max_cached_results_per_session
+        })
+    }
+
     /// The sequences of the results cached for an open session.
     pub fn cached_sequences(&self, session: SessionId) -> Vec<Sequence> {
         self.state

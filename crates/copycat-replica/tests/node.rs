@@ -551,3 +551,52 @@ fn a_timer_fires_on_time_on_an_idle_log() {
     }
     assert!(cluster.now - scheduled_at >= 130, "fired early");
 }
+
+#[test]
+fn a_command_that_would_find_the_cache_full_is_refused_before_the_log() {
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.leader().expect("leader");
+    let session = cluster.register(leader, 1, 1);
+    let unacknowledged = |sequence: u64| Request::Command {
+        session,
+        sequence: Sequence(sequence),
+        acked: Sequence::ZERO,
+        payload: add(1),
+    };
+    // 1,024 results the client never acknowledges fill the cache.
+    for sequence in 1..=1_024 {
+        cluster.request(leader, 1, 1_000 + sequence, unacknowledged(sequence));
+    }
+    let entries = |cluster: &Cluster| cluster.servers[leader].raft().last_index();
+    let before = entries(&cluster);
+    cluster.request(leader, 1, 5_000, unacknowledged(1_025));
+    assert!(matches!(
+        cluster.responses(5_000).as_slice(),
+        [Err(ClientError::ResultCacheFull { max: 1_024 })]
+    ));
+    assert_eq!(entries(&cluster), before, "nothing written to the log");
+    // A retry of an applied command is still answered from the cache.
+    cluster.request(leader, 1, 5_001, unacknowledged(7));
+    assert!(matches!(
+        cluster.responses(5_001).as_slice(),
+        [Ok(Response::Command {
+            sequence: Sequence(7),
+            ..
+        })]
+    ));
+    // Acknowledging what came back makes room at once.
+    let acknowledging = Request::Command {
+        session,
+        sequence: Sequence(1_025),
+        acked: Sequence(1_024),
+        payload: add(1),
+    };
+    cluster.request(leader, 1, 5_002, acknowledging);
+    assert!(matches!(
+        cluster.responses(5_002).as_slice(),
+        [Ok(Response::Command {
+            sequence: Sequence(1_025),
+            ..
+        })]
+    ));
+}

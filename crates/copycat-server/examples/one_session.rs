@@ -90,7 +90,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         slowest = slowest.max(sent.elapsed());
     }
     let rate = commands as f64 / start.elapsed().as_secs_f64();
-    println!("RESULT mode=sequential commands={commands} rate={rate:.0}/s slowest_ms={}", slowest.as_millis());
+    println!(
+        "RESULT mode=sequential commands={commands} rate={rate:.0}/s slowest_ms={}",
+        slowest.as_millis()
+    );
 
     let start = Instant::now();
     let mut handles = Vec::new();
@@ -113,7 +116,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let done = (commands / tasks) * tasks;
     let rate = done as f64 / start.elapsed().as_secs_f64();
-    println!("RESULT mode=shared tasks={tasks} commands={done} rate={rate:.0}/s slowest_ms={}", slowest.as_millis());
+    println!(
+        "RESULT mode=shared tasks={tasks} commands={done} rate={rate:.0}/s slowest_ms={}",
+        slowest.as_millis()
+    );
     client.close().await;
     for server in servers {
         server.shutdown().await?;
