@@ -50,6 +50,10 @@ pub struct ServerConfig {
     /// Take a snapshot once this many entries were applied since the last
     /// one (see [`ServerNode::snapshot_if_due`]).
     pub snapshot_every_entries: u64,
+    /// Or once this many bytes of command payloads were applied since the
+    /// last one, whichever comes first: a log of large entries is
+    /// compacted before it fills memory and disk.
+    pub snapshot_every_bytes: u64,
 }
 
 impl ServerConfig {
@@ -65,6 +69,7 @@ impl ServerConfig {
             idle_tick_ms,
             expire_retry_ms,
             snapshot_every_entries: 10_000,
+            snapshot_every_bytes: 64 << 20,
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct ServerNode<M> {
     last_proposal: Time,
     /// The timestamp of the last entry proposed (the leader's clock then).
     last_proposed_ms: u64,
+    /// Bytes of command payloads applied since the last snapshot.
+    bytes_since_snapshot: u64,
     expiring: BTreeMap<SessionId, Time>,
     /// Requests waiting for the entry this server proposed for them, by the
     /// entry's index: only that entry answers them (an older entry of the
@@ -154,6 +161,7 @@ impl<M: RawStateMachine> ServerNode<M> {
             wall_ms,
             last_proposal: now,
             last_proposed_ms: 0,
+            bytes_since_snapshot: 0,
             expiring: BTreeMap::new(),
             pending_entries: BTreeMap::new(),
             registering: BTreeMap::new(),
@@ -597,6 +605,9 @@ impl<M: RawStateMachine> ServerNode<M> {
     }
 
     fn apply(&mut self, entry: &Entry) {
+        if let copycat_raft::EntryPayload::Command(data) = &entry.payload {
+            self.bytes_since_snapshot = self.bytes_since_snapshot.saturating_add(data.len() as u64);
+        }
         let applied = self.replica.apply(entry);
         if let Some(records) = self.applied_records.as_mut() {
             records.push(applied.clone());
@@ -711,7 +722,9 @@ impl<M: RawStateMachine> ServerNode<M> {
     pub fn snapshot_if_due(&self) -> Option<(SnapshotMeta, ReplicaImage)> {
         let applied = self.replica.applied_index();
         let last = self.raw.snapshot_meta().index;
-        if applied <= last || applied.0 < last.0 + self.config.snapshot_every_entries {
+        let by_entries = applied.0 >= last.0 + self.config.snapshot_every_entries;
+        let by_bytes = self.bytes_since_snapshot >= self.config.snapshot_every_bytes;
+        if applied <= last || !(by_entries || by_bytes) {
             return None;
         }
         // What the core records for it in `snapshot_taken`: the term of the
@@ -731,6 +744,9 @@ impl<M: RawStateMachine> ServerNode<M> {
     /// Fails if the core moved past it (a newer snapshot was installed).
     pub fn snapshot_stored(&mut self, meta: &SnapshotMeta) -> Result<(), RaftSnapshotError> {
         let recorded = self.raw.snapshot_taken(meta.index)?;
+        // Entries applied between taking and storing it are not in it; the
+        // count starts over anyway (it is a trigger, not a measure).
+        self.bytes_since_snapshot = 0;
         assert_eq!(
             &recorded, meta,
             "the core describes the stored snapshot as it was taken"
@@ -747,6 +763,7 @@ impl<M: RawStateMachine> ServerNode<M> {
     /// Replace the replica with a snapshot image received from the leader.
     pub fn restore(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
         self.replica.restore(data)?;
+        self.bytes_since_snapshot = 0;
         self.serve_queries();
         Ok(())
     }

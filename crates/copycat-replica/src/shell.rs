@@ -819,6 +819,32 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_is_taken_by_log_bytes_as_well_as_by_entries() {
+        let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
+        let shells = (1..=3)
+            .map(|id| {
+                let shell = open_with(&disk, id, 0, |config| {
+                    // Never by entries; by 2,000 bytes of commands.
+                    config.server.snapshot_every_entries = u64::MAX / 2;
+                    config.server.snapshot_every_bytes = 2_000;
+                });
+                (id, shell)
+            })
+            .collect();
+        let mut cluster = Cluster::new(shells, disk);
+        let leader = cluster.start();
+        cluster.add(10, 1);
+        let snapshot = |c: &Cluster| c.shells[&leader].server().raft().snapshot_meta().index;
+        assert_eq!(
+            snapshot(&cluster),
+            LogIndex(0),
+            "10 small commands: not yet"
+        );
+        cluster.add(300, 1);
+        assert!(snapshot(&cluster) > LogIndex(0), "taken by bytes");
+    }
+
+    #[test]
     fn a_snapshot_job_finishes_later_and_the_core_purges_only_then() {
         let mut cluster = cluster(&[1, 2, 3]);
         let leader = cluster.start();
