@@ -17,11 +17,9 @@ fn help_lists_the_commands() {
     }
 }
 
-#[test]
-fn a_client_of_a_closed_port_says_connection_refused_at_the_address() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
+/// Run `copycat client --server ADDR get`: it must fail; what it printed
+/// on stderr.
+fn failed_get(addr: std::net::SocketAddr) -> String {
     let out = copycat()
         .args([
             "client",
@@ -34,7 +32,15 @@ fn a_client_of_a_closed_port_says_connection_refused_at_the_address() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_client_of_a_closed_port_says_connection_refused_at_the_address() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let stderr = failed_get(addr);
     assert!(
         stderr.contains(&format!("connection refused at {addr}")),
         "{stderr}"
@@ -55,19 +61,7 @@ fn a_client_of_something_else_says_it_is_not_a_copycat_server() {
             let _ = stream.write_all(b"\x00\x00\x00\x02hi");
         }
     });
-    let out = copycat()
-        .args([
-            "client",
-            "--server",
-            &addr.to_string(),
-            "--timeout-secs",
-            "2",
-            "get",
-        ])
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = failed_get(addr);
     assert!(
         stderr.contains(&format!("{addr} is not a Copycat server")),
         "{stderr}"

@@ -547,12 +547,6 @@ struct Waiting {
     deadline: tokio::time::Instant,
 }
 
-#[derive(Default)]
-struct Address {
-    server: Option<ServerId>,
-    last_error: Option<Unavailable>,
-}
-
 struct Driver {
     session: ClientSession,
     start: Instant,
@@ -560,7 +554,9 @@ struct Driver {
     net: mpsc::Receiver<NetEvent>,
     net_tx: mpsc::Sender<NetEvent>,
     servers: BTreeMap<ServerId, (SocketAddr, mpsc::Sender<ClientRequest>)>,
-    addresses: BTreeMap<SocketAddr, Address>,
+    /// Every server address kept connected, with why connecting to it
+    /// last failed (cleared when it connects).
+    addresses: BTreeMap<SocketAddr, Option<Unavailable>>,
     waiting: BTreeMap<OperationId, Waiting>,
     outbox: VecDeque<Delivery>,
     events_tx: Option<mpsc::Sender<Vec<Event>>>,
@@ -591,7 +587,7 @@ impl Driver {
         if self.addresses.contains_key(&addr) || self.addresses.len() >= MAX_ADDRESSES {
             return;
         }
-        self.addresses.insert(addr, Address::default());
+        self.addresses.insert(addr, None);
         tokio::spawn(connection(addr, self.net_tx.clone()));
     }
 
@@ -606,7 +602,8 @@ impl Driver {
                 .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             let events_blocked = matches!(self.outbox.front(), Some(Delivery::Events(_)))
                 || (!self.parked.is_empty() && self.events_tx.is_some());
-            let events_tx = self.events_tx.clone();
+            // Only a blocked outbox waits for room in the event stream.
+            let events_tx = events_blocked.then(|| self.events_tx.clone()).flatten();
             tokio::select! {
                 _ = ticker.tick() => {
                     let now = self.now_ms();
@@ -723,9 +720,8 @@ impl Driver {
                 tx,
                 members,
             } => {
-                if let Some(address) = self.addresses.get_mut(&addr) {
-                    address.server = Some(server);
-                    address.last_error = None;
+                if let Some(last_error) = self.addresses.get_mut(&addr) {
+                    *last_error = None;
                 }
                 self.servers.insert(server, (addr, tx));
                 self.session.connected(server);
@@ -750,13 +746,10 @@ impl Driver {
                     self.servers.remove(&server);
                     self.session.disconnected(server);
                 }
-                if let Some(address) = self.addresses.get_mut(&addr) {
-                    address.server = None;
-                }
             }
             NetEvent::Failed(addr, cause) => {
-                if let Some(address) = self.addresses.get_mut(&addr) {
-                    address.last_error = Some(cause);
+                if let Some(last_error) = self.addresses.get_mut(&addr) {
+                    *last_error = Some(cause);
                 }
             }
         }
@@ -833,11 +826,8 @@ impl Driver {
             return Error::Closed;
         }
         if self.servers.is_empty() {
-            let errors: Vec<&Unavailable> = self
-                .addresses
-                .values()
-                .filter_map(|a| a.last_error.as_ref())
-                .collect();
+            let errors: Vec<&Unavailable> =
+                self.addresses.values().filter_map(Option::as_ref).collect();
             // The most telling cause first: something that is not Copycat,
             // then a refused connection, then anything else.
             let pick = errors

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use copycat_net::TICK;
@@ -306,9 +306,4 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
         self.snapshot_thread = Some(thread);
         Ok(())
     }
-}
-
-/// How long a graceful shutdown waits for a leadership transfer.
-pub(crate) fn transfer_wait(election_timeout_ms: u64) -> Duration {
-    Duration::from_millis(election_timeout_ms.saturating_mul(2))
 }

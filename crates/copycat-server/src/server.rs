@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::net::{accept, Limits};
-use crate::owner::{transfer_wait, wall_ms, Call, Core, Input, Owner, Peers};
+use crate::owner::{wall_ms, Call, Core, Input, Owner, Peers};
 use crate::status::{Leadership, LoopStats, Status};
 
 /// Inputs queued for the owner thread before connection tasks wait.
@@ -618,16 +618,15 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
         if let MembershipChange::AddVoter(id) = change {
             let mut status = self.status.clone();
             loop {
-                let role = self
-                    .inspect(move |server| server.raft().configuration().1.role(id))
-                    .await?;
-                let committed = self
-                    .inspect(|server| {
+                let promoted = self
+                    .inspect(move |server| {
                         let raft = server.raft();
-                        raft.configuration().0 <= raft.commit_index()
+                        let (index, config) = raft.configuration();
+                        config.role(id) == Some(copycat_raft::MemberRole::Voter)
+                            && index <= raft.commit_index()
                     })
                     .await?;
-                if role == Some(copycat_raft::MemberRole::Voter) && committed {
+                if promoted {
                     return Ok(());
                 }
                 match tokio::time::timeout_at(deadline, status.changed()).await {
@@ -685,7 +684,8 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
             TransferError::NotLeader { leader } => AdminError::NotLeader { leader },
             other => AdminError::Refused(other.to_string()),
         })?;
-        let limit = transfer_wait(self.election_timeout_ms);
+        // Two election timeouts: the transfer itself is aborted after one.
+        let limit = Duration::from_millis(self.election_timeout_ms.saturating_mul(2));
         let mut status = self.status.clone();
         let waited = tokio::time::timeout(limit, status.wait_for(|s| s.leader == Some(target)))
             .await
