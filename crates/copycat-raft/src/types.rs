@@ -138,13 +138,24 @@ impl MemberRole {
     }
 }
 
-/// A cluster membership: every member and its role.
+/// Longest member address a configuration may carry, in bytes.
+pub const MAX_ADDRESS_BYTES: usize = 256;
+
+/// A cluster membership: every member, its role and where it is reached.
 ///
-/// Invariant: `NodeId(0)` is never a member.
+/// Addresses are opaque to the core: it carries them with the membership
+/// (so that every server learns every member's address from the log or a
+/// snapshot, exactly when it learns of the member) and never reads them.
+///
+/// Invariants: `NodeId(0)` is never a member; every address belongs to a
+/// member and is at most [`MAX_ADDRESS_BYTES`] long.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Configuration {
     /// Members by id. A `BTreeMap` so iteration order is deterministic.
     pub members: BTreeMap<NodeId, MemberRole>,
+    /// Where members are reached (`host:port`), by id. A member may have
+    /// none (the core does not need one).
+    pub addresses: BTreeMap<NodeId, String>,
 }
 
 impl Configuration {
@@ -155,7 +166,28 @@ impl Configuration {
                 .into_iter()
                 .map(|id| (id, MemberRole::Voter))
                 .collect(),
+            addresses: BTreeMap::new(),
         }
+    }
+
+    /// The same configuration with `id` reached at `address`.
+    pub fn with_address(mut self, id: NodeId, address: impl Into<String>) -> Self {
+        self.addresses.insert(id, address.into());
+        self
+    }
+
+    /// Where `id` is reached, if the configuration says.
+    pub fn address(&self, id: NodeId) -> Option<&str> {
+        self.addresses.get(&id).map(String::as_str)
+    }
+
+    /// Whether the invariants hold: no member 0, every address a member's
+    /// and not too long.
+    pub fn is_well_formed(&self) -> bool {
+        !self.members.contains_key(&NodeId(0))
+            && self.addresses.iter().all(|(id, address)| {
+                self.members.contains_key(id) && address.len() <= MAX_ADDRESS_BYTES
+            })
     }
 
     /// The role of `id`, or `None` if it is not a member.
@@ -232,7 +264,14 @@ impl Entry {
             + match &self.payload {
                 EntryPayload::Noop => 0,
                 EntryPayload::Command(data) => data.len(),
-                EntryPayload::Config(config) => config.members.len() * 9,
+                EntryPayload::Config(config) => {
+                    config.members.len() * 9
+                        + config
+                            .addresses
+                            .values()
+                            .map(|a| a.len() + 9)
+                            .sum::<usize>()
+                }
             }
     }
 }

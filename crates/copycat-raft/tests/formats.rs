@@ -35,6 +35,10 @@ fn config() -> Configuration {
     config.members.insert(NodeId(3), MemberRole::Learner);
     config.members.insert(NodeId(4), MemberRole::Passive);
     config.members.insert(NodeId(300), MemberRole::Reserve);
+    config.addresses.insert(NodeId(1), "10.0.0.1:5700".into());
+    config
+        .addresses
+        .insert(NodeId(300), "copycat-300.example:5700".into());
     config
 }
 

@@ -24,7 +24,13 @@ fn configuration() -> impl Strategy<Value = Configuration> {
         ],
         0..5,
     )
-    .prop_map(|members| Configuration { members })
+    .prop_map(|members| {
+        let addresses = members
+            .keys()
+            .map(|id| (*id, format!("10.0.0.{}:5700", id.0)))
+            .collect();
+        Configuration { members, addresses }
+    })
 }
 
 fn entry() -> impl Strategy<Value = Entry> {

@@ -24,8 +24,8 @@ use copycat_raft::{
 };
 
 use crate::{
-    Disk, Durability, GroupCommit, LogOptions, LogStore, Meta, MetaStore, SnapshotStore, Storage,
-    StorageOptions,
+    Disk, Durability, GroupCommit, Identity, LogOptions, LogStore, Meta, MetaStore, SnapshotStore,
+    Storage, StorageOptions,
 };
 
 /// One test of the suite: a fresh disk and the directory to work in.
@@ -340,7 +340,14 @@ pub fn meta_roundtrip(disk: Arc<dyn Disk>, dir: &Path) {
     drop(meta);
     let (meta, _) = MetaStore::open(Arc::clone(&disk), dir, Durability::Fsync).unwrap();
     assert!(meta.exists());
-    assert_eq!(meta.get(), &Meta { hard_state, config });
+    assert_eq!(
+        meta.get(),
+        &Meta {
+            identity: Identity::default(),
+            hard_state,
+            config
+        }
+    );
 }
 
 /// Snapshots stream in and out in chunks, install atomically, keep the
@@ -451,9 +458,26 @@ pub fn storage_bootstrap_and_open(disk: Arc<dyn Disk>, dir: &Path) {
         snapshots_retained_old: 0,
     };
     let config = Configuration::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
-    Storage::bootstrap(Arc::clone(&disk), dir, options.clone(), config.clone()).unwrap();
+    let identity = Identity {
+        cluster: 0xC1,
+        server: 1,
+    };
+    Storage::bootstrap(
+        Arc::clone(&disk),
+        dir,
+        options.clone(),
+        config.clone(),
+        identity,
+    )
+    .unwrap();
     assert!(matches!(
-        Storage::bootstrap(Arc::clone(&disk), dir, options.clone(), config.clone()),
+        Storage::bootstrap(
+            Arc::clone(&disk),
+            dir,
+            options.clone(),
+            config.clone(),
+            identity
+        ),
         Err(crate::StorageError::AlreadyBootstrapped { .. })
     ));
     let (mut storage, state, report) =
@@ -462,6 +486,8 @@ pub fn storage_bootstrap_and_open(disk: Arc<dyn Disk>, dir: &Path) {
     assert_eq!(state.snapshot.index, LogIndex::ZERO);
     assert_eq!(state.snapshot.config, config);
     assert_eq!(state.hard_state, HardState::default());
+    assert_eq!(storage.identity(), identity);
+    assert!(storage.is_bootstrapped());
     assert!(state.entries.is_empty());
     let hard_state = HardState {
         term: Term(2),
@@ -489,6 +515,10 @@ pub fn storage_install_snapshot(disk: Arc<dyn Disk>, dir: &Path) {
         dir,
         options.clone(),
         Configuration::with_voters([NodeId(1)]),
+        Identity {
+            cluster: 0xC1,
+            server: 1,
+        },
     )
     .unwrap();
     let (mut storage, _, _) = Storage::open(Arc::clone(&disk), dir, options.clone()).unwrap();

@@ -31,16 +31,18 @@
 //!
 //! use bytes::Bytes;
 //! use copycat_raft::{Configuration, Entry, EntryPayload, HardState, LogIndex, NodeId, Term};
-//! use copycat_storage::{Disk, MemDisk, Storage, StorageOptions};
+//! use copycat_storage::{Disk, Identity, MemDisk, Storage, StorageOptions};
 //!
 //! # fn main() -> Result<(), copycat_storage::StorageError> {
 //! let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
 //! let dir = Path::new("/data/node-1");
 //!
 //! // A new server starts from a bootstrapped directory: a snapshot at index
-//! // 0 that carries the initial configuration.
+//! // 0 that carries the initial configuration, and a record of whose data
+//! // it is.
 //! let config = Configuration::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
-//! Storage::bootstrap(disk.clone(), dir, StorageOptions::default(), config.clone())?;
+//! let identity = Identity { cluster: 0x5eed, server: 1 };
+//! Storage::bootstrap(disk.clone(), dir, StorageOptions::default(), config.clone(), identity)?;
 //!
 //! let (mut storage, state, report) = Storage::open(disk.clone(), dir, StorageOptions::default())?;
 //! assert!(report.is_clean());
@@ -91,7 +93,7 @@ pub use log::{
     Discarded, Durability, LogOptions, LogRecovery, LogStore, RECORD_HEADER_BYTES,
     SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
-pub use meta::{Meta, MetaStore, META_MAGIC, META_VERSION};
+pub use meta::{Identity, Meta, MetaStore, META_MAGIC, META_VERSION};
 pub use snapshot::{
     SealedSnapshot, SnapshotStore, SnapshotWriter, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
 };

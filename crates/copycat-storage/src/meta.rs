@@ -1,5 +1,6 @@
-//! The meta store: current term, vote and latest configuration, in one small
-//! file replaced atomically.
+//! The meta store: the server's identity (cluster id and server id), current
+//! term, vote and latest configuration, in one small file replaced
+//! atomically.
 //!
 //! File `meta`: `magic "CCATMETA" (8) | version u32 | payload_len u32 |
 //! payload (postcard of [`Meta`]) | crc32c u32` (the CRC covers everything
@@ -20,7 +21,7 @@ use crate::log::Durability;
 /// Magic bytes at the start of the meta file.
 pub const META_MAGIC: [u8; 8] = *b"CCATMETA";
 /// The meta format version this build writes and reads.
-pub const META_VERSION: u32 = 1;
+pub const META_VERSION: u32 = 2;
 /// Largest meta payload accepted (a configuration of many thousand members
 /// fits easily).
 pub const META_PAYLOAD_MAX_BYTES: u32 = 1 << 20;
@@ -29,9 +30,23 @@ const META_FILE: &str = "meta";
 const META_TEMP_FILE: &str = "meta.tmp";
 const META_FIXED_BYTES: u64 = 8 + 4 + 4 + 4;
 
+/// Whose data a directory holds: written once when the directory is
+/// bootstrapped (or joins a cluster) and never changed, so that a server
+/// started on another server's data, or a server of another cluster, is
+/// refused instead of corrupting both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    /// The cluster's id, chosen when the cluster was bootstrapped.
+    pub cluster: u64,
+    /// This server's id in that cluster.
+    pub server: u64,
+}
+
 /// What the meta file holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meta {
+    /// Whose data this is.
+    pub identity: Identity,
     /// Current term and vote.
     pub hard_state: HardState,
     /// The latest configuration this server knows of.
@@ -203,6 +218,7 @@ impl MetaStore {
     /// Saves a new term and vote, keeping the configuration.
     pub fn save_hard_state(&mut self, hard_state: HardState) -> Result<()> {
         let meta = Meta {
+            identity: self.current.identity,
             hard_state,
             config: self.current.config.clone(),
         };
@@ -212,6 +228,7 @@ impl MetaStore {
     /// Saves a new configuration, keeping the term and vote.
     pub fn save_config(&mut self, config: Configuration) -> Result<()> {
         let meta = Meta {
+            identity: self.current.identity,
             hard_state: self.current.hard_state,
             config,
         };

@@ -18,7 +18,7 @@ use copycat_raft::{
 use crate::disk::Disk;
 use crate::error::{Result, StorageError};
 use crate::log::{LogOptions, LogRecovery, LogStore};
-use crate::meta::{Meta, MetaStore};
+use crate::meta::{Identity, Meta, MetaStore};
 use crate::snapshot::{SealedSnapshot, SnapshotStore, SnapshotWriter};
 
 /// Options of a [`Storage`].
@@ -80,15 +80,16 @@ fn log_dir(dir: &Path) -> PathBuf {
 }
 
 impl Storage {
-    /// Initialises a fresh data directory with `config`: a snapshot at index
-    /// 0, term 0, carrying the configuration and no data, and a meta file.
-    /// Fails with [`StorageError::AlreadyBootstrapped`] if `dir` already
-    /// holds state.
+    /// Initialises a fresh data directory for server `identity` with
+    /// `config`: a snapshot at index 0, term 0, carrying the configuration
+    /// and no data, and a meta file recording the identity. Fails with
+    /// [`StorageError::AlreadyBootstrapped`] if `dir` already holds state.
     pub fn bootstrap(
         disk: Arc<dyn Disk>,
         dir: &Path,
         options: StorageOptions,
         config: Configuration,
+        identity: Identity,
     ) -> Result<()> {
         let (mut storage, state, _) = Self::open(disk, dir, options)?;
         if storage.meta.exists()
@@ -107,6 +108,7 @@ impl Storage {
         let writer = storage.snapshots.begin(meta)?;
         storage.snapshots.install(writer)?;
         storage.meta.save(Meta {
+            identity,
             hard_state: HardState::default(),
             config,
         })?;
@@ -182,6 +184,16 @@ impl Storage {
         };
         storage.invariants();
         Ok((storage, state, report))
+    }
+
+    /// Whose data this is (all zero for a directory never bootstrapped).
+    pub fn identity(&self) -> Identity {
+        self.meta.get().identity
+    }
+
+    /// Whether the directory was ever bootstrapped (or joined a cluster).
+    pub fn is_bootstrapped(&self) -> bool {
+        self.meta.exists()
     }
 
     /// The data directory.

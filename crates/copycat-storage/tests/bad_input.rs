@@ -210,11 +210,12 @@ fn meta_damage() {
     ));
 
     let mut bytes = good.clone();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let other = copycat_storage::META_VERSION + 1;
+    bytes[8..12].copy_from_slice(&other.to_le_bytes());
     write_file(&disk, &path, &bytes);
     assert!(matches!(
         reopen(),
-        Err(StorageError::UnsupportedVersion { found: 2, .. })
+        Err(StorageError::UnsupportedVersion { found, .. }) if found == other
     ));
 
     let mut bytes = good.clone();

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use copycat_raft::{Configuration, HardState, LogIndex, NodeId, SnapshotMeta, Term};
 use copycat_storage::{
-    conformance, Disk, Durability, FaultDisk, LogStore, Meta, MetaStore, Storage, StorageError,
-    StorageOptions, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    conformance, Disk, Durability, FaultDisk, Identity, LogStore, Meta, MetaStore, Storage,
+    StorageError, StorageOptions, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 
 fn shared(disk: &FaultDisk) -> Arc<dyn Disk> {
@@ -265,6 +265,10 @@ fn interrupted_meta_and_snapshot_writes_leave_the_old_state() {
         dir,
         options.clone(),
         Configuration::with_voters([NodeId(1)]),
+        Identity {
+            cluster: 7,
+            server: 1,
+        },
     )
     .unwrap();
     let (mut storage, _, _) = Storage::open(shared(&disk), dir, options.clone()).unwrap();
@@ -320,6 +324,10 @@ fn a_sealed_snapshot_is_current_after_a_crash_only_once_installed() {
             dir,
             options.clone(),
             Configuration::with_voters([NodeId(1)]),
+            Identity {
+                cluster: 7,
+                server: 1,
+            },
         )
         .unwrap();
         let (mut storage, _, _) = Storage::open(shared(&disk), dir, options.clone()).unwrap();
@@ -360,6 +368,10 @@ fn snapshot_newer_than_log_resets_the_log_on_open() {
         dir,
         options.clone(),
         Configuration::with_voters([NodeId(1)]),
+        Identity {
+            cluster: 7,
+            server: 1,
+        },
     )
     .unwrap();
     let (mut storage, _, _) = Storage::open(shared(&disk), dir, options.clone()).unwrap();
@@ -446,6 +458,10 @@ impl Disk for SkipSync {
 
 fn meta(term: u64, vote: u64, voters: &[u64]) -> Meta {
     Meta {
+        identity: Identity {
+            cluster: 7,
+            server: vote,
+        },
         hard_state: HardState {
             term: Term(term),
             vote: Some(NodeId(vote)),

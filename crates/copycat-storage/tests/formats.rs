@@ -19,7 +19,7 @@ use copycat_raft::{
     Configuration, Entry, EntryPayload, HardState, LogIndex, MemberRole, NodeId, SnapshotMeta, Term,
 };
 use copycat_storage::{
-    Disk, Durability, LogOptions, LogStore, MemDisk, Meta, MetaStore, SnapshotStore,
+    Disk, Durability, Identity, LogOptions, LogStore, MemDisk, Meta, MetaStore, SnapshotStore,
 };
 use golden_bytes::{sample, Sample};
 
@@ -32,6 +32,7 @@ fn read_file(disk: &MemDisk, path: &Path) -> Vec<u8> {
 fn config() -> Configuration {
     let mut config = Configuration::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
     config.members.insert(NodeId(4), MemberRole::Learner);
+    config.addresses.insert(NodeId(4), "127.0.0.4:5700".into());
     config
 }
 
@@ -101,6 +102,10 @@ fn meta_samples(samples: &mut Vec<Sample>) {
         (
             "voted-with-config",
             Meta {
+                identity: Identity {
+                    cluster: 0x0123_4567_89ab_cdef,
+                    server: 2,
+                },
                 hard_state: HardState {
                     term: Term(300),
                     vote: Some(NodeId(2)),

@@ -17,6 +17,10 @@ impl RawNode {
         let core = &self.core;
         let id = core.config.id;
         core.log.invariants();
+        assert!(
+            core.log.latest_config().1.is_well_formed(),
+            "the configuration is not well formed"
+        );
         if let Some(last) = core.log.entry(core.log.last_index()) {
             assert!(
                 last.term <= core.hard_state.term,

@@ -77,6 +77,7 @@ impl LeaderState {
         &mut self,
         core: &mut Core,
         change: MembershipChange,
+        address: Option<String>,
         expected_version: Option<LogIndex>,
     ) -> Result<LogIndex, ConfigChangeError> {
         if self.transfer.is_some() {
@@ -108,12 +109,17 @@ impl LeaderState {
         let mut next = current.clone();
         match change {
             MembershipChange::AddVoter(id) => {
-                if current.is_voter(id) {
+                let new_address = address
+                    .as_deref()
+                    .is_some_and(|a| current.address(id) != Some(a));
+                if current.is_voter(id) && !new_address {
                     return Err(ConfigChangeError::Invalid(format!(
                         "{id:?} is already a voter"
                     )));
                 }
-                next.members.insert(id, MemberRole::Learner);
+                if !current.is_voter(id) {
+                    next.members.insert(id, MemberRole::Learner);
+                }
             }
             MembershipChange::AddPassive(id) => {
                 next.members.insert(id, MemberRole::Passive);
@@ -127,10 +133,23 @@ impl LeaderState {
                         "{id:?} is not a member"
                     )));
                 }
+                next.addresses.remove(&id);
             }
         }
         if next.members.contains_key(&NodeId(0)) {
             return Err(ConfigChangeError::Invalid("node id 0 is reserved".into()));
+        }
+        if let Some(address) = address {
+            let id = change.target();
+            if !matches!(change, MembershipChange::Remove(_)) {
+                if address.is_empty() || address.len() > crate::types::MAX_ADDRESS_BYTES {
+                    return Err(ConfigChangeError::Invalid(format!(
+                        "the address of {id:?} must be 1 to {} bytes long",
+                        crate::types::MAX_ADDRESS_BYTES
+                    )));
+                }
+                next.addresses.insert(id, address);
+            }
         }
         if next.voter_count() == 0 {
             return Err(ConfigChangeError::Invalid(

@@ -91,6 +91,18 @@ pub enum MembershipChange {
     Remove(NodeId),
 }
 
+impl MembershipChange {
+    /// The server the change is about.
+    pub fn target(&self) -> NodeId {
+        match self {
+            MembershipChange::AddVoter(id)
+            | MembershipChange::AddPassive(id)
+            | MembershipChange::AddReserve(id)
+            | MembershipChange::Remove(id) => *id,
+        }
+    }
+}
+
 /// Counters for things that went wrong without breaking anything.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -673,10 +685,24 @@ impl RawNode {
         change: MembershipChange,
         expected_version: Option<LogIndex>,
     ) -> Result<LogIndex, ConfigChangeError> {
+        self.change_membership_at(change, None, expected_version)
+    }
+
+    /// [`change_membership`](Self::change_membership), also recording where
+    /// the member is reached. With `address` `None` an existing member keeps
+    /// its address; a removed member's address goes with it. Re-adding a
+    /// member in its current role with a new address changes just the
+    /// address.
+    pub fn change_membership_at(
+        &mut self,
+        change: MembershipChange,
+        address: Option<String>,
+        expected_version: Option<LogIndex>,
+    ) -> Result<LogIndex, ConfigChangeError> {
         let leader = self.leader();
         match &mut self.role {
             RoleState::Leader(state) => {
-                state.change_membership(&mut self.core, change, expected_version)
+                state.change_membership(&mut self.core, change, address, expected_version)
             }
             _ => Err(ProposeError::NotLeader { leader }.into()),
         }

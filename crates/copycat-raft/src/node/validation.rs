@@ -361,7 +361,7 @@ fn message_is_well_formed(message: &Message, chunk_limit: usize) -> bool {
 }
 
 fn config_is_well_formed(config: &Configuration) -> bool {
-    !config.members.contains_key(&NodeId(0)) && config.voter_count() > 0
+    config.is_well_formed() && config.voter_count() > 0
 }
 
 pub(super) fn validate_persistent_state(state: &PersistentState) -> Result<(), InitError> {
