@@ -230,6 +230,7 @@ impl ClientBuilder {
             net_tx,
             servers: BTreeMap::new(),
             addresses: BTreeMap::new(),
+            cluster: None,
             waiting: BTreeMap::new(),
             outbox: VecDeque::new(),
             events_tx,
@@ -529,6 +530,7 @@ enum NetEvent {
         addr: SocketAddr,
         server: ServerId,
         tx: mpsc::Sender<ClientRequest>,
+        cluster: u64,
         members: Vec<(u64, SocketAddr)>,
     },
     Message(ServerId, ServerMessage),
@@ -557,6 +559,9 @@ struct Driver {
     /// Every server address kept connected, with why connecting to it
     /// last failed (cleared when it connects).
     addresses: BTreeMap<SocketAddr, Option<Unavailable>>,
+    /// The cluster the first server reached belongs to; servers of another
+    /// cluster are not used.
+    cluster: Option<u64>,
     waiting: BTreeMap<OperationId, Waiting>,
     outbox: VecDeque<Delivery>,
     events_tx: Option<mpsc::Sender<Vec<Event>>>,
@@ -718,8 +723,22 @@ impl Driver {
                 addr,
                 server,
                 tx,
+                cluster,
                 members,
             } => {
+                let expected = *self.cluster.get_or_insert(cluster);
+                if cluster != expected {
+                    // Dropping `tx` ends the connection.
+                    if let Some(last_error) = self.addresses.get_mut(&addr) {
+                        *last_error = Some(Unavailable::NotCopycat {
+                            addr,
+                            detail: format!(
+                                "it serves cluster {cluster:016x}, the other servers cluster {expected:016x}"
+                            ),
+                        });
+                    }
+                    return;
+                }
                 if let Some(last_error) = self.addresses.get_mut(&addr) {
                     *last_error = None;
                 }
@@ -1051,17 +1070,30 @@ async fn serve_connection(
         }
         Ok(Some(Ok(frame))) => frame,
     };
-    let ServerHello { node, members } =
-        decode_frame(&frame).map_err(|error| Unavailable::NotCopycat {
-            addr,
-            detail: format!("undecodable answer to the hello: {error}"),
-        })?;
+    let ServerHello {
+        node,
+        cluster,
+        members,
+    } = decode_frame(&frame).map_err(|error| Unavailable::NotCopycat {
+        addr,
+        detail: format!("undecodable answer to the hello: {error}"),
+    })?;
+    // Members are named by `host:port`; one that does not resolve now is
+    // left out (it is learned again on the next connection).
+    let mut resolved = Vec::with_capacity(members.len());
+    for (id, address) in members {
+        match copycat_net::resolve(&address).await {
+            Ok(addrs) => resolved.extend(addrs.first().map(|a| (id, *a))),
+            Err(error) => tracing::debug!(%address, %error, "member address does not resolve"),
+        }
+    }
     let (tx, mut rx) = mpsc::channel::<ClientRequest>(CONNECTION_QUEUE);
     let connected = NetEvent::Connected {
         addr,
         server: node,
         tx,
-        members,
+        cluster,
+        members: resolved,
     };
     if events.send(connected).await.is_err() {
         return Ok(());

@@ -743,6 +743,12 @@ impl ClientSession {
                 }
             }
             Err(ClientError::Unavailable(_)) | Err(ClientError::Timeout) => {
+                // A hint naming this server is stale (it may have lost
+                // leadership, or been removed): the client would otherwise
+                // ask it again and again.
+                if self.leader_hint == Some(server) {
+                    self.leader_hint = None;
+                }
                 self.move_past(server);
                 self.lose(id, 1);
             }

@@ -251,3 +251,93 @@ mod tests {
         assert_eq!(&client.await.unwrap()[..], b"world");
     }
 }
+
+/// Why an admin call failed before the server answered.
+#[derive(Debug)]
+pub enum AdminCallError {
+    /// The address did not resolve or the connection failed.
+    Unreachable {
+        /// The address as given.
+        address: String,
+        /// What went wrong.
+        error: io::Error,
+    },
+    /// The other side answered with something that is not an admin
+    /// response (not a Copycat server, or another version).
+    NotCopycat {
+        /// The address as given.
+        address: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// No answer within the time limit.
+    Timeout {
+        /// The address as given.
+        address: String,
+        /// The limit.
+        limit: Duration,
+    },
+}
+
+impl std::fmt::Display for AdminCallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminCallError::Unreachable { address, error } => {
+                write!(f, "cannot reach {address}: {error}")
+            }
+            AdminCallError::NotCopycat { address, detail } => {
+                write!(f, "{address} is not a Copycat server: {detail}")
+            }
+            AdminCallError::Timeout { address, limit } => {
+                write!(f, "{address} did not answer within {limit:?}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AdminCallError {}
+
+/// Send one admin request to the server at `address` and wait up to
+/// `limit` for its answer (on a connection of its own, closed after).
+pub async fn admin_call(
+    address: &str,
+    request: &copycat_proto::AdminRequest,
+    limit: Duration,
+) -> Result<copycat_proto::AdminResponse, AdminCallError> {
+    use futures_util::{SinkExt, StreamExt};
+    let call = async {
+        let unreachable = |error: io::Error| AdminCallError::Unreachable {
+            address: address.to_string(),
+            error,
+        };
+        let addrs = resolve(address).await.map_err(unreachable)?;
+        let stream = connect(addrs[0]).await.map_err(unreachable)?;
+        let mut framed = framed(stream);
+        framed
+            .feed(copycat_proto::encode_frame(&copycat_proto::Hello::Admin))
+            .await
+            .map_err(unreachable)?;
+        framed
+            .send(copycat_proto::encode_frame(request))
+            .await
+            .map_err(unreachable)?;
+        let not_copycat = |detail: String| AdminCallError::NotCopycat {
+            address: address.to_string(),
+            detail,
+        };
+        match framed.next().await {
+            None => Err(not_copycat(
+                "it closed the connection without answering".into(),
+            )),
+            Some(Err(error)) => Err(not_copycat(format!("bad frame: {error}"))),
+            Some(Ok(frame)) => copycat_proto::decode_frame(&frame)
+                .map_err(|error| not_copycat(format!("undecodable answer: {error}"))),
+        }
+    };
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(AdminCallError::Timeout {
+            address: address.to_string(),
+            limit,
+        })
+    })
+}

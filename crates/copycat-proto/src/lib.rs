@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod admin;
 mod client;
 pub mod codec;
 mod hello;
@@ -51,15 +52,18 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use admin::{
+    AdminFailure, AdminRequest, AdminResponse, MemberInfo, MemberKind, ServerState, ServerStatus,
+};
 pub use client::{
     ClientError, ClientRequest, CommandFailure, Consistency, Event, EventBatch, Request, Response,
     ServerMessage,
 };
-pub use hello::{Hello, ServerHello, MAX_FRAME_BYTES};
+pub use hello::{Hello, PeerAnswer, ServerHello, MAX_FRAME_BYTES};
 pub use log::{LogBody, LogCommand};
 
 /// The format version written at the start of every frame by this build.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 macro_rules! newtype {
     ($(#[$meta:meta])* $name:ident($inner:ty), $prefix:literal) => {

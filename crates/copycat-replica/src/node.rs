@@ -303,6 +303,16 @@ impl<M: RawStateMachine> ServerNode<M> {
     ) -> Option<ReadPath> {
         self.now = self.now.max(now);
         let ClientRequest { id, request } = request;
+        // A server outside the configuration (removed, or never added) has
+        // no business answering: its state stops at its removal.
+        if self.raw.member_role().is_none() {
+            let error = ClientError::Unavailable(format!(
+                "server {} is not a member of the cluster",
+                self.raw.id().0
+            ));
+            self.respond(connection, id, Err(error));
+            return None;
+        }
         match request {
             Request::Register { client, timeout_ms } => {
                 // A retry while the first attempt is still in the log waits

@@ -30,7 +30,7 @@
 //! by chunk; when the last arrives, the file is installed and the replica
 //! restored from it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -39,7 +39,7 @@ use copycat_raft::{
     Configuration, Entry, LogIndex, Message, NodeId, ReadState, Ready, SnapshotMeta, Term, Time,
 };
 use copycat_storage::{
-    Disk, SealedSnapshot, SnapshotWriter, Storage, StorageError, StorageOptions,
+    Disk, Identity, SealedSnapshot, SnapshotWriter, Storage, StorageError, StorageOptions,
 };
 
 use crate::image::ReplicaImage;
@@ -67,12 +67,55 @@ pub enum ShellError {
     /// A socket could not be used.
     #[error("network: {0}")]
     Io(#[from] std::io::Error),
+    /// The data directory holds no cluster and the shell was given nothing
+    /// to bootstrap it with.
+    #[error("{} holds no cluster data: bootstrap a new cluster or join one", path.display())]
+    NotBootstrapped {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// The data directory belongs to another server.
+    #[error(
+        "{} holds the data of server {recorded}, not of server {configured}",
+        path.display()
+    )]
+    WrongServer {
+        /// The data directory.
+        path: PathBuf,
+        /// The server id the directory records.
+        recorded: u64,
+        /// The server id this server was started with.
+        configured: u64,
+    },
     /// A snapshot chunk arrived out of order.
     #[error("snapshot chunk at offset {0} with no snapshot started")]
     ChunkOutOfOrder(u64),
     /// [`Shell::finish_snapshot`] got a snapshot this shell did not start.
     #[error("snapshot at {0:?} finished but not started by this shell")]
     NotStarted(LogIndex),
+}
+
+/// How to initialise a data directory that holds nothing yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// Whose data it will be.
+    pub identity: Identity,
+    /// The configuration to start from: the initial voters of a new
+    /// cluster, or the configuration a server joining a cluster was given.
+    pub config: Configuration,
+}
+
+impl Bootstrap {
+    /// A new cluster `cluster` of `voters`, for server `server`.
+    pub fn voters(cluster: u64, server: NodeId, voters: impl IntoIterator<Item = NodeId>) -> Self {
+        Self {
+            identity: Identity {
+                cluster,
+                server: server.0,
+            },
+            config: Configuration::with_voters(voters),
+        }
+    }
 }
 
 /// Settings of a [`Shell`].
@@ -239,24 +282,46 @@ pub struct Shell<M> {
 }
 
 impl<M: RawStateMachine> Shell<M> {
-    /// Open the data directory `data_dir` on `disk` (bootstrapping it with
-    /// `initial_members` if it holds nothing yet), recover, and start the
-    /// server from the latest snapshot and the log.
+    /// Open the data directory `data_dir` on `disk` (initialising it with
+    /// `bootstrap` if it holds nothing yet; a directory that does keeps
+    /// what it holds), recover, and start the server from the latest
+    /// snapshot and the log. A directory of another server is refused.
     pub fn open(
         config: ShellConfig,
         data_dir: &Path,
         disk: Arc<dyn Disk>,
-        initial_members: &[NodeId],
+        bootstrap: Option<Bootstrap>,
         machine: M,
         now: Time,
         wall_ms: u64,
     ) -> Result<Self, ShellError> {
-        let members = Configuration::with_voters(initial_members.iter().copied());
-        match Storage::bootstrap(Arc::clone(&disk), data_dir, config.storage.clone(), members) {
-            Ok(()) | Err(StorageError::AlreadyBootstrapped { .. }) => {}
-            Err(error) => return Err(error.into()),
+        let id = config.server.raft.id;
+        let mut opened = Storage::open(Arc::clone(&disk), data_dir, config.storage.clone())?;
+        if !opened.0.is_bootstrapped() {
+            let Some(bootstrap) = bootstrap else {
+                return Err(ShellError::NotBootstrapped {
+                    path: data_dir.to_path_buf(),
+                });
+            };
+            drop(opened);
+            Storage::bootstrap(
+                Arc::clone(&disk),
+                data_dir,
+                config.storage.clone(),
+                bootstrap.config,
+                bootstrap.identity,
+            )?;
+            opened = Storage::open(disk, data_dir, config.storage.clone())?;
         }
-        let (storage, state, report) = Storage::open(disk, data_dir, config.storage.clone())?;
+        let (storage, state, report) = opened;
+        let recorded = storage.identity().server;
+        if recorded != id.0 {
+            return Err(ShellError::WrongServer {
+                path: data_dir.to_path_buf(),
+                recorded,
+                configured: id.0,
+            });
+        }
         if !report.is_clean() {
             tracing::warn!(?report, dir = %data_dir.display(), "storage recovery repaired the data directory");
         }
@@ -663,7 +728,7 @@ mod tests {
             config,
             &dir,
             Arc::clone(disk),
-            &members,
+            Some(Bootstrap::voters(1, NodeId(id), members)),
             Typed(TestMachine::default()),
             Time(now),
             now,

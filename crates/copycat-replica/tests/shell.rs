@@ -11,7 +11,7 @@ use copycat_raft::{
     Config, Entry, EntryPayload, LogIndex, Message, MessageBody, NodeId, Term, Time,
 };
 use copycat_replica::node::ServerConfig;
-use copycat_replica::shell::{Shell, ShellConfig};
+use copycat_replica::shell::{Bootstrap, Shell, ShellConfig};
 use copycat_replica::testing::TestMachine;
 use copycat_replica::Typed;
 use copycat_storage::{Disk, FaultDisk, StorageOptions};
@@ -28,7 +28,11 @@ fn open(disk: &FaultDisk) -> Shell<Typed<TestMachine>> {
         config,
         Path::new("/data/2"),
         disk,
-        &[NodeId(1), NodeId(2), NodeId(3)],
+        Some(Bootstrap::voters(
+            1,
+            NodeId(2),
+            [NodeId(1), NodeId(2), NodeId(3)],
+        )),
         Typed(TestMachine::default()),
         Time(0),
         0,

@@ -50,10 +50,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod admin;
+mod lock;
 mod net;
 mod owner;
 mod server;
 mod status;
+
+pub use lock::LOCK_FILE;
+pub use net::NetCounters;
+pub use server::cluster_id;
 
 pub use copycat_net::{Stopped, Watch};
 pub use server::{
@@ -64,7 +70,10 @@ pub use status::{Leadership, LoopStats, Status};
 
 // Everything needed to write a state machine and serve it, so a program
 // depends on this crate alone.
-pub use copycat_proto::SessionId;
+pub use copycat_proto::{
+    AdminFailure, AdminRequest, AdminResponse, MemberInfo, MemberKind, ServerState, ServerStatus,
+    SessionId,
+};
 pub use copycat_raft::{MemberRole, NodeId, Role};
 pub use copycat_replica::node::ServerConfig;
 pub use copycat_replica::{

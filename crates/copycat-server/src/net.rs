@@ -1,22 +1,103 @@
-//! The server's sockets. One TCP listener takes both peers and clients;
-//! every connection opens with a [`Hello`] frame. A client connection gets
-//! its own bounded channel for what the server sends it; each peer has an
-//! outbound task with a bounded queue that reconnects with backoff.
+//! The server's sockets. One TCP listener takes peers, clients and admin
+//! connections; every connection opens with a [`Hello`] frame. A client
+//! connection gets its own bounded channel for what the server sends it;
+//! each peer has an outbound task with a bounded queue that reconnects with
+//! backoff. A peer is let in only if it belongs to this server's cluster and
+//! is a member of the configuration this server knows; both sides log a
+//! refusal, with the reason.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use copycat_net::{framed, Backoff, FramedStream};
-use copycat_proto::{decode_frame, encode_frame, ClientRequest, Hello, ServerMessage};
+use copycat_proto::{
+    decode_frame, encode_frame, AdminRequest, ClientRequest, Hello, PeerAnswer, ServerMessage,
+};
 use copycat_raft::{Message, NodeId};
 use copycat_replica::node::ConnectionId;
+use copycat_replica::RawStateMachine;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::admin::Admin;
 use crate::owner::Input;
+
+/// How long a peer waits for the answer to its hello.
+const PEER_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A refusal by the same peer for the same reason is logged at most this
+/// often.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Who may connect as a peer: servers of this cluster that are members of
+/// the configuration this server knows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PeerPolicy {
+    pub(crate) cluster: u64,
+    pub(crate) members: BTreeSet<u64>,
+}
+
+impl PeerPolicy {
+    /// Why a peer `id` of cluster `cluster` is refused, if it is.
+    fn refusal(&self, cluster: u64, id: u64) -> Option<String> {
+        if cluster != self.cluster {
+            Some(format!(
+                "this server belongs to cluster {:016x}, the caller to cluster {cluster:016x}",
+                self.cluster
+            ))
+        } else if !self.members.contains(&id) {
+            Some(format!(
+                "server {id} is not a member of the cluster configuration (members: {:?})",
+                self.members
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Counters of the peer connections, shared by every connection task.
+#[derive(Debug, Default)]
+pub(crate) struct NetStats {
+    peers_refused: AtomicU64,
+    refused_by_peers: AtomicU64,
+    wrong_sender: AtomicU64,
+}
+
+impl NetStats {
+    pub(crate) fn snapshot(&self) -> NetCounters {
+        NetCounters {
+            peers_refused: self.peers_refused.load(Ordering::Relaxed),
+            refused_by_peers: self.refused_by_peers.load(Ordering::Relaxed),
+            wrong_sender: self.wrong_sender.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a server counted on its peer connections since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetCounters {
+    /// Incoming peer connections refused (another cluster, not a member).
+    pub peers_refused: u64,
+    /// Outgoing peer connections another server refused.
+    pub refused_by_peers: u64,
+    /// Peer messages dropped because their sender was not the server the
+    /// connection's hello named.
+    pub wrong_sender: u64,
+}
+
+/// What the acceptor hands every connection.
+pub(crate) struct Accepting<M> {
+    pub(crate) hello: watch::Receiver<Bytes>,
+    pub(crate) policy: watch::Receiver<PeerPolicy>,
+    pub(crate) limits: Limits,
+    pub(crate) admin: Admin<M>,
+    pub(crate) stats: Arc<NetStats>,
+}
 
 /// Messages queued for one client connection.
 const CLIENT_QUEUE: usize = 4096;
@@ -28,13 +109,14 @@ pub(crate) struct Limits {
     pub(crate) hello_timeout: Duration,
 }
 
-pub(crate) async fn accept<M: Send + 'static>(
+pub(crate) async fn accept<M: RawStateMachine + Send + 'static>(
     listener: TcpListener,
-    hello: watch::Receiver<Bytes>,
-    limits: Limits,
+    accepting: Accepting<M>,
     inputs: mpsc::Sender<Input<M>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let limits = accepting.limits;
+    let accepting = Arc::new(accepting);
     let mut next_conn: ConnectionId = 0;
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut refused: u64 = 0;
@@ -45,7 +127,7 @@ pub(crate) async fn accept<M: Send + 'static>(
                 Ok((stream, addr)) => {
                     let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                         // One line per 1,000 refusals, not one per refusal.
-                        if refused % 1_000 == 0 {
+                        if refused.is_multiple_of(1_000) {
                             tracing::warn!(%addr, limit = limits.max_connections, refused = refused + 1, "too many connections; closing new ones");
                         }
                         refused += 1;
@@ -53,7 +135,7 @@ pub(crate) async fn accept<M: Send + 'static>(
                     };
                     let _ = stream.set_nodelay(true);
                     next_conn += 1;
-                    let connection = connection(stream, addr, hello.borrow().clone(), limits.hello_timeout, next_conn, inputs.clone(), stop.clone());
+                    let connection = connection(stream, addr, Arc::clone(&accepting), next_conn, inputs.clone(), stop.clone());
                     tokio::spawn(async move {
                         connection.await;
                         drop(slot);
@@ -100,11 +182,10 @@ async fn read_message<T: serde::de::DeserializeOwned>(
     }
 }
 
-async fn connection<M: Send + 'static>(
+async fn connection<M: RawStateMachine + Send + 'static>(
     stream: TcpStream,
     addr: SocketAddr,
-    hello_reply: Bytes,
-    hello_timeout: Duration,
+    accepting: Arc<Accepting<M>>,
     conn: ConnectionId,
     inputs: mpsc::Sender<Input<M>>,
     mut stop: watch::Receiver<bool>,
@@ -112,7 +193,7 @@ async fn connection<M: Send + 'static>(
     let mut framed = framed(stream);
     let hello = tokio::select! {
         _ = stop.changed() => return,
-        _ = tokio::time::sleep(hello_timeout) => {
+        _ = tokio::time::sleep(accepting.limits.hello_timeout) => {
             tracing::warn!(%addr, "no hello in time; closing the connection");
             return;
         }
@@ -120,30 +201,80 @@ async fn connection<M: Send + 'static>(
     };
     match hello {
         None => {}
-        Some(Hello::Peer(from)) => loop {
-            let message = tokio::select! {
-                _ = stop.changed() => return,
-                message = read_message::<Message>(&mut framed, addr, "peer message") => message,
-            };
-            let Some(message) = message else { return };
-            if message.from.0 != from {
-                tracing::warn!(%addr, hello = from, from = ?message.from, "peer message from another server than its hello said; dropped");
-                continue;
-            }
-            if inputs.send(Input::Peer(message)).await.is_err() {
+        Some(Hello::Peer { cluster, id: from }) => {
+            let refusal = accepting.policy.borrow().refusal(cluster, from);
+            if let Some(reason) = refusal {
+                accepting
+                    .stats
+                    .peers_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%addr, peer = from, %reason, "refused a peer connection");
+                let _ = framed
+                    .send(encode_frame(&PeerAnswer::Refused(reason)))
+                    .await;
                 return;
             }
-        },
+            if framed
+                .send(encode_frame(&PeerAnswer::Accepted))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut policy = accepting.policy.clone();
+            loop {
+                let message = tokio::select! {
+                    _ = stop.changed() => return,
+                    changed = policy.changed() => {
+                        let refusal = changed.ok().and_then(|()| policy.borrow().refusal(cluster, from));
+                        if let Some(reason) = refusal {
+                            // It reconnects, and is told why at its hello.
+                            tracing::info!(%addr, peer = from, %reason, "closing the connection of a peer no longer a member");
+                            return;
+                        }
+                        continue;
+                    }
+                    message = read_message::<Message>(&mut framed, addr, "peer message") => message,
+                };
+                let Some(message) = message else { return };
+                if message.from.0 != from {
+                    let dropped = accepting.stats.wrong_sender.fetch_add(1, Ordering::Relaxed);
+                    if dropped.is_multiple_of(1_000) {
+                        tracing::warn!(%addr, hello = from, from = ?message.from, dropped = dropped + 1, "peer message from another server than its hello said; dropped");
+                    }
+                    continue;
+                }
+                if inputs.send(Input::Peer(message)).await.is_err() {
+                    return;
+                }
+            }
+        }
         Some(Hello::Client) => {
             let (tx, mut rx) = mpsc::channel(CLIENT_QUEUE);
             if inputs.send(Input::ClientOpen(conn, tx)).await.is_err() {
                 return;
             }
+            let hello_reply = accepting.hello.borrow().clone();
             if framed.send(hello_reply).await.is_ok() {
                 client_loop(&mut framed, addr, conn, &inputs, &mut rx, &mut stop).await;
             }
             let _ = inputs.send(Input::ClientClosed(conn)).await;
         }
+        Some(Hello::Admin) => loop {
+            let request = tokio::select! {
+                _ = stop.changed() => return,
+                request = read_message::<AdminRequest>(&mut framed, addr, "admin request") => request,
+            };
+            let Some(request) = request else { return };
+            tracing::info!(%addr, ?request, "admin request");
+            let response = tokio::select! {
+                _ = stop.changed() => return,
+                response = accepting.admin.handle(request) => response,
+            };
+            if framed.send(encode_frame(&response)).await.is_err() {
+                return;
+            }
+        },
     }
 }
 
@@ -183,35 +314,100 @@ async fn client_loop<M>(
     }
 }
 
+/// Who a peer sender connects to, and as whom.
+pub(crate) struct PeerLink {
+    pub(crate) id: NodeId,
+    pub(crate) cluster: u64,
+    pub(crate) peer: NodeId,
+    pub(crate) address: String,
+}
+
+/// Resolve, connect and say hello to the peer; `Err` with a reason to log.
+async fn open_peer(link: &PeerLink) -> Result<FramedStream, PeerFailure> {
+    let addrs = copycat_net::resolve(&link.address)
+        .await
+        .map_err(|e| PeerFailure::Unreachable(format!("cannot resolve: {e}")))?;
+    let stream = copycat_net::connect(addrs[0])
+        .await
+        .map_err(|e| PeerFailure::Unreachable(e.to_string()))?;
+    let mut framed = framed(stream);
+    let hello = Hello::Peer {
+        cluster: link.cluster,
+        id: link.id.0,
+    };
+    framed
+        .send(encode_frame(&hello))
+        .await
+        .map_err(|e| PeerFailure::Unreachable(e.to_string()))?;
+    let answer = tokio::time::timeout(PEER_ANSWER_TIMEOUT, framed.next())
+        .await
+        .map_err(|_| PeerFailure::Unreachable("no answer to the hello".into()))?;
+    let frame = match answer {
+        Some(Ok(frame)) => frame,
+        Some(Err(error)) => return Err(PeerFailure::Unreachable(error.to_string())),
+        None => return Err(PeerFailure::Unreachable("closed during the hello".into())),
+    };
+    match decode_frame::<PeerAnswer>(&frame) {
+        Ok(PeerAnswer::Accepted) => Ok(framed),
+        Ok(PeerAnswer::Refused(reason)) => Err(PeerFailure::Refused(reason)),
+        Err(error) => Err(PeerFailure::Refused(format!(
+            "undecodable answer to the hello (not a Copycat server of this version?): {error}"
+        ))),
+    }
+}
+
+enum PeerFailure {
+    Unreachable(String),
+    Refused(String),
+}
+
 /// Keeps a connection to one peer and sends it what the owner queues. Ends
 /// when the queue's sender is dropped or the server stops.
 pub(crate) async fn peer_sender(
-    id: NodeId,
-    peer: NodeId,
-    addr: SocketAddr,
+    link: PeerLink,
     mut rx: mpsc::Receiver<Message>,
     mut stop: watch::Receiver<bool>,
+    stats: Arc<NetStats>,
 ) {
+    let PeerLink { peer, .. } = link;
     let mut backoff = Backoff::default();
+    let mut last_refusal: Option<(String, Instant)> = None;
     loop {
-        let connect = copycat_net::connect_retrying(addr, &mut backoff, |error| {
-            tracing::debug!(?peer, %addr, %error, "cannot reach peer; retrying");
-            // Messages queued meanwhile are stale: drop them.
-            while rx.try_recv().is_ok() {}
-        });
-        let stream = tokio::select! {
+        let opened = tokio::select! {
             _ = stop.changed() => return,
-            stream = connect => stream,
+            opened = open_peer(&link) => opened,
         };
         if rx.is_closed() {
             return;
         }
-        let mut framed = framed(stream);
-        if framed.send(encode_frame(&Hello::Peer(id.0))).await.is_err() {
-            continue;
-        }
+        let mut framed = match opened {
+            Ok(framed) => framed,
+            Err(failure) => {
+                match failure {
+                    PeerFailure::Unreachable(error) => {
+                        tracing::debug!(?peer, address = %link.address, %error, "cannot reach peer; retrying");
+                    }
+                    PeerFailure::Refused(reason) => {
+                        stats.refused_by_peers.fetch_add(1, Ordering::Relaxed);
+                        let repeat = matches!(&last_refusal, Some((r, at)) if *r == reason && at.elapsed() < REFUSAL_LOG_INTERVAL);
+                        if !repeat {
+                            tracing::warn!(?peer, address = %link.address, %reason, "peer refused this server");
+                            last_refusal = Some((reason, Instant::now()));
+                        }
+                    }
+                }
+                // Messages queued meanwhile are stale: drop them.
+                while rx.try_recv().is_ok() {}
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+                continue;
+            }
+        };
         backoff.reset();
-        tracing::debug!(?peer, %addr, "connected to peer");
+        last_refusal = None;
+        tracing::debug!(?peer, address = %link.address, "connected to peer");
         loop {
             let message = tokio::select! {
                 _ = stop.changed() => return,
@@ -227,7 +423,7 @@ pub(crate) async fn peer_sender(
                 }
             }
             if failed || SinkExt::<Bytes>::flush(&mut framed).await.is_err() {
-                tracing::debug!(?peer, %addr, "peer connection lost; reconnecting");
+                tracing::debug!(?peer, address = %link.address, "peer connection lost; reconnecting");
                 break;
             }
         }

@@ -13,21 +13,22 @@
 //! result back as an input.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use copycat_net::TICK;
 use copycat_proto::{encode_frame, ClientRequest, ServerHello, ServerMessage};
-use copycat_raft::{Message, NodeId, Time};
+use copycat_raft::{Configuration, LogIndex, Message, NodeId, Time};
 use copycat_replica::node::ConnectionId;
 use copycat_replica::shell::{Shell, ShellError, WrittenSnapshot};
 use copycat_replica::RawStateMachine;
 use copycat_storage::StorageError;
 use tokio::sync::{mpsc, watch};
 
-use crate::net::peer_sender;
+use crate::lock::DirLock;
+use crate::net::{peer_sender, NetStats, PeerLink, PeerPolicy};
 use crate::status::{LoopStats, Status};
 
 /// Inputs handled per batch before the shell processes them together (one
@@ -62,51 +63,114 @@ pub(crate) struct Core<M> {
 }
 
 /// The outbound side of every peer connection: one task per peer, fed by a
-/// bounded queue, reconnecting with backoff.
+/// bounded queue, reconnecting with backoff. It follows the configuration:
+/// every member other than this server with an address in it has a task,
+/// and nobody else does.
 pub(crate) struct Peers {
     id: NodeId,
-    local_addr: SocketAddr,
+    cluster: u64,
     runtime: tokio::runtime::Handle,
-    senders: BTreeMap<NodeId, (SocketAddr, mpsc::Sender<Message>)>,
+    senders: BTreeMap<NodeId, (String, mpsc::Sender<Message>)>,
     stop: watch::Receiver<bool>,
+    /// The configuration index followed last.
+    followed: Option<LogIndex>,
+    /// Whether this server was a member of the configuration followed.
+    member: bool,
     /// The hello clients get, naming every known member.
     hello: watch::Sender<Bytes>,
+    /// Who the acceptor lets in as a peer.
+    policy: watch::Sender<PeerPolicy>,
+    stats: Arc<NetStats>,
 }
 
 impl Peers {
     pub(crate) fn new(
         id: NodeId,
-        local_addr: SocketAddr,
+        cluster: u64,
         runtime: tokio::runtime::Handle,
         stop: watch::Receiver<bool>,
-    ) -> (Self, watch::Receiver<Bytes>) {
+    ) -> (Self, watch::Receiver<Bytes>, watch::Receiver<PeerPolicy>) {
         let (hello, hello_rx) = watch::channel(Bytes::new());
-        let mut peers = Self {
+        let (policy, policy_rx) = watch::channel(PeerPolicy {
+            cluster,
+            members: Default::default(),
+        });
+        let peers = Self {
             id,
-            local_addr,
+            cluster,
             runtime,
             senders: BTreeMap::new(),
             stop,
+            followed: None,
+            member: true,
             hello,
+            policy,
+            stats: Arc::default(),
         };
-        peers.publish_hello();
-        (peers, hello_rx)
+        (peers, hello_rx, policy_rx)
     }
 
-    /// Reach `peer` at `addr` from now on (replacing an older address).
-    pub(crate) fn set_address(&mut self, peer: NodeId, addr: SocketAddr) {
-        if peer == self.id {
+    pub(crate) fn stats(&self) -> Arc<NetStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Connect to exactly the members of `config` (at `index`), at the
+    /// addresses it gives.
+    pub(crate) fn follow(&mut self, (index, config): (LogIndex, &Configuration)) {
+        if self.followed == Some(index) {
             return;
         }
-        if matches!(self.senders.get(&peer), Some((known, _)) if *known == addr) {
-            return;
+        self.followed = Some(index);
+        let member = config.members.contains_key(&self.id);
+        if self.member && !member {
+            tracing::warn!(
+                id = ?self.id,
+                config_index = ?index,
+                "this server is not a member of the cluster configuration (removed?); it takes no part: it does not campaign and refuses clients"
+            );
+        } else if member && !self.member {
+            tracing::info!(id = ?self.id, config_index = ?index, "this server is a member of the cluster configuration again");
         }
-        let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        // Replacing the sender drops the old queue; its task then ends.
-        self.senders.insert(peer, (addr, tx));
-        self.runtime
-            .spawn(peer_sender(self.id, peer, addr, rx, self.stop.clone()));
-        self.publish_hello();
+        self.member = member;
+        self.senders
+            .retain(|peer, _| config.members.contains_key(peer) && config.address(*peer).is_some());
+        for (peer, address) in &config.addresses {
+            if *peer == self.id {
+                continue;
+            }
+            if matches!(self.senders.get(peer), Some((known, _)) if known == address) {
+                continue;
+            }
+            tracing::info!(id = ?self.id, ?peer, %address, "peer address from the configuration");
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            // Replacing the sender drops the old queue; its task then ends.
+            self.senders.insert(*peer, (address.clone(), tx));
+            self.runtime.spawn(peer_sender(
+                PeerLink {
+                    id: self.id,
+                    cluster: self.cluster,
+                    peer: *peer,
+                    address: address.clone(),
+                },
+                rx,
+                self.stop.clone(),
+                Arc::clone(&self.stats),
+            ));
+        }
+        let _ = self.policy.send(PeerPolicy {
+            cluster: self.cluster,
+            members: config.members.keys().map(|id| id.0).collect(),
+        });
+        let members: Vec<(u64, String)> = config
+            .addresses
+            .iter()
+            .map(|(id, address)| (id.0, address.clone()))
+            .collect();
+        let _ = self.hello.send(encode_frame(&ServerHello {
+            node: self.id.0,
+            cluster: self.cluster,
+            members,
+        }));
     }
 
     fn send(&self, message: Message) {
@@ -114,20 +178,6 @@ impl Peers {
             // A full queue drops the message: Raft retries.
             let _ = tx.try_send(message);
         }
-    }
-
-    fn publish_hello(&mut self) {
-        let mut members: Vec<(u64, SocketAddr)> = self
-            .senders
-            .iter()
-            .map(|(peer, (addr, _))| (peer.0, *addr))
-            .collect();
-        members.push((self.id.0, self.local_addr));
-        members.sort();
-        let _ = self.hello.send(encode_frame(&ServerHello {
-            node: self.id.0,
-            members,
-        }));
     }
 }
 
@@ -155,6 +205,8 @@ pub(crate) struct Owner<M> {
     pub(crate) written: Option<Result<WrittenSnapshot, StorageError>>,
     /// The last message from the leader: who sent it, when it was handled.
     pub(crate) leader_seen: Option<(NodeId, Instant)>,
+    /// The data directory lock, released when the thread ends.
+    pub(crate) lock: Option<DirLock>,
 }
 
 impl<M: RawStateMachine + Send + 'static> Owner<M> {
@@ -208,6 +260,8 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
         if let Some(thread) = self.snapshot_thread.take() {
             let _ = thread.join();
         }
+        // Nothing touches the directory any more: another process may.
+        drop(self.lock.take());
         tracing::info!(?id, "server stopped");
         result
     }
@@ -260,6 +314,8 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
             self.core.shell.finish_snapshot(written)?;
         }
         let outputs = self.core.shell.process_batches()?;
+        let config = self.core.shell.server().raft().configuration();
+        self.core.peers.follow(config);
         for message in outputs.peer_messages {
             self.core.peers.send(message);
         }

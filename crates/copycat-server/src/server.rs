@@ -7,20 +7,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use copycat_net::{ticker, Watch, TICK};
-use copycat_raft::{
-    Config, ConfigChangeError, LogIndex, MembershipChange, NodeId, ProposeError, Term, Time,
-    TransferError,
-};
+use copycat_proto::{AdminFailure, AdminRequest, AdminResponse, MemberKind, ServerStatus};
+use copycat_raft::{Config, Configuration, MembershipChange, NodeId, Time};
 use copycat_replica::node::{ServerConfig, ServerNode};
-use copycat_replica::shell::{Shell, ShellConfig, ShellError};
+use copycat_replica::shell::{Bootstrap, Shell, ShellConfig, ShellError};
 use copycat_replica::{RawStateMachine, StateMachine, Typed};
-use copycat_storage::{Disk, Durability, FsDisk, StorageOptions};
+use copycat_storage::{Disk, Durability, FsDisk, Identity, StorageOptions};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::net::{accept, Limits};
-use crate::owner::{wall_ms, Call, Core, Input, Owner, Peers};
+use crate::admin::{config_of, Admin, Wait};
+use crate::lock::DirLock;
+use crate::net::{accept, Accepting, Limits, NetCounters, NetStats};
+use crate::owner::{wall_ms, Core, Input, Owner, Peers};
 use crate::status::{Leadership, LoopStats, Status};
 
 /// Inputs queued for the owner thread before connection tasks wait.
@@ -54,6 +54,22 @@ pub enum StartError {
         address: SocketAddr,
         /// Why.
         source: std::io::Error,
+    },
+    /// Another process holds the data directory.
+    #[error("data directory {} is in use by {holder}", path.display())]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+        /// Who holds it, as it recorded itself (`pid N`).
+        holder: String,
+    },
+    /// Joining the cluster failed.
+    #[error("cannot join the cluster through {address}: {reason}")]
+    Join {
+        /// The server asked last.
+        address: String,
+        /// Why.
+        reason: String,
     },
     /// The data directory could not be created, opened or recovered.
     #[error("data directory {}: {source}", path.display())]
@@ -112,6 +128,8 @@ pub struct ServerBuilder<M> {
     listener: Option<TcpListener>,
     data_dir: PathBuf,
     members: Vec<(u64, String)>,
+    join: Option<String>,
+    advertise: Option<String>,
     fsync: bool,
     config: Option<ServerConfig>,
     configure: Vec<Configure>,
@@ -133,6 +151,8 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             listener: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             members: Vec::new(),
+            join: None,
+            advertise: None,
             fsync: true,
             config: None,
             configure: Vec::new(),
@@ -167,16 +187,38 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
         self
     }
 
-    /// The initial voters as `(id, address)`, this server among them (its
-    /// address may be left out: it is the listen address). They make up the
-    /// cluster when the data directory is new; on a restart the log's
-    /// configuration wins and the addresses tell the server where its peers
-    /// are.
+    /// The initial voters of a new cluster as `(id, address)`, this server
+    /// among them (its address may be left out: it is the advertised
+    /// address). Every server of the new cluster must be given the same
+    /// list: the cluster id is derived from it, and servers with different
+    /// lists refuse each other. The list is used only when the data
+    /// directory is new: on a restart the configuration the server
+    /// persisted wins (a different list is logged as a warning), and the
+    /// addresses of every member come from the log or a snapshot.
     pub fn bootstrap<A: Into<String>>(
         mut self,
         members: impl IntoIterator<Item = (u64, A)>,
     ) -> Self {
         self.members = members.into_iter().map(|(id, a)| (id, a.into())).collect();
+        self
+    }
+
+    /// Join the running cluster that the server at `address` (any member)
+    /// belongs to, when the data directory is new: the leader adds this
+    /// server as a learner and promotes it to voter once it has caught up
+    /// ([`Server::watch_status`] shows the promotion). A data directory
+    /// that already holds a cluster's data restarts as that member, and
+    /// `address` is not contacted.
+    pub fn join(mut self, address: impl Into<String>) -> Self {
+        self.join = Some(address.into());
+        self
+    }
+
+    /// The address other servers and clients reach this server at
+    /// (`host:port`), recorded in the cluster configuration. Default: the
+    /// address the server listens on.
+    pub fn advertise(mut self, address: impl Into<String>) -> Self {
+        self.advertise = Some(address.into());
         self
     }
 
@@ -230,6 +272,8 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             listener,
             data_dir,
             members,
+            join,
+            advertise,
             fsync,
             config,
             configure,
@@ -245,6 +289,11 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
                 "max_connections must be positive".into(),
             ));
         }
+        if join.is_some() && !members.is_empty() {
+            return Err(StartError::Invalid(
+                "bootstrap a new cluster or join one, not both".into(),
+            ));
+        }
         let listener = match listener {
             Some(listener) => listener,
             None => {
@@ -258,20 +307,19 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             address: listener_addr_hint(&listen),
             source,
         })?;
-        let mut peers = BTreeMap::new();
+        let advertised = advertise.unwrap_or_else(|| local_addr.to_string());
+        let mut initial: BTreeMap<u64, String> = BTreeMap::new();
         for (member, address) in &members {
             if *member == 0 {
                 return Err(StartError::Invalid("member ids must be positive".into()));
             }
-            let addr = resolve_one(address).await?;
-            if peers.insert(NodeId(*member), addr).is_some() {
+            if initial.insert(*member, address.clone()).is_some() {
                 return Err(StartError::Invalid(format!(
                     "member {member} is listed twice"
                 )));
             }
         }
-        peers.entry(NodeId(id)).or_insert(local_addr);
-        let voters: Vec<NodeId> = peers.keys().copied().collect();
+        initial.entry(id).or_insert_with(|| advertised.clone());
 
         let mut server = config.unwrap_or_else(|| ServerConfig::new(Config::new(NodeId(id))));
         server.raft.id = NodeId(id);
@@ -294,8 +342,38 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             seed: id ^ u64::from(std::process::id()) ^ wall_ms(),
             compute_digests: false,
         };
+        // Only a directory on the file system can be shared by two
+        // processes (a test's disk lives in one).
+        let lock = match disk {
+            None => Some(DirLock::acquire(&data_dir)?),
+            Some(_) => None,
+        };
         let disk = disk.unwrap_or_else(|| Arc::new(FsDisk::new()));
         let start = Instant::now();
+        let data_dir_error = |source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        };
+        // A new directory is bootstrapped from the member list, or from
+        // what the cluster answers a join; one that holds data keeps it.
+        let new_dir = !copycat_storage::Storage::is_bootstrapped_dir(disk.as_ref(), &data_dir)
+            .map_err(|e| data_dir_error(e.into()))?;
+        let bootstrap = match (&join, new_dir) {
+            (_, false) => None,
+            (Some(address), true) => {
+                Some(join_cluster(id, &advertised, address, election_timeout_ms).await?)
+            }
+            (None, true) => Some(Bootstrap {
+                identity: Identity {
+                    cluster: cluster_id(&initial),
+                    server: id,
+                },
+                config: initial.iter().fold(
+                    Configuration::with_voters(initial.keys().map(|id| NodeId(*id))),
+                    |config, (id, address)| config.with_address(NodeId(*id), address.clone()),
+                ),
+            }),
+        };
         let dir = data_dir.clone();
         let opened = tokio::task::spawn_blocking(move || {
             if let Err(error) = std::fs::create_dir_all(&dir) {
@@ -305,7 +383,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
                 shell_config,
                 &dir,
                 disk,
-                &voters,
+                bootstrap,
                 machine,
                 Time(0),
                 wall_ms(),
@@ -313,23 +391,31 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
         })
         .await
         .map_err(|e| StartError::Invalid(format!("opening the data directory panicked: {e}")))?;
-        let shell = opened.map_err(|source| StartError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
+        let shell = opened.map_err(data_dir_error)?;
+        let cluster = shell.storage().identity().cluster;
+        let (_, persisted) = shell.server().raft().configuration();
+        if !new_dir && !members.is_empty() {
+            warn_if_members_differ(&initial, persisted);
+        }
+        if !persisted.members.contains_key(&NodeId(id)) {
+            tracing::warn!(
+                id,
+                members = ?persisted.members.keys().map(|m| m.0).collect::<Vec<_>>(),
+                "this server is not a member of the cluster configuration it knows; it takes no part and refuses clients until it is added"
+            );
+        }
 
         let (stop, stop_rx) = watch::channel(false);
         let (inputs, inputs_rx) = mpsc::channel(INPUT_QUEUE);
         let (status_tx, status) = watch::channel(Status::of(shell.server()));
-        let (mut peer_set, hello) = Peers::new(
+        let (mut peer_set, hello, policy) = Peers::new(
             NodeId(id),
-            local_addr,
+            cluster,
             tokio::runtime::Handle::current(),
             stop_rx.clone(),
         );
-        for (peer, addr) in &peers {
-            peer_set.set_address(*peer, *addr);
-        }
+        peer_set.follow(shell.server().raft().configuration());
+        let net_stats = peer_set.stats();
         let owner = Owner {
             core: Core {
                 shell,
@@ -344,6 +430,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             snapshot_thread: None,
             written: None,
             leader_seen: None,
+            lock,
         };
         let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
@@ -356,22 +443,125 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             max_connections,
             hello_timeout,
         };
+        let admin = Admin {
+            inputs: inputs.clone(),
+            status: status.clone(),
+            election_timeout_ms,
+            cluster,
+        };
         let tasks = vec![
             tokio::spawn(tick(inputs.clone(), stop_rx.clone())),
-            tokio::spawn(accept(listener, hello, limits, inputs.clone(), stop_rx)),
+            tokio::spawn(accept(
+                listener,
+                Accepting {
+                    hello,
+                    policy,
+                    limits,
+                    admin: admin.clone(),
+                    stats: Arc::clone(&net_stats),
+                },
+                inputs.clone(),
+                stop_rx,
+            )),
         ];
-        tracing::info!(id, %local_addr, dir = %data_dir.display(), "serving");
+        tracing::info!(id, cluster = %format!("{cluster:016x}"), %local_addr, dir = %data_dir.display(), "serving");
         Ok(Server {
             id: NodeId(id),
+            cluster,
             local_addr,
             data_dir,
-            election_timeout_ms,
-            inputs,
+            admin,
+            net_stats,
             stop,
             status,
             done: Some(done),
             tasks,
         })
+    }
+}
+
+/// The cluster id of a new cluster: a hash of its initial members and
+/// their addresses, so every server bootstrapped from the same list
+/// derives the same id, and servers given different lists refuse each
+/// other.
+pub fn cluster_id(members: &BTreeMap<u64, String>) -> u64 {
+    // FNV-1a, 64 bits: stable across builds and platforms.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (id, address) in members {
+        for byte in format!("{id}={address}\n").bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+fn warn_if_members_differ(given: &BTreeMap<u64, String>, persisted: &Configuration) {
+    let known: BTreeMap<u64, String> = persisted
+        .members
+        .keys()
+        .map(|id| (id.0, persisted.address(*id).unwrap_or("?").to_string()))
+        .collect();
+    if &known != given {
+        tracing::warn!(
+            given = ?given,
+            persisted = ?known,
+            "the member list given differs from the configuration this server persisted; the persisted configuration wins (the list only bootstraps a new cluster)"
+        );
+    }
+}
+
+/// Ask the cluster that `address` belongs to to add server `id`, reached
+/// at `advertised`; follow redirects to the leader. Returns what the new
+/// data directory is bootstrapped with.
+async fn join_cluster(
+    id: u64,
+    advertised: &str,
+    address: &str,
+    election_timeout_ms: u64,
+) -> Result<Bootstrap, StartError> {
+    let request = AdminRequest::Join {
+        id,
+        address: advertised.to_string(),
+        kind: MemberKind::Voter,
+    };
+    let limit = Duration::from_millis(election_timeout_ms.saturating_mul(25));
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut target = address.to_string();
+    let join_error = |target: &str, reason: String| StartError::Join {
+        address: target.to_string(),
+        reason,
+    };
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(join_error(&target, format!("no answer after {limit:?}")));
+        }
+        let answer = copycat_net::admin_call(&target, &request, left)
+            .await
+            .map_err(|e| join_error(&target, e.to_string()))?;
+        match answer {
+            AdminResponse::Joined { cluster, members } => {
+                tracing::info!(id, cluster = %format!("{cluster:016x}"), via = %target, "joined the cluster as a learner");
+                return Ok(Bootstrap {
+                    identity: Identity {
+                        cluster,
+                        server: id,
+                    },
+                    config: config_of(&members),
+                });
+            }
+            AdminResponse::Failed(AdminFailure::NotLeader {
+                address: Some(leader),
+                ..
+            }) => target = leader,
+            AdminResponse::Failed(AdminFailure::NotLeader { address: None, .. }) => {
+                // No leader known yet (an election): ask again shortly.
+                tokio::time::sleep(Duration::from_millis(election_timeout_ms)).await;
+            }
+            AdminResponse::Failed(failure) => return Err(join_error(&target, failure.to_string())),
+            other => return Err(join_error(&target, format!("unexpected answer {other:?}"))),
+        }
     }
 }
 
@@ -412,10 +602,11 @@ async fn tick<M>(inputs: mpsc::Sender<Input<M>>, mut stop: watch::Receiver<bool>
 /// dropping it stops it at once.
 pub struct Server<M> {
     id: NodeId,
+    cluster: u64,
     local_addr: SocketAddr,
     data_dir: PathBuf,
-    election_timeout_ms: u64,
-    inputs: mpsc::Sender<Input<M>>,
+    admin: Admin<M>,
+    net_stats: Arc<NetStats>,
     stop: watch::Sender<bool>,
     status: watch::Receiver<Status>,
     done: Option<oneshot::Receiver<Result<(), ShellError>>>,
@@ -507,7 +698,7 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
         &self,
         f: impl FnOnce(&ServerNode<M>) -> R + Send + 'static,
     ) -> Result<R, AdminError> {
-        self.call(move |core| f(core.shell.server())).await
+        self.admin.inspect(f).await
     }
 
     /// How promptly the server's owner thread worked since the last call
@@ -515,186 +706,97 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
     /// messages from the leader, the snapshots it took. The maxima restart
     /// from zero.
     pub async fn take_loop_stats(&self) -> Result<LoopStats, AdminError> {
-        self.call(|core| std::mem::take(&mut core.stats)).await
+        self.admin
+            .call(|core| std::mem::take(&mut core.stats))
+            .await
     }
 
-    async fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Core<M>) -> R + Send + 'static,
-    ) -> Result<R, AdminError> {
-        let (tx, rx) = oneshot::channel();
-        let call: Call<M> = Box::new(move |core| {
-            let _ = tx.send(f(core));
-        });
-        self.inputs
-            .send(Input::Call(call))
-            .await
-            .map_err(|_| AdminError::Stopped)?;
-        rx.await.map_err(|_| AdminError::Stopped)
+    /// The cluster this server belongs to (recorded in its data directory).
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster
+    }
+
+    /// Counters of the server's peer connections.
+    pub fn net_stats(&self) -> NetCounters {
+        self.net_stats.snapshot()
+    }
+
+    /// What the server reports to `copycat cluster status`: its state and
+    /// the configuration it knows, with addresses.
+    pub async fn server_status(&self) -> Result<ServerStatus, AdminError> {
+        self.admin.server_status().await
     }
 
     /// Make `id` (reached at `address`) a voter: a new server joins as a
     /// learner and is promoted once caught up. Returns when it is a voter
     /// in a committed configuration. Only the leader takes it; a change in
-    /// progress is waited for (membership changes go one at a time).
+    /// progress is waited for (membership changes go one at a time). The
+    /// address is recorded in the configuration, so every member learns it.
     pub async fn add_voter(&self, id: u64, address: &str) -> Result<(), AdminError> {
-        let addr = resolve_admin(address).await?;
-        self.change(MembershipChange::AddVoter(NodeId(id)), Some((id, addr)))
+        check_resolves(address).await?;
+        self.admin
+            .change(
+                MembershipChange::AddVoter(NodeId(id)),
+                Some(address.to_string()),
+                Wait::Promoted,
+            )
             .await
     }
 
     /// Add `id` (at `address`) as a passive member: replicated, not voting.
     pub async fn add_passive(&self, id: u64, address: &str) -> Result<(), AdminError> {
-        let addr = resolve_admin(address).await?;
-        self.change(MembershipChange::AddPassive(NodeId(id)), Some((id, addr)))
+        check_resolves(address).await?;
+        self.admin
+            .change(
+                MembershipChange::AddPassive(NodeId(id)),
+                Some(address.to_string()),
+                Wait::Committed,
+            )
             .await
     }
 
     /// Add `id` (at `address`) as a reserve member: a standby that gets
     /// heartbeats only.
     pub async fn add_reserve(&self, id: u64, address: &str) -> Result<(), AdminError> {
-        let addr = resolve_admin(address).await?;
-        self.change(MembershipChange::AddReserve(NodeId(id)), Some((id, addr)))
+        check_resolves(address).await?;
+        self.admin
+            .change(
+                MembershipChange::AddReserve(NodeId(id)),
+                Some(address.to_string()),
+                Wait::Committed,
+            )
             .await
     }
 
     /// Promote a passive or reserve member to voter (through learner, as
     /// for a new server); returns once it votes.
     pub async fn promote(&self, id: u64) -> Result<(), AdminError> {
-        self.change(MembershipChange::AddVoter(NodeId(id)), None)
+        self.admin
+            .change(MembershipChange::AddVoter(NodeId(id)), None, Wait::Promoted)
             .await
     }
 
     /// Demote a member to passive.
     pub async fn demote(&self, id: u64) -> Result<(), AdminError> {
-        self.change(MembershipChange::AddPassive(NodeId(id)), None)
+        self.admin
+            .change(
+                MembershipChange::AddPassive(NodeId(id)),
+                None,
+                Wait::Committed,
+            )
             .await
     }
 
     /// Remove a member.
     pub async fn remove(&self, id: u64) -> Result<(), AdminError> {
-        self.change(MembershipChange::Remove(NodeId(id)), None)
+        self.admin
+            .change(MembershipChange::Remove(NodeId(id)), None, Wait::Committed)
             .await
-    }
-
-    async fn change(
-        &self,
-        change: MembershipChange,
-        address: Option<(u64, SocketAddr)>,
-    ) -> Result<(), AdminError> {
-        let limit = Duration::from_millis(self.election_timeout_ms.saturating_mul(20));
-        let deadline = tokio::time::Instant::now() + limit;
-        // One change at a time: wait politely for one in progress (an
-        // automatic promotion, another caller's) to finish.
-        let (index, term) = loop {
-            let change = change.clone();
-            let proposed = self
-                .call(move |core| {
-                    if let Some((id, addr)) = address {
-                        core.peers.set_address(NodeId(id), addr);
-                    }
-                    let raft = core.shell.server_mut().raft_mut();
-                    let term = raft.term();
-                    raft.change_membership(change, None)
-                        .map(|index| (index, term))
-                })
-                .await?;
-            match proposed {
-                Ok(proposed) => break proposed,
-                Err(ConfigChangeError::ChangeInProgress)
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err(ConfigChangeError::Propose(ProposeError::NotLeader { leader })) => {
-                    return Err(AdminError::NotLeader { leader })
-                }
-                Err(other) => return Err(AdminError::Refused(other.to_string())),
-            }
-        };
-        self.wait_committed(index, term, deadline, limit).await?;
-        // A new voter is a learner until it has caught up: wait for its
-        // promotion too, so the call returns once the change is complete.
-        if let MembershipChange::AddVoter(id) = change {
-            let mut status = self.status.clone();
-            loop {
-                let promoted = self
-                    .inspect(move |server| {
-                        let raft = server.raft();
-                        let (index, config) = raft.configuration();
-                        config.role(id) == Some(copycat_raft::MemberRole::Voter)
-                            && index <= raft.commit_index()
-                    })
-                    .await?;
-                if promoted {
-                    return Ok(());
-                }
-                match tokio::time::timeout_at(deadline, status.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Err(AdminError::Stopped),
-                    Err(_) => return Err(AdminError::Timeout(limit)),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Wait until the entry at `index`, proposed in `term`, is committed.
-    async fn wait_committed(
-        &self,
-        index: LogIndex,
-        term: Term,
-        deadline: tokio::time::Instant,
-        limit: Duration,
-    ) -> Result<(), AdminError> {
-        let mut status = self.status.clone();
-        loop {
-            let now = *status.borrow_and_update();
-            if now.term != term {
-                return Err(AdminError::LeadershipLost);
-            }
-            if now.commit >= index {
-                let ours = self
-                    .inspect(move |server| server.raft().term_at(index))
-                    .await?;
-                return match ours {
-                    Some(t) if t != term => Err(AdminError::LeadershipLost),
-                    _ => Ok(()),
-                };
-            }
-            match tokio::time::timeout_at(deadline, status.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(AdminError::Stopped),
-                Err(_) => return Err(AdminError::Timeout(limit)),
-            }
-        }
     }
 
     /// Hand leadership to `id` and wait until it leads.
     pub async fn transfer_leadership(&self, id: u64) -> Result<(), AdminError> {
-        let target = NodeId(id);
-        self.call(move |core| {
-            core.shell
-                .server_mut()
-                .raft_mut()
-                .transfer_leadership(target)
-        })
-        .await?
-        .map_err(|error| match error {
-            TransferError::NotLeader { leader } => AdminError::NotLeader { leader },
-            other => AdminError::Refused(other.to_string()),
-        })?;
-        // Two election timeouts: the transfer itself is aborted after one.
-        let limit = Duration::from_millis(self.election_timeout_ms.saturating_mul(2));
-        let mut status = self.status.clone();
-        let waited = tokio::time::timeout(limit, status.wait_for(|s| s.leader == Some(target)))
-            .await
-            .map(|r| r.map(|_| ()));
-        match waited {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(AdminError::Stopped),
-            Err(_) => Err(AdminError::Timeout(limit)),
-        }
+        self.admin.transfer_leadership(id).await
     }
 
     /// Stop gracefully: a leader first hands leadership to the most
@@ -703,37 +805,13 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
     /// batch in hand. Returns the error that stopped the server earlier,
     /// if one did.
     pub async fn shutdown(mut self) -> Result<(), ShellError> {
-        if self.status().is_leader() {
-            let me = self.id;
-            let best = self
-                .inspect(move |server| {
-                    let raft = server.raft();
-                    let voters: Vec<NodeId> = raft
-                        .configuration()
-                        .1
-                        .members
-                        .iter()
-                        .filter(|(id, role)| {
-                            **id != me && **role == copycat_raft::MemberRole::Voter
-                        })
-                        .map(|(id, _)| *id)
-                        .collect();
-                    let matched = raft.match_indexes();
-                    voters
-                        .into_iter()
-                        .max_by_key(|id| matched.get(id).copied().unwrap_or_default())
-                })
-                .await
-                .ok()
-                .flatten();
-            if let Some(target) = best {
-                match self.transfer_leadership(target.0).await {
-                    Ok(()) => {
-                        tracing::info!(id = ?self.id, to = ?target, "handed leadership over before stopping")
-                    }
-                    Err(error) => {
-                        tracing::warn!(id = ?self.id, to = ?target, %error, "could not hand leadership over before stopping")
-                    }
+        if let Some(target) = self.admin.best_successor().await {
+            match self.transfer_leadership(target.0).await {
+                Ok(()) => {
+                    tracing::info!(id = ?self.id, to = ?target, "handed leadership over before stopping")
+                }
+                Err(error) => {
+                    tracing::warn!(id = ?self.id, to = ?target, %error, "could not hand leadership over before stopping")
                 }
             }
         }
@@ -748,10 +826,10 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
     }
 }
 
-async fn resolve_admin(address: &str) -> Result<SocketAddr, AdminError> {
+async fn check_resolves(address: &str) -> Result<(), AdminError> {
     copycat_net::resolve(address)
         .await
-        .map(|addrs| addrs[0])
+        .map(|_| ())
         .map_err(|source| AdminError::Resolve {
             address: address.to_string(),
             source,
@@ -763,6 +841,6 @@ impl<M> Drop for Server<M> {
         // The ticker task tells the owner thread to stop; if the runtime is
         // gone, closing the channel does.
         let _ = self.stop.send(true);
-        let _ = self.inputs.try_send(Input::Stop);
+        let _ = self.admin.inputs.try_send(Input::Stop);
     }
 }

@@ -10,14 +10,13 @@
 #[path = "../../copycat-raft/tests/support/golden_bytes.rs"]
 mod golden_bytes;
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use bytes::Bytes;
 use copycat_net::framed;
 use copycat_proto::{
-    decode_frame, encode_frame, ClientId, DecodeError, Hello, LogBody, LogCommand, Sequence,
-    ServerHello, SessionId,
+    decode_frame, encode_frame, ClientId, DecodeError, Hello, LogBody, LogCommand, PeerAnswer,
+    Sequence, ServerHello, SessionId,
 };
 use copycat_raft::{Entry, EntryPayload, LogIndex, Message, MessageBody, NodeId, Term};
 use copycat_replica::codec;
@@ -61,17 +60,40 @@ fn append() -> Message {
 }
 
 fn frame_samples(samples: &mut Vec<Sample>) {
-    let hellos = [("peer", Hello::Peer(2)), ("client", Hello::Client)];
+    let hellos = [
+        (
+            "peer",
+            Hello::Peer {
+                cluster: 0x0123_4567_89ab_cdef,
+                id: 2,
+            },
+        ),
+        ("client", Hello::Client),
+        ("admin", Hello::Admin),
+    ];
     for (name, hello) in hellos {
         let bytes = encode_frame(&hello);
         assert_eq!(decode_frame::<Hello>(&bytes), Ok(hello));
         samples.push(sample("hello", name, bytes.to_vec()));
     }
+    for (name, answer) in [
+        ("peer-accepted", PeerAnswer::Accepted),
+        (
+            "peer-refused",
+            PeerAnswer::Refused("server 9 is not a member".into()),
+        ),
+    ] {
+        let bytes = encode_frame(&answer);
+        assert_eq!(decode_frame::<PeerAnswer>(&bytes), Ok(answer));
+        samples.push(sample("hello", name, bytes.to_vec()));
+    }
     let server_hello = ServerHello {
         node: 1,
+        cluster: 0x0123_4567_89ab_cdef,
         members: vec![
-            (1, SocketAddr::from(([127, 0, 0, 1], 7001))),
-            (2, "[::1]:7002".parse().expect("address")),
+            (1, "127.0.0.1:7001".to_string()),
+            (2, "[::1]:7002".to_string()),
+            (3, "copycat-3.example:7003".to_string()),
         ],
     };
     let bytes = encode_frame(&server_hello);
@@ -92,7 +114,7 @@ async fn stream_sample() -> Vec<u8> {
         .expect("bind");
     let address = listener.local_addr().expect("address");
     let frames = [
-        encode_frame(&Hello::Peer(1)),
+        encode_frame(&Hello::Peer { cluster: 7, id: 1 }),
         encode_frame(&vote()),
         encode_frame(&append()),
     ];
@@ -205,7 +227,7 @@ async fn server_formats_have_the_pinned_bytes() {
 
 #[test]
 fn unknown_versions_of_server_formats_are_clear_errors() {
-    let mut hello = encode_frame(&Hello::Peer(1)).to_vec();
+    let mut hello = encode_frame(&Hello::Peer { cluster: 7, id: 1 }).to_vec();
     hello[0] = copycat_proto::FORMAT_VERSION + 1;
     assert_eq!(
         decode_frame::<Hello>(&hello),

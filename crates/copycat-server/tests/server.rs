@@ -59,8 +59,6 @@ async fn membership_changes_and_transfers_through_the_handle() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         cluster.addrs.insert(4, addr);
-        let fourth = cluster.builder(4).listener(listener).start().await.expect("start 4");
-        cluster.servers.insert(4, fourth);
         let client = Client::builder()
             .servers(cluster.addresses())
             .connect()
@@ -70,10 +68,17 @@ async fn membership_changes_and_transfers_through_the_handle() {
         for _ in 0..5 {
             machine.command(NotifierCommand::Add(1)).await.expect("add");
         }
-        cluster.servers[&leader]
-            .add_voter(4, &addr.to_string())
+        // It joins through a follower: the follower names the leader.
+        let via = cluster.addrs[&follower].to_string();
+        let fourth = cluster
+            .joiner(4)
+            .listener(listener)
+            .join(via)
+            .start()
             .await
-            .expect("add 4");
+            .expect("start 4");
+        assert_eq!(fourth.cluster_id(), cluster.servers[&leader].cluster_id());
+        cluster.servers.insert(4, fourth);
         let mut status = cluster.servers[&4].watch_status();
         let promoted = tokio::time::timeout(
             Duration::from_secs(10),

@@ -246,7 +246,7 @@ fn run_many(
                     }
                 }
                 let done = finished.fetch_add(1, Ordering::Relaxed) + 1;
-                if done % 100 == 0 || done == count {
+                if done.is_multiple_of(100) || done == count {
                     let mut stdout = std::io::stdout().lock();
                     let progress = write!(
                         stdout,

@@ -26,7 +26,7 @@ pub const META_VERSION: u32 = 2;
 /// fits easily).
 pub const META_PAYLOAD_MAX_BYTES: u32 = 1 << 20;
 
-const META_FILE: &str = "meta";
+pub(crate) const META_FILE: &str = "meta";
 const META_TEMP_FILE: &str = "meta.tmp";
 const META_FIXED_BYTES: u64 = 8 + 4 + 4 + 4;
 

@@ -16,7 +16,7 @@ use copycat_raft::{
 };
 
 use crate::disk::Disk;
-use crate::error::{Result, StorageError};
+use crate::error::{io_error, Result, StorageError};
 use crate::log::{LogOptions, LogRecovery, LogStore};
 use crate::meta::{Identity, Meta, MetaStore};
 use crate::snapshot::{SealedSnapshot, SnapshotStore, SnapshotWriter};
@@ -184,6 +184,13 @@ impl Storage {
         };
         storage.invariants();
         Ok((storage, state, report))
+    }
+
+    /// Whether `dir` holds a bootstrapped data directory (without opening
+    /// or recovering it).
+    pub fn is_bootstrapped_dir(disk: &dyn Disk, dir: &Path) -> Result<bool> {
+        let meta = meta_dir(dir).join(crate::meta::META_FILE);
+        disk.exists(&meta).map_err(io_error("stat", &meta))
     }
 
     /// Whose data this is (all zero for a directory never bootstrapped).

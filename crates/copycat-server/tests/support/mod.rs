@@ -152,10 +152,16 @@ impl Cluster {
     /// A builder for server `id` of this cluster (fast elections, frequent
     /// snapshots so restarts exercise them).
     pub fn builder(&self, id: u64) -> copycat_server::ServerBuilder<Typed<Notifier>> {
+        self.joiner(id)
+            .bootstrap(self.addrs.iter().map(|(id, a)| (*id, a.to_string())))
+    }
+
+    /// A builder for server `id` with this cluster's settings but no
+    /// member list (to join the cluster, or restart from its directory).
+    pub fn joiner(&self, id: u64) -> copycat_server::ServerBuilder<Typed<Notifier>> {
         Server::builder(Notifier::default())
             .id(id)
             .data_dir(self.dir(id))
-            .bootstrap(self.addrs.iter().map(|(id, a)| (*id, a.to_string())))
             .configure(|config| {
                 config.raft.election_timeout_ms = 300;
                 config.raft.heartbeat_interval_ms = 50;

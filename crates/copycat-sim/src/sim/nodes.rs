@@ -10,7 +10,7 @@ use std::sync::Arc;
 use copycat_proto::ClientRequest;
 use copycat_raft::{Entry, LogIndex, MessageBody, NodeId, ReadPath, Role, Term, Time};
 use copycat_replica::node::ServerConfig;
-use copycat_replica::shell::{Shell, ShellConfig, SnapshotJob, SnapshotReport, Written};
+use copycat_replica::shell::{Bootstrap, Shell, ShellConfig, SnapshotJob, SnapshotReport, Written};
 use copycat_replica::{Applied, Typed};
 use copycat_storage::{Disk, FaultDisk, LogOptions, StorageOptions};
 use rand::Rng;
@@ -18,6 +18,9 @@ use rand::Rng;
 use super::kv::KvMachine;
 use super::params::SimParams;
 use super::world::{Event, Simulation};
+
+/// The cluster id every simulated server is bootstrapped with.
+const SIM_CLUSTER_ID: u64 = 0x51;
 use crate::invariants::DurableLog;
 
 /// A running server: the production shell (server core and storage).
@@ -115,8 +118,16 @@ impl Simulation {
         let disk: Arc<dyn Disk> = Arc::new(sim_node.disk.clone());
         let wall = (self.now as i64 + WALL_EPOCH_MS + sim_node.wall_skew_ms) as u64;
         let machine = Typed(KvMachine::default());
-        let mut shell = match Shell::open(config, &sim_node.dir, disk, &members, machine, now, wall)
-        {
+        let bootstrap = Bootstrap::voters(SIM_CLUSTER_ID, sim_node.id, members);
+        let mut shell = match Shell::open(
+            config,
+            &sim_node.dir,
+            disk,
+            Some(bootstrap),
+            machine,
+            now,
+            wall,
+        ) {
             Ok(shell) => shell,
             Err(error) => {
                 let id = sim_node.id;
