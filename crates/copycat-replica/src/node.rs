@@ -150,7 +150,7 @@ impl<M: RawStateMachine> ServerNode<M> {
     ) -> Result<Self, ServerError> {
         let mut replica = Replica::new(config.replica.clone(), machine)?;
         if !snapshot_data.is_empty() {
-            replica.restore(snapshot_data)?;
+            replica.restore_at(snapshot_data, state.snapshot.index)?;
         }
         let raw = RawNode::new(config.raft.clone(), state, seed, now)?;
         Ok(Self {
@@ -763,6 +763,15 @@ impl<M: RawStateMachine> ServerNode<M> {
     /// Replace the replica with a snapshot image received from the leader.
     pub fn restore(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
         self.replica.restore(data)?;
+        self.bytes_since_snapshot = 0;
+        self.serve_queries();
+        Ok(())
+    }
+
+    /// [`restore`](Self::restore) the image of the Raft snapshot at
+    /// `index`, refusing an image that is the state at another index.
+    pub fn restore_at(&mut self, data: &[u8], index: LogIndex) -> Result<(), SnapshotError> {
+        self.replica.restore_at(data, index)?;
         self.bytes_since_snapshot = 0;
         self.serve_queries();
         Ok(())
