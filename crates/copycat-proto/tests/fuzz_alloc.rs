@@ -111,7 +111,7 @@ fn all_bounded(bytes: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(1024))]
+    #![proptest_config(config(4096))]
 
     #[test]
     fn random_bytes_allocate_in_proportion(bytes in garbage()) {

@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use support::*;
 
 proptest! {
-    #![proptest_config(config(2048))]
+    #![proptest_config(config(8192))]
 
     #[test]
     fn random_bytes_never_panic_any_decoder(bytes in garbage()) {

@@ -153,7 +153,7 @@ fn written_storage() -> (Arc<dyn Disk>, Vec<PathBuf>) {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn damaged_segments_are_an_error_or_a_prefix(
