@@ -2,7 +2,9 @@
 //! frame, reconnect and keep time the same way:
 //!
 //! * [`framed`]: frames behind a big-endian `u32` length, refusing frames
-//!   over [`copycat_proto::MAX_FRAME_BYTES`] (the connection then closes).
+//!   over [`copycat_proto::MAX_FRAME_BYTES`] (the connection then closes),
+//!   with a read buffer that grows with the bytes received, never by a
+//!   declared length alone ([`FrameCodec`]).
 //! * [`Backoff`] and [`connect_retrying`]: reconnect with exponential
 //!   backoff, reporting every failure to the caller.
 //! * [`ticker`]: the interval that drives a deterministic core's clock.
@@ -16,27 +18,87 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use copycat_proto::MAX_FRAME_BYTES;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Interval, MissedTickBehavior};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder, Framed};
 
 /// How often servers and clients tick their cores when nothing else
 /// happens.
 pub const TICK: Duration = Duration::from_millis(10);
 
 /// A framed connection: whole frames in, whole frames out.
-pub type FramedStream<S = TcpStream> = Framed<S, LengthDelimitedCodec>;
+pub type FramedStream<S = TcpStream> = Framed<S, FrameCodec>;
 
 /// Frame `stream`: each frame behind its length as a big-endian `u32`, at
 /// most [`MAX_FRAME_BYTES`] long in either direction.
 pub fn framed<S: AsyncRead + AsyncWrite>(stream: S) -> FramedStream<S> {
-    let codec = LengthDelimitedCodec::builder()
-        .length_field_length(4)
-        .max_frame_length(MAX_FRAME_BYTES)
-        .new_codec();
-    Framed::new(stream, codec)
+    Framed::new(stream, FrameCodec)
+}
+
+/// How much read buffer a frame's length may make the reader reserve ahead
+/// of the bytes that actually arrived.
+pub const FRAME_READ_AHEAD_BYTES: usize = 64 << 10;
+
+/// The codec of [`framed`]: a big-endian `u32` length, then that many
+/// bytes; frames over [`MAX_FRAME_BYTES`] are an error both ways.
+///
+/// Unlike a codec that reserves room for a whole frame as soon as it has
+/// read the frame's length, the reader reserves at most
+/// [`FRAME_READ_AHEAD_BYTES`] beyond what it holds: the read buffer grows
+/// with the bytes that arrive (at most twice them plus that bound, as a
+/// growing buffer doubles), so a peer that sends only a length declaring
+/// 64 MiB, on each of many connections, makes the server hold about what
+/// it sent, not 64 MiB per connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FrameCodec;
+
+const LENGTH_BYTES: usize = 4;
+
+fn too_large(len: usize, kind: io::ErrorKind) -> io::Error {
+    io::Error::new(
+        kind,
+        format!("frame of {len} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes"),
+    )
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+        let Some(head) = src.get(..LENGTH_BYTES) else {
+            src.reserve(LENGTH_BYTES - src.len());
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(head.try_into().expect("four bytes")) as usize;
+        if len > MAX_FRAME_BYTES {
+            return Err(too_large(len, io::ErrorKind::InvalidData));
+        }
+        let missing = (LENGTH_BYTES + len).saturating_sub(src.len());
+        if missing > 0 {
+            src.reserve(missing.min(FRAME_READ_AHEAD_BYTES));
+            return Ok(None);
+        }
+        src.advance(LENGTH_BYTES);
+        Ok(Some(src.split_to(len)))
+    }
+}
+
+impl Encoder<Bytes> for FrameCodec {
+    type Error = io::Error;
+
+    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> io::Result<()> {
+        if frame.len() > MAX_FRAME_BYTES {
+            return Err(too_large(frame.len(), io::ErrorKind::InvalidInput));
+        }
+        dst.reserve(LENGTH_BYTES + frame.len());
+        dst.put_u32(frame.len() as u32);
+        dst.extend_from_slice(&frame);
+        Ok(())
+    }
 }
 
 /// An interval ticking every `period`. A tick missed (a paused process, a
@@ -187,7 +249,6 @@ impl<T: Clone> Watch<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use futures_util::{SinkExt, StreamExt};
 
     #[test]

@@ -54,6 +54,12 @@ pub struct ServerConfig {
     /// last one, whichever comes first: a log of large entries is
     /// compacted before it fills memory and disk.
     pub snapshot_every_bytes: u64,
+    /// At most this many queries wait on this server at once: for a
+    /// quorum's confirmation (linearizable reads), or for the server to
+    /// apply the index and command sequence the client has seen. A query
+    /// beyond it is refused with `Unavailable` (the client may retry, here
+    /// or elsewhere). Queries of a connection that closes stop waiting.
+    pub max_waiting_queries: usize,
 }
 
 impl ServerConfig {
@@ -70,6 +76,7 @@ impl ServerConfig {
             expire_retry_ms,
             snapshot_every_entries: 10_000,
             snapshot_every_bytes: 64 << 20,
+            max_waiting_queries: 10_000,
         }
     }
 }
@@ -150,7 +157,7 @@ impl<M: RawStateMachine> ServerNode<M> {
     ) -> Result<Self, ServerError> {
         let mut replica = Replica::new(config.replica.clone(), machine)?;
         if !snapshot_data.is_empty() {
-            replica.restore(snapshot_data)?;
+            replica.restore_at(snapshot_data, state.snapshot.index)?;
         }
         let raw = RawNode::new(config.raft.clone(), state, seed, now)?;
         Ok(Self {
@@ -441,13 +448,29 @@ impl<M: RawStateMachine> ServerNode<M> {
                             self.respond(connection, id, Err(error));
                             return None;
                         }
-                        self.waiting_queries.push(query);
-                        self.serve_queries();
+                        // Answered now if it can be; only a query that
+                        // must wait counts against the bound.
+                        match self.replica.query(
+                            query.session,
+                            query.sequence,
+                            LogIndex(query.index),
+                            &query.payload,
+                        ) {
+                            QueryOutcome::Done(result) => self.respond(connection, id, result),
+                            QueryOutcome::Wait => match self.too_many_waiting() {
+                                Some(error) => self.respond(connection, id, Err(error)),
+                                None => self.waiting_queries.push(query),
+                            },
+                        }
                         return None;
                     }
                     Consistency::Linearizable => ReadMode::ReadIndex,
                     Consistency::LinearizableLease => ReadMode::Lease,
                 };
+                if let Some(error) = self.too_many_waiting() {
+                    self.respond(connection, id, Err(error));
+                    return None;
+                }
                 self.next_read += 1;
                 let read = self.next_read;
                 match self.raw.read(read, mode, self.now) {
@@ -508,9 +531,32 @@ impl<M: RawStateMachine> ServerNode<M> {
         }
     }
 
-    /// A connection went away: stop pushing its sessions' events.
+    /// The error for a query that would wait beyond
+    /// [`ServerConfig::max_waiting_queries`], if it would.
+    fn too_many_waiting(&self) -> Option<ClientError> {
+        let max = self.config.max_waiting_queries;
+        (self.waiting_queries() >= max).then(|| {
+            ClientError::Unavailable(format!(
+                "too many queries waiting on this server (limit {max}); retry later"
+            ))
+        })
+    }
+
+    /// How many queries wait: for a read confirmation, or for this server
+    /// to apply what their client has seen.
+    pub fn waiting_queries(&self) -> usize {
+        self.waiting_queries.len() + self.pending_reads.len()
+    }
+
+    /// A connection went away: stop pushing its sessions' events, and drop
+    /// the queries it was waiting for (nobody would read their answers;
+    /// a query waiting for an index that never comes would stay forever).
+    /// A read the core is still confirming is forgotten here; its
+    /// confirmation, when it comes, finds nothing to answer.
     pub fn connection_closed(&mut self, connection: ConnectionId) {
         self.bindings.retain(|_, c| *c != connection);
+        self.waiting_queries.retain(|q| q.connection != connection);
+        self.pending_reads.retain(|_, q| q.connection != connection);
     }
 
     /// The core's next batch. Carry it out as [`Ready`] documents, and hand
@@ -773,6 +819,15 @@ impl<M: RawStateMachine> ServerNode<M> {
     /// Replace the replica with a snapshot image received from the leader.
     pub fn restore(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
         self.replica.restore(data)?;
+        self.bytes_since_snapshot = 0;
+        self.serve_queries();
+        Ok(())
+    }
+
+    /// [`restore`](Self::restore) the image of the Raft snapshot at
+    /// `index`, refusing an image that is the state at another index.
+    pub fn restore_at(&mut self, data: &[u8], index: LogIndex) -> Result<(), SnapshotError> {
+        self.replica.restore_at(data, index)?;
         self.bytes_since_snapshot = 0;
         self.serve_queries();
         Ok(())

@@ -126,6 +126,11 @@ pub enum SnapshotError {
     /// The state machine rejected its image.
     #[error(transparent)]
     Restore(#[from] RestoreError),
+    /// The image decoded, but its replica state breaks an invariant (a
+    /// damaged or forged image, or one taken under larger limits than this
+    /// replica's), or it is not the state at the snapshot's index.
+    #[error("inconsistent replica snapshot: {0}")]
+    Inconsistent(String),
 }
 
 /// A snapshot image as it is decoded (encoded by [`ReplicaImage::encode`]:
@@ -625,9 +630,26 @@ impl<M: RawStateMachine> Replica<M> {
     }
 
     /// Replace the whole replica state with a [`Replica::snapshot`] image.
-    /// On error the replica is unchanged unless the state machine's own
+    /// The image's replica state is checked before anything is replaced:
+    /// one that breaks an invariant is [`SnapshotError::Inconsistent`]. On
+    /// error the replica is unchanged unless the state machine's own
     /// restore failed half-way (then the replica must not be used).
     pub fn restore(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
+        self.restore_checked(data, None)
+    }
+
+    /// [`restore`](Self::restore) an image that must be the state at
+    /// `index` (the index of the Raft snapshot carrying it): an image whose
+    /// applied index differs is [`SnapshotError::Inconsistent`].
+    pub fn restore_at(&mut self, data: &[u8], index: LogIndex) -> Result<(), SnapshotError> {
+        self.restore_checked(data, Some(index))
+    }
+
+    fn restore_checked(
+        &mut self,
+        data: &[u8],
+        index: Option<LogIndex>,
+    ) -> Result<(), SnapshotError> {
         let (&version, body) = data.split_first().ok_or(DecodeError::Empty)?;
         if version != SNAPSHOT_VERSION {
             return Err(DecodeError::UnknownVersion {
@@ -639,9 +661,20 @@ impl<M: RawStateMachine> Replica<M> {
         // The machine image is borrowed from `data`, not copied.
         let image: SnapshotImageRef<'_> =
             postcard::from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if let Some(index) = index {
+            if image.state.applied_index != index {
+                return Err(SnapshotError::Inconsistent(format!(
+                    "the image is the state at index {}, the snapshot is at {}",
+                    image.state.applied_index.0, index.0
+                )));
+            }
+        }
+        image
+            .state
+            .validate(&self.config)
+            .map_err(SnapshotError::Inconsistent)?;
         self.machine.restore(image.machine)?;
         self.state = image.state;
-        self.invariants();
         Ok(())
     }
 
@@ -664,6 +697,26 @@ impl<M: RawStateMachine> Replica<M> {
         );
         assert!(state.timers.len() <= self.config.max_timers);
         state.timers.invariants();
+    }
+}
+
+impl State {
+    /// The invariants [`Replica::invariants`] asserts, as a check of a
+    /// state that is not in use yet (a restored image): the first broken.
+    fn validate(&self, config: &ReplicaConfig) -> Result<(), String> {
+        self.sessions.validate(
+            self.applied_index,
+            config.max_sessions,
+            config.max_cached_results_per_session,
+        )?;
+        if self.timers.len() > config.max_timers {
+            return Err(format!(
+                "{} timers pending, over the limit of {}",
+                self.timers.len(),
+                config.max_timers
+            ));
+        }
+        self.timers.validate()
     }
 }
 

@@ -461,42 +461,143 @@ impl SessionTable {
         max_sessions: usize,
         max_results: usize,
     ) {
-        assert_eq!(
-            self.clients.len(),
-            self.open.len(),
-            "one session per client"
-        );
-        assert!(self.open.len() <= max_sessions);
-        for (id, session) in &self.open {
-            assert_eq!(self.clients.get(&session.client), Some(id), "client index");
-            assert!(
-                id.0 <= applied_index.0,
-                "sessions are registered by applied entries"
-            );
-            assert!(session.acked_sequence <= session.command_sequence);
-            assert!(session.results.len() <= max_results);
-            for sequence in session.results.keys() {
-                assert!(
-                    *sequence > session.acked_sequence && *sequence <= session.command_sequence
-                );
+        if let Err(broken) = self.validate(applied_index, max_sessions, max_results) {
+            panic!("session table invariant: {broken}");
+        }
+    }
+
+    /// The invariants of [`invariants`](Self::invariants) as a check: the
+    /// first one broken, described. A restored snapshot is checked with it
+    /// before it replaces anything, so a damaged or forged image is an
+    /// error, never a panic later.
+    pub(crate) fn validate(
+        &self,
+        applied_index: LogIndex,
+        max_sessions: usize,
+        max_results: usize,
+    ) -> Result<(), String> {
+        fn check(ok: bool, broken: impl FnOnce() -> String) -> Result<(), String> {
+            if ok {
+                Ok(())
+            } else {
+                Err(broken())
             }
-            assert!(session.acked_event_index <= session.last_event_index);
-            let mut count = 0;
+        }
+        check(self.clients.len() == self.open.len(), || {
+            format!(
+                "{} clients for {} open sessions (one session per client)",
+                self.clients.len(),
+                self.open.len()
+            )
+        })?;
+        check(self.open.len() <= max_sessions, || {
+            format!(
+                "{} open sessions, over the limit of {max_sessions}",
+                self.open.len()
+            )
+        })?;
+        for (id, reason) in &self.gone {
+            check(!self.open.contains_key(id), || {
+                format!("session {} is both open and {reason:?}", id.0)
+            })?;
+            check(id.0 <= applied_index.0, || {
+                format!(
+                    "gone session {} is after the applied index {}",
+                    id.0, applied_index.0
+                )
+            })?;
+        }
+        for (id, session) in &self.open {
+            let s = id.0;
+            check(self.clients.get(&session.client) == Some(id), || {
+                format!("session {s} is not its client's session")
+            })?;
+            check(id.0 >= 1 && id.0 <= applied_index.0, || {
+                format!(
+                    "session {s} was not registered by an applied entry (applied index {})",
+                    applied_index.0
+                )
+            })?;
+            // One sequence per applied command entry.
+            check(session.command_sequence.0 <= applied_index.0, || {
+                format!(
+                    "session {s} applied command {} by index {}",
+                    session.command_sequence.0, applied_index.0
+                )
+            })?;
+            check(session.acked_sequence <= session.command_sequence, || {
+                format!("session {s} acknowledged results it never produced")
+            })?;
+            check(session.results.len() <= max_results, || {
+                format!(
+                    "session {s} caches {} results, over the limit of {max_results}",
+                    session.results.len()
+                )
+            })?;
+            for (sequence, cached) in &session.results {
+                check(
+                    *sequence > session.acked_sequence && *sequence <= session.command_sequence,
+                    || {
+                        format!(
+                            "session {s} caches the result of sequence {} outside ({}, {}]",
+                            sequence.0, session.acked_sequence.0, session.command_sequence.0
+                        )
+                    },
+                )?;
+                check(
+                    cached.index.0 <= applied_index.0
+                        && cached.event_index <= session.last_event_index,
+                    || format!("session {s} caches a result from the future"),
+                )?;
+            }
+            check(
+                session.acked_event_index <= session.last_event_index,
+                || format!("session {s} acknowledged events never published"),
+            )?;
+            check(session.last_event_index.0 <= applied_index.0, || {
+                format!(
+                    "session {s} has events up to {} after the applied index {}",
+                    session.last_event_index.0, applied_index.0
+                )
+            })?;
+            let mut count: usize = 0;
             let mut previous = None;
             for (index, batch) in &session.events {
-                assert_eq!(*index, batch.event_index);
-                assert_eq!(batch.session, *id);
-                assert!(*index > session.acked_event_index && *index <= session.last_event_index);
+                check(*index == batch.event_index && batch.session == *id, || {
+                    format!("session {s} holds a batch filed under the wrong key")
+                })?;
+                check(
+                    *index > session.acked_event_index && *index <= session.last_event_index,
+                    || {
+                        format!(
+                            "session {s} retains a batch at {} outside its range",
+                            index.0
+                        )
+                    },
+                )?;
+                check(batch.previous_event_index < *index, || {
+                    format!("session {s} has a batch chained forward")
+                })?;
                 if let Some(previous) = previous {
-                    assert_eq!(batch.previous_event_index, previous, "event batches chain");
+                    check(batch.previous_event_index == previous, || {
+                        format!("session {s}'s event batches do not chain at {}", index.0)
+                    })?;
                 }
                 previous = Some(*index);
-                count += batch.events.len();
+                count = count.saturating_add(batch.events.len());
             }
             if let Some(previous) = previous {
-                assert_eq!(previous, session.last_event_index);
+                check(previous == session.last_event_index, || {
+                    format!("session {s}'s last batch is not its last event index")
+                })?;
             }
-            assert_eq!(count, session.retained_events, "retained event count");
+            check(count == session.retained_events, || {
+                format!(
+                    "session {s} counts {} retained events but holds {count}",
+                    session.retained_events
+                )
+            })?;
         }
+        Ok(())
     }
 }

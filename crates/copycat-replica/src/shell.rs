@@ -626,7 +626,7 @@ impl<M: RawStateMachine> Shell<M> {
                 self.storage.install_snapshot(writer)?;
                 // Read back what was written, once: the chunks were not kept.
                 let data = self.storage.snapshots().read_all()?.unwrap_or_default();
-                self.server.restore(&data)?;
+                self.server.restore_at(&data, chunk.meta.index)?;
                 drop(data);
                 written.installed = Some(SnapshotReport {
                     meta: chunk.meta.clone(),

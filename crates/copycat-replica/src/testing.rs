@@ -172,6 +172,12 @@ impl ServerCluster {
     /// `size` servers with fast timeouts (election 100 ms), run until one
     /// leads.
     pub fn new(size: u64) -> Self {
+        Self::with_config(size, |_| {})
+    }
+
+    /// [`new`](Self::new), with each server's configuration changed by
+    /// `adjust` first.
+    pub fn with_config(size: u64, adjust: impl Fn(&mut crate::node::ServerConfig)) -> Self {
         use copycat_raft::{Config, Configuration, NodeId, PersistentState, Time};
         let ids: Vec<NodeId> = (1..=size).map(NodeId).collect();
         let membership = Configuration::with_voters(ids.iter().copied());
@@ -183,7 +189,8 @@ impl ServerCluster {
                 raft.heartbeat_interval_ms = 20;
                 raft.lease_clock_drift_ms = 10;
                 raft.max_uncommitted_bytes = 1 << 30;
-                let config = crate::node::ServerConfig::new(raft);
+                let mut config = crate::node::ServerConfig::new(raft);
+                adjust(&mut config);
                 let state = PersistentState::bootstrap(membership.clone());
                 let machine = crate::machine::Typed(TestMachine::default());
                 crate::node::ServerNode::new(config, state, &[], machine, 7, Time(0), 0)

@@ -96,7 +96,7 @@ impl Timers {
 
     /// Remove the first timer due at or before `until_ms` and return it with
     /// its deadline. A periodic timer is scheduled again one interval after
-    /// that deadline.
+    /// that deadline (unless that is past `u64::MAX`: then it is dropped).
     pub(crate) fn pop_due(&mut self, until_ms: u64) -> Option<(TimerId, u64)> {
         let &(deadline, id) = self.queue.first()?;
         if deadline > until_ms {
@@ -104,12 +104,18 @@ impl Timers {
         }
         self.queue.pop_first();
         let entry = self.entries.remove(&id).expect("queued timer has an entry");
-        if let Some(interval) = entry.interval_ms {
+        // A periodic timer whose next deadline would pass the end of time
+        // can never fire again: it is dropped (rescheduled at the same
+        // deadline it would fire forever).
+        if let Some(next) = entry
+            .interval_ms
+            .and_then(|interval| entry.deadline_ms.checked_add(interval.max(1)))
+        {
             self.insert(
                 id,
                 TimerEntry {
-                    deadline_ms: entry.deadline_ms.saturating_add(interval),
-                    interval_ms: Some(interval),
+                    deadline_ms: next,
+                    interval_ms: entry.interval_ms,
                 },
             );
         }
@@ -123,10 +129,41 @@ impl Timers {
 
     /// Check the invariant on the fields; panics if it is broken.
     pub(crate) fn invariants(&self) {
-        assert_eq!(self.queue.len(), self.entries.len(), "timer tables agree");
-        for (deadline, id) in &self.queue {
-            assert_eq!(self.entries[id].deadline_ms, *deadline, "timer deadline");
-            assert!(id.0 < self.next_id, "timer ids come from the counter");
+        if let Err(broken) = self.validate() {
+            panic!("timer invariant: {broken}");
         }
+    }
+
+    /// The invariants as a check: the first one broken, described (see
+    /// `SessionTable::validate`).
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.queue.len() != self.entries.len() {
+            return Err(format!(
+                "{} timers queued but {} scheduled",
+                self.queue.len(),
+                self.entries.len()
+            ));
+        }
+        for (deadline, id) in &self.queue {
+            match self.entries.get(id) {
+                Some(entry) if entry.deadline_ms == *deadline => {}
+                _ => {
+                    return Err(format!(
+                        "{id:?} is queued at {deadline} but not scheduled then"
+                    ))
+                }
+            }
+            if id.0 >= self.next_id {
+                return Err(format!(
+                    "{id:?} was never assigned (next id {})",
+                    self.next_id
+                ));
+            }
+        }
+        if let Some(id) = self.entries.iter().find(|(_, e)| e.interval_ms == Some(0)) {
+            // It would fire again at the same deadline, forever.
+            return Err(format!("{:?} repeats every 0 ms", id.0));
+        }
+        Ok(())
     }
 }
