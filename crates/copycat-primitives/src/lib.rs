@@ -1,0 +1,26 @@
+//! Copycat's replicated primitives.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod core;
+pub mod election;
+mod error;
+mod fifo;
+pub mod latch;
+pub mod lock;
+pub mod long;
+mod manager;
+pub mod map;
+pub mod multimap;
+pub mod queue;
+pub mod semaphore;
+pub mod set;
+pub mod topic;
+pub mod value;
+
+pub use crate::core::{Ctx, Limits, Page, Resource, ResourceType, Spec, ValueOrder, Waiter};
+pub use error::ResourceError;
+pub use manager::{
+    Command, Event, Notice, Output, Query, ResourceInfo, Resources, ResourcesApi, EVENT_NAME,
+    MAX_LIST_PAGE,
+};
