@@ -813,3 +813,107 @@ impl copycat_client::Machine for ResourcesApi {
     type Output = Output;
     type Error = ResourceError;
 }
+
+#[cfg(test)]
+mod tests {
+    use copycat_proto::{ClientId, LogBody, LogCommand, Sequence};
+    use copycat_replica::{testing, Replica, ReplicaConfig, Typed};
+
+    use super::*;
+
+    /// A manager with a held lock "l" and a value "v", as a snapshot image.
+    fn image_with_lock() -> Image {
+        let mut replica =
+            Replica::new(ReplicaConfig::default(), Typed(Resources::default())).expect("config");
+        let mut index = 0;
+        let mut apply = |replica: &mut Replica<Typed<Resources>>, body: LogBody| {
+            index += 1;
+            let data = LogCommand {
+                timestamp_ms: 1_000,
+                body,
+            }
+            .encode();
+            replica.apply(&testing::command_entry(index, data))
+        };
+        apply(
+            &mut replica,
+            LogBody::Register {
+                client: ClientId(1),
+                timeout_ms: 0,
+            },
+        );
+        let session = SessionId(1);
+        let commands = [
+            Command::Open {
+                name: "l".into(),
+                spec: Spec::Lock { reentrant: false },
+            },
+            Command::Lock {
+                name: "l".into(),
+                command: LockCommand::Lock {
+                    req: 1,
+                    timeout_ms: None,
+                },
+            },
+            Command::Open {
+                name: "v".into(),
+                spec: Spec::Value,
+            },
+        ];
+        for (sequence, command) in commands.iter().enumerate() {
+            apply(
+                &mut replica,
+                LogBody::Command {
+                    session,
+                    sequence: Sequence(sequence as u64 + 1),
+                    acked: Sequence(sequence as u64),
+                    payload: codec::encode(command),
+                },
+            );
+        }
+        let image: Image = codec::decode(&replica.machine().0.snapshot()).expect("image");
+        assert_eq!(image.resources.len(), 2);
+        assert!(image.fence > 0, "the lock was granted");
+        image
+    }
+
+    fn restore(image: &Image) -> Result<(), RestoreError> {
+        Resources::default().restore(&codec::encode(image))
+    }
+
+    #[test]
+    fn a_consistent_image_restores_to_an_equal_manager() {
+        let image = image_with_lock();
+        let mut restored = Resources::default();
+        restored.restore(&codec::encode(&image)).expect("restores");
+        assert_eq!(restored.image, image);
+    }
+
+    #[test]
+    fn restore_refuses_a_token_above_the_fence() {
+        let mut image = image_with_lock();
+        image.fence = 0;
+        let error = restore(&image).expect_err("refused");
+        assert!(error.0.contains("token"), "{error}");
+    }
+
+    #[test]
+    fn restore_refuses_a_spec_that_disagrees_with_the_state() {
+        let mut image = image_with_lock();
+        image.resources.get_mut("v").expect("v").spec = Spec::Map;
+        let error = restore(&image).expect_err("refused");
+        assert!(error.0.contains("disagree"), "{error}");
+    }
+
+    #[test]
+    fn restore_refuses_an_empty_name_and_garbage() {
+        let mut image = image_with_lock();
+        let slot = image.resources.remove("v").expect("v");
+        image.resources.insert(String::new(), slot);
+        assert!(restore(&image)
+            .expect_err("refused")
+            .0
+            .contains("empty name"));
+        assert!(Resources::default().restore(b"\xff\xff\xff").is_err());
+    }
+}
