@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod client;
 mod core;
 pub mod election;
 mod error;
@@ -19,6 +20,10 @@ pub mod topic;
 pub mod value;
 
 pub use crate::core::{Ctx, Limits, Page, Resource, ResourceType, Spec, ValueOrder, Waiter};
+pub use client::{
+    CountDownLatch, Election, Error, Lock, Long, Map, MapChange, MultiMap, Primitives, Queue,
+    QueueChange, Semaphore, Set, SetChange, Subscription, Topic, TopicMessage, Value, ValueChange,
+};
 pub use error::ResourceError;
 pub use manager::{
     Command, Event, Notice, Output, Query, ResourceInfo, Resources, ResourcesApi, EVENT_NAME,
