@@ -45,6 +45,8 @@ pub enum LockQuery {
     IsLocked,
     /// Whether the querying session holds it.
     IsHeldByCaller,
+    /// How many requests wait.
+    Waiters,
 }
 
 /// Answers of a lock.
@@ -62,6 +64,8 @@ pub enum LockOutput {
     Bool(bool),
     /// The holder and its token.
     Holder(Option<(SessionId, u64)>),
+    /// A count.
+    Count(u64),
 }
 
 /// Events of a lock, to the waiting session.
@@ -143,6 +147,7 @@ impl Resource for LockState {
         Ok(match query {
             LockQuery::Holder => LockOutput::Holder(holder.map(|h| (h.session, h.token))),
             LockQuery::IsLocked => LockOutput::Bool(holder.is_some()),
+            LockQuery::Waiters => LockOutput::Count(self.fifo.waiters.len() as u64),
             LockQuery::IsHeldByCaller => {
                 LockOutput::Bool(holder.is_some_and(|h| h.session == session))
             }

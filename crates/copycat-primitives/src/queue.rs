@@ -61,6 +61,8 @@ pub enum QueueQuery {
     Size,
     /// Whether there are none.
     IsEmpty,
+    /// How many takes wait.
+    Takers,
 }
 
 /// Answers of a queue.
@@ -231,6 +233,7 @@ impl Resource for QueueState {
             QueueQuery::Contains(value) => QueueOutput::Bool(self.items.contains(&value)),
             QueueQuery::Size => QueueOutput::Size(self.items.len() as u64),
             QueueQuery::IsEmpty => QueueOutput::Bool(self.items.is_empty()),
+            QueueQuery::Takers => QueueOutput::Size(self.takers.len() as u64),
         })
     }
 

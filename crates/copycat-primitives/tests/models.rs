@@ -991,6 +991,7 @@ enum QueueOp {
     Contains(Bytes),
     Size,
     IsEmpty,
+    Takers,
 }
 
 /// (session, req, deadline)
@@ -1084,6 +1085,7 @@ impl Model for QueueModel {
             QueueOp::Contains(v) => query(QueueQuery::Contains(v)),
             QueueOp::Size => query(QueueQuery::Size),
             QueueOp::IsEmpty => query(QueueQuery::IsEmpty),
+            QueueOp::Takers => query(QueueQuery::Takers),
         }
     }
     fn apply(
@@ -1157,6 +1159,7 @@ impl Model for QueueModel {
             QueueOp::Contains(v) => QueueOutput::Bool(self.items.contains(v)),
             QueueOp::Size => QueueOutput::Size(self.items.len() as u64),
             QueueOp::IsEmpty => QueueOutput::Bool(self.items.is_empty()),
+            QueueOp::Takers => QueueOutput::Size(self.takers.len() as u64),
         };
         Ok(Output::Queue(answer))
     }
@@ -1192,6 +1195,7 @@ fn queue_op() -> impl Strategy<Value = QueueOp> {
         1 => value().prop_map(QueueOp::Contains),
         1 => Just(QueueOp::Size),
         1 => Just(QueueOp::IsEmpty),
+        1 => Just(QueueOp::Takers),
     ]
 }
 
@@ -1205,6 +1209,7 @@ enum LockOp {
     Holder,
     IsLocked,
     IsHeldByCaller,
+    Waiters,
 }
 
 /// A fair owner queue, modelled: holder (session, token, count) and
@@ -1300,6 +1305,7 @@ impl<const REENTRANT: bool> Model for LockModel<REENTRANT> {
             LockOp::Holder => query(LockQuery::Holder),
             LockOp::IsLocked => query(LockQuery::IsLocked),
             LockOp::IsHeldByCaller => query(LockQuery::IsHeldByCaller),
+            LockOp::Waiters => query(LockQuery::Waiters),
         }
     }
     fn apply(
@@ -1334,6 +1340,7 @@ impl<const REENTRANT: bool> Model for LockModel<REENTRANT> {
             LockOp::Cancel(req) => LockOutput::Bool(self.owner.cancel(session, req)),
             LockOp::Holder => LockOutput::Holder(self.owner.leader()),
             LockOp::IsLocked => LockOutput::Bool(self.owner.holder.is_some()),
+            LockOp::Waiters => LockOutput::Count(self.owner.waiters.len() as u64),
             LockOp::IsHeldByCaller => {
                 LockOutput::Bool(self.owner.holder.is_some_and(|h| h.0 == session))
             }
@@ -1367,6 +1374,7 @@ fn lock_op() -> impl Strategy<Value = LockOp> {
         1 => Just(LockOp::Holder),
         1 => Just(LockOp::IsLocked),
         1 => Just(LockOp::IsHeldByCaller),
+        1 => Just(LockOp::Waiters),
     ]
 }
 

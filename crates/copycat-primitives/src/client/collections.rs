@@ -1050,6 +1050,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         Self::yes(self.ask(QueueQuery::IsEmpty).await?)
     }
 
+    /// How many takes wait for an item.
+    pub async fn takers(&self) -> Result<u64> {
+        match self.ask(QueueQuery::Takers).await? {
+            QueueOutput::Size(n) => Ok(n),
+            other => unexpected(other),
+        }
+    }
+
     /// Take the head, waiting (in FIFO order with other takers) until an
     /// item is offered. The item is pushed by the cluster, not polled.
     pub async fn take(&self) -> Result<T> {

@@ -135,6 +135,14 @@ impl Lock {
         }
     }
 
+    /// How many requests wait for it.
+    pub async fn waiters(&self) -> Result<u64> {
+        match self.ask(LockQuery::Waiters).await? {
+            LockOutput::Count(n) => Ok(n),
+            other => unexpected(other),
+        }
+    }
+
     /// Whether this session holds it.
     pub async fn is_held(&self) -> Result<bool> {
         match self.ask(LockQuery::IsHeldByCaller).await? {
