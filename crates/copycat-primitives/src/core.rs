@@ -29,6 +29,8 @@ pub enum ResourceType {
     Lock,
     /// [`crate::election`].
     Election,
+    /// [`crate::group`].
+    Group,
     /// [`crate::semaphore`].
     Semaphore,
     /// [`crate::latch`].
@@ -48,6 +50,7 @@ impl fmt::Display for ResourceType {
             ResourceType::Queue => "queue",
             ResourceType::Lock => "lock",
             ResourceType::Election => "election",
+            ResourceType::Group => "group",
             ResourceType::Semaphore => "semaphore",
             ResourceType::Latch => "latch",
             ResourceType::Topic => "topic",
@@ -93,6 +96,8 @@ pub enum Spec {
     },
     /// A leader election.
     Election,
+    /// A membership group.
+    Group,
     /// A counting semaphore.
     Semaphore {
         /// The permits it starts with (and holds in total).
@@ -119,6 +124,7 @@ impl Spec {
             Spec::Queue => ResourceType::Queue,
             Spec::Lock { .. } => ResourceType::Lock,
             Spec::Election => ResourceType::Election,
+            Spec::Group => ResourceType::Group,
             Spec::Semaphore { .. } => ResourceType::Semaphore,
             Spec::Latch { .. } => ResourceType::Latch,
             Spec::Topic => ResourceType::Topic,

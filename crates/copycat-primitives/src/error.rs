@@ -112,6 +112,9 @@ pub enum ResourceError {
         /// The member id.
         id: String,
     },
+    /// A random message with no alive member to take it.
+    #[error("the group has no alive member")]
+    NoMembers,
     /// No message with that id is pending for the calling session.
     #[error("no pending message {id}")]
     UnknownMessage {

@@ -7,6 +7,7 @@ mod core;
 pub mod election;
 mod error;
 mod fifo;
+pub mod group;
 pub mod latch;
 pub mod lock;
 pub mod long;
@@ -21,8 +22,9 @@ pub mod value;
 
 pub use crate::core::{Ctx, Limits, Page, Resource, ResourceType, Spec, ValueOrder, Waiter};
 pub use client::{
-    CountDownLatch, Election, Error, Lock, Long, Map, MapChange, MultiMap, Primitives, Queue,
-    QueueChange, Semaphore, Set, SetChange, Subscription, Topic, TopicMessage, Value, ValueChange,
+    CountDownLatch, Election, Error, Group, GroupChange, GroupMessage, Lock, Long, Map, MapChange,
+    MultiMap, Primitives, Queue, QueueChange, Receipt, Semaphore, Set, SetChange, Subscription,
+    Topic, TopicMessage, Value, ValueChange,
 };
 pub use error::ResourceError;
 pub use manager::{

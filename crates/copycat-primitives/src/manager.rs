@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::election::{
     ElectionCommand, ElectionEvent, ElectionOutput, ElectionQuery, ElectionState,
 };
+use crate::group::{GroupCommand, GroupEvent, GroupOutput, GroupQuery, GroupState};
 use crate::latch::{LatchCommand, LatchEvent, LatchOutput, LatchQuery, LatchState};
 use crate::lock::{LockCommand, LockEvent, LockOutput, LockQuery, LockState};
 use crate::long::{LongCommand, LongEvent, LongOutput, LongQuery, LongState};
@@ -82,6 +83,10 @@ pub enum Command {
         name: String,
         command: ElectionCommand,
     },
+    Group {
+        name: String,
+        command: GroupCommand,
+    },
     Semaphore {
         name: String,
         command: SemaphoreCommand,
@@ -147,6 +152,10 @@ pub enum Query {
         name: String,
         query: ElectionQuery,
     },
+    Group {
+        name: String,
+        query: GroupQuery,
+    },
     Semaphore {
         name: String,
         query: SemaphoreQuery,
@@ -198,6 +207,7 @@ pub enum Output {
     Queue(QueueOutput),
     Lock(LockOutput),
     Election(ElectionOutput),
+    Group(GroupOutput),
     Semaphore(SemaphoreOutput),
     Latch(LatchOutput),
     Topic(TopicOutput),
@@ -227,6 +237,7 @@ pub enum Event {
     Queue(QueueEvent),
     Lock(LockEvent),
     Election(ElectionEvent),
+    Group(GroupEvent),
     Semaphore(SemaphoreEvent),
     Latch(LatchEvent),
     Topic(TopicEvent),
@@ -243,6 +254,7 @@ enum State {
     Queue(QueueState),
     Lock(LockState),
     Election(ElectionState),
+    Group(GroupState),
     Semaphore(SemaphoreState),
     Latch(LatchState),
     Topic(TopicState),
@@ -285,6 +297,10 @@ macro_rules! each {
                 let $wrap = Event::Election;
                 $body
             }
+            State::Group($r) => {
+                let $wrap = Event::Group;
+                $body
+            }
             State::Semaphore($r) => {
                 let $wrap = Event::Semaphore;
                 $body
@@ -312,6 +328,7 @@ impl State {
             Spec::Queue => State::Queue(QueueState::default()),
             Spec::Lock { reentrant } => State::Lock(LockState::new(reentrant)),
             Spec::Election => State::Election(ElectionState::default()),
+            Spec::Group => State::Group(GroupState::default()),
             Spec::Semaphore { permits } => State::Semaphore(SemaphoreState::new(permits)),
             Spec::Latch { count } => State::Latch(LatchState::new(count)),
             Spec::Topic => State::Topic(TopicState::default()),
@@ -328,6 +345,7 @@ impl State {
             State::Queue(_) => ResourceType::Queue,
             State::Lock(_) => ResourceType::Lock,
             State::Election(_) => ResourceType::Election,
+            State::Group(_) => ResourceType::Group,
             State::Semaphore(_) => ResourceType::Semaphore,
             State::Latch(_) => ResourceType::Latch,
             State::Topic(_) => ResourceType::Topic,
@@ -649,6 +667,7 @@ impl Resources {
             Command::Queue { name, command } => operate!(self, actx, name, Queue, command),
             Command::Lock { name, command } => operate!(self, actx, name, Lock, command),
             Command::Election { name, command } => operate!(self, actx, name, Election, command),
+            Command::Group { name, command } => operate!(self, actx, name, Group, command),
             Command::Semaphore { name, command } => {
                 operate!(self, actx, name, Semaphore, command)
             }
@@ -747,6 +766,7 @@ impl StateMachine for Resources {
             Query::Queue { name, query } => ask!(self, ctx, name, Queue, query),
             Query::Lock { name, query } => ask!(self, ctx, name, Lock, query),
             Query::Election { name, query } => ask!(self, ctx, name, Election, query),
+            Query::Group { name, query } => ask!(self, ctx, name, Group, query),
             Query::Semaphore { name, query } => ask!(self, ctx, name, Semaphore, query),
             Query::Latch { name, query } => ask!(self, ctx, name, Latch, query),
             Query::Topic { name, query } => ask!(self, ctx, name, Topic, query),

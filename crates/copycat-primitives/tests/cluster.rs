@@ -438,3 +438,116 @@ async fn a_queue_take_is_woken_by_an_offer() {
     consumer.client().clone().close().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_elects_messages_and_survives_a_members_session() {
+    use copycat_primitives::group::Delivery;
+    use copycat_primitives::{Group, GroupChange, Receipt};
+
+    let cluster = Cluster::start().await;
+    let first = cluster.client().await;
+    let second = cluster.client().await;
+    let a = Group::open(&first, "g").await.expect("open");
+    let b = Group::open(&second, "g").await.expect("open");
+    let mut changes = b.listen().await.expect("listen");
+    let mut inbox = a.messages().await.expect("messages");
+
+    assert_eq!(
+        a.join(Some("a"), true, "meta".into()).await.expect("join"),
+        "a"
+    );
+    assert_eq!(
+        b.join(Some("b"), false, Default::default())
+            .await
+            .expect("join"),
+        "b"
+    );
+    let (leader, term) = a.leader().await.expect("leader").expect("a leader");
+    assert_eq!(leader, "a", "the oldest member leads");
+
+    // Request-reply: b asks a, a answers.
+    let asking = tokio::spawn({
+        let b = b.clone();
+        async move {
+            b.send(Delivery::Direct("a".into()), "ping".into(), true)
+                .await
+        }
+    });
+    let message = within("a message", inbox.next())
+        .await
+        .expect("message")
+        .expect("ok");
+    assert_eq!(
+        (message.member.as_str(), &message.payload[..]),
+        ("a", &b"ping"[..])
+    );
+    assert!(message.reply);
+    a.reply(&message, "pong".into()).await.expect("reply");
+    let receipts = within("the receipt", asking)
+        .await
+        .expect("task")
+        .expect("sent");
+    assert_eq!(
+        receipts.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+        vec![Receipt::Delivered {
+            member: "a".into(),
+            reply: Some("pong".into())
+        }]
+    );
+
+    // a's session ends: the persistent member is dead, b leads with a
+    // larger term.
+    first.client().clone().close().await;
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|c| matches!(c, GroupChange::Leader(Some((id, _))) if id == "b"))
+    {
+        seen.push(
+            within("group events", changes.next())
+                .await
+                .expect("event")
+                .expect("ok"),
+        );
+    }
+    assert!(seen.contains(&GroupChange::Status {
+        id: "a".into(),
+        alive: false
+    }));
+    let (leader, new_term) = b.leader().await.expect("leader").expect("a leader");
+    assert_eq!(leader, "b");
+    assert!(new_term > term);
+    let dead = b
+        .member("a")
+        .await
+        .expect("member")
+        .expect("still a member");
+    assert_eq!(dead.session, None);
+
+    // A new session rejoins as "a".
+    let third = cluster.client().await;
+    let again = Group::open(&third, "g").await.expect("open");
+    assert_eq!(
+        again
+            .join(Some("a"), true, "back".into())
+            .await
+            .expect("rejoin"),
+        "a"
+    );
+    assert!(b
+        .member("a")
+        .await
+        .expect("member")
+        .expect("a")
+        .session
+        .is_some());
+    assert_eq!(
+        b.leader().await.expect("leader").map(|l| l.0),
+        Some("b".into()),
+        "b keeps leading"
+    );
+
+    second.client().clone().close().await;
+    third.client().clone().close().await;
+    cluster.shutdown().await;
+}

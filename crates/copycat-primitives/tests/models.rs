@@ -1970,3 +1970,457 @@ proptest! {
         run::<TopicModel>(steps)?;
     }
 }
+
+// ---------------------------------------------------------------- group
+
+mod group_model {
+    use super::*;
+    use copycat_primitives::group::*;
+
+    #[derive(Clone, Debug)]
+    pub enum GroupOp {
+        Join(Option<String>, bool, Bytes),
+        Leave(String),
+        Remove(String),
+        SetMetadata(String, Bytes),
+        Listen,
+        Unlisten,
+        Send(u64, Delivery, Bytes, bool),
+        Ack(u64, Option<Bytes>),
+        Members,
+        Member(String),
+        Leader,
+    }
+
+    #[derive(Clone)]
+    struct M {
+        session: Option<SessionId>,
+        persistent: bool,
+        metadata: Bytes,
+        joined: u64,
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum K {
+        Direct,
+        Random,
+        Broadcast,
+    }
+
+    #[derive(Clone)]
+    struct Msg {
+        req: u64,
+        from: SessionId,
+        to: String,
+        kind: K,
+        payload: Bytes,
+        reply: bool,
+    }
+
+    #[derive(Default)]
+    pub struct GroupModel {
+        members: BTreeMap<String, M>,
+        listeners: BTreeSet<SessionId>,
+        leader: Option<(String, u64)>,
+        messages: BTreeMap<u64, Msg>,
+        next_message: u64,
+        fence: u64,
+    }
+
+    /// The documented deterministic pick: splitmix64 over the log index
+    /// and the message id.
+    fn pick(index: u64, message: u64, n: usize) -> usize {
+        let mut x = index ^ message.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        (x % n as u64) as usize
+    }
+
+    impl GroupModel {
+        fn tell(&self, out: &mut Out, event: GroupEvent) {
+            to_all(out, &self.listeners, Event::Group, event);
+        }
+        fn alive(&self) -> Vec<String> {
+            self.members
+                .iter()
+                .filter(|(_, m)| m.session.is_some())
+                .map(|(id, _)| id.clone())
+                .collect()
+        }
+        fn deliver(&self, out: &mut Out, id: u64) {
+            let m = &self.messages[&id];
+            if let Some(s) = self.members.get(&m.to).and_then(|x| x.session) {
+                out.push((
+                    s,
+                    Event::Group(GroupEvent::Message {
+                        message: id,
+                        member: m.to.clone(),
+                        from: m.from,
+                        payload: m.payload.clone(),
+                        reply: m.reply,
+                    }),
+                ));
+            }
+        }
+        fn reroute(&mut self, at: At, out: &mut Out, gone: &str) {
+            let ids: Vec<u64> = self
+                .messages
+                .iter()
+                .filter(|(_, m)| m.to == gone)
+                .map(|(id, _)| *id)
+                .collect();
+            let member = self.members.contains_key(gone);
+            for id in ids {
+                let alive = self.alive();
+                let kind = self.messages[&id].kind;
+                if kind == K::Random && !alive.is_empty() {
+                    self.messages.get_mut(&id).unwrap().to =
+                        alive[pick(at.index, id, alive.len())].clone();
+                    self.deliver(out, id);
+                } else if kind == K::Direct && member {
+                } else {
+                    let m = self.messages.remove(&id).unwrap();
+                    out.push((
+                        m.from,
+                        Event::Group(GroupEvent::Failed {
+                            req: m.req,
+                            message: id,
+                        }),
+                    ));
+                }
+            }
+        }
+        fn elect(&mut self, at: At, out: &mut Out) {
+            if let Some((id, _)) = &self.leader {
+                if self.members.get(id).is_some_and(|m| m.session.is_some()) {
+                    return;
+                }
+            }
+            let next = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.session.is_some())
+                .min_by_key(|(_, m)| m.joined)
+                .map(|(id, _)| id.clone());
+            if next.is_none() && self.leader.is_none() {
+                return;
+            }
+            self.leader = next.map(|id| (id, fence(&mut self.fence, at.index)));
+            let leader = self.leader.clone();
+            self.tell(out, GroupEvent::Leader { leader });
+        }
+        fn mine(&self, id: &str, s: SessionId) -> Result<(), ResourceError> {
+            match self.members.get(id) {
+                None => Err(ResourceError::UnknownMember { id: id.into() }),
+                Some(m) if m.session != Some(s) => Err(ResourceError::NotMember { id: id.into() }),
+                _ => Ok(()),
+            }
+        }
+        fn info(&self, id: &str) -> Option<MemberInfo> {
+            self.members.get(id).map(|m| MemberInfo {
+                id: id.to_string(),
+                session: m.session,
+                persistent: m.persistent,
+                metadata: m.metadata.clone(),
+            })
+        }
+        fn gone(&mut self, at: At, out: &mut Out, id: &str) {
+            self.members.remove(id);
+            self.tell(out, GroupEvent::Left { id: id.into() });
+            self.reroute(at, out, id);
+            self.elect(at, out);
+        }
+    }
+
+    impl Model for GroupModel {
+        type Op = GroupOp;
+        fn spec() -> Spec {
+            Spec::Group
+        }
+        fn request(op: &GroupOp) -> Request {
+            let command = |command| {
+                Request::Command(Command::Group {
+                    name: name(),
+                    command,
+                })
+            };
+            let query = |query| {
+                Request::Query(Query::Group {
+                    name: name(),
+                    query,
+                })
+            };
+            match op.clone() {
+                GroupOp::Join(id, persistent, metadata) => command(GroupCommand::Join {
+                    id,
+                    persistent,
+                    metadata,
+                }),
+                GroupOp::Leave(id) => command(GroupCommand::Leave(id)),
+                GroupOp::Remove(id) => command(GroupCommand::Remove(id)),
+                GroupOp::SetMetadata(id, metadata) => {
+                    command(GroupCommand::SetMetadata { id, metadata })
+                }
+                GroupOp::Listen => command(GroupCommand::Listen),
+                GroupOp::Unlisten => command(GroupCommand::Unlisten),
+                GroupOp::Send(req, to, payload, reply) => command(GroupCommand::Send {
+                    req,
+                    to,
+                    payload,
+                    reply,
+                }),
+                GroupOp::Ack(message, reply) => command(GroupCommand::Ack { message, reply }),
+                GroupOp::Members => query(GroupQuery::Members),
+                GroupOp::Member(id) => query(GroupQuery::Member(id)),
+                GroupOp::Leader => query(GroupQuery::Leader),
+            }
+        }
+        fn apply(
+            &mut self,
+            at: At,
+            s: SessionId,
+            op: &GroupOp,
+            out: &mut Out,
+        ) -> Result<Output, ResourceError> {
+            let answer = match op.clone() {
+                GroupOp::Join(id, persistent, metadata) => {
+                    let id = id.unwrap_or_else(|| format!("m{}", at.index));
+                    if id.is_empty() {
+                        return Err(ResourceError::InvalidArgument(
+                            "a member id must not be empty".into(),
+                        ));
+                    }
+                    let limit = limits().max_name_bytes;
+                    if id.len() > limit {
+                        return Err(ResourceError::NameTooLong {
+                            len: id.len(),
+                            limit,
+                        });
+                    }
+                    check_value(&metadata)?;
+                    match self.members.get(&id).cloned() {
+                        Some(m) if m.session == Some(s) => {
+                            self.members.get_mut(&id).unwrap().metadata = metadata;
+                            return Ok(Output::Group(GroupOutput::Joined(id)));
+                        }
+                        Some(m) if m.session.is_some() => {
+                            return Err(ResourceError::MemberInUse { id })
+                        }
+                        Some(m) => {
+                            self.members.insert(
+                                id.clone(),
+                                M {
+                                    session: Some(s),
+                                    persistent,
+                                    metadata,
+                                    joined: m.joined,
+                                },
+                            );
+                            self.tell(
+                                out,
+                                GroupEvent::Status {
+                                    id: id.clone(),
+                                    alive: true,
+                                },
+                            );
+                            let waiting: Vec<u64> = self
+                                .messages
+                                .iter()
+                                .filter(|(_, m)| m.to == id)
+                                .map(|(k, _)| *k)
+                                .collect();
+                            for k in waiting {
+                                self.deliver(out, k);
+                            }
+                        }
+                        None => {
+                            check_entries(self.members.len())?;
+                            self.members.insert(
+                                id.clone(),
+                                M {
+                                    session: Some(s),
+                                    persistent,
+                                    metadata,
+                                    joined: at.index,
+                                },
+                            );
+                            self.tell(out, GroupEvent::Joined { id: id.clone() });
+                        }
+                    }
+                    self.elect(at, out);
+                    GroupOutput::Joined(id)
+                }
+                GroupOp::Leave(id) => {
+                    self.mine(&id, s)?;
+                    self.gone(at, out, &id);
+                    GroupOutput::Unit
+                }
+                GroupOp::Remove(id) => {
+                    if !self.members.contains_key(&id) {
+                        return Err(ResourceError::UnknownMember { id });
+                    }
+                    self.gone(at, out, &id);
+                    GroupOutput::Unit
+                }
+                GroupOp::SetMetadata(id, metadata) => {
+                    self.mine(&id, s)?;
+                    check_value(&metadata)?;
+                    self.members.get_mut(&id).unwrap().metadata = metadata;
+                    GroupOutput::Unit
+                }
+                GroupOp::Listen => {
+                    listen(&mut self.listeners, s)?;
+                    GroupOutput::Unit
+                }
+                GroupOp::Unlisten => {
+                    self.listeners.remove(&s);
+                    GroupOutput::Unit
+                }
+                GroupOp::Send(req, to, payload, reply) => {
+                    check_value(&payload)?;
+                    let alive = self.alive();
+                    let (kind, to) = match to {
+                        Delivery::Direct(id) => {
+                            if !self.members.contains_key(&id) {
+                                return Err(ResourceError::UnknownMember { id });
+                            }
+                            (K::Direct, vec![id])
+                        }
+                        Delivery::Random => {
+                            if alive.is_empty() {
+                                return Err(ResourceError::NoMembers);
+                            }
+                            let i = pick(at.index, self.next_message, alive.len());
+                            (K::Random, vec![alive[i].clone()])
+                        }
+                        Delivery::Broadcast => (K::Broadcast, alive),
+                    };
+                    let limit = limits().max_entries;
+                    if self.messages.len() + to.len() > limit {
+                        return Err(ResourceError::TooManyEntries { limit });
+                    }
+                    let mut ids = Vec::new();
+                    for to in to {
+                        let id = self.next_message;
+                        self.next_message += 1;
+                        self.messages.insert(
+                            id,
+                            Msg {
+                                req,
+                                from: s,
+                                to,
+                                kind,
+                                payload: payload.clone(),
+                                reply,
+                            },
+                        );
+                        self.deliver(out, id);
+                        ids.push(id);
+                    }
+                    GroupOutput::Sent(ids)
+                }
+                GroupOp::Ack(message, reply) => {
+                    let recipient = self
+                        .messages
+                        .get(&message)
+                        .and_then(|m| self.members.get(&m.to).and_then(|x| x.session));
+                    if recipient != Some(s) {
+                        return Err(ResourceError::UnknownMessage { id: message });
+                    }
+                    if let Some(r) = &reply {
+                        check_value(r)?;
+                    }
+                    let m = self.messages.remove(&message).unwrap();
+                    out.push((
+                        m.from,
+                        Event::Group(GroupEvent::Delivered {
+                            req: m.req,
+                            message,
+                            member: m.to,
+                            reply,
+                        }),
+                    ));
+                    GroupOutput::Unit
+                }
+                GroupOp::Members => GroupOutput::Members(
+                    self.members.keys().filter_map(|id| self.info(id)).collect(),
+                ),
+                GroupOp::Member(id) => GroupOutput::Member(self.info(&id)),
+                GroupOp::Leader => GroupOutput::Leader(self.leader.clone()),
+            };
+            Ok(Output::Group(answer))
+        }
+        fn advance(&mut self, _time: u64, _out: &mut Out) {}
+        fn close(&mut self, at: At, s: SessionId, out: &mut Out) {
+            self.listeners.remove(&s);
+            self.messages.retain(|_, m| m.from != s);
+            let mine: Vec<String> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.session == Some(s))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &mine {
+                if self.members[id].persistent {
+                    self.members.get_mut(id).unwrap().session = None;
+                    self.tell(
+                        out,
+                        GroupEvent::Status {
+                            id: id.clone(),
+                            alive: false,
+                        },
+                    );
+                } else {
+                    self.members.remove(id);
+                    self.tell(out, GroupEvent::Left { id: id.clone() });
+                }
+            }
+            for id in &mine {
+                self.reroute(at, out, id);
+            }
+            self.elect(at, out);
+        }
+    }
+
+    fn member() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("c".to_string()),
+            Just("toolong-id".to_string()),
+        ]
+    }
+
+    pub fn group_op() -> impl Strategy<Value = GroupOp> {
+        let delivery = prop_oneof![
+            member().prop_map(Delivery::Direct),
+            Just(Delivery::Random),
+            Just(Delivery::Broadcast),
+        ];
+        prop_oneof![
+            5 => (proptest::option::of(member()), any::<bool>(), value())
+                .prop_map(|(id, p, m)| GroupOp::Join(id, p, m)),
+            1 => member().prop_map(GroupOp::Leave),
+            1 => member().prop_map(GroupOp::Remove),
+            1 => (member(), value()).prop_map(|(id, m)| GroupOp::SetMetadata(id, m)),
+            2 => Just(GroupOp::Listen),
+            1 => Just(GroupOp::Unlisten),
+            4 => (0..3u64, delivery, value(), any::<bool>())
+                .prop_map(|(r, d, p, reply)| GroupOp::Send(r, d, p, reply)),
+            4 => (0..8u64, proptest::option::of(value())).prop_map(|(m, r)| GroupOp::Ack(m, r)),
+            1 => Just(GroupOp::Members),
+            1 => member().prop_map(GroupOp::Member),
+            1 => Just(GroupOp::Leader),
+        ]
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn group_matches_model(steps in steps(group_model::group_op())) {
+        run::<group_model::GroupModel>(steps)?;
+    }
+}

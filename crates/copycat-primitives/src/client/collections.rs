@@ -171,8 +171,8 @@ impl<T: Serialize + DeserializeOwned> Value<T> {
             .primitives
             .subscribe(
                 name,
-                command(ValueCommand::Listen),
-                command(ValueCommand::Unlisten),
+                Some(command(ValueCommand::Listen)),
+                Some(command(ValueCommand::Unlisten)),
                 Box::new(|e| matches!(e, Event::Value(_))),
                 |event| match event {
                     Event::Value(ValueEvent::Changed { old, new, expired }) => Some((|| {
@@ -305,8 +305,8 @@ impl Long {
             .primitives
             .subscribe(
                 name,
-                command(LongCommand::Listen),
-                command(LongCommand::Unlisten),
+                Some(command(LongCommand::Listen)),
+                Some(command(LongCommand::Unlisten)),
                 Box::new(|e| matches!(e, Event::Long(_))),
                 |event| match event {
                     Event::Long(LongEvent::Changed { old, new }) => Some(Ok((old, new))),
@@ -568,8 +568,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Map<K, V>
             .primitives
             .subscribe(
                 name,
-                command(MapCommand::Listen(key.clone())),
-                command(MapCommand::Unlisten(key)),
+                Some(command(MapCommand::Listen(key.clone()))),
+                Some(command(MapCommand::Unlisten(key))),
                 Box::new(move |e| match e {
                     Event::Map(event) => wanted.as_ref().is_none_or(|k| *k == event.key),
                     _ => false,
@@ -907,8 +907,8 @@ impl<T: Serialize + DeserializeOwned> Set<T> {
             .primitives
             .subscribe(
                 name,
-                command(SetCommand::Listen),
-                command(SetCommand::Unlisten),
+                Some(command(SetCommand::Listen)),
+                Some(command(SetCommand::Unlisten)),
                 Box::new(|e| matches!(e, Event::Set(_))),
                 |event| match event {
                     Event::Set(SetEvent::Added(v)) => Some(decode(&v).map(SetChange::Added)),
@@ -1114,8 +1114,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             .primitives
             .subscribe(
                 name,
-                command(QueueCommand::Listen),
-                command(QueueCommand::Unlisten),
+                Some(command(QueueCommand::Listen)),
+                Some(command(QueueCommand::Unlisten)),
                 Box::new(|e| {
                     matches!(
                         e,
@@ -1196,8 +1196,8 @@ impl<T: Serialize + DeserializeOwned> Topic<T> {
             .primitives
             .subscribe(
                 name,
-                command(TopicCommand::Subscribe),
-                command(TopicCommand::Unsubscribe),
+                Some(command(TopicCommand::Subscribe)),
+                Some(command(TopicCommand::Unsubscribe)),
                 Box::new(|e| matches!(e, Event::Topic(_))),
                 |event| match event {
                     Event::Topic(TopicEvent::Message { seq, message }) => {

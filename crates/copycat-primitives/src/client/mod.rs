@@ -8,6 +8,7 @@
 //! operations are ordered with each other.
 
 mod collections;
+mod group;
 mod sync;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub use collections::{
     Long, Map, MapChange, MultiMap, Queue, QueueChange, Set, SetChange, Topic, TopicMessage, Value,
     ValueChange,
 };
+pub use group::{Group, GroupChange, GroupMessage, Receipt};
 pub use sync::{CountDownLatch, Election, Lock, Semaphore};
 
 /// Why a primitive operation failed.
@@ -332,14 +334,16 @@ impl Primitives {
     pub(crate) async fn subscribe<T>(
         &self,
         name: &str,
-        listen: Command,
-        unlisten: Command,
+        listen: Option<Command>,
+        unlisten: Option<Command>,
         filter: Filter,
         decode: fn(Event) -> Option<Result<T>>,
     ) -> Result<Subscription<T>> {
         let id = self.next_id();
         let (tx, rx) = mpsc::unbounded_channel();
-        let key = (name.to_string(), encode(&listen).to_vec());
+        let key = listen
+            .as_ref()
+            .map(|listen| (name.to_string(), encode(listen).to_vec()));
         {
             let mut routes = self.inner.routes.lock().expect("routes lock");
             routes
@@ -347,16 +351,20 @@ impl Primitives {
                 .entry(name.to_string())
                 .or_default()
                 .push(Subscriber { id, filter, tx });
-            *routes.listens.entry(key.clone()).or_default() += 1;
+            if let Some(key) = &key {
+                *routes.listens.entry(key.clone()).or_default() += 1;
+            }
         }
         let guard = StreamGuard {
             primitives: self.clone(),
             name: name.to_string(),
             id,
             key,
-            unlisten: Some(unlisten),
+            unlisten,
         };
-        self.command(listen).await?;
+        if let Some(listen) = listen {
+            self.command(listen).await?;
+        }
         Ok(Subscription {
             rx,
             decode,
@@ -479,7 +487,7 @@ struct StreamGuard {
     primitives: Primitives,
     name: String,
     id: u64,
-    key: (String, Vec<u8>),
+    key: Option<(String, Vec<u8>)>,
     unlisten: Option<Command>,
 }
 
@@ -493,13 +501,18 @@ impl Drop for StreamGuard {
                     routes.streams.remove(&self.name);
                 }
             }
-            let count = routes.listens.entry(self.key.clone()).or_default();
-            *count = count.saturating_sub(1);
-            let last = *count == 0;
-            if last {
-                routes.listens.remove(&self.key);
+            match &self.key {
+                Some(key) => {
+                    let count = routes.listens.entry(key.clone()).or_default();
+                    *count = count.saturating_sub(1);
+                    let last = *count == 0;
+                    if last {
+                        routes.listens.remove(key);
+                    }
+                    last
+                }
+                None => false,
             }
-            last
         };
         if last {
             if let Some(unlisten) = self.unlisten.take() {

@@ -254,8 +254,8 @@ impl Election {
             .primitives
             .subscribe(
                 name,
-                command(ElectionCommand::Listen),
-                command(ElectionCommand::Unlisten),
+                Some(command(ElectionCommand::Listen)),
+                Some(command(ElectionCommand::Unlisten)),
                 Box::new(|e| matches!(e, Event::Election(ElectionEvent::Changed { .. }))),
                 |event| match event {
                     Event::Election(ElectionEvent::Changed { leader }) => Some(Ok(leader)),
