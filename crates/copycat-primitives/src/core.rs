@@ -390,11 +390,17 @@ pub(crate) fn validate_waiters<'w>(
     Ok(())
 }
 
-/// Listing of a sorted map's keys from `after` (exclusive), at most `limit`.
+/// Most bytes of keys and values one page carries (it holds at least one
+/// item, however large), so a page always fits in a response.
+pub const MAX_PAGE_BYTES: usize = 1 << 20;
+
+/// Listing of a sorted map's keys from `after` (exclusive): at most `limit`
+/// items, and no more once [`MAX_PAGE_BYTES`] (counted by `size`) are in.
 pub(crate) fn page_of<'m, V: 'm, T>(
     map: &'m std::collections::BTreeMap<Bytes, V>,
     after: Option<Bytes>,
     limit: u32,
+    size: impl Fn(&Bytes, &V) -> usize,
     item: impl Fn(&Bytes, &V) -> T,
 ) -> Result<Page<T>, ResourceError> {
     use std::ops::Bound;
@@ -409,11 +415,52 @@ pub(crate) fn page_of<'m, V: 'm, T>(
     };
     let mut items = Vec::new();
     let mut last = None;
-    let mut range = map.range((start, Bound::Unbounded));
-    for (key, value) in range.by_ref().take(limit as usize) {
+    let mut bytes = 0usize;
+    let mut range = map.range((start, Bound::Unbounded)).peekable();
+    while let Some((key, value)) = range.peek() {
+        if items.len() == limit as usize || (bytes >= MAX_PAGE_BYTES && !items.is_empty()) {
+            break;
+        }
+        bytes = bytes.saturating_add(size(key, value));
         items.push(item(key, value));
-        last = Some(key.clone());
+        last = Some((*key).clone());
+        range.next();
     }
-    let next = if range.next().is_some() { last } else { None };
+    let next = if range.peek().is_some() { last } else { None };
     Ok(Page { items, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn a_page_stops_at_its_byte_budget_but_holds_one_item() {
+        let big = Bytes::from(vec![0u8; MAX_PAGE_BYTES * 3 / 5]);
+        let map: BTreeMap<Bytes, Bytes> = ["a", "b", "c"]
+            .into_iter()
+            .map(|k| (Bytes::from(k), big.clone()))
+            .collect();
+        let size = |_: &Bytes, v: &Bytes| v.len();
+        let page = page_of(&map, None, 10, size, |k, _| k.clone()).expect("page");
+        assert_eq!(page.items, vec![Bytes::from("a"), Bytes::from("b")]);
+        assert_eq!(page.next, Some(Bytes::from("b")));
+        let rest = page_of(&map, page.next, 10, size, |k, _| k.clone()).expect("page");
+        assert_eq!((rest.items, rest.next), (vec![Bytes::from("c")], None));
+        let huge = BTreeMap::from([(Bytes::from("x"), Bytes::from(vec![0u8; MAX_PAGE_BYTES * 2]))]);
+        let one = page_of(&huge, None, 10, size, |k, _| k.clone()).expect("page");
+        assert_eq!(
+            one.items.len(),
+            1,
+            "an item larger than the budget still comes"
+        );
+        assert!(matches!(
+            page_of(&map, None, 0, size, |k, _| k.clone()),
+            Err(ResourceError::InvalidArgument(_))
+        ));
+    }
 }

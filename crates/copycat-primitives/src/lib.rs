@@ -56,7 +56,9 @@ pub mod set;
 pub mod topic;
 pub mod value;
 
-pub use crate::core::{Ctx, Limits, Page, Resource, ResourceType, Spec, ValueOrder, Waiter};
+pub use crate::core::{
+    Ctx, Limits, Page, Resource, ResourceType, Spec, ValueOrder, Waiter, MAX_PAGE_BYTES,
+};
 pub use client::{
     CountDownLatch, Election, Error, Group, GroupChange, GroupMessage, Lock, Long, Map, MapChange,
     MultiMap, Primitives, Queue, QueueChange, Receipt, Semaphore, Set, SetChange, Subscription,

@@ -7,6 +7,33 @@
 //! tokens than it has seen (`docs/primitives/lock.md`). Waiters are served
 //! in FIFO order and told of their grant by an event. A holder's session
 //! closing or expiring releases the lock to the next waiter.
+//!
+//! Like every resource, the lock is a plain deterministic state machine
+//! that runs without the manager or a replica:
+//!
+//! ```
+//! use copycat_primitives::lock::{LockCommand, LockEvent, LockOutput, LockState};
+//! use copycat_primitives::{Ctx, Limits, Resource};
+//! use copycat_proto::SessionId;
+//!
+//! let (limits, mut fence) = (Limits::default(), 0);
+//! let mut lock = LockState::new(false);
+//! let lock_cmd = |req| LockCommand::Lock { req, timeout_ms: None };
+//!
+//! // Session 1 locks at log index 10, session 2 waits at index 11.
+//! let mut ctx = Ctx::new(10, 0, Some(SessionId(1)), &limits, &mut fence);
+//! assert_eq!(lock.apply(&mut ctx, lock_cmd(1)), Ok(LockOutput::Acquired(10)));
+//! let mut ctx = Ctx::new(11, 0, Some(SessionId(2)), &limits, &mut fence);
+//! assert_eq!(lock.apply(&mut ctx, lock_cmd(7)), Ok(LockOutput::Waiting));
+//!
+//! // Session 1 closes at index 12: session 2 is granted, token 12.
+//! let mut ctx = Ctx::new(12, 0, None, &limits, &mut fence);
+//! lock.session_closed(&mut ctx, SessionId(1));
+//! assert_eq!(
+//!     ctx.take_events(),
+//!     vec![(SessionId(2), LockEvent::Granted { req: 7, token: 12 })]
+//! );
+//! ```
 
 use copycat_proto::SessionId;
 use serde::{Deserialize, Serialize};

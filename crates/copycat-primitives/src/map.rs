@@ -386,19 +386,27 @@ impl Resource for MapState {
                     .map(|e| e.value.clone())
                     .unwrap_or(default),
             )),
-            MapQuery::Keys { after, limit } => {
-                MapOutput::Keys(page_of(&self.entries, after, limit, |k, _| k.clone())?)
-            }
-            MapQuery::Values { after, limit } => {
-                MapOutput::Values(page_of(&self.entries, after, limit, |_, e| {
-                    e.value.clone()
-                })?)
-            }
-            MapQuery::Entries { after, limit } => {
-                MapOutput::Entries(page_of(&self.entries, after, limit, |k, e| {
-                    (k.clone(), e.value.clone())
-                })?)
-            }
+            MapQuery::Keys { after, limit } => MapOutput::Keys(page_of(
+                &self.entries,
+                after,
+                limit,
+                |k, _| k.len(),
+                |k, _| k.clone(),
+            )?),
+            MapQuery::Values { after, limit } => MapOutput::Values(page_of(
+                &self.entries,
+                after,
+                limit,
+                |_, e| e.value.len(),
+                |_, e| e.value.clone(),
+            )?),
+            MapQuery::Entries { after, limit } => MapOutput::Entries(page_of(
+                &self.entries,
+                after,
+                limit,
+                |k, e| k.len() + e.value.len(),
+                |k, e| (k.clone(), e.value.clone()),
+            )?),
         })
     }
 

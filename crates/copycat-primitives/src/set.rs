@@ -168,9 +168,13 @@ impl Resource for SetState {
             SetQuery::Contains(value) => SetOutput::Bool(self.members.contains_key(&value)),
             SetQuery::Size => SetOutput::Size(self.members.len() as u64),
             SetQuery::IsEmpty => SetOutput::Bool(self.members.is_empty()),
-            SetQuery::Iterate { after, limit } => {
-                SetOutput::Members(page_of(&self.members, after, limit, |k, _| k.clone())?)
-            }
+            SetQuery::Iterate { after, limit } => SetOutput::Members(page_of(
+                &self.members,
+                after,
+                limit,
+                |k, _| k.len(),
+                |k, _| k.clone(),
+            )?),
         })
     }
 
