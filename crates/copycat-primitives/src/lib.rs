@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "client")]
 pub mod client;
 mod core;
 pub mod election;
@@ -52,6 +53,8 @@ pub mod map;
 pub mod multimap;
 pub mod queue;
 pub mod semaphore;
+#[cfg(feature = "server")]
+mod server;
 pub mod set;
 pub mod topic;
 pub mod value;
@@ -59,16 +62,18 @@ pub mod value;
 pub use crate::core::{
     Ctx, Limits, Page, Resource, ResourceType, Spec, ValueOrder, Waiter, MAX_PAGE_BYTES,
 };
+#[cfg(feature = "client")]
 pub use client::{
     CountDownLatch, Election, Error, Group, GroupChange, GroupMessage, Lock, Long, Map, MapChange,
     MultiMap, Primitives, Queue, QueueChange, Receipt, Semaphore, Set, SetChange, Subscription,
     Topic, TopicMessage, Value, ValueChange,
 };
 pub use error::ResourceError;
-pub use manager::{
-    Command, Event, Notice, Output, Query, ResourceInfo, Resources, ResourcesApi, EVENT_NAME,
-    MAX_LIST_PAGE,
-};
+#[cfg(feature = "client")]
+pub use manager::ResourcesApi;
+pub use manager::{Command, Event, Notice, Output, Query, ResourceInfo, EVENT_NAME, MAX_LIST_PAGE};
+#[cfg(feature = "server")]
+pub use server::Resources;
 
 /// The pages of `docs/primitives/`, so that their examples compile as
 /// doctests.
