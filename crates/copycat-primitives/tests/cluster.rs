@@ -551,3 +551,62 @@ async fn a_group_elects_messages_and_survives_a_members_session() {
     third.client().clone().close().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_waits_are_withdrawn_and_nothing_is_lost() {
+    let cluster = Cluster::start().await;
+    let holder = cluster.client().await;
+    let other = cluster.client().await;
+
+    // A lock wait dropped while queued: the lock does not end up held by
+    // the abandoned request once the holder lets go.
+    let held = Lock::open(&holder, "l").await.expect("open");
+    held.lock().await.expect("lock");
+    let wanted = Lock::open(&other, "l").await.expect("open");
+    {
+        let waiting = wanted.lock();
+        tokio::pin!(waiting);
+        let queued = async {
+            while wanted.waiters().await.expect("waiters") == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            _ = &mut waiting => panic!("granted while held"),
+            () = within("the wait to queue", queued) => {}
+        }
+        // `waiting` is dropped here, while queued.
+    }
+    held.unlock().await.expect("unlock");
+    wait_until("the lock to be free", || async {
+        !wanted.is_locked().await.expect("locked") && wanted.waiters().await.expect("w") == 0
+    })
+    .await;
+
+    // A take dropped while waiting: a later offer stays in the queue.
+    let queue = Queue::<u32>::open(&other, "q").await.expect("open");
+    {
+        let taking = queue.take();
+        tokio::pin!(taking);
+        let queued = async {
+            while queue.takers().await.expect("takers") == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::select! {
+            _ = &mut taking => panic!("took from an empty queue"),
+            () = within("the take to queue", queued) => {}
+        }
+    }
+    let producer = Queue::<u32>::open(&holder, "q").await.expect("open");
+    assert!(producer.offer(&5).await.expect("offer"));
+    wait_until("the item to be in the queue", || async {
+        queue.takers().await.expect("takers") == 0 && queue.size().await.expect("size") == 1
+    })
+    .await;
+    assert_eq!(queue.poll().await.expect("poll"), Some(5));
+
+    holder.client().clone().close().await;
+    other.client().clone().close().await;
+    cluster.shutdown().await;
+}
