@@ -50,12 +50,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod http;
+mod metrics;
 mod net;
+mod observe;
 mod owner;
 mod server;
 mod status;
 
 pub use copycat_net::{Stopped, Watch};
+pub use http::STUCK_AFTER_MS;
 pub use server::{
     AdminError, Server, ServerBuilder, StartError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, HELLO_TIMEOUT,
     MAX_CONNECTIONS,

@@ -19,7 +19,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::http::HttpState;
+use crate::metrics::{Metrics, SyncMetrics};
 use crate::net::{accept, Limits};
+use crate::observe::Observer;
 use crate::owner::{wall_ms, Call, Core, Input, Owner, Peers};
 use crate::status::{Leadership, LoopStats, Status};
 
@@ -40,7 +43,7 @@ pub const DEFAULT_DATA_DIR: &str = "./copycat-data";
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// An address did not resolve.
-    #[error("cannot resolve {address}: {source}")]
+    #[error("cannot resolve {address}")]
     Resolve {
         /// The address as given.
         address: String,
@@ -48,7 +51,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The listen address could not be bound.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Bind {
         /// The address.
         address: SocketAddr,
@@ -56,7 +59,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The data directory could not be created, opened or recovered.
-    #[error("data directory {}: {source}", path.display())]
+    #[error("data directory {}", path.display())]
     DataDir {
         /// The directory.
         path: PathBuf,
@@ -81,7 +84,7 @@ pub enum AdminError {
     #[error("refused: {0}")]
     Refused(String),
     /// The address did not resolve.
-    #[error("cannot resolve {address}: {source}")]
+    #[error("cannot resolve {address}")]
     Resolve {
         /// The address as given.
         address: String,
@@ -118,6 +121,8 @@ pub struct ServerBuilder<M> {
     max_connections: usize,
     hello_timeout: Duration,
     disk: Option<Arc<dyn Disk>>,
+    http: Option<String>,
+    http_listener: Option<TcpListener>,
 }
 
 impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
@@ -139,7 +144,23 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             max_connections: MAX_CONNECTIONS,
             hello_timeout: HELLO_TIMEOUT,
             disk: None,
+            http: None,
+            http_listener: None,
         }
+    }
+
+    /// Serve `/metrics` (Prometheus text), `/health` and `/ready` over
+    /// HTTP on `address` (off by default; see [`Server::http_addr`]).
+    pub fn http(mut self, address: impl Into<String>) -> Self {
+        self.http = Some(address.into());
+        self
+    }
+
+    /// Serve the HTTP endpoint on a listener already bound (instead of
+    /// [`http`](Self::http)).
+    pub fn http_listener(mut self, listener: TcpListener) -> Self {
+        self.http_listener = Some(listener);
+        self
     }
 
     /// This server's id: a positive number, unique in the cluster.
@@ -236,6 +257,8 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             max_connections,
             hello_timeout,
             disk,
+            http,
+            http_listener,
         } = self;
         if id == 0 {
             return Err(StartError::Invalid("the server id must be positive".into()));
@@ -298,8 +321,12 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
         let start = Instant::now();
         let dir = data_dir.clone();
         let opened = tokio::task::spawn_blocking(move || {
-            if let Err(error) = std::fs::create_dir_all(&dir) {
-                return Err(ShellError::Io(error));
+            if let Err(source) = std::fs::create_dir_all(&dir) {
+                return Err(ShellError::Storage(copycat_storage::StorageError::Io {
+                    operation: "create directory",
+                    path: dir.clone(),
+                    source,
+                }));
             }
             Shell::open(
                 shell_config,
@@ -313,10 +340,34 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
         })
         .await
         .map_err(|e| StartError::Invalid(format!("opening the data directory panicked: {e}")))?;
-        let shell = opened.map_err(|source| StartError::DataDir {
+        let mut shell = opened.map_err(|source| StartError::DataDir {
             path: data_dir.clone(),
             source,
         })?;
+        let http_listener = match (http_listener, http) {
+            (Some(listener), _) => Some(listener),
+            (None, Some(http)) => {
+                let address = resolve_one(&http).await?;
+                Some(
+                    TcpListener::bind(address)
+                        .await
+                        .map_err(|source| StartError::Bind { address, source })?,
+                )
+            }
+            (None, None) => None,
+        };
+        let http_addr = match &http_listener {
+            Some(listener) => Some(listener.local_addr().map_err(|source| StartError::Bind {
+                address: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })?),
+            None => None,
+        };
+        let metrics = Metrics::new(id);
+        shell.set_observer(Box::new(SyncMetrics {
+            metrics: Arc::clone(&metrics),
+            started: None,
+        }));
 
         let (stop, stop_rx) = watch::channel(false);
         let (inputs, inputs_rx) = mpsc::channel(INPUT_QUEUE);
@@ -344,6 +395,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             snapshot_thread: None,
             written: None,
             leader_seen: None,
+            observer: Observer::new(Arc::clone(&metrics)),
         };
         let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
@@ -356,16 +408,35 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             max_connections,
             hello_timeout,
         };
-        let tasks = vec![
-            tokio::spawn(tick(inputs.clone(), stop_rx.clone())),
-            tokio::spawn(accept(listener, hello, limits, inputs.clone(), stop_rx)),
-        ];
+        let mut tasks = vec![tokio::spawn(tick(inputs.clone(), stop_rx.clone()))];
+        if let Some(listener) = http_listener {
+            let state = Arc::new(HttpState {
+                metrics,
+                status: status.clone(),
+            });
+            tasks.push(tokio::spawn(crate::http::serve(
+                listener,
+                state,
+                stop_rx.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(accept(
+            listener,
+            hello,
+            limits,
+            inputs.clone(),
+            stop_rx,
+        )));
         tracing::info!(id, %local_addr, dir = %data_dir.display(), "serving");
+        if let Some(http_addr) = http_addr {
+            tracing::info!(id, %http_addr, "serving /metrics, /health and /ready over HTTP");
+        }
         Ok(Server {
             id: NodeId(id),
             local_addr,
             data_dir,
             election_timeout_ms,
+            http_addr,
             inputs,
             stop,
             status,
@@ -415,6 +486,7 @@ pub struct Server<M> {
     local_addr: SocketAddr,
     data_dir: PathBuf,
     election_timeout_ms: u64,
+    http_addr: Option<SocketAddr>,
     inputs: mpsc::Sender<Input<M>>,
     stop: watch::Sender<bool>,
     status: watch::Receiver<Status>,
@@ -457,6 +529,12 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
     /// Its data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         &self.data_dir
+    }
+
+    /// The address of the HTTP endpoint (`/metrics`, `/health`, `/ready`),
+    /// if [`ServerBuilder::http`] turned it on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The latest status.
