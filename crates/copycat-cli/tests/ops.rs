@@ -725,3 +725,21 @@ fn a_cluster_from_config_files_hands_over_leadership_on_sigterm() {
     last.signal("TERM");
     assert!(last.wait_exit().success());
 }
+
+#[test]
+fn server_help_documents_every_key_its_default_and_its_variable() {
+    let out = copycat().args(["server", "--help"]).output().unwrap();
+    let help = ok(&out);
+    for (key, _, _) in copycat_cli::config::KEYS {
+        let flag = if *key == "members" { "member" } else { key };
+        let entry = help
+            .split("\n\n")
+            .find(|entry| entry.trim_start().starts_with(&format!("--{flag} ")))
+            .unwrap_or_else(|| panic!("--{flag} in\n{help}"));
+        assert!(entry.contains("[default: "), "{entry}");
+        assert!(
+            entry.contains(&copycat_cli::config::env_name(key)),
+            "{entry}"
+        );
+    }
+}
