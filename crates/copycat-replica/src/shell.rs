@@ -575,7 +575,10 @@ impl<M: RawStateMachine> Shell<M> {
                     // that fails, nothing depends on it (temp files are
                     // removed when the directory is next opened).
                     if let Err(error) = self.storage.snapshots().abort(writer) {
-                        tracing::warn!(%error, "could not remove a partial snapshot");
+                        let cause = std::error::Error::source(&error)
+                            .map(|c| format!(": {c}"))
+                            .unwrap_or_default();
+                        tracing::warn!(error = %format_args!("{error}{cause}"), "could not remove a partial snapshot");
                     }
                 }
                 let writer = self.storage.begin_snapshot(chunk.meta.clone())?;
