@@ -3,6 +3,9 @@
 //! how the command starts a server of it.
 #![forbid(unsafe_code)]
 
+pub mod bench;
+pub mod config;
+pub mod logging;
 pub mod machine;
 
 use std::collections::BTreeMap;
@@ -19,7 +22,7 @@ use crate::machine::KvCounter;
 pub type KvServer = Server<Typed<KvCounter>>;
 
 /// How to start one server.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ServerSpec {
     /// Its id.
     pub id: u64,
@@ -39,6 +42,16 @@ pub struct ServerSpec {
     pub max_connections: usize,
     /// Time a new connection has to say hello before it is closed.
     pub hello_timeout: Duration,
+    /// Take a snapshot every this many bytes of applied commands.
+    pub snapshot_every_bytes: u64,
+    /// Raft's election timeout.
+    pub election_timeout_ms: u64,
+    /// The leader's heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// The session timeout of clients that ask for the server's default.
+    pub session_timeout_ms: u64,
+    /// Serve `/metrics`, `/health` and `/ready` here (`None`: off).
+    pub http: Option<TcpListener>,
 }
 
 impl ServerSpec {
@@ -58,6 +71,11 @@ impl ServerSpec {
             snapshot_trailing_entries: 1_024,
             max_connections: copycat_server::MAX_CONNECTIONS,
             hello_timeout: copycat_server::HELLO_TIMEOUT,
+            snapshot_every_bytes: 64 << 20,
+            election_timeout_ms: 750,
+            heartbeat_ms: 150,
+            session_timeout_ms: 5_000,
+            http: None,
         }
     }
 }
@@ -73,8 +91,17 @@ pub async fn start_server(spec: ServerSpec, listener: TcpListener) -> Result<KvS
         snapshot_trailing_entries,
         max_connections,
         hello_timeout,
+        snapshot_every_bytes,
+        election_timeout_ms,
+        heartbeat_ms,
+        session_timeout_ms,
+        http,
     } = spec;
-    Server::builder(KvCounter::default())
+    let mut builder = Server::builder(KvCounter::default());
+    if let Some(http) = http {
+        builder = builder.http_listener(http);
+    }
+    builder
         .id(id)
         .listener(listener)
         .data_dir(data_dir)
@@ -84,7 +111,19 @@ pub async fn start_server(spec: ServerSpec, listener: TcpListener) -> Result<KvS
         .hello_timeout(hello_timeout)
         .configure(move |config| {
             config.snapshot_every_entries = snapshot_every_entries;
+            config.snapshot_every_bytes = snapshot_every_bytes;
             config.raft.snapshot_trailing_entries = snapshot_trailing_entries;
+            config.raft.election_timeout_ms = election_timeout_ms;
+            config.raft.heartbeat_interval_ms = heartbeat_ms;
+            // The lease keeps its default share (a fifth) of a shorter
+            // election timeout.
+            config.raft.lease_clock_drift_ms = config
+                .raft
+                .lease_clock_drift_ms
+                .min(election_timeout_ms / 5);
+            config.idle_tick_ms = election_timeout_ms;
+            config.expire_retry_ms = election_timeout_ms;
+            config.replica.default_session_timeout_ms = session_timeout_ms;
         })
         .start()
         .await

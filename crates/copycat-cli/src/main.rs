@@ -1,25 +1,31 @@
 //! `copycat`: run Copycat servers and talk to a cluster.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, Subcommand};
-use copycat_cli::machine::{Command, Kv, Output, Query};
-use copycat_cli::{start_server, KvServer, ServerSpec};
-use copycat_client::Client;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use copycat_cli::bench::{BenchOptions, Workload};
+use copycat_cli::config::{LogFormat, Settings, Sources};
+use copycat_cli::machine::{Command, Kv, Output, Query, WatchEvent, WATCH_EVENT};
+use copycat_cli::{logging, start_server, KvServer, ServerSpec};
+use copycat_client::{Client, Consistency, Error as ClientError};
+use serde_json::json;
 use tokio::net::TcpListener;
 
 /// Copycat: a Raft-based coordination service.
 ///
 /// Try `copycat local` to start a three-server cluster on this machine, then
 /// `copycat client --server 127.0.0.1:5700 add 5` in another terminal.
+/// `copycat server` alone starts a single-server cluster on 127.0.0.1:5700.
 #[derive(Parser, Debug)]
 #[command(name = "copycat", version, about, long_about)]
 struct Cli {
-    /// Log debug messages.
+    /// Log debug messages (the same as --log-level debug).
     #[arg(long, short, global = true)]
     verbose: bool,
     #[command(subcommand)]
@@ -43,25 +49,14 @@ enum Cmd {
         #[arg(long)]
         no_fsync: bool,
     },
-    /// Run one server, until Ctrl-C.
-    Server {
-        /// This server's id (a positive number, unique in the cluster).
-        #[arg(long)]
-        id: u64,
-        /// Address to listen on for peers and clients.
-        #[arg(long)]
-        listen: SocketAddr,
-        /// A member of the cluster as ID=ADDR; repeat for each other member
-        /// (this server is added with its --listen address).
-        #[arg(long = "member", value_parser = parse_member)]
-        members: Vec<(u64, SocketAddr)>,
-        /// Data directory [default: ./copycat-data/node-ID].
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Do not fsync (UNSAFE: a power loss can lose acknowledged writes).
-        #[arg(long)]
-        no_fsync: bool,
-    },
+    /// Run one server until SIGINT or SIGTERM (a second one exits at once).
+    ///
+    /// Every setting can come from a TOML file (--config), an environment
+    /// variable (COPYCAT_ and the key in capitals, `-` as `_`) or a flag; a
+    /// flag wins over the environment, which wins over the file. With no
+    /// settings at all it is a single-server cluster on 127.0.0.1:5700 with
+    /// its data in ./copycat-data. The reference is docs/operations.md.
+    Server(Box<ServerArgs>),
     /// Talk to a cluster.
     Client {
         /// A server's address (HOST:PORT); repeat for each server (one is
@@ -71,9 +66,73 @@ enum Cmd {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
+        /// Print results as JSON objects (one a line).
+        #[arg(long)]
+        json: bool,
         #[command(subcommand)]
         op: ClientOp,
     },
+    /// Load a cluster with puts and gets and report throughput and latency.
+    Bench(Box<BenchArgs>),
+}
+
+/// The flags of `copycat server`; each is also a key of the file.
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// Read settings from this TOML file (keys as the flags' names).
+    /// [env: COPYCAT_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the settings in effect as a configuration file and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// This server's id: a positive number, unique in the cluster [default: 1] [env: COPYCAT_ID]
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
+    /// Address for peers and clients [default: 127.0.0.1:5700] [env: COPYCAT_LISTEN]
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address of /metrics, /health and /ready, or "off" [default: the listen host, port + 1000] [env: COPYCAT_HTTP_LISTEN]
+    #[arg(long, value_name = "HOST:PORT")]
+    http_listen: Option<String>,
+    /// Data directory [default: ./copycat-data] [env: COPYCAT_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// An initial voter as ID=HOST:PORT; repeat for each (read only when the
+    /// data directory is new; this server is added with its listen address)
+    /// [default: this server alone] [env: COPYCAT_MEMBERS, as ID=ADDR,ID=ADDR]
+    #[arg(long = "member", value_name = "ID=HOST:PORT")]
+    members: Vec<String>,
+    /// Sync the disk before acknowledging writes (false is UNSAFE: tests only) [default: true] [env: COPYCAT_FSYNC]
+    #[arg(long, value_name = "BOOL")]
+    fsync: Option<String>,
+    /// The same as --fsync false.
+    #[arg(long, conflicts_with = "fsync")]
+    no_fsync: bool,
+    /// Session timeout of clients that ask for the server's default [default: 5000] [env: COPYCAT_SESSION_TIMEOUT_MS]
+    #[arg(long, value_name = "MS")]
+    session_timeout_ms: Option<String>,
+    /// Raft election timeout, at least 50 [default: 750] [env: COPYCAT_ELECTION_TIMEOUT_MS]
+    #[arg(long, value_name = "MS")]
+    election_timeout_ms: Option<String>,
+    /// Leader heartbeat interval, at most half the election timeout [default: 150] [env: COPYCAT_HEARTBEAT_MS]
+    #[arg(long, value_name = "MS")]
+    heartbeat_ms: Option<String>,
+    /// Take a snapshot after this many entries [default: 10000] [env: COPYCAT_SNAPSHOT_EVERY_ENTRIES]
+    #[arg(long, value_name = "N")]
+    snapshot_every_entries: Option<String>,
+    /// Or after this many bytes of commands (KiB, MiB, GiB suffixes) [default: 64MiB] [env: COPYCAT_SNAPSHOT_EVERY_BYTES]
+    #[arg(long, value_name = "BYTES")]
+    snapshot_every_bytes: Option<String>,
+    /// Connections (peers and clients) kept open at once [default: 1024] [env: COPYCAT_MAX_CONNECTIONS]
+    #[arg(long, value_name = "N")]
+    max_connections: Option<String>,
+    /// trace, debug, info, warn, error, off, or a RUST_LOG-style filter; RUST_LOG, if set, wins over the file and COPYCAT_LOG_LEVEL [default: info] [env: COPYCAT_LOG_LEVEL]
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// text or json [default: text] [env: COPYCAT_LOG_FORMAT]
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,134 +145,551 @@ enum ClientOp {
     },
     /// Print the counter (a linearizable read).
     Get,
-    /// Set KEY to VALUE.
+    /// Set KEY to VALUE (`-`: read it from stdin).
     Put {
         /// The key.
         key: String,
-        /// The value.
-        value: String,
+        /// The value, or `-` for stdin.
+        #[arg(required_unless_present = "value_file")]
+        value: Option<String>,
+        /// Read the value from this file instead.
+        #[arg(long, value_name = "FILE", conflicts_with = "value")]
+        value_file: Option<PathBuf>,
     },
-    /// Print the value of KEY (a linearizable read).
+    /// Print the value of KEY (a linearizable read); exit code 1 if unset.
     Read {
         /// The key.
         key: String,
     },
+    /// Remove KEY; exit code 1 if it was unset.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Set KEY to NEW if its value is EXPECTED (or, with --absent, if it is
+    /// unset); exit code 1 and the value it has if not.
+    Cas {
+        /// The key.
+        key: String,
+        /// EXPECTED NEW, or NEW alone with --absent (`-`: NEW from stdin).
+        #[arg(num_args = 1..=2, required = true)]
+        values: Vec<String>,
+        /// Set KEY only if it is unset (create).
+        #[arg(long)]
+        absent: bool,
+    },
+    /// Print every change of KEY (or of every key, --all) as it happens.
+    Watch {
+        /// The key.
+        #[arg(required_unless_present = "all")]
+        key: Option<String>,
+        /// Watch every key.
+        #[arg(long, conflicts_with = "key")]
+        all: bool,
+        /// Exit after this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
 }
 
-fn parse_member(text: &str) -> Result<(u64, SocketAddr), String> {
-    let (id, addr) = text
-        .split_once('=')
-        .ok_or_else(|| format!("expected ID=ADDR, got {text:?}"))?;
-    let id = id.parse().map_err(|e| format!("bad id {id:?}: {e}"))?;
-    let addr = addr
-        .parse()
-        .map_err(|e| format!("bad address {addr:?}: {e}"))?;
-    Ok((id, addr))
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BenchWorkload {
+    Put,
+    Get,
+    Mixed,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ConsistencyArg {
+    Linearizable,
+    Lease,
+    Sequential,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// A server's address; repeat for each (one is enough).
+    #[arg(long = "server", default_value = "127.0.0.1:5700")]
+    servers: Vec<String>,
+    /// What to send.
+    #[arg(value_enum, default_value = "put")]
+    workload: BenchWorkload,
+    /// Sessions, each a client with its own connections to the servers.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Requests in flight per session.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Key size in bytes (numbers padded with zeros).
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 64)]
+    value_size: usize,
+    /// Keys are drawn from this many.
+    #[arg(long, default_value_t = 10_000)]
+    key_space: u64,
+    /// Keys in order instead of at random.
+    #[arg(long)]
+    sequential: bool,
+    /// Stop after this many requests [default: 10000 unless --duration].
+    #[arg(long)]
+    total: Option<u64>,
+    /// Or after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Share of reads in the mixed workload.
+    #[arg(long, default_value_t = 0.5)]
+    read_ratio: f64,
+    /// Consistency of reads.
+    #[arg(long, value_enum, default_value = "linearizable")]
+    consistency: ConsistencyArg,
+    /// Give up on a request after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout_secs: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn warn_no_fsync() {
-    eprintln!("WARNING: --no-fsync: writes are NOT synced to disk. A power loss or OS crash");
+    eprintln!("WARNING: fsync is off: writes are NOT synced to disk. A power loss or OS crash");
     eprintln!("WARNING: can lose acknowledged writes and break Raft's guarantees. Tests only!");
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::FAILURE;
         }
     };
     // Expected failures print their message and causes, never a backtrace.
     match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    let level = if cli.verbose {
-        tracing::Level::DEBUG
-    } else {
-        tracing::Level::WARN
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
+fn init_logging(verbose: bool, default: &str) -> Result<()> {
+    let level = if verbose { "debug" } else { default };
+    logging::init(level, verbose, LogFormat::Text).map_err(|e| anyhow!(e))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Cmd::Local {
             nodes,
             base_port,
             data_dir,
             no_fsync,
-        } => local(nodes, base_port, data_dir, no_fsync).await,
-        Cmd::Server {
-            id,
-            listen,
-            members,
-            data_dir,
-            no_fsync,
         } => {
-            if id == 0 {
-                bail!("--id must be positive");
-            }
-            if no_fsync {
-                warn_no_fsync();
-            }
-            let mut all: BTreeMap<u64, SocketAddr> = members.into_iter().collect();
-            all.insert(id, listen);
-            let data_dir =
-                data_dir.unwrap_or_else(|| PathBuf::from(format!("./copycat-data/node-{id}")));
-            let listener = TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            let spec = ServerSpec::new(id, all, data_dir, !no_fsync);
-            let server = start_server(spec, listener).await?;
-            println!("server {id} listening on {}", server.local_addr());
-            run_until_ctrl_c(vec![server]).await
+            init_logging(cli.verbose, "info")?;
+            local(nodes, base_port, data_dir, no_fsync).await?;
+            Ok(ExitCode::SUCCESS)
         }
+        Cmd::Server(args) => server(*args, cli.verbose).await,
         Cmd::Client {
             servers,
             timeout_secs,
+            json,
             op,
-        } => client(servers, timeout_secs, op).await,
+        } => {
+            init_logging(cli.verbose, "warn")?;
+            client(servers, timeout_secs, json, op).await
+        }
+        Cmd::Bench(args) => {
+            init_logging(cli.verbose, "warn")?;
+            bench(*args).await
+        }
     }
 }
 
-async fn client(servers: Vec<String>, timeout_secs: u64, op: ClientOp) -> Result<()> {
+/// The settings of `copycat server` from its flags, the environment and
+/// the file.
+fn settings(args: &ServerArgs, verbose: bool) -> Result<(Settings, bool)> {
+    let mut sources = Sources::default();
+    let config = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("COPYCAT_CONFIG").map(PathBuf::from));
+    if let Some(path) = &config {
+        sources.read_file(path)?;
+    }
+    sources.read_env(std::env::vars());
+    let flags = [
+        ("id", &args.id),
+        ("listen", &args.listen),
+        ("http-listen", &args.http_listen),
+        ("data-dir", &args.data_dir),
+        ("fsync", &args.fsync),
+        ("session-timeout-ms", &args.session_timeout_ms),
+        ("election-timeout-ms", &args.election_timeout_ms),
+        ("heartbeat-ms", &args.heartbeat_ms),
+        ("snapshot-every-entries", &args.snapshot_every_entries),
+        ("snapshot-every-bytes", &args.snapshot_every_bytes),
+        ("max-connections", &args.max_connections),
+        ("log-level", &args.log_level),
+        ("log-format", &args.log_format),
+    ];
+    for (key, value) in flags {
+        if let Some(value) = value {
+            sources.flags.insert(key.to_string(), value.clone());
+        }
+    }
+    if !args.members.is_empty() {
+        sources
+            .flags
+            .insert("members".to_string(), args.members.join(","));
+    }
+    if args.no_fsync {
+        sources
+            .flags
+            .insert("fsync".to_string(), "false".to_string());
+    }
+    let explicit = verbose || args.log_level.is_some();
+    if verbose {
+        sources
+            .flags
+            .insert("log-level".to_string(), "debug".to_string());
+    }
+    Ok((sources.settings()?, explicit))
+}
+
+async fn bind(address: &str, what: &str) -> Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} ({what})"))
+}
+
+async fn server(args: ServerArgs, verbose: bool) -> Result<ExitCode> {
+    let (settings, explicit) = settings(&args, verbose)?;
+    if args.print_config {
+        print!("{}", settings.to_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    logging::init(&settings.log_level, explicit, settings.log_format).map_err(|e| anyhow!(e))?;
+    if !settings.fsync {
+        warn_no_fsync();
+    }
+    let listener = bind(&settings.listen, "listen").await?;
+    let local = listener.local_addr()?;
+    let http = match &settings.http_listen {
+        Some(address) => Some(bind(address, "http-listen").await?),
+        None => None,
+    };
+    let mut members = BTreeMap::new();
+    for (id, address) in &settings.members {
+        let addr = copycat_net::resolve(address)
+            .await
+            .with_context(|| format!("members: cannot resolve {address}"))?;
+        members.insert(*id, addr[0]);
+    }
+    members.entry(settings.id).or_insert(local);
+    let mut spec = ServerSpec::new(
+        settings.id,
+        members,
+        settings.data_dir.clone(),
+        settings.fsync,
+    );
+    spec.snapshot_every_entries = settings.snapshot_every_entries;
+    spec.snapshot_every_bytes = settings.snapshot_every_bytes;
+    spec.election_timeout_ms = settings.election_timeout_ms;
+    spec.heartbeat_ms = settings.heartbeat_ms;
+    spec.session_timeout_ms = settings.session_timeout_ms;
+    spec.max_connections = settings.max_connections;
+    spec.http = http;
+    let server = start_server(spec, listener).await?;
+    println!(
+        "server {} listening on {}",
+        settings.id,
+        server.local_addr()
+    );
+    if let Some(http) = server.http_addr() {
+        println!("server {} http on {http}", settings.id);
+    }
+    run_until_signal(vec![server]).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Read a value given as text, `-` (stdin) or a file.
+fn value(text: Option<String>, file: Option<&Path>) -> Result<String> {
+    if let Some(path) = file {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        return String::from_utf8(bytes)
+            .map_err(|_| anyhow!("{} is not UTF-8 text", path.display()));
+    }
+    match text.as_deref() {
+        Some("-") => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("cannot read standard input")?;
+            String::from_utf8(bytes).map_err(|_| anyhow!("standard input is not UTF-8 text"))
+        }
+        Some(text) => Ok(text.to_string()),
+        None => bail!("no value given"),
+    }
+}
+
+/// A client error as text: the state machine's own message as it is.
+fn describe(error: ClientError<String>) -> String {
+    match error {
+        ClientError::App(message) => message,
+        other => other.to_string(),
+    }
+}
+
+async fn client(
+    servers: Vec<String>,
+    timeout_secs: u64,
+    json: bool,
+    op: ClientOp,
+) -> Result<ExitCode> {
     let timeout = Duration::from_secs(timeout_secs.max(1));
+    let watching = matches!(op, ClientOp::Watch { .. });
     // The errors name their cause (connection refused at ADDR, not a
     // Copycat server, no leader known since T, the state machine's error).
-    let client = Client::builder()
-        .servers(servers)
-        .request_timeout(timeout)
-        .ignore_events()
+    let mut builder = Client::builder().servers(servers).request_timeout(timeout);
+    if !watching {
+        builder = builder.ignore_events();
+    }
+    let client = builder
         .connect()
         .await
         .map_err(|e| anyhow!("cannot open a session: {e}"))?;
-    let kv = client.machine::<Kv>();
-    let result = match op {
-        ClientOp::Add { n } => kv.command(Command::Add(n)).await,
-        ClientOp::Put { key, value } => kv.command(Command::Put(key, value)).await,
-        ClientOp::Get => kv.query(Query::Get).await,
-        ClientOp::Read { key } => kv.query(Query::GetKey(key)).await,
-    };
+    let code = client_op(&client, json, op).await;
     client.close().await;
-    print_output(result.map_err(|e| anyhow!("{e}"))?);
-    Ok(())
+    code
 }
 
-fn print_output(output: Output) {
-    match output {
-        Output::Value(v) => println!("{v}"),
-        Output::Text(Some(t)) => println!("{t}"),
-        Output::Text(None) => println!("(unset)"),
+fn print_json(value: serde_json::Value) {
+    println!("{value}");
+}
+
+async fn client_op(client: &Client, json: bool, op: ClientOp) -> Result<ExitCode> {
+    let kv = client.machine::<Kv>();
+    let failed = |message: String| -> Result<ExitCode> {
+        eprintln!("error: {message}");
+        Ok(ExitCode::FAILURE)
+    };
+    match op {
+        ClientOp::Add { n } => match kv.command(Command::Add(n)).await {
+            Ok(Output::Value(v)) => print_value(json, v),
+            Ok(other) => bail!("unexpected answer {other:?}"),
+            Err(e) => failed(describe(e)),
+        },
+        ClientOp::Get => match kv.query(Query::Get).await {
+            Ok(Output::Value(v)) => print_value(json, v),
+            Ok(other) => bail!("unexpected answer {other:?}"),
+            Err(e) => failed(describe(e)),
+        },
+        ClientOp::Put {
+            key,
+            value: text,
+            value_file,
+        } => {
+            let value = value(text, value_file.as_deref())?;
+            match kv.command(Command::Put(key.clone(), value)).await {
+                Ok(Output::Text(previous)) => {
+                    if json {
+                        print_json(json!({"key": key, "previous": previous}));
+                    } else {
+                        println!("OK");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(other) => bail!("unexpected answer {other:?}"),
+                Err(e) => failed(describe(e)),
+            }
+        }
+        ClientOp::Read { key } => match kv.query(Query::GetKey(key.clone())).await {
+            Ok(Output::Text(Some(value))) => {
+                if json {
+                    print_json(json!({"key": key, "value": value}));
+                } else {
+                    println!("{value}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(Output::Text(None)) => {
+                if json {
+                    print_json(json!({"key": key, "value": null}));
+                }
+                failed(format!("key {key:?} not found"))
+            }
+            Ok(other) => bail!("unexpected answer {other:?}"),
+            Err(e) => failed(describe(e)),
+        },
+        ClientOp::Delete { key } => match kv.command(Command::Delete(key.clone())).await {
+            Ok(Output::Text(Some(previous))) => {
+                if json {
+                    print_json(json!({"key": key, "deleted": true, "previous": previous}));
+                } else {
+                    println!("deleted");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(Output::Text(None)) => {
+                if json {
+                    print_json(json!({"key": key, "deleted": false}));
+                }
+                failed(format!("key {key:?} not found"))
+            }
+            Ok(other) => bail!("unexpected answer {other:?}"),
+            Err(e) => failed(describe(e)),
+        },
+        ClientOp::Cas {
+            key,
+            mut values,
+            absent,
+        } => {
+            let (expected, new) = match (absent, values.len()) {
+                (true, 1) => (None, values.remove(0)),
+                (false, 2) => {
+                    let new = values.remove(1);
+                    (Some(values.remove(0)), new)
+                }
+                (true, _) => bail!("cas --absent takes KEY NEW"),
+                (false, _) => bail!("cas takes KEY EXPECTED NEW (or --absent KEY NEW)"),
+            };
+            let new = value(Some(new), None)?;
+            let command = Command::Cas {
+                key: key.clone(),
+                expected,
+                new,
+            };
+            match kv.command(command).await {
+                Ok(Output::Text(previous)) => {
+                    if json {
+                        print_json(json!({"key": key, "swapped": true, "previous": previous}));
+                    } else {
+                        println!("OK");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(other) => bail!("unexpected answer {other:?}"),
+                Err(e) => {
+                    let message = describe(e);
+                    if json {
+                        print_json(json!({"key": key, "swapped": false, "error": message}));
+                    }
+                    failed(message)
+                }
+            }
+        }
+        ClientOp::Watch { key, all: _, count } => {
+            let mut events = client.events();
+            match kv.command(Command::Watch(key.clone())).await {
+                Ok(Output::Done) => {}
+                Ok(other) => bail!("unexpected answer {other:?}"),
+                Err(e) => return failed(describe(e)),
+            }
+            match &key {
+                Some(key) => eprintln!("watching {key:?}"),
+                None => eprintln!("watching every key"),
+            }
+            let mut seen = 0;
+            while count.is_none_or(|count| seen < count) {
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    _ = tokio::signal::ctrl_c() => break,
+                };
+                let Some(event) = event else {
+                    bail!("the session ended");
+                };
+                if event.name != WATCH_EVENT {
+                    continue;
+                }
+                let change: WatchEvent = event
+                    .decode()
+                    .map_err(|e| anyhow!("undecodable event: {e}"))?;
+                if json {
+                    let kind = if change.value.is_some() {
+                        "put"
+                    } else {
+                        "delete"
+                    };
+                    print_json(json!({
+                        "event": kind,
+                        "key": change.key,
+                        "value": change.value,
+                        "index": change.index,
+                    }));
+                } else {
+                    match &change.value {
+                        Some(value) => println!("put {:?} {:?}", change.key, value),
+                        None => println!("delete {:?}", change.key),
+                    }
+                }
+                seen += 1;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn print_value(json: bool, value: i64) -> Result<ExitCode> {
+    if json {
+        print_json(json!({ "value": value }));
+    } else {
+        println!("{value}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bench(args: BenchArgs) -> Result<ExitCode> {
+    let workload = match args.workload {
+        BenchWorkload::Put => Workload::Put,
+        BenchWorkload::Get => Workload::Get,
+        BenchWorkload::Mixed => Workload::Mixed(args.read_ratio),
+    };
+    let consistency = match args.consistency {
+        ConsistencyArg::Linearizable => Consistency::Linearizable,
+        ConsistencyArg::Lease => Consistency::LinearizableLease,
+        ConsistencyArg::Sequential => Consistency::Sequential,
+    };
+    let duration = match args.duration {
+        Some(secs) if !(secs > 0.0 && secs.is_finite()) => bail!("--duration must be positive"),
+        Some(secs) => Some(Duration::from_secs_f64(secs)),
+        None => None,
+    };
+    let total = match (args.total, duration) {
+        (None, None) => Some(10_000),
+        (total, _) => total,
+    };
+    let report = copycat_cli::bench::run(BenchOptions {
+        servers: args.servers,
+        workload,
+        clients: args.clients,
+        concurrency: args.concurrency,
+        key_size: args.key_size,
+        value_size: args.value_size,
+        key_space: args.key_space,
+        sequential: args.sequential,
+        total,
+        duration,
+        consistency,
+        request_timeout: Duration::from_secs(args.timeout_secs.max(1)),
+        progress: !args.json,
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.text());
+    }
+    Ok(if report.requests == 0 && report.errors > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn local(nodes: u64, base_port: u16, data_dir: PathBuf, no_fsync: bool) -> Result<()> {
@@ -265,14 +741,50 @@ async fn local(nodes: u64, base_port: u16, data_dir: PathBuf, no_fsync: bool) ->
             }
         }
     });
-    run_until_ctrl_c(servers).await
+    run_until_signal(servers).await
 }
 
-async fn run_until_ctrl_c(servers: Vec<KvServer>) -> Result<()> {
-    tokio::signal::ctrl_c().await?;
+/// Wait for SIGINT or SIGTERM, then stop the servers gracefully (a leader
+/// hands leadership over first); a second signal exits at once.
+async fn run_until_signal(servers: Vec<KvServer>) -> Result<()> {
+    #[cfg(unix)]
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    #[cfg(unix)]
+    let term = async { terminate.recv().await };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<Option<()>>();
+    let signal = tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term => "SIGTERM",
+    };
     println!("shutting down");
-    for server in servers {
-        server.shutdown().await?;
+    tracing::info!(
+        signal,
+        "shutting down gracefully; a second signal exits at once"
+    );
+    let shutdown = async {
+        for server in servers {
+            server.shutdown().await?;
+        }
+        Ok::<_, copycat_replica::shell::ShellError>(())
+    };
+    #[cfg(unix)]
+    let second_term = async { terminate.recv().await };
+    #[cfg(not(unix))]
+    let second_term = std::future::pending::<Option<()>>();
+    tokio::select! {
+        result = shutdown => {
+            result.context("the server stopped with an error")?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        _ = tokio::signal::ctrl_c() => exit_now("SIGINT"),
+        _ = second_term => exit_now("SIGTERM"),
     }
-    Ok(())
+}
+
+fn exit_now(signal: &str) -> ! {
+    eprintln!("second signal ({signal}): exiting at once");
+    std::process::exit(1)
 }

@@ -53,19 +53,19 @@ use crate::replica::SnapshotError;
 #[derive(Debug, thiserror::Error)]
 pub enum ShellError {
     /// The data directory could not be read or written.
-    #[error("storage: {0}")]
+    #[error(transparent)]
     Storage(#[from] StorageError),
     /// The server refused its configuration or recovered state.
-    #[error("server: {0}")]
+    #[error(transparent)]
     Server(#[from] ServerError),
     /// A snapshot received from the leader could not be restored.
-    #[error("snapshot: {0}")]
+    #[error("cannot restore the snapshot")]
     Snapshot(#[from] SnapshotError),
     /// The Raft core refused a snapshot.
     #[error("snapshot install: {0}")]
     Install(String),
-    /// A socket could not be used.
-    #[error("network: {0}")]
+    /// The operating system refused something else (a thread, a socket).
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The data directory holds no cluster and the shell was given nothing
     /// to bootstrap it with.
@@ -261,6 +261,20 @@ struct Pending {
     reads: Vec<ReadState>,
 }
 
+/// Watches the shell's disk work, for metrics. The shell never reads a
+/// clock: an observer that times the syncs reads its own. Every method
+/// has an empty default.
+pub trait ShellObserver: Send {
+    /// Entries were appended to the log (durable after the next sync):
+    /// how many, and their size in bytes.
+    fn appended(&mut self, _entries: u64, _bytes: u64) {}
+    /// A sync of the log starts.
+    fn sync_started(&mut self) {}
+    /// The sync finished (`ok` is false when it failed); it made
+    /// `entries` appended entries durable.
+    fn sync_finished(&mut self, _ok: bool, _entries: u64) {}
+}
+
 /// A server and its storage. See the module docs.
 pub struct Shell<M> {
     server: ServerNode<M>,
@@ -279,6 +293,9 @@ pub struct Shell<M> {
     syncs: u64,
     /// Entries appended since the last sync.
     unsynced: bool,
+    /// How many (for the observer).
+    unsynced_entries: u64,
+    observer: Option<Box<dyn ShellObserver>>,
 }
 
 impl<M: RawStateMachine> Shell<M> {
@@ -353,7 +370,14 @@ impl<M: RawStateMachine> Shell<M> {
             now,
             syncs: 0,
             unsynced: false,
+            unsynced_entries: 0,
+            observer: None,
         })
+    }
+
+    /// Report appends and syncs to `observer` from now on (metrics).
+    pub fn set_observer(&mut self, observer: Box<dyn ShellObserver>) {
+        self.observer = Some(observer);
     }
 
     /// The server (read-only).
@@ -571,6 +595,11 @@ impl<M: RawStateMachine> Shell<M> {
             }
             self.storage.append(&entries)?;
             self.unsynced = true;
+            self.unsynced_entries += entries.len() as u64;
+            if let Some(observer) = self.observer.as_mut() {
+                let bytes = entries.iter().map(|e| e.size_bytes() as u64).sum();
+                observer.appended(entries.len() as u64, bytes);
+            }
             written.entries.extend(entries.iter().cloned());
         }
         if let Some(purge) = purge_to {
@@ -611,7 +640,10 @@ impl<M: RawStateMachine> Shell<M> {
                     // that fails, nothing depends on it (temp files are
                     // removed when the directory is next opened).
                     if let Err(error) = self.storage.snapshots().abort(writer) {
-                        tracing::warn!(%error, "could not remove a partial snapshot");
+                        let cause = std::error::Error::source(&error)
+                            .map(|c| format!(": {c}"))
+                            .unwrap_or_default();
+                        tracing::warn!(error = %format_args!("{error}{cause}"), "could not remove a partial snapshot");
                     }
                 }
                 let writer = self.storage.begin_snapshot(chunk.meta.clone())?;
@@ -665,7 +697,15 @@ impl<M: RawStateMachine> Shell<M> {
             return Ok(Vec::new());
         }
         if self.unsynced {
-            self.storage.sync()?;
+            if let Some(observer) = self.observer.as_mut() {
+                observer.sync_started();
+            }
+            let synced = self.storage.sync();
+            let entries = std::mem::take(&mut self.unsynced_entries);
+            if let Some(observer) = self.observer.as_mut() {
+                observer.sync_finished(synced.is_ok(), entries);
+            }
+            synced?;
             self.syncs += 1;
             self.unsynced = false;
         }

@@ -52,7 +52,10 @@
 
 mod admin;
 mod lock;
+mod http;
+mod metrics;
 mod net;
+mod observe;
 mod owner;
 mod server;
 mod status;
@@ -62,6 +65,7 @@ pub use net::NetCounters;
 pub use server::cluster_id;
 
 pub use copycat_net::{Stopped, Watch};
+pub use http::STUCK_AFTER_MS;
 pub use server::{
     AdminError, Server, ServerBuilder, StartError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, HELLO_TIMEOUT,
     MAX_CONNECTIONS,

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::lock::DirLock;
 use crate::net::{peer_sender, NetStats, PeerLink, PeerPolicy};
+use crate::observe::{chain, Observer};
 use crate::status::{LoopStats, Status};
 
 /// Inputs handled per batch before the shell processes them together (one
@@ -207,6 +208,8 @@ pub(crate) struct Owner<M> {
     pub(crate) leader_seen: Option<(NodeId, Instant)>,
     /// The data directory lock, released when the thread ends.
     pub(crate) lock: Option<DirLock>,
+    /// Metrics and the log lines an operator reads.
+    pub(crate) observer: Observer,
 }
 
 impl<M: RawStateMachine + Send + 'static> Owner<M> {
@@ -247,9 +250,15 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
                 call(&mut self.core);
             }
             if let Err(error) = self.process() {
-                tracing::error!(?id, %error, "storage failed; stopping the server");
+                self.observer.metrics.storage_failed();
+                tracing::error!(?id, error = %chain(&error), "storage failed; stopping the server");
                 break Err(error);
             }
+            self.observer
+                .metrics
+                .loop_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.observer.metrics.loop_done();
             let stats = &mut self.core.stats;
             stats.iterations += 1;
             stats.max_iteration = stats.max_iteration.max(started.elapsed());
@@ -287,11 +296,13 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
                 self.clients.insert(conn, tx);
             }
             Input::Request(conn, request) => {
+                self.observer.request(conn, &request);
                 let now = self.now();
                 self.core.shell.on_request(conn, request, now);
             }
             Input::ClientClosed(conn) => {
                 self.clients.remove(&conn);
+                self.observer.connection_closed(conn);
                 self.core.shell.connection_closed(conn);
             }
             Input::Tick => {}
@@ -306,12 +317,18 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
     /// produced, and start a snapshot if one fell due.
     fn process(&mut self) -> Result<(), ShellError> {
         let snapshot = self.core.shell.server().raft().snapshot_meta().index;
+        let mut took = false;
         if let Some(written) = self.written.take() {
             if let Some(thread) = self.snapshot_thread.take() {
                 // It has sent its result: it is ending.
                 let _ = thread.join();
             }
+            let index = written.as_ref().ok().map(|w| w.meta().index);
             self.core.shell.finish_snapshot(written)?;
+            let bytes = self.core.shell.storage().snapshots().latest_data_len();
+            self.observer
+                .snapshot_finished(self.core.shell.id().0, index, bytes.unwrap_or(0));
+            took = index.is_some();
         }
         let outputs = self.core.shell.process_batches()?;
         let config = self.core.shell.server().raft().configuration();
@@ -321,7 +338,9 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
         }
         for (conn, message) in outputs.client_messages {
             if let Some(tx) = self.clients.get(&conn) {
+                self.observer.sending(conn, &message);
                 if tx.try_send(message).is_err() {
+                    self.observer.client_message_dropped();
                     // The client resends what it misses (requests time
                     // out, event gaps are asked for again).
                     tracing::warn!(conn, "client queue full or closed; message dropped");
@@ -332,7 +351,14 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
         let current = Status::of(self.core.shell.server());
         if current.snapshot > snapshot {
             self.core.stats.snapshots += 1;
+            if !took {
+                let bytes = self.core.shell.storage().snapshots().latest_data_len();
+                self.observer.snapshot_installed(bytes.unwrap_or(0));
+            }
         }
+        let waiting = self.inputs.len();
+        self.observer
+            .after_batch(&self.core.shell, &current, &self.clients, waiting);
         self.status.send_if_modified(|old| {
             let changed = *old != current;
             *old = current;
@@ -347,6 +373,7 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
         let Some(job) = self.core.shell.start_snapshot()? else {
             return Ok(());
         };
+        self.observer.snapshot_started();
         let Some(inputs) = self.inputs_tx.upgrade() else {
             // Every handle is gone and the loop is about to end: write it
             // here, as the shell would.

@@ -18,8 +18,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::{config_of, Admin, Wait};
+use crate::http::HttpState;
 use crate::lock::DirLock;
+use crate::metrics::{Metrics, SyncMetrics};
 use crate::net::{accept, Accepting, Limits, NetCounters, NetStats};
+use crate::observe::Observer;
 use crate::owner::{wall_ms, Core, Input, Owner, Peers};
 use crate::status::{Leadership, LoopStats, Status};
 
@@ -40,7 +43,7 @@ pub const DEFAULT_DATA_DIR: &str = "./copycat-data";
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// An address did not resolve.
-    #[error("cannot resolve {address}: {source}")]
+    #[error("cannot resolve {address}")]
     Resolve {
         /// The address as given.
         address: String,
@@ -48,7 +51,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The listen address could not be bound.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Bind {
         /// The address.
         address: SocketAddr,
@@ -72,7 +75,7 @@ pub enum StartError {
         reason: String,
     },
     /// The data directory could not be created, opened or recovered.
-    #[error("data directory {}: {source}", path.display())]
+    #[error("data directory {}", path.display())]
     DataDir {
         /// The directory.
         path: PathBuf,
@@ -97,7 +100,7 @@ pub enum AdminError {
     #[error("refused: {0}")]
     Refused(String),
     /// The address did not resolve.
-    #[error("cannot resolve {address}: {source}")]
+    #[error("cannot resolve {address}")]
     Resolve {
         /// The address as given.
         address: String,
@@ -136,6 +139,8 @@ pub struct ServerBuilder<M> {
     max_connections: usize,
     hello_timeout: Duration,
     disk: Option<Arc<dyn Disk>>,
+    http: Option<String>,
+    http_listener: Option<TcpListener>,
 }
 
 impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
@@ -159,7 +164,23 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             max_connections: MAX_CONNECTIONS,
             hello_timeout: HELLO_TIMEOUT,
             disk: None,
+            http: None,
+            http_listener: None,
         }
+    }
+
+    /// Serve `/metrics` (Prometheus text), `/health` and `/ready` over
+    /// HTTP on `address` (off by default; see [`Server::http_addr`]).
+    pub fn http(mut self, address: impl Into<String>) -> Self {
+        self.http = Some(address.into());
+        self
+    }
+
+    /// Serve the HTTP endpoint on a listener already bound (instead of
+    /// [`http`](Self::http)).
+    pub fn http_listener(mut self, listener: TcpListener) -> Self {
+        self.http_listener = Some(listener);
+        self
     }
 
     /// This server's id: a positive number, unique in the cluster.
@@ -280,6 +301,8 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             max_connections,
             hello_timeout,
             disk,
+            http,
+            http_listener,
         } = self;
         if id == 0 {
             return Err(StartError::Invalid("the server id must be positive".into()));
@@ -376,8 +399,12 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
         };
         let dir = data_dir.clone();
         let opened = tokio::task::spawn_blocking(move || {
-            if let Err(error) = std::fs::create_dir_all(&dir) {
-                return Err(ShellError::Io(error));
+            if let Err(source) = std::fs::create_dir_all(&dir) {
+                return Err(ShellError::Storage(copycat_storage::StorageError::Io {
+                    operation: "create directory",
+                    path: dir.clone(),
+                    source,
+                }));
             }
             Shell::open(
                 shell_config,
@@ -391,7 +418,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
         })
         .await
         .map_err(|e| StartError::Invalid(format!("opening the data directory panicked: {e}")))?;
-        let shell = opened.map_err(data_dir_error)?;
+        let mut shell = opened.map_err(data_dir_error)?;
         let cluster = shell.storage().identity().cluster;
         let (_, persisted) = shell.server().raft().configuration();
         if !new_dir && !members.is_empty() {
@@ -404,6 +431,30 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
                 "this server is not a member of the cluster configuration it knows; it takes no part and refuses clients until it is added"
             );
         }
+        let http_listener = match (http_listener, http) {
+            (Some(listener), _) => Some(listener),
+            (None, Some(http)) => {
+                let address = resolve_one(&http).await?;
+                Some(
+                    TcpListener::bind(address)
+                        .await
+                        .map_err(|source| StartError::Bind { address, source })?,
+                )
+            }
+            (None, None) => None,
+        };
+        let http_addr = match &http_listener {
+            Some(listener) => Some(listener.local_addr().map_err(|source| StartError::Bind {
+                address: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })?),
+            None => None,
+        };
+        let metrics = Metrics::new(id);
+        shell.set_observer(Box::new(SyncMetrics {
+            metrics: Arc::clone(&metrics),
+            started: None,
+        }));
 
         let (stop, stop_rx) = watch::channel(false);
         let (inputs, inputs_rx) = mpsc::channel(INPUT_QUEUE);
@@ -431,6 +482,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             written: None,
             leader_seen: None,
             lock,
+            observer: Observer::new(Arc::clone(&metrics)),
         };
         let (done_tx, done) = oneshot::channel();
         std::thread::Builder::new()
@@ -449,22 +501,34 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             election_timeout_ms,
             cluster,
         };
-        let tasks = vec![
-            tokio::spawn(tick(inputs.clone(), stop_rx.clone())),
-            tokio::spawn(accept(
+        let mut tasks = vec![tokio::spawn(tick(inputs.clone(), stop_rx.clone()))];
+        if let Some(listener) = http_listener {
+            let state = Arc::new(HttpState {
+                metrics,
+                status: status.clone(),
+            });
+            tasks.push(tokio::spawn(crate::http::serve(
                 listener,
-                Accepting {
-                    hello,
-                    policy,
-                    limits,
-                    admin: admin.clone(),
-                    stats: Arc::clone(&net_stats),
-                },
-                inputs.clone(),
-                stop_rx,
-            )),
-        ];
+                state,
+                stop_rx.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(accept(
+            listener,
+            Accepting {
+                hello,
+                policy,
+                limits,
+                admin: admin.clone(),
+                stats: Arc::clone(&net_stats),
+            },
+            inputs.clone(),
+            stop_rx,
+        )));
         tracing::info!(id, cluster = %format!("{cluster:016x}"), %local_addr, dir = %data_dir.display(), "serving");
+        if let Some(http_addr) = http_addr {
+            tracing::info!(id, %http_addr, "serving /metrics, /health and /ready over HTTP");
+        }
         Ok(Server {
             id: NodeId(id),
             cluster,
@@ -472,6 +536,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             data_dir,
             admin,
             net_stats,
+            http_addr,
             stop,
             status,
             done: Some(done),
@@ -607,6 +672,7 @@ pub struct Server<M> {
     data_dir: PathBuf,
     admin: Admin<M>,
     net_stats: Arc<NetStats>,
+    http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     status: watch::Receiver<Status>,
     done: Option<oneshot::Receiver<Result<(), ShellError>>>,
@@ -648,6 +714,12 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
     /// Its data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         &self.data_dir
+    }
+
+    /// The address of the HTTP endpoint (`/metrics`, `/health`, `/ready`),
+    /// if [`ServerBuilder::http`] turned it on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The latest status.

@@ -14,7 +14,7 @@ use copycat_raft::LogIndex;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The disk reported an error.
-    #[error("I/O error during {operation} on {path}: {source}")]
+    #[error("I/O error during {operation} on {path}")]
     Io {
         /// What the store was doing.
         operation: &'static str,

@@ -1,0 +1,280 @@
+//! `copycat bench`: a load generator for the key-value machine. Sessions
+//! (`clients`) each keep `concurrency` requests in flight; every request's
+//! latency goes into an HDR histogram.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use copycat_client::{Client, Consistency};
+use hdrhistogram::Histogram;
+use rand::Rng;
+use serde::Serialize;
+
+use crate::machine::{Command, Kv, Query};
+
+/// What the load is made of.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Workload {
+    /// Writes only.
+    Put,
+    /// Reads only.
+    Get,
+    /// Reads with this probability, writes otherwise.
+    Mixed(f64),
+}
+
+/// The benchmark's settings.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Servers to connect to.
+    pub servers: Vec<String>,
+    /// The load.
+    pub workload: Workload,
+    /// Sessions (each a client with its own connections).
+    pub clients: usize,
+    /// Requests in flight per session.
+    pub concurrency: usize,
+    /// Key length in bytes (keys are numbers padded with zeros).
+    pub key_size: usize,
+    /// Value length in bytes.
+    pub value_size: usize,
+    /// Keys are drawn from `0..key_space`.
+    pub key_space: u64,
+    /// Keys in order (`false`: uniformly at random).
+    pub sequential: bool,
+    /// Stop after this many requests.
+    pub total: Option<u64>,
+    /// Or after this long.
+    pub duration: Option<Duration>,
+    /// Consistency of reads.
+    pub consistency: Consistency,
+    /// Give up on a request after this long.
+    pub request_timeout: Duration,
+    /// Print a progress line on stderr (on a terminal only).
+    pub progress: bool,
+}
+
+/// Latencies in microseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Latencies {
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Maximum.
+    pub max: u64,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// `put`, `get` or `mixed`.
+    pub workload: String,
+    /// Sessions.
+    pub clients: usize,
+    /// Requests in flight per session.
+    pub concurrency: usize,
+    /// Requests that succeeded.
+    pub requests: u64,
+    /// Requests that failed.
+    pub errors: u64,
+    /// The first failure's message.
+    pub first_error: Option<String>,
+    /// Seconds from the first request to the last answer.
+    pub seconds: f64,
+    /// Successful requests per second.
+    pub throughput: f64,
+    /// Latencies of the successful requests, in microseconds.
+    pub latency_us: Latencies,
+}
+
+impl Report {
+    /// The human-readable summary.
+    pub fn text(&self) -> String {
+        let l = &self.latency_us;
+        let ms = |us: u64| us as f64 / 1000.0;
+        format!(
+            "{} requests ({} failed) in {:.2} s with {} sessions x {} in flight: {:.0} requests/s\n\
+             latency ms: mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}{}",
+            self.requests,
+            self.errors,
+            self.seconds,
+            self.clients,
+            self.concurrency,
+            self.throughput,
+            l.mean / 1000.0,
+            ms(l.p50),
+            ms(l.p90),
+            ms(l.p99),
+            ms(l.p999),
+            ms(l.max),
+            self.first_error
+                .as_ref()
+                .map(|e| format!("\nfirst error: {e}"))
+                .unwrap_or_default(),
+        )
+    }
+}
+
+fn key(options: &BenchOptions, n: u64) -> String {
+    let index = if options.sequential {
+        n % options.key_space
+    } else {
+        rand::thread_rng().gen_range(0..options.key_space)
+    };
+    format!("{index:0>width$}", width = options.key_size)
+}
+
+/// Run the benchmark.
+pub async fn run(options: BenchOptions) -> Result<Report> {
+    if options.clients == 0 || options.concurrency == 0 {
+        bail!("--clients and --concurrency must be at least 1");
+    }
+    if options.key_space == 0 {
+        bail!("--key-space must be at least 1");
+    }
+    if options.total.is_none() && options.duration.is_none() {
+        bail!("give --total or --duration");
+    }
+    if let Workload::Mixed(ratio) = options.workload {
+        if !(0.0..=1.0).contains(&ratio) {
+            bail!("--read-ratio must be between 0 and 1");
+        }
+    }
+    let mut clients = Vec::new();
+    for _ in 0..options.clients {
+        let client = Client::builder()
+            .servers(options.servers.clone())
+            .request_timeout(options.request_timeout)
+            .consistency(options.consistency)
+            .ignore_events()
+            .connect()
+            .await
+            .map_err(|e| anyhow!("cannot open a session: {e}"))?;
+        clients.push(client);
+    }
+    let options = Arc::new(options);
+    let issued = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = options.duration.map(|d| started + d);
+    let progress = (options.progress && std::io::stderr().is_terminal()).then(|| {
+        let done = Arc::clone(&done);
+        let total = options.total;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let n = done.load(Ordering::Relaxed);
+                let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                match total {
+                    Some(total) => eprint!("\r{n}/{total} requests, {rate:.0}/s   "),
+                    None => eprint!("\r{n} requests, {rate:.0}/s   "),
+                }
+            }
+        })
+    });
+    let value = "x".repeat(options.value_size);
+    let mut workers = Vec::new();
+    for client in &clients {
+        for _ in 0..options.concurrency {
+            let kv = client.machine::<Kv>();
+            let options = Arc::clone(&options);
+            let issued = Arc::clone(&issued);
+            let done = Arc::clone(&done);
+            let value = value.clone();
+            workers.push(tokio::spawn(async move {
+                let mut histogram =
+                    Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+                let mut errors = 0u64;
+                let mut first_error = None;
+                loop {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                    let n = issued.fetch_add(1, Ordering::Relaxed);
+                    if options.total.is_some_and(|total| n >= total) {
+                        break;
+                    }
+                    let read = match options.workload {
+                        Workload::Put => false,
+                        Workload::Get => true,
+                        Workload::Mixed(ratio) => rand::thread_rng().gen_bool(ratio),
+                    };
+                    let key = key(&options, n);
+                    let at = Instant::now();
+                    let result = if read {
+                        kv.query(Query::GetKey(key)).await.map(|_| ())
+                    } else {
+                        kv.command(Command::Put(key, value.clone()))
+                            .await
+                            .map(|_| ())
+                    };
+                    let micros = at.elapsed().as_micros().max(1) as u64;
+                    match result {
+                        Ok(()) => histogram.saturating_record(micros),
+                        Err(error) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| error.to_string());
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                (histogram, errors, first_error)
+            }));
+        }
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+    let mut errors = 0;
+    let mut first_error = None;
+    for worker in workers {
+        let (h, e, first) = worker.await?;
+        histogram
+            .add(&h)
+            .map_err(|e| anyhow!("merging histograms: {e}"))?;
+        errors += e;
+        if first_error.is_none() {
+            first_error = first;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(progress) = progress {
+        progress.abort();
+        eprintln!();
+    }
+    for client in clients {
+        client.close().await;
+    }
+    let requests = histogram.len();
+    let workload = match options.workload {
+        Workload::Put => "put",
+        Workload::Get => "get",
+        Workload::Mixed(_) => "mixed",
+    };
+    Ok(Report {
+        workload: workload.to_string(),
+        clients: options.clients,
+        concurrency: options.concurrency,
+        requests,
+        errors,
+        first_error,
+        seconds,
+        throughput: requests as f64 / seconds.max(1e-9),
+        latency_us: Latencies {
+            mean: if requests == 0 { 0.0 } else { histogram.mean() },
+            p50: histogram.value_at_quantile(0.5),
+            p90: histogram.value_at_quantile(0.9),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+        },
+    })
+}
