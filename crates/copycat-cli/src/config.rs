@@ -38,6 +38,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "the initial voters as ID=ADDR,ID=ADDR (read only when the data directory is new)",
     ),
     (
+        "join",
+        "none",
+        "join the running cluster of this member (HOST:PORT) when the data directory is new, instead of bootstrapping one",
+    ),
+    (
         "fsync",
         "true",
         "sync the disk before acknowledging (false: UNSAFE, tests only)",
@@ -164,6 +169,8 @@ pub struct Settings {
     /// The initial voters given (this server is added with its listen
     /// address if missing).
     pub members: BTreeMap<u64, String>,
+    /// Join the cluster of this member instead of bootstrapping one.
+    pub join: Option<String>,
     /// Sync the disk.
     pub fsync: bool,
     /// The default session timeout.
@@ -366,6 +373,17 @@ impl Sources {
                 }
             }
         }
+        let (join_text, origin) = r.raw("join", "");
+        let join = (!join_text.is_empty()).then(|| join_text.clone());
+        if join.is_some() && !members.is_empty() {
+            return Err(invalid(
+                "join",
+                &join_text,
+                "cannot be combined with members: a server bootstraps a new cluster or joins one"
+                    .into(),
+                &origin,
+            ));
+        }
         let fsync = r.boolean("fsync", true)?;
         let election_timeout_ms = r.number("election-timeout-ms", 750, 50, 60_000)?;
         let (heartbeat_text, origin) = r.raw("heartbeat-ms", "150");
@@ -430,6 +448,7 @@ impl Sources {
             http_listen,
             data_dir: PathBuf::from(data_dir),
             members,
+            join,
             fsync,
             session_timeout_ms,
             election_timeout_ms,
@@ -463,6 +482,9 @@ impl Settings {
             self.data_dir.display().to_string()
         ));
         text.push_str(&format!("members = [{}]\n", members.join(", ")));
+        if let Some(join) = &self.join {
+            text.push_str(&format!("join = {join:?}\n"));
+        }
         text.push_str(&format!("fsync = {}\n", self.fsync));
         text.push_str(&format!(
             "session-timeout-ms = {}\n",

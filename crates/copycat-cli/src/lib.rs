@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod logging;
 pub mod machine;
@@ -52,6 +53,9 @@ pub struct ServerSpec {
     pub session_timeout_ms: u64,
     /// Serve `/metrics`, `/health` and `/ready` here (`None`: off).
     pub http: Option<TcpListener>,
+    /// Join the cluster of this member (when the data directory is new)
+    /// instead of bootstrapping one from `members`.
+    pub join: Option<String>,
 }
 
 impl ServerSpec {
@@ -76,6 +80,7 @@ impl ServerSpec {
             heartbeat_ms: 150,
             session_timeout_ms: 5_000,
             http: None,
+            join: None,
         }
     }
 }
@@ -96,16 +101,20 @@ pub async fn start_server(spec: ServerSpec, listener: TcpListener) -> Result<KvS
         heartbeat_ms,
         session_timeout_ms,
         http,
+        join,
     } = spec;
     let mut builder = Server::builder(KvCounter::default());
     if let Some(http) = http {
         builder = builder.http_listener(http);
     }
+    builder = match join {
+        Some(address) => builder.join(address),
+        None => builder.bootstrap(members.iter().map(|(id, addr)| (*id, addr.to_string()))),
+    };
     builder
         .id(id)
         .listener(listener)
         .data_dir(data_dir)
-        .bootstrap(members.iter().map(|(id, addr)| (*id, addr.to_string())))
         .fsync(fsync)
         .max_connections(max_connections)
         .hello_timeout(hello_timeout)

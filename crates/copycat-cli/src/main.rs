@@ -14,6 +14,7 @@ use copycat_cli::config::{LogFormat, Settings, Sources};
 use copycat_cli::machine::{Command, Kv, Output, Query, WatchEvent, WATCH_EVENT};
 use copycat_cli::{logging, start_server, KvServer, ServerSpec};
 use copycat_client::{Client, Consistency, Error as ClientError};
+use copycat_proto::{AdminRequest, MemberKind};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -74,6 +75,123 @@ enum Cmd {
     },
     /// Load a cluster with puts and gets and report throughput and latency.
     Bench(Box<BenchArgs>),
+    /// Inspect and change the cluster's membership (through any member).
+    Cluster {
+        /// A member's address (HOST:PORT); changes are sent on to the leader.
+        #[arg(long, default_value = "127.0.0.1:5700")]
+        server: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        op: ClusterOp,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterOp {
+    /// Every member: id, address, role, state, term, commit and applied
+    /// index, lag behind the most advanced member, and whether it answered.
+    Status,
+    /// The configuration: every member's id, address and role.
+    Members,
+    /// Add server ID reached at ADDR (a voter joins as a learner and is
+    /// promoted once caught up). A new server usually joins by itself with
+    /// `copycat server --join`; this is for adding it from outside.
+    Add {
+        /// The new server's id.
+        id: u64,
+        /// Where the cluster reaches it (HOST:PORT).
+        address: String,
+        /// voter, passive or reserve.
+        #[arg(long = "as", default_value = "voter", value_parser = parse_kind)]
+        kind: MemberKind,
+    },
+    /// Remove member ID (its process keeps running but takes no part).
+    Remove {
+        /// The member.
+        id: u64,
+    },
+    /// Make member ID a voter (returns once it votes).
+    Promote {
+        /// The member.
+        id: u64,
+    },
+    /// Make member ID a passive (or, with --to reserve, a reserve) member.
+    Demote {
+        /// The member.
+        id: u64,
+        /// passive or reserve.
+        #[arg(long, default_value = "passive", value_parser = parse_kind)]
+        to: MemberKind,
+    },
+    /// Hand leadership to voter ID (default: the most caught-up voter).
+    TransferLeader {
+        /// The voter to hand it to.
+        id: Option<u64>,
+    },
+}
+
+fn parse_kind(text: &str) -> std::result::Result<MemberKind, String> {
+    match text {
+        "voter" => Ok(MemberKind::Voter),
+        "passive" => Ok(MemberKind::Passive),
+        "reserve" => Ok(MemberKind::Reserve),
+        other => Err(format!("expected voter, passive or reserve, got {other:?}")),
+    }
+}
+
+async fn cluster_command(
+    server: String,
+    timeout_secs: u64,
+    json: bool,
+    op: ClusterOp,
+) -> Result<ExitCode> {
+    use copycat_cli::cluster;
+    let limit = Duration::from_secs(timeout_secs.max(1));
+    let request = match op {
+        ClusterOp::Status => {
+            let rows = cluster::cluster_status(&server, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                print!("{}", cluster::status_table(&rows));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ClusterOp::Members => {
+            let status = cluster::status_of(&server, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string(&status.members)?);
+            } else {
+                print!("{}", cluster::members_table(&status.members));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ClusterOp::Add { id, address, kind } => AdminRequest::Join { id, address, kind },
+        ClusterOp::Remove { id } => AdminRequest::Remove { id },
+        ClusterOp::Promote { id } => AdminRequest::SetKind {
+            id,
+            kind: MemberKind::Voter,
+        },
+        ClusterOp::Demote { id, to } => {
+            if to == MemberKind::Voter {
+                bail!("--to must be passive or reserve");
+            }
+            AdminRequest::SetKind { id, kind: to }
+        }
+        ClusterOp::TransferLeader { id } => AdminRequest::TransferLeadership { to: id },
+    };
+    cluster::expect_done(cluster::leader_call(&server, &request, limit).await?)?;
+    if json {
+        println!("{{\"ok\":true}}");
+    } else {
+        println!("done");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The flags of `copycat server`; each is also a key of the file.
@@ -103,6 +221,10 @@ struct ServerArgs {
     /// [default: this server alone] [env: COPYCAT_MEMBERS, as ID=ADDR,ID=ADDR]
     #[arg(long = "member", value_name = "ID=HOST:PORT")]
     members: Vec<String>,
+    /// Join the running cluster of this member when the data directory is
+    /// new (added as a learner, promoted once caught up) [env: COPYCAT_JOIN]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "members")]
+    join: Option<String>,
     /// Sync the disk before acknowledging writes (false is UNSAFE: tests only) [default: true] [env: COPYCAT_FSYNC]
     #[arg(long, value_name = "BOOL")]
     fsync: Option<String>,
@@ -307,6 +429,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             init_logging(cli.verbose, "warn")?;
             bench(*args).await
         }
+        Cmd::Cluster {
+            server,
+            timeout_secs,
+            json,
+            op,
+        } => {
+            init_logging(cli.verbose, "warn")?;
+            cluster_command(server, timeout_secs, json, op).await
+        }
     }
 }
 
@@ -328,6 +459,7 @@ fn settings(args: &ServerArgs, verbose: bool) -> Result<(Settings, bool)> {
         ("http-listen", &args.http_listen),
         ("data-dir", &args.data_dir),
         ("fsync", &args.fsync),
+        ("join", &args.join),
         ("session-timeout-ms", &args.session_timeout_ms),
         ("election-timeout-ms", &args.election_timeout_ms),
         ("heartbeat-ms", &args.heartbeat_ms),
@@ -390,7 +522,9 @@ async fn server(args: ServerArgs, verbose: bool) -> Result<ExitCode> {
             .with_context(|| format!("members: cannot resolve {address}"))?;
         members.insert(*id, addr[0]);
     }
-    members.entry(settings.id).or_insert(local);
+    if settings.join.is_none() {
+        members.entry(settings.id).or_insert(local);
+    }
     let mut spec = ServerSpec::new(
         settings.id,
         members,
@@ -404,6 +538,7 @@ async fn server(args: ServerArgs, verbose: bool) -> Result<ExitCode> {
     spec.session_timeout_ms = settings.session_timeout_ms;
     spec.max_connections = settings.max_connections;
     spec.http = http;
+    spec.join = settings.join.clone();
     let server = start_server(spec, listener).await?;
     println!(
         "server {} listening on {}",

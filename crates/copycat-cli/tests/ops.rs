@@ -743,3 +743,97 @@ fn server_help_documents_every_key_its_default_and_its_variable() {
         );
     }
 }
+
+fn cluster_cmd(addr: &str, args: &[&str]) -> Output {
+    copycat()
+        .args(["cluster", "--server", addr, "--timeout-secs", "30"])
+        .args(args)
+        .output()
+        .expect("run copycat cluster")
+}
+
+fn cluster_rows(addr: &str) -> Vec<serde_json::Value> {
+    let out = ok(&cluster_cmd(addr, &["--json", "status"]));
+    serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("status --json parses")
+}
+
+/// A second server joins a running one with `--join`; `copycat cluster`
+/// shows both, hands leadership over and removes the first.
+#[test]
+fn a_server_joins_with_join_and_cluster_commands_resize_the_cluster() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (p1, p2) = (free_port(), free_port());
+    let a1 = format!("127.0.0.1:{p1}");
+    let a2 = format!("127.0.0.1:{p2}");
+    let (_first, _) = server(
+        &[
+            "--id",
+            "1",
+            "--listen",
+            &a1,
+            "--http-listen",
+            "off",
+            "--data-dir",
+            "d1",
+        ],
+        root.path(),
+    );
+    let mut command = copycat();
+    command
+        .args([
+            "server",
+            "--id",
+            "2",
+            "--listen",
+            &a2,
+            "--http-listen",
+            "off",
+        ])
+        .args(["--data-dir", "d2", "--join", &a1])
+        .current_dir(root.path());
+    let mut second = Proc::spawn(command);
+    second.wait_stdout("server 2 listening on ");
+
+    // Both members, both reachable, the new one promoted to voter.
+    let rows = wait_for(LONG, "server 2 promoted", || {
+        let rows = cluster_rows(&a1);
+        let voters = rows
+            .iter()
+            .filter(|r| r["kind"] == "voter" && r["reachable"] == true)
+            .count();
+        (voters == 2).then_some(rows)
+    });
+    let addresses: Vec<&str> = rows.iter().filter_map(|r| r["address"].as_str()).collect();
+    assert_eq!(addresses, vec![a1.as_str(), a2.as_str()], "{rows:?}");
+    let table = ok(&cluster_cmd(&a2, &["members"]));
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains(&a1) && table.contains(&a2), "{table}");
+
+    // Leadership to server 2, through server 1 (redirects are followed).
+    assert_eq!(
+        ok(&cluster_cmd(&a1, &["transfer-leader", "2"])).trim(),
+        "done"
+    );
+    let rows = cluster_rows(&a1);
+    let leader: Vec<u64> = rows
+        .iter()
+        .filter(|r| r["state"] == "leader")
+        .filter_map(|r| r["id"].as_u64())
+        .collect();
+    assert_eq!(leader, vec![2], "{rows:?}");
+
+    // Remove server 1 (asked of server 1 itself: it names the leader).
+    assert_eq!(ok(&cluster_cmd(&a1, &["remove", "1"])).trim(), "done");
+    let members = ok(&cluster_cmd(&a2, &["--json", "members"]));
+    let members: Vec<serde_json::Value> = serde_json::from_str(&members).expect("json");
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members[0]["id"], 2);
+    // Unknown roles are refused with the rule.
+    let bad = cluster_cmd(&a2, &["add", "3", "127.0.0.1:1", "--as", "boss"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("expected voter, passive or reserve"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

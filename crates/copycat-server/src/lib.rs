@@ -51,8 +51,8 @@
 #![deny(missing_docs)]
 
 mod admin;
-mod lock;
 mod http;
+mod lock;
 mod metrics;
 mod net;
 mod observe;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use copycat_raft::{Configuration, HardState, LogIndex, NodeId, SnapshotMeta, Term};
 use copycat_storage::{
-    conformance, Disk, Durability, LogStore, MemDisk, Meta, MetaStore, SnapshotStore, Storage,
-    StorageOptions,
+    conformance, Disk, Durability, Identity, LogStore, MemDisk, Meta, MetaStore, SnapshotStore,
+    Storage, StorageOptions,
 };
 use proptest::prelude::*;
 
@@ -116,7 +116,17 @@ fn written_storage() -> (Arc<dyn Disk>, Vec<PathBuf>) {
         ..StorageOptions::default()
     };
     let config = Configuration::with_voters([NodeId(1), NodeId(2)]);
-    Storage::bootstrap(Arc::clone(&disk), dir, options.clone(), config.clone()).unwrap();
+    Storage::bootstrap(
+        Arc::clone(&disk),
+        dir,
+        options.clone(),
+        config.clone(),
+        Identity {
+            cluster: 9,
+            server: 1,
+        },
+    )
+    .unwrap();
     let (mut storage, _, _) = Storage::open(Arc::clone(&disk), dir, options).unwrap();
     storage.append(&conformance::entries(1, 30, 1)).unwrap();
     storage.sync().unwrap();
@@ -207,6 +217,7 @@ proptest! {
         let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
         let dir = Path::new("/meta");
         let saved = Meta {
+            identity: Identity { cluster: 9, server: 3 },
             hard_state: HardState { term: Term(7), vote: Some(NodeId(3)) },
             config: Configuration::with_voters([NodeId(1), NodeId(3)]),
         };

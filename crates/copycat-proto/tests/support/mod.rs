@@ -133,7 +133,11 @@ pub fn event_index() -> impl Strategy<Value = EventIndex> {
 }
 
 pub fn hello() -> impl Strategy<Value = Hello> {
-    prop_oneof![any::<u64>().prop_map(Hello::Peer), Just(Hello::Client)]
+    prop_oneof![
+        (any::<u64>(), any::<u64>()).prop_map(|(cluster, id)| Hello::Peer { cluster, id }),
+        Just(Hello::Client),
+        Just(Hello::Admin),
+    ]
 }
 
 /// A socket address as the hello carries it: serde's encoding of an IPv6
@@ -148,9 +152,14 @@ pub fn address() -> impl Strategy<Value = SocketAddr> {
 pub fn server_hello() -> impl Strategy<Value = ServerHello> {
     (
         any::<u64>(),
-        proptest::collection::vec((any::<u64>(), address()), 0..4),
+        any::<u64>(),
+        proptest::collection::vec((any::<u64>(), address().prop_map(|a| a.to_string())), 0..4),
     )
-        .prop_map(|(node, members)| ServerHello { node, members })
+        .prop_map(|(node, cluster, members)| ServerHello {
+            node,
+            cluster,
+            members,
+        })
 }
 
 pub fn request() -> impl Strategy<Value = Request> {
@@ -322,8 +331,13 @@ pub fn configuration() -> impl Strategy<Value = Configuration> {
         Just(MemberRole::Passive),
         Just(MemberRole::Reserve),
     ];
-    proptest::collection::btree_map((1u64..10).prop_map(NodeId), role, 0..4)
-        .prop_map(|members| Configuration { members })
+    proptest::collection::btree_map((1u64..10).prop_map(NodeId), role, 0..4).prop_map(|members| {
+        let addresses = members
+            .keys()
+            .map(|id: &NodeId| (*id, format!("h{}:5700", id.0)))
+            .collect();
+        Configuration { members, addresses }
+    })
 }
 
 pub fn entry() -> impl Strategy<Value = Entry> {
