@@ -222,7 +222,8 @@ struct ServerArgs {
     #[arg(long = "member", value_name = "ID=HOST:PORT")]
     members: Vec<String>,
     /// Join the running cluster of this member when the data directory is
-    /// new (added as a learner, promoted once caught up) [env: COPYCAT_JOIN]
+    /// new (added as a learner, promoted once caught up) [default: none:
+    /// bootstrap] [env: COPYCAT_JOIN]
     #[arg(long, value_name = "HOST:PORT", conflicts_with = "members")]
     join: Option<String>,
     /// Sync the disk before acknowledging writes (false is UNSAFE: tests only) [default: true] [env: COPYCAT_FSYNC]
