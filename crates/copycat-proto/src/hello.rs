@@ -31,6 +31,10 @@ pub enum Hello {
         /// The caller's server id: every message on the connection must
         /// come from it.
         id: u64,
+        /// The caller's settings that every server of a cluster must share
+        /// (by name): a server refuses a peer whose settings differ from its
+        /// own, naming the setting.
+        settings: Vec<(String, u64)>,
     },
     /// A client. The server answers with [`ServerHello`].
     Client,

@@ -57,6 +57,42 @@ impl Default for ReplicaConfig {
 pub struct ReplicaConfigError(pub String);
 
 impl ReplicaConfig {
+    /// Every setting by name, for comparing servers: a server refuses a
+    /// peer whose settings differ (see the peer hello).
+    pub fn settings(&self) -> Vec<(String, u64)> {
+        let Self {
+            max_sessions,
+            max_cached_results_per_session,
+            max_retained_events_per_session,
+            max_command_bytes,
+            max_timers,
+            max_remembered_sessions,
+            default_session_timeout_ms,
+            min_session_timeout_ms,
+            max_session_timeout_ms,
+        } = self.clone();
+        [
+            ("max_sessions", max_sessions as u64),
+            (
+                "max_cached_results_per_session",
+                max_cached_results_per_session as u64,
+            ),
+            (
+                "max_retained_events_per_session",
+                max_retained_events_per_session as u64,
+            ),
+            ("max_command_bytes", max_command_bytes as u64),
+            ("max_timers", max_timers as u64),
+            ("max_remembered_sessions", max_remembered_sessions as u64),
+            ("default_session_timeout_ms", default_session_timeout_ms),
+            ("min_session_timeout_ms", min_session_timeout_ms),
+            ("max_session_timeout_ms", max_session_timeout_ms),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
+    }
+
     /// Check that the settings are usable together.
     pub fn validate(&self) -> Result<(), ReplicaConfigError> {
         let positive = [

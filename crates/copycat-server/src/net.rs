@@ -39,9 +39,30 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(30);
 pub(crate) struct PeerPolicy {
     pub(crate) cluster: u64,
     pub(crate) members: BTreeSet<u64>,
+    /// The settings every server must share, this server's values.
+    pub(crate) settings: Vec<(String, u64)>,
 }
 
 impl PeerPolicy {
+    /// Why a peer whose settings are `settings` is refused, if it is.
+    fn settings_refusal(&self, settings: &[(String, u64)]) -> Option<String> {
+        if settings == self.settings.as_slice() {
+            return None;
+        }
+        for (name, ours) in &self.settings {
+            match settings.iter().find(|(n, _)| n == name) {
+                Some((_, theirs)) if theirs != ours => {
+                    return Some(format!(
+                        "setting {name} differs: {ours} here, {theirs} on the caller (every server of a cluster must use the same value)"
+                    ))
+                }
+                None => return Some(format!("the caller does not send setting {name}")),
+                Some(_) => {}
+            }
+        }
+        Some("the caller sends settings this server does not know".into())
+    }
+
     /// Why a peer `id` of cluster `cluster` is refused, if it is.
     fn refusal(&self, cluster: u64, id: u64) -> Option<String> {
         if cluster != self.cluster {
@@ -201,8 +222,17 @@ async fn connection<M: RawStateMachine + Send + 'static>(
     };
     match hello {
         None => {}
-        Some(Hello::Peer { cluster, id: from }) => {
-            let refusal = accepting.policy.borrow().refusal(cluster, from);
+        Some(Hello::Peer {
+            cluster,
+            id: from,
+            settings,
+        }) => {
+            let refusal = {
+                let policy = accepting.policy.borrow();
+                policy
+                    .refusal(cluster, from)
+                    .or_else(|| policy.settings_refusal(&settings))
+            };
             if let Some(reason) = refusal {
                 accepting
                     .stats
@@ -320,6 +350,7 @@ pub(crate) struct PeerLink {
     pub(crate) cluster: u64,
     pub(crate) peer: NodeId,
     pub(crate) address: String,
+    pub(crate) settings: Vec<(String, u64)>,
 }
 
 /// Resolve, connect and say hello to the peer; `Err` with a reason to log.
@@ -334,6 +365,7 @@ async fn open_peer(link: &PeerLink) -> Result<FramedStream, PeerFailure> {
     let hello = Hello::Peer {
         cluster: link.cluster,
         id: link.id.0,
+        settings: link.settings.clone(),
     };
     framed
         .send(encode_frame(&hello))

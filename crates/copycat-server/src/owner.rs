@@ -70,6 +70,7 @@ pub(crate) struct Core<M> {
 pub(crate) struct Peers {
     id: NodeId,
     cluster: u64,
+    settings: Vec<(String, u64)>,
     runtime: tokio::runtime::Handle,
     senders: BTreeMap<NodeId, (String, mpsc::Sender<Message>)>,
     stop: watch::Receiver<bool>,
@@ -88,6 +89,7 @@ impl Peers {
     pub(crate) fn new(
         id: NodeId,
         cluster: u64,
+        settings: Vec<(String, u64)>,
         runtime: tokio::runtime::Handle,
         stop: watch::Receiver<bool>,
     ) -> (Self, watch::Receiver<Bytes>, watch::Receiver<PeerPolicy>) {
@@ -95,10 +97,12 @@ impl Peers {
         let (policy, policy_rx) = watch::channel(PeerPolicy {
             cluster,
             members: Default::default(),
+            settings: settings.clone(),
         });
         let peers = Self {
             id,
             cluster,
+            settings,
             runtime,
             senders: BTreeMap::new(),
             stop,
@@ -152,6 +156,7 @@ impl Peers {
                     cluster: self.cluster,
                     peer: *peer,
                     address: address.clone(),
+                    settings: self.settings.clone(),
                 },
                 rx,
                 self.stop.clone(),
@@ -161,6 +166,7 @@ impl Peers {
         let _ = self.policy.send(PeerPolicy {
             cluster: self.cluster,
             members: config.members.keys().map(|id| id.0).collect(),
+            settings: self.settings.clone(),
         });
         let members: Vec<(u64, String)> = config
             .addresses

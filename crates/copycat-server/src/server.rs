@@ -355,6 +355,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             .validate()
             .map_err(|e| StartError::Invalid(e.to_string()))?;
         let election_timeout_ms = server.raft.election_timeout_ms;
+        let shared_settings = server.replica.settings();
         let mut storage = StorageOptions::default();
         if !fsync {
             storage.log.durability = Durability::None;
@@ -462,6 +463,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
         let (mut peer_set, hello, policy) = Peers::new(
             NodeId(id),
             cluster,
+            shared_settings,
             tokio::runtime::Handle::current(),
             stop_rx.clone(),
         );

@@ -66,6 +66,7 @@ fn frame_samples(samples: &mut Vec<Sample>) {
             Hello::Peer {
                 cluster: 0x0123_4567_89ab_cdef,
                 id: 2,
+                settings: vec![("max_command_bytes".into(), 1 << 20)],
             },
         ),
         ("client", Hello::Client),
@@ -114,7 +115,11 @@ async fn stream_sample() -> Vec<u8> {
         .expect("bind");
     let address = listener.local_addr().expect("address");
     let frames = [
-        encode_frame(&Hello::Peer { cluster: 7, id: 1 }),
+        encode_frame(&Hello::Peer {
+            cluster: 7,
+            id: 1,
+            settings: Vec::new(),
+        }),
         encode_frame(&vote()),
         encode_frame(&append()),
     ];
@@ -227,7 +232,12 @@ async fn server_formats_have_the_pinned_bytes() {
 
 #[test]
 fn unknown_versions_of_server_formats_are_clear_errors() {
-    let mut hello = encode_frame(&Hello::Peer { cluster: 7, id: 1 }).to_vec();
+    let mut hello = encode_frame(&Hello::Peer {
+        cluster: 7,
+        id: 1,
+        settings: Vec::new(),
+    })
+    .to_vec();
     hello[0] = copycat_proto::FORMAT_VERSION + 1;
     assert_eq!(
         decode_frame::<Hello>(&hello),

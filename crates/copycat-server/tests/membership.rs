@@ -300,3 +300,49 @@ async fn admin_requests_over_the_network() {
     .await
     .expect("test finished in time");
 }
+
+/// Settings every server must share (the replica's limits and session
+/// timeouts decide outcomes recorded per entry) are compared at the peer
+/// hello: a peer with another value is refused, naming the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_other_shared_settings_is_refused_naming_the_setting() {
+    use copycat_proto::{decode_frame, encode_frame, Hello, PeerAnswer};
+    use futures_util::{SinkExt, StreamExt};
+    tokio::time::timeout(TEST_DEADLINE, async {
+        let cluster = Cluster::start(1).await;
+        let ours = &cluster.servers[&1];
+        let settings = copycat_replica::ReplicaConfig::default().settings();
+        let hello = |settings: Vec<(String, u64)>| Hello::Peer {
+            cluster: ours.cluster_id(),
+            id: 1,
+            settings,
+        };
+        let address = cluster.addrs[&1];
+        let answer = |hello: Hello| async move {
+            let stream = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            let mut framed = copycat_net::framed(stream);
+            framed.send(encode_frame(&hello)).await.expect("hello");
+            let frame = framed.next().await.expect("an answer").expect("a frame");
+            decode_frame::<PeerAnswer>(&frame).expect("a peer answer")
+        };
+        assert_eq!(answer(hello(settings.clone())).await, PeerAnswer::Accepted);
+        let mut other = settings.clone();
+        for (name, value) in &mut other {
+            if name == "max_command_bytes" {
+                *value += 1;
+            }
+        }
+        match answer(hello(other)).await {
+            PeerAnswer::Refused(reason) => {
+                assert!(reason.contains("max_command_bytes"), "{reason}")
+            }
+            accepted => panic!("expected a refusal, got {accepted:?}"),
+        }
+        assert!(ours.net_stats().peers_refused >= 1);
+        cluster.shutdown().await;
+    })
+    .await
+    .expect("test finished in time");
+}

@@ -134,7 +134,16 @@ pub fn event_index() -> impl Strategy<Value = EventIndex> {
 
 pub fn hello() -> impl Strategy<Value = Hello> {
     prop_oneof![
-        (any::<u64>(), any::<u64>()).prop_map(|(cluster, id)| Hello::Peer { cluster, id }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            proptest::collection::vec((".{0,12}", any::<u64>()), 0..4)
+        )
+            .prop_map(|(cluster, id, settings)| Hello::Peer {
+                cluster,
+                id,
+                settings
+            }),
         Just(Hello::Client),
         Just(Hello::Admin),
     ]
