@@ -655,11 +655,39 @@ impl<M: RawStateMachine> Shell<M> {
             writer.write(&chunk.data)?;
             if chunk.done {
                 let writer = self.incoming.take().expect("a snapshot is being received");
-                self.storage.install_snapshot(writer)?;
-                // Read back what was written, once: the chunks were not kept.
-                let data = self.storage.snapshots().read_all()?.unwrap_or_default();
-                self.server.restore_at(&data, chunk.meta.index)?;
-                drop(data);
+                let sealed = writer.seal()?;
+                let older = self
+                    .storage
+                    .snapshots()
+                    .latest()
+                    .is_some_and(|latest| latest.index > chunk.meta.index);
+                // Read back what was written, once (the chunks were not
+                // kept), and restore it before it replaces the snapshot on
+                // disk: an image that is refused (it decodes but breaks an
+                // invariant) leaves both the state and the disk as they were,
+                // so the server still restarts.
+                let restored = if older {
+                    Err(ShellError::Install(format!(
+                        "snapshot at {:?} is older than the one installed",
+                        chunk.meta.index
+                    )))
+                } else {
+                    sealed
+                        .read_data()
+                        .map_err(ShellError::from)
+                        .and_then(|data| {
+                            self.server
+                                .restore_at(&data, chunk.meta.index)
+                                .map_err(ShellError::from)
+                        })
+                };
+                if let Err(error) = restored {
+                    if let Err(abort) = self.storage.abort_sealed_snapshot(sealed) {
+                        tracing::warn!(error = %abort, "could not remove a refused snapshot");
+                    }
+                    return Err(error);
+                }
+                self.storage.install_sealed_snapshot(sealed)?;
                 written.installed = Some(SnapshotReport {
                     meta: chunk.meta.clone(),
                     digest: self.compute_digests.then(|| self.server.replica().digest()),

@@ -129,3 +129,34 @@ fn vote_grants_and_append_acks_leave_only_after_the_sync() {
     // Nothing is left waiting: a further write has no pending batch.
     assert!(!shell.write().expect("write").pending);
 }
+
+/// A snapshot from the leader whose image the replica refuses is not
+/// installed: the server reports the error and still restarts from what it
+/// had (before, the refused image replaced the snapshot on disk and every
+/// restart failed on it).
+#[test]
+fn a_refused_snapshot_image_is_not_installed() {
+    let disk = FaultDisk::new(2);
+    let mut shell = open(&disk);
+    shell.process().expect("settle");
+    shell.step(from_leader(MessageBody::InstallSnapshot {
+        meta: copycat_raft::SnapshotMeta {
+            index: LogIndex(10),
+            term: Term(1),
+            config: copycat_raft::Configuration::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+        },
+        offset: 0,
+        data: Bytes::from_static(b"\x01 not a replica image"),
+        done: true,
+    }));
+    let refused = shell.process();
+    assert!(refused.is_err(), "the image is refused");
+    assert_eq!(
+        shell.storage().snapshots().latest().map(|m| m.index),
+        Some(LogIndex(0)),
+        "the bootstrap snapshot is still the latest"
+    );
+    drop(shell);
+    let reopened = open(&disk);
+    assert_eq!(reopened.server().raft().snapshot_meta().index, LogIndex(0));
+}

@@ -102,6 +102,15 @@ impl SealedSnapshot {
     pub fn data_len(&self) -> u64 {
         self.data_len
     }
+
+    /// Reads its whole data back (to check an image before installing it).
+    pub fn read_data(&self) -> Result<Vec<u8>> {
+        let mut data = vec![0u8; self.data_len as usize];
+        self.disk
+            .read_exact_at(&self.temp_path, self.data_start, &mut data)
+            .map_err(io_error("read", &self.temp_path))?;
+        Ok(data)
+    }
 }
 
 fn file_name(meta: &SnapshotMeta) -> String {
