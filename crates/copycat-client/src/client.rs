@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use copycat_net::{framed, ticker, Backoff, Watch, TICK};
+use copycat_net::{framed, Backoff, Watch, TICK};
 use copycat_proto::{
     codec, decode_frame, encode_frame, ClientError, ClientId, ClientRequest, CommandFailure,
     Consistency, EventBatch, EventIndex, Hello, ServerHello, ServerMessage, SessionId,
@@ -37,6 +37,9 @@ const CONNECTION_QUEUE: usize = 1024;
 const MAX_ADDRESSES: usize = 64;
 /// How long a server has to answer the client's hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest an idle client sleeps before it looks at its session again
+/// (a safety net: the session core says when it has work).
+const MAX_IDLE: Duration = Duration::from_secs(1);
 
 /// An event published to this client's session by the state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -587,6 +590,21 @@ impl Driver {
         self.start.elapsed().as_millis() as u64
     }
 
+    /// When the session core next has work that waits on time: its own
+    /// deadline, but at least a tick from now (work due that could not go
+    /// out yet is retried at the old pace, not in a busy loop) and at most
+    /// [`MAX_IDLE`] from now. An idle client wakes about once a second
+    /// instead of a hundred times.
+    fn wake_at(&self) -> tokio::time::Instant {
+        let now = self.now_ms();
+        let due = self
+            .session
+            .next_deadline()
+            .unwrap_or(u64::MAX)
+            .clamp(now + TICK.as_millis() as u64, now + MAX_IDLE.as_millis() as u64);
+        tokio::time::Instant::from_std(self.start) + Duration::from_millis(due)
+    }
+
     /// Keep a connection to `addr` (once).
     fn learn(&mut self, addr: SocketAddr) {
         if self.addresses.contains_key(&addr) || self.addresses.len() >= MAX_ADDRESSES {
@@ -597,7 +615,6 @@ impl Driver {
     }
 
     async fn run(mut self) {
-        let mut ticker = ticker(TICK);
         loop {
             let next_deadline = self
                 .waiting
@@ -609,8 +626,9 @@ impl Driver {
                 || (!self.parked.is_empty() && self.events_tx.is_some());
             // Only a blocked outbox waits for room in the event stream.
             let events_tx = events_blocked.then(|| self.events_tx.clone()).flatten();
+            let wake = self.wake_at();
             tokio::select! {
-                _ = ticker.tick() => {
+                _ = tokio::time::sleep_until(wake) => {
                     let now = self.now_ms();
                     self.session.tick(now);
                 }

@@ -443,6 +443,70 @@ impl ClientSession {
         self.pump();
     }
 
+    /// The earliest time at which [`tick`](Self::tick) may have work to do:
+    /// a request timing out, a keep-alive, a registration, a reset or a
+    /// retry falling due, or the session to be suspended. It may be in the
+    /// past (work that could not go out yet, for want of a server) and may
+    /// be early; it is never later than the next time `tick` would act, so
+    /// a driver can sleep until then (or until an input arrives) instead of
+    /// ticking on a fixed period. `None` once the session is closed.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.state == ClientState::Closed {
+            return None;
+        }
+        let request_timeout = self.config.request_timeout_ms;
+        let keep_alive_timeout = self
+            .session
+            .as_ref()
+            .map_or(request_timeout, |s| request_timeout.min(s.timeout_ms / 2));
+        let flights = self.in_flight.values().map(|f| {
+            let limit = if f.kind == RequestKind::KeepAlive {
+                keep_alive_timeout
+            } else {
+                request_timeout
+            };
+            f.sent_ms.saturating_add(limit)
+        });
+        let sends = self
+            .commands
+            .values()
+            .map(|op| op.send)
+            .chain(self.queries.values().map(|op| op.send))
+            .filter_map(|send| match send {
+                SendState::Due(at) => Some(at),
+                SendState::Sent(_) => None,
+            });
+        let in_flight = |kind: RequestKind| self.in_flight.values().any(|f| f.kind == kind);
+        let mut session = Vec::new();
+        match &self.session {
+            None => {
+                if !self.closing && !in_flight(RequestKind::Register) {
+                    session.push(self.register_due_ms);
+                }
+            }
+            Some(s) => {
+                if !in_flight(RequestKind::KeepAlive) {
+                    session.push(s.last_keep_alive_sent_ms.saturating_add(s.timeout_ms / 2));
+                }
+                if self.state == ClientState::Connected {
+                    session.push(s.last_keep_alive_ok_ms.saturating_add(s.timeout_ms + 1));
+                }
+                let awaited = self
+                    .results
+                    .values()
+                    .chain(self.query_results.values().map(|(_, f)| f))
+                    .map(|f| f.event_index)
+                    .max()
+                    .unwrap_or(EventIndex::ZERO);
+                let wanted = s.events_needed.max(awaited) > s.event_index;
+                if wanted && !s.reset_in_flight {
+                    session.push(s.reset_due_ms);
+                }
+            }
+        }
+        flights.chain(sends).chain(session).min()
+    }
+
     /// Submit a command. Its result comes as [`ClientOutput::CommandDone`].
     pub fn submit_command(&mut self, payload: Bytes) -> Result<OperationId, OperationError> {
         self.admit(&payload)?;

@@ -789,3 +789,86 @@ fn close_unregisters_and_fails_pending_operations() {
     respond(&mut client, 1, id, Ok(Response::Unregistered));
     assert_eq!(client.state(), ClientState::Closed);
 }
+
+/// `next_deadline` is never later than the next time `tick` acts: under a
+/// random mix of submissions, answers, errors, disconnects and time, a tick
+/// before the deadline produces nothing, so a driver that sleeps until the
+/// deadline misses no work.
+#[test]
+fn a_tick_before_the_next_deadline_has_nothing_to_do() {
+    for seed in 0..200u64 {
+        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        // Requests time out sooner than keep-alives fall due, so the
+        // deadlines of the two differ.
+        let mut client = registered(ClientConfig {
+            request_timeout_ms: 150,
+            ..config()
+        });
+        client.connected(2);
+        let mut now = 0u64;
+        let mut in_flight: Vec<(ServerId, RequestId, Request)> = Vec::new();
+        for _ in 0..200 {
+            match next(8) {
+                0 => {
+                    let _ = client.submit_command(Bytes::from_static(b"c"));
+                }
+                1 => {
+                    let _ =
+                        client.submit_query(Bytes::from_static(b"q"), Consistency::Linearizable);
+                }
+                2 | 3 if !in_flight.is_empty() => {
+                    let (server, id, request) =
+                        in_flight.remove(next(in_flight.len() as u64) as usize);
+                    let result = match (next(3), request) {
+                        (0, _) => Err(ClientError::Unavailable("busy".into())),
+                        (_, Request::Command { sequence, .. }) => {
+                            command_ok(sequence.0, 10, 0, b"ok")
+                        }
+                        (_, Request::Query { .. }) => Ok(Response::Query {
+                            index: 10,
+                            event_index: EventIndex::ZERO,
+                            output: Ok(Bytes::from_static(b"v")),
+                        }),
+                        (_, Request::KeepAlive { .. }) => Ok(Response::KeptAlive {
+                            event_index: EventIndex::ZERO,
+                        }),
+                        _ => Err(ClientError::Timeout),
+                    };
+                    respond(&mut client, server, id, result);
+                }
+                4 => client.disconnected(1 + next(2)),
+                5 => client.connected(1 + next(2)),
+                _ => {
+                    let deadline = client.next_deadline().expect("open");
+                    if deadline > now + 1 {
+                        // Anywhere strictly before the deadline: nothing.
+                        let early = now + 1 + next(deadline - now - 1);
+                        client.tick(early);
+                        now = now.max(early);
+                        let out = client.take_outputs();
+                        assert!(
+                            out.is_empty(),
+                            "seed {seed}: tick at {early} before the deadline {deadline} did {out:?}"
+                        );
+                        // Nor did it change what waits on time.
+                        assert_eq!(
+                            client.next_deadline(),
+                            Some(deadline),
+                            "seed {seed}: tick at {early} acted before the deadline"
+                        );
+                    }
+                    now = now.max(deadline);
+                    client.tick(now);
+                }
+            }
+            let out = client.take_outputs();
+            in_flight.extend(sends(&out));
+        }
+    }
+}
