@@ -1,4 +1,4 @@
-//! `copycat value|long|map|set|queue|lock|election|semaphore|latch|topic`:
+//! `copycat value|long|map|multimap|set|queue|lock|election|semaphore|latch|topic`:
 //! one subcommand per primitive, one sub-subcommand per operation, all on
 //! the resource manager every `copycat server` serves.
 //!
@@ -15,8 +15,8 @@ use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
 use copycat_client::Client;
 use copycat_primitives::{
-    CountDownLatch, Election, Error, Lock, Long, Map, Primitives, Queue, QueueChange,
-    ResourceError, ResourceType, Semaphore, Set, SetChange, Subscription, Topic, Value,
+    CountDownLatch, Election, Error, Lock, Long, Map, MultiMap, Primitives, Queue, QueueChange,
+    ResourceError, ResourceType, Semaphore, Set, SetChange, Subscription, Topic, Value, ValueOrder,
 };
 use serde_json::json;
 
@@ -56,6 +56,8 @@ pub enum PrimitiveCmd {
     Long(Prim<LongOp>),
     /// A replicated map of text keys to text values.
     Map(Prim<MapOp>),
+    /// A replicated map of text keys to sets of text values.
+    Multimap(Prim<MultiMapOp>),
     /// A replicated set of text values.
     Set(Prim<SetOp>),
     /// A replicated FIFO queue of text values, with blocking takes.
@@ -219,6 +221,48 @@ pub enum MapOp {
         #[arg(long)]
         count: Option<u64>,
     },
+}
+
+/// `copycat multimap NAME ...`
+#[derive(Subcommand, Debug)]
+pub enum MultiMapOp {
+    /// Add VALUE to KEY's values (prints whether it was new).
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Keep each key's values in the order they were put, not sorted
+        /// (if this creates the multimap).
+        #[arg(long)]
+        insertion_order: bool,
+    },
+    /// Print KEY's values, one a line.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Remove KEY and print its values; exit code 1 if it had none.
+    Remove {
+        /// The key.
+        key: String,
+    },
+    /// Remove VALUE from KEY's values; exit code 1 if it was not there.
+    RemoveEntry {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Print the number of key-value entries.
+    Size,
+    /// Whether KEY has values (prints true or false).
+    ContainsKey {
+        /// The key.
+        key: String,
+    },
+    /// Remove everything.
+    Clear,
 }
 
 /// `copycat set NAME ...`
@@ -398,6 +442,7 @@ pub async fn run(cmd: PrimitiveCmd) -> Result<ExitCode> {
         PrimitiveCmd::Value(a) => &a.conn,
         PrimitiveCmd::Long(a) => &a.conn,
         PrimitiveCmd::Map(a) => &a.conn,
+        PrimitiveCmd::Multimap(a) => &a.conn,
         PrimitiveCmd::Set(a) => &a.conn,
         PrimitiveCmd::Queue(a) => &a.conn,
         PrimitiveCmd::Lock(a) => &a.conn,
@@ -418,6 +463,7 @@ pub async fn run(cmd: PrimitiveCmd) -> Result<ExitCode> {
         PrimitiveCmd::Value(a) => value(&p, out, &a.name, a.op).await,
         PrimitiveCmd::Long(a) => long(&p, out, &a.name, a.op).await,
         PrimitiveCmd::Map(a) => map(&p, out, &a.name, a.op).await,
+        PrimitiveCmd::Multimap(a) => multimap(&p, out, &a.name, a.op).await,
         PrimitiveCmd::Set(a) => set(&p, out, &a.name, a.op).await,
         PrimitiveCmd::Queue(a) => queue(&p, out, &a.name, a.op).await,
         PrimitiveCmd::Lock(a) => lock(&p, out, &a.name, a.op).await,
@@ -791,6 +837,77 @@ async fn map(p: &Primitives, out: Out, name: &str, op: MapOp) -> Res {
                 );
             })
             .await;
+        }
+    }
+    ok()
+}
+
+async fn multimap(p: &Primitives, out: Out, name: &str, op: MultiMapOp) -> Res {
+    if matches!(
+        op,
+        MultiMapOp::Get { .. } | MultiMapOp::Size | MultiMapOp::ContainsKey { .. }
+    ) {
+        existing(p, name, ResourceType::MultiMap).await?;
+    }
+    let order = match op {
+        MultiMapOp::Put {
+            insertion_order: true,
+            ..
+        } => ValueOrder::Insertion,
+        _ => ValueOrder::Natural,
+    };
+    let m = MultiMap::<String, String>::open(p, name, order).await?;
+    let print_values = |key: &str, values: Vec<String>| {
+        if out.json {
+            println!("{}", json!({"key": key, "values": values}));
+        } else {
+            for value in values {
+                println!("{value}");
+            }
+        }
+    };
+    match op {
+        MultiMapOp::Put { key, value, .. } => {
+            let added = m.put(&key, &value).await?;
+            out.print(added, json!({"key": key, "value": value, "added": added}));
+        }
+        MultiMapOp::Get { key } => print_values(&key, m.get(&key).await?),
+        MultiMapOp::Remove { key } => {
+            let values = m.remove(&key).await?;
+            if values.is_empty() {
+                return fail(
+                    out,
+                    format!("key {key:?} not found"),
+                    json!({"key": key, "values": []}),
+                );
+            }
+            print_values(&key, values);
+        }
+        MultiMapOp::RemoveEntry { key, value } => {
+            if m.remove_entry(&key, &value).await? {
+                out.print(
+                    "removed",
+                    json!({"key": key, "value": value, "removed": true}),
+                );
+            } else {
+                return fail(
+                    out,
+                    format!("{value:?} is not a value of key {key:?}"),
+                    json!({"key": key, "value": value, "removed": false}),
+                );
+            }
+        }
+        MultiMapOp::Size => {
+            let size = m.size().await?;
+            out.print(size, json!({"name": name, "size": size}));
+        }
+        MultiMapOp::ContainsKey { key } => {
+            let found = m.contains_key(&key).await?;
+            out.print(found, json!({"key": key, "contains": found}));
+        }
+        MultiMapOp::Clear => {
+            m.clear().await?;
+            out.print("OK", json!({"name": name, "ok": true}));
         }
     }
     ok()

@@ -322,6 +322,91 @@ fn values_longs_maps_queues_topics_and_type_errors() {
 }
 
 #[test]
+fn sets_multimaps_semaphores_latches_elections_and_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_local, addr) = cluster(dir.path());
+
+    // A map watch prints the changes as they come.
+    let mut watch = Proc::spawn(&[
+        "map", "--server", &addr, "m", "watch", "--key", "a", "--count", "3",
+    ]);
+    watch.wait_stderr("watching map \"m\"");
+    ok(&run("map", &addr, &["m", "put", "a", "1"]));
+    ok(&run("map", &addr, &["m", "put", "other", "x"]));
+    ok(&run("map", &addr, &["m", "put", "a", "2"]));
+    ok(&run("map", &addr, &["m", "remove", "a"]));
+    assert!(watch.wait_exit().success(), "{}", watch.stderr_text());
+    assert_eq!(
+        watch.lines(),
+        ["added \"a\" \"1\"", "updated \"a\" \"2\"", "removed \"a\""]
+    );
+
+    // Value compare-and-set.
+    ok(&run("value", &addr, &["v", "cas", "--absent", "one"]));
+    assert!(
+        failed(&run("value", &addr, &["v", "cas", "--absent", "two"]))
+            .contains("compare-and-set failed")
+    );
+    ok(&run("value", &addr, &["v", "cas", "one", "two"]));
+    assert_eq!(ok(&run("value", &addr, &["v", "get"])), "two\n");
+
+    // Set.
+    assert_eq!(ok(&run("set", &addr, &["s", "add", "x"])), "true\n");
+    assert_eq!(ok(&run("set", &addr, &["s", "add", "x"])), "false\n");
+    ok(&run("set", &addr, &["s", "add", "y"]));
+    assert_eq!(ok(&run("set", &addr, &["s", "members"])), "x\ny\n");
+    assert_eq!(ok(&run("set", &addr, &["s", "contains", "y"])), "true\n");
+    ok(&run("set", &addr, &["s", "remove", "y"]));
+    assert!(failed(&run("set", &addr, &["s", "remove", "y"])).contains("not in set"));
+
+    // Multimap.
+    ok(&run("multimap", &addr, &["mm", "put", "k", "b"]));
+    ok(&run("multimap", &addr, &["mm", "put", "k", "a"]));
+    assert_eq!(ok(&run("multimap", &addr, &["mm", "get", "k"])), "a\nb\n");
+    assert_eq!(ok(&run("multimap", &addr, &["mm", "size"])), "2\n");
+    ok(&run("multimap", &addr, &["mm", "remove-entry", "k", "a"]));
+    assert_eq!(ok(&run("multimap", &addr, &["mm", "remove", "k"])), "b\n");
+    assert!(failed(&run("multimap", &addr, &["mm", "remove", "k"])).contains("not found"));
+
+    // Semaphore: two permits, one held by a process.
+    let mut holder = Proc::spawn(&[
+        "semaphore",
+        "--server",
+        &addr,
+        "sem",
+        "acquire",
+        "--permits",
+        "2",
+    ]);
+    holder.wait_stdout("acquired 1");
+    assert_eq!(ok(&run("semaphore", &addr, &["sem", "available"])), "1\n");
+    holder.terminate();
+    assert!(holder.wait_exit().success(), "{}", holder.stderr_text());
+    assert_eq!(ok(&run("semaphore", &addr, &["sem", "available"])), "2\n");
+
+    // Latch: a waiter returns once the count reaches 0.
+    assert_eq!(
+        ok(&run("latch", &addr, &["go", "count-down", "--count", "2"])),
+        "1\n"
+    );
+    let mut waiter = Proc::spawn(&["latch", "--server", &addr, "go", "wait"]);
+    assert_eq!(ok(&run("latch", &addr, &["go", "count"])), "1\n");
+    assert_eq!(ok(&run("latch", &addr, &["go", "count-down"])), "0\n");
+    assert!(waiter.wait_exit().success(), "{}", waiter.stderr_text());
+    assert_eq!(waiter.lines(), ["open"]);
+
+    // Election: the campaigner leads until it exits.
+    let mut leader = Proc::spawn(&["election", "--server", &addr, "e", "campaign"]);
+    let term: u64 = leader.wait_stdout("").trim().parse().expect("a term");
+    let out = ok(&run("election", &addr, &["--json", "e", "leader"]));
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["term"], term);
+    leader.terminate();
+    assert!(leader.wait_exit().success(), "{}", leader.stderr_text());
+    assert!(failed(&run("election", &addr, &["e", "leader"])).contains("has no leader"));
+}
+
+#[test]
 fn a_second_lock_acquire_waits_for_the_first_process_and_gets_a_larger_token() {
     let dir = tempfile::tempdir().unwrap();
     let (_local, addr) = cluster(dir.path());
