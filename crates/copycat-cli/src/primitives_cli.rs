@@ -1,4 +1,4 @@
-//! `copycat value|long|map|multimap|set|queue|lock|election|semaphore|latch|topic`:
+//! `copycat value|long|map|multimap|set|queue|lock|election|group|semaphore|latch|topic`:
 //! one subcommand per primitive, one sub-subcommand per operation, all on
 //! the resource manager every `copycat server` serves.
 //!
@@ -15,8 +15,9 @@ use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
 use copycat_client::Client;
 use copycat_primitives::{
-    CountDownLatch, Election, Error, Lock, Long, Map, MultiMap, Primitives, Queue, QueueChange,
-    ResourceError, ResourceType, Semaphore, Set, SetChange, Subscription, Topic, Value, ValueOrder,
+    CountDownLatch, Election, Error, Group, GroupChange, Lock, Long, Map, MultiMap, Primitives,
+    Queue, QueueChange, ResourceError, ResourceType, Semaphore, Set, SetChange, Subscription,
+    Topic, Value, ValueOrder,
 };
 use serde_json::json;
 
@@ -67,6 +68,8 @@ pub enum PrimitiveCmd {
     Lock(Prim<LockOp>),
     /// A leader election with fencing terms.
     Election(Prim<ElectionOp>),
+    /// A membership group with a leader.
+    Group(Prim<GroupOp>),
     /// A counting semaphore.
     Semaphore(Prim<SemaphoreOp>),
     /// A count-down latch.
@@ -365,6 +368,40 @@ pub enum ElectionOp {
     },
 }
 
+/// `copycat group NAME ...`
+#[derive(Subcommand, Debug)]
+pub enum GroupOp {
+    /// Join (as ID, or a fresh id), print the id, stay a member, leave.
+    Join {
+        /// The member id [default: a fresh one].
+        id: Option<String>,
+        /// The member's metadata (text).
+        #[arg(long, default_value = "")]
+        metadata: String,
+        /// Stay in the group (dead) if this process dies without leaving.
+        #[arg(long)]
+        persistent: bool,
+        /// Stay this many seconds [default: until Ctrl-C or SIGTERM].
+        #[arg(long)]
+        hold_secs: Option<u64>,
+    },
+    /// Print every member: id, alive or dead, metadata.
+    Members,
+    /// Print the leading member and its term; exit code 1 if none.
+    Leader,
+    /// Remove member ID (of any session).
+    Remove {
+        /// The member.
+        id: String,
+    },
+    /// Print every membership and leadership change as it happens.
+    Watch {
+        /// Exit after this many changes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
 /// `copycat semaphore NAME ...`
 #[derive(Subcommand, Debug)]
 pub enum SemaphoreOp {
@@ -447,6 +484,7 @@ pub async fn run(cmd: PrimitiveCmd) -> Result<ExitCode> {
         PrimitiveCmd::Queue(a) => &a.conn,
         PrimitiveCmd::Lock(a) => &a.conn,
         PrimitiveCmd::Election(a) => &a.conn,
+        PrimitiveCmd::Group(a) => &a.conn,
         PrimitiveCmd::Semaphore(a) => &a.conn,
         PrimitiveCmd::Latch(a) => &a.conn,
         PrimitiveCmd::Topic(a) => &a.conn,
@@ -468,6 +506,7 @@ pub async fn run(cmd: PrimitiveCmd) -> Result<ExitCode> {
         PrimitiveCmd::Queue(a) => queue(&p, out, &a.name, a.op).await,
         PrimitiveCmd::Lock(a) => lock(&p, out, &a.name, a.op).await,
         PrimitiveCmd::Election(a) => election(&p, out, &a.name, a.op).await,
+        PrimitiveCmd::Group(a) => group(&p, out, &a.name, a.op).await,
         PrimitiveCmd::Semaphore(a) => semaphore(&p, out, &a.name, a.op).await,
         PrimitiveCmd::Latch(a) => latch(&p, out, &a.name, a.op).await,
         PrimitiveCmd::Topic(a) => topic(&p, out, &a.name, a.op).await,
@@ -1155,6 +1194,92 @@ async fn election(p: &Primitives, out: Out, name: &str, op: ElectionOp) -> Res {
                     json!({"session": session.0, "term": term}),
                 ),
                 None => out.print("no leader", json!({"session": null})),
+            })
+            .await;
+        }
+    }
+    ok()
+}
+
+async fn group(p: &Primitives, out: Out, name: &str, op: GroupOp) -> Res {
+    if matches!(op, GroupOp::Members | GroupOp::Leader) {
+        existing(p, name, ResourceType::Group).await?;
+    }
+    let g = Group::open(p, name).await?;
+    match op {
+        GroupOp::Join {
+            id,
+            metadata,
+            persistent,
+            hold_secs,
+        } => {
+            let id = g
+                .join(id.as_deref(), persistent, metadata.into_bytes().into())
+                .await?;
+            out.print(&id, json!({"name": name, "joined": true, "id": id}));
+            hold(hold_secs).await;
+            g.leave(&id).await?;
+        }
+        GroupOp::Members => {
+            let members = g.members().await?;
+            for m in members {
+                let metadata = String::from_utf8_lossy(&m.metadata).into_owned();
+                let alive = m.session.is_some();
+                out.print(
+                    format!(
+                        "{} {} {:?}",
+                        m.id,
+                        if alive { "alive" } else { "dead" },
+                        metadata
+                    ),
+                    json!({
+                        "id": m.id,
+                        "alive": alive,
+                        "session": m.session.map(|s| s.0),
+                        "persistent": m.persistent,
+                        "metadata": metadata,
+                    }),
+                );
+            }
+        }
+        GroupOp::Leader => match g.leader().await? {
+            Some((id, term)) => out.print(
+                format!("{id} term {term}"),
+                json!({"name": name, "leader": id, "term": term}),
+            ),
+            None => {
+                return fail(
+                    out,
+                    format!("group {name:?} has no leader"),
+                    json!({"name": name, "leader": null}),
+                )
+            }
+        },
+        GroupOp::Remove { id } => {
+            g.remove(&id).await?;
+            out.print("OK", json!({"name": name, "removed": id}));
+        }
+        GroupOp::Watch { count } => {
+            let mut changes = g.listen().await?;
+            eprintln!("watching group {name:?}");
+            return watch(&mut changes, count, |c| match c {
+                GroupChange::Joined(id) => {
+                    out.print(format!("joined {id}"), json!({"event": "joined", "id": id}))
+                }
+                GroupChange::Left(id) => {
+                    out.print(format!("left {id}"), json!({"event": "left", "id": id}))
+                }
+                GroupChange::Status { id, alive } => out.print(
+                    format!("{} {id}", if alive { "alive" } else { "dead" }),
+                    json!({"event": "status", "id": id, "alive": alive}),
+                ),
+                GroupChange::Leader(Some((id, term))) => out.print(
+                    format!("leader {id} term {term}"),
+                    json!({"event": "leader", "id": id, "term": term}),
+                ),
+                GroupChange::Leader(None) => {
+                    out.print("no leader", json!({"event": "leader", "id": null}))
+                }
             })
             .await;
         }

@@ -404,6 +404,22 @@ fn sets_multimaps_semaphores_latches_elections_and_watches() {
     leader.terminate();
     assert!(leader.wait_exit().success(), "{}", leader.stderr_text());
     assert!(failed(&run("election", &addr, &["e", "leader"])).contains("has no leader"));
+
+    // Group: two members, the first leads; it leaves on exit.
+    let mut first = Proc::spawn(&["group", "--server", &addr, "g", "join", "one"]);
+    first.wait_stdout("one");
+    let mut second = Proc::spawn(&["group", "--server", &addr, "g", "join", "two"]);
+    second.wait_stdout("two");
+    assert!(ok(&run("group", &addr, &["g", "leader"])).starts_with("one term "));
+    assert_eq!(
+        ok(&run("group", &addr, &["g", "members"])),
+        "one alive \"\"\ntwo alive \"\"\n"
+    );
+    first.terminate();
+    assert!(first.wait_exit().success(), "{}", first.stderr_text());
+    assert!(ok(&run("group", &addr, &["g", "leader"])).starts_with("two term "));
+    second.terminate();
+    assert!(second.wait_exit().success(), "{}", second.stderr_text());
 }
 
 #[test]
