@@ -450,8 +450,24 @@ fn a_second_lock_acquire_waits_for_the_first_process_and_gets_a_larger_token() {
     assert_eq!(answer["acquired"], true);
     let second_token = answer["token"].as_u64().unwrap();
     assert!(second_token > token, "{second_token} after {token}");
-    second.terminate();
-    assert!(second.wait_exit().success(), "{}", second.stderr_text());
+
+    // A holder that dies without releasing: the lock goes to the next
+    // waiter once the dead session expires.
+    let mut third = Proc::spawn(&["lock", "--server", &addr, "l", "acquire"]);
+    wait_for(LONG, "the third acquire to wait", || {
+        let out = run("lock", &addr, &["l", "waiters"]);
+        (out.status.success() && text(&out.stdout).trim() == "1").then_some(())
+    });
+    assert!(third.lines().is_empty(), "{:?}", third.lines());
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+    let third_token: u64 = third.wait_stdout("").trim().parse().expect("a token");
+    assert!(
+        third_token > second_token,
+        "{third_token} after {second_token}"
+    );
+    third.terminate();
+    assert!(third.wait_exit().success(), "{}", third.stderr_text());
 
     // A lock is no map.
     let error = failed(&run("map", &addr, &["l", "size"]));
