@@ -405,7 +405,9 @@ pub enum GroupOp {
 /// `copycat semaphore NAME ...`
 #[derive(Subcommand, Debug)]
 pub enum SemaphoreOp {
-    /// Wait for N permits, hold them, release them.
+    /// Wait for N permits, hold them, release them. (Permits belong to
+    /// the session that took them, so there is no separate `release`: a
+    /// process that dies gives its permits back when its session expires.)
     Acquire {
         /// How many permits.
         #[arg(default_value_t = 1)]
@@ -415,15 +417,6 @@ pub enum SemaphoreOp {
         permits: u64,
         #[command(flatten)]
         hold: Hold,
-    },
-    /// Release N permits held by no process (returns them).
-    Release {
-        /// How many permits.
-        #[arg(default_value_t = 1)]
-        n: u64,
-        /// The permits of the semaphore if this creates it.
-        #[arg(long, default_value_t = 1)]
-        permits: u64,
     },
     /// Print the permits available.
     Available,
@@ -1289,7 +1282,7 @@ async fn group(p: &Primitives, out: Out, name: &str, op: GroupOp) -> Res {
 
 async fn semaphore(p: &Primitives, out: Out, name: &str, op: SemaphoreOp) -> Res {
     let permits = match &op {
-        SemaphoreOp::Acquire { permits, .. } | SemaphoreOp::Release { permits, .. } => *permits,
+        SemaphoreOp::Acquire { permits, .. } => *permits,
         SemaphoreOp::Available => {
             existing(p, name, ResourceType::Semaphore).await?;
             1
@@ -1316,10 +1309,6 @@ async fn semaphore(p: &Primitives, out: Out, name: &str, op: SemaphoreOp) -> Res
             );
             hold(h.hold_secs).await;
             s.release(n).await?;
-        }
-        SemaphoreOp::Release { n, .. } => {
-            s.release(n).await?;
-            out.print("OK", json!({"name": name, "released": n}));
         }
         SemaphoreOp::Available => {
             let available = s.available().await?;
