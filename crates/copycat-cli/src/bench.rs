@@ -1,4 +1,5 @@
-//! `copycat bench`: a load generator for the key-value machine. Sessions
+//! `copycat bench`: a load generator for the map `kv` (see
+//! [`crate::kv`]). Sessions
 //! (`clients`) each keep `concurrency` requests in flight; every request's
 //! latency goes into an HDR histogram.
 
@@ -13,7 +14,9 @@ use hdrhistogram::Histogram;
 use rand::Rng;
 use serde::Serialize;
 
-use crate::machine::{Command, Kv, Query};
+use copycat_primitives::{Map, Primitives};
+
+use crate::kv::KV_MAP;
 
 /// What the load is made of.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -156,11 +159,15 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
             .servers(options.servers.clone())
             .request_timeout(options.request_timeout)
             .consistency(options.consistency)
-            .ignore_events()
             .connect()
             .await
             .map_err(|e| anyhow!("cannot open a session: {e}"))?;
-        clients.push(client);
+        let primitives = Primitives::new(client.clone());
+        let map = Map::<String, String>::open(&primitives, KV_MAP)
+            .await
+            .map_err(|e| anyhow!("cannot open the map {KV_MAP:?}: {e}"))?
+            .with_consistency(options.consistency);
+        clients.push((client, primitives, map));
     }
     let options = Arc::new(options);
     let issued = Arc::new(AtomicU64::new(0));
@@ -184,9 +191,9 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
     });
     let value = "x".repeat(options.value_size);
     let mut workers = Vec::new();
-    for client in &clients {
+    for (_, _, map) in &clients {
         for _ in 0..options.concurrency {
-            let kv = client.machine::<Kv>();
+            let kv = map.clone();
             let options = Arc::clone(&options);
             let issued = Arc::clone(&issued);
             let done = Arc::clone(&done);
@@ -212,11 +219,9 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
                     let key = key(&options, n);
                     let at = Instant::now();
                     let result = if read {
-                        kv.query(Query::GetKey(key)).await.map(|_| ())
+                        kv.get(&key).await.map(|_| ())
                     } else {
-                        kv.command(Command::Put(key, value.clone()))
-                            .await
-                            .map(|_| ())
+                        kv.put(&key, &value).await.map(|_| ())
                     };
                     let micros = at.elapsed().as_micros().max(1) as u64;
                     match result {
@@ -250,7 +255,8 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
         progress.abort();
         eprintln!();
     }
-    for client in clients {
+    for (client, primitives, map) in clients {
+        drop((map, primitives));
         client.close().await;
     }
     let requests = histogram.len();

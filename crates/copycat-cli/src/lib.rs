@@ -1,13 +1,13 @@
-//! The `copycat` command's library: the state machine it serves (a counter
-//! and a key-value map), the client-side description of that machine, and
-//! how the command starts a server of it.
+//! The `copycat` command's library: how the command starts a server of the
+//! replicated primitives (`copycat_primitives::Resources`), the names of the
+//! resources behind `copycat client`, and the other subcommands' code.
 #![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod kv;
 pub mod logging;
-pub mod machine;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,10 +17,11 @@ use std::time::Duration;
 use copycat_server::{Server, StartError, Typed};
 use tokio::net::TcpListener;
 
-use crate::machine::KvCounter;
+use copycat_primitives::Resources;
 
-/// A running server of the `copycat` state machine.
-pub type KvServer = Server<Typed<KvCounter>>;
+/// A running server of the `copycat` state machine: the resource manager
+/// of the replicated primitives.
+pub type CopycatServer = Server<Typed<Resources>>;
 
 /// How to start one server.
 #[derive(Debug)]
@@ -86,7 +87,10 @@ impl ServerSpec {
 }
 
 /// Start a server on an already bound listener.
-pub async fn start_server(spec: ServerSpec, listener: TcpListener) -> Result<KvServer, StartError> {
+pub async fn start_server(
+    spec: ServerSpec,
+    listener: TcpListener,
+) -> Result<CopycatServer, StartError> {
     let ServerSpec {
         id,
         members,
@@ -103,7 +107,7 @@ pub async fn start_server(spec: ServerSpec, listener: TcpListener) -> Result<KvS
         http,
         join,
     } = spec;
-    let mut builder = Server::builder(KvCounter::default());
+    let mut builder = Server::builder(Resources::default());
     if let Some(http) = http {
         builder = builder.http_listener(http);
     }

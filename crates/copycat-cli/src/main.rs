@@ -11,12 +11,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use copycat_cli::bench::{BenchOptions, Workload};
 use copycat_cli::config::{LogFormat, Settings, Sources};
-use copycat_cli::machine::{Command, Kv, Output, Query, WatchEvent, WATCH_EVENT};
-use copycat_cli::{logging, start_server, KvServer, ServerSpec};
-use copycat_client::{Client, Consistency, Error as ClientError};
+use copycat_cli::{kv, logging, start_server, CopycatServer, ServerSpec};
+use copycat_client::{Client, Consistency};
+use copycat_primitives::{Long, Map, Primitives};
 use copycat_proto::{AdminRequest, MemberKind};
 use serde_json::json;
 use tokio::net::TcpListener;
+
+mod primitives_cli;
 
 /// Copycat: a Raft-based coordination service.
 ///
@@ -73,6 +75,8 @@ enum Cmd {
         #[command(subcommand)]
         op: ClientOp,
     },
+    #[command(flatten)]
+    Primitive(primitives_cli::PrimitiveCmd),
     /// Load a cluster with puts and gets and report throughput and latency.
     Bench(Box<BenchArgs>),
     /// Inspect and change the cluster's membership (through any member).
@@ -426,6 +430,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             init_logging(cli.verbose, "warn")?;
             client(servers, timeout_secs, json, op).await
         }
+        Cmd::Primitive(cmd) => {
+            init_logging(cli.verbose, "warn")?;
+            primitives_cli::run(cmd).await
+        }
         Cmd::Bench(args) => {
             init_logging(cli.verbose, "warn")?;
             bench(*args).await
@@ -574,14 +582,6 @@ fn value(text: Option<String>, file: Option<&Path>) -> Result<String> {
     }
 }
 
-/// A client error as text: the state machine's own message as it is.
-fn describe(error: ClientError<String>) -> String {
-    match error {
-        ClientError::App(message) => message,
-        other => other.to_string(),
-    }
-}
-
 async fn client(
     servers: Vec<String>,
     timeout_secs: u64,
@@ -589,18 +589,17 @@ async fn client(
     op: ClientOp,
 ) -> Result<ExitCode> {
     let timeout = Duration::from_secs(timeout_secs.max(1));
-    let watching = matches!(op, ClientOp::Watch { .. });
     // The errors name their cause (connection refused at ADDR, not a
-    // Copycat server, no leader known since T, the state machine's error).
-    let mut builder = Client::builder().servers(servers).request_timeout(timeout);
-    if !watching {
-        builder = builder.ignore_events();
-    }
-    let client = builder
+    // Copycat server, no leader known since T, the resource's error).
+    let client = Client::builder()
+        .servers(servers)
+        .request_timeout(timeout)
         .connect()
         .await
         .map_err(|e| anyhow!("cannot open a session: {e}"))?;
-    let code = client_op(&client, json, op).await;
+    let primitives = Primitives::new(client.clone());
+    let code = client_op(&primitives, json, op).await;
+    drop(primitives);
     client.close().await;
     code
 }
@@ -609,31 +608,58 @@ fn print_json(value: serde_json::Value) {
     println!("{value}");
 }
 
-async fn client_op(client: &Client, json: bool, op: ClientOp) -> Result<ExitCode> {
-    let kv = client.machine::<Kv>();
-    let failed = |message: String| -> Result<ExitCode> {
-        eprintln!("error: {message}");
-        Ok(ExitCode::FAILURE)
-    };
+fn failed(message: String) -> Result<ExitCode> {
+    eprintln!("error: {message}");
+    Ok(ExitCode::FAILURE)
+}
+
+/// `copycat client`: the counter is the long [`kv::COUNTER`], the keys are
+/// those of the map [`kv::KV_MAP`].
+async fn client_op(p: &Primitives, json: bool, op: ClientOp) -> Result<ExitCode> {
+    let fail = |e: copycat_primitives::Error| failed(kv::describe(&e));
     match op {
-        ClientOp::Add { n } => match kv.command(Command::Add(n)).await {
-            Ok(Output::Value(v)) => print_value(json, v),
-            Ok(other) => bail!("unexpected answer {other:?}"),
-            Err(e) => failed(describe(e)),
-        },
-        ClientOp::Get => match kv.query(Query::Get).await {
-            Ok(Output::Value(v)) => print_value(json, v),
-            Ok(other) => bail!("unexpected answer {other:?}"),
-            Err(e) => failed(describe(e)),
-        },
+        ClientOp::Add { n } => {
+            let counter = match Long::open(p, kv::COUNTER).await {
+                Ok(counter) => counter,
+                Err(e) => return fail(e),
+            };
+            match counter.add_and_get(n).await {
+                Ok(v) => print_value(json, v),
+                Err(e) => fail(e),
+            }
+        }
+        ClientOp::Get => {
+            let counter = match Long::open(p, kv::COUNTER).await {
+                Ok(counter) => counter,
+                Err(e) => return fail(e),
+            };
+            match counter.get().await {
+                Ok(v) => print_value(json, v),
+                Err(e) => fail(e),
+            }
+        }
+        op => {
+            let map = match Map::<String, String>::open(p, kv::KV_MAP).await {
+                Ok(map) => map,
+                Err(e) => return fail(e),
+            };
+            map_op(&map, json, op).await
+        }
+    }
+}
+
+async fn map_op(map: &Map<String, String>, json: bool, op: ClientOp) -> Result<ExitCode> {
+    let fail = |e: copycat_primitives::Error| failed(kv::describe(&e));
+    match op {
+        ClientOp::Add { .. } | ClientOp::Get => unreachable!("counter commands"),
         ClientOp::Put {
             key,
             value: text,
             value_file,
         } => {
             let value = value(text, value_file.as_deref())?;
-            match kv.command(Command::Put(key.clone(), value)).await {
-                Ok(Output::Text(previous)) => {
+            match map.put(&key, &value).await {
+                Ok(previous) => {
                     if json {
                         print_json(json!({"key": key, "previous": previous}));
                     } else {
@@ -641,12 +667,11 @@ async fn client_op(client: &Client, json: bool, op: ClientOp) -> Result<ExitCode
                     }
                     Ok(ExitCode::SUCCESS)
                 }
-                Ok(other) => bail!("unexpected answer {other:?}"),
-                Err(e) => failed(describe(e)),
+                Err(e) => fail(e),
             }
         }
-        ClientOp::Read { key } => match kv.query(Query::GetKey(key.clone())).await {
-            Ok(Output::Text(Some(value))) => {
+        ClientOp::Read { key } => match map.get(&key).await {
+            Ok(Some(value)) => {
                 if json {
                     print_json(json!({"key": key, "value": value}));
                 } else {
@@ -654,17 +679,16 @@ async fn client_op(client: &Client, json: bool, op: ClientOp) -> Result<ExitCode
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Ok(Output::Text(None)) => {
+            Ok(None) => {
                 if json {
                     print_json(json!({"key": key, "value": null}));
                 }
                 failed(format!("key {key:?} not found"))
             }
-            Ok(other) => bail!("unexpected answer {other:?}"),
-            Err(e) => failed(describe(e)),
+            Err(e) => fail(e),
         },
-        ClientOp::Delete { key } => match kv.command(Command::Delete(key.clone())).await {
-            Ok(Output::Text(Some(previous))) => {
+        ClientOp::Delete { key } => match map.remove(&key).await {
+            Ok(Some(previous)) => {
                 if json {
                     print_json(json!({"key": key, "deleted": true, "previous": previous}));
                 } else {
@@ -672,14 +696,13 @@ async fn client_op(client: &Client, json: bool, op: ClientOp) -> Result<ExitCode
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            Ok(Output::Text(None)) => {
+            Ok(None) => {
                 if json {
                     print_json(json!({"key": key, "deleted": false}));
                 }
                 failed(format!("key {key:?} not found"))
             }
-            Ok(other) => bail!("unexpected answer {other:?}"),
-            Err(e) => failed(describe(e)),
+            Err(e) => fail(e),
         },
         ClientOp::Cas {
             key,
@@ -696,13 +719,24 @@ async fn client_op(client: &Client, json: bool, op: ClientOp) -> Result<ExitCode
                 (false, _) => bail!("cas takes KEY EXPECTED NEW (or --absent KEY NEW)"),
             };
             let new = value(Some(new), None)?;
-            let command = Command::Cas {
-                key: key.clone(),
-                expected,
-                new,
+            // The swap is one atomic command; the value a failed
+            // replace_if names is read after it (put_if_absent answers it).
+            let outcome = match &expected {
+                None => map
+                    .put_if_absent(&key, &new)
+                    .await
+                    .map(|found| match found {
+                        None => Ok(None),
+                        Some(found) => Err(Some(found)),
+                    }),
+                Some(expected) => match map.replace_if(&key, expected, &new).await {
+                    Ok(true) => Ok(Ok(Some(expected.clone()))),
+                    Ok(false) => map.get(&key).await.map(Err),
+                    Err(e) => Err(e),
+                },
             };
-            match kv.command(command).await {
-                Ok(Output::Text(previous)) => {
+            match outcome {
+                Ok(Ok(previous)) => {
                     if json {
                         print_json(json!({"key": key, "swapped": true, "previous": previous}));
                     } else {
@@ -710,9 +744,15 @@ async fn client_op(client: &Client, json: bool, op: ClientOp) -> Result<ExitCode
                     }
                     Ok(ExitCode::SUCCESS)
                 }
-                Ok(other) => bail!("unexpected answer {other:?}"),
+                Ok(Err(found)) => {
+                    let message = kv::cas_failure(&key, expected.as_deref(), found.as_deref());
+                    if json {
+                        print_json(json!({"key": key, "swapped": false, "error": message}));
+                    }
+                    failed(message)
+                }
                 Err(e) => {
-                    let message = describe(e);
+                    let message = kv::describe(&e);
                     if json {
                         print_json(json!({"key": key, "swapped": false, "error": message}));
                     }
@@ -721,45 +761,42 @@ async fn client_op(client: &Client, json: bool, op: ClientOp) -> Result<ExitCode
             }
         }
         ClientOp::Watch { key, all: _, count } => {
-            let mut events = client.events();
-            match kv.command(Command::Watch(key.clone())).await {
-                Ok(Output::Done) => {}
-                Ok(other) => bail!("unexpected answer {other:?}"),
-                Err(e) => return failed(describe(e)),
-            }
+            let subscription = match &key {
+                Some(key) => map.listen_key(key).await,
+                None => map.listen().await,
+            };
+            let mut changes = match subscription {
+                Ok(changes) => changes,
+                Err(e) => return fail(e),
+            };
             match &key {
                 Some(key) => eprintln!("watching {key:?}"),
                 None => eprintln!("watching every key"),
             }
             let mut seen = 0;
             while count.is_none_or(|count| seen < count) {
-                let event = tokio::select! {
-                    event = events.next() => event,
+                let change = tokio::select! {
+                    change = changes.next() => change,
                     _ = tokio::signal::ctrl_c() => break,
                 };
-                let Some(event) = event else {
-                    bail!("the session ended");
+                let change = match change {
+                    Some(Ok(change)) => change,
+                    Some(Err(e)) => return fail(e),
+                    None => bail!("the session ended (or the map was deleted)"),
                 };
-                if event.name != WATCH_EVENT {
-                    continue;
-                }
-                let change: WatchEvent = event
-                    .decode()
-                    .map_err(|e| anyhow!("undecodable event: {e}"))?;
+                let kind = match change.new {
+                    Some(_) => "put",
+                    None => "delete",
+                };
                 if json {
-                    let kind = if change.value.is_some() {
-                        "put"
-                    } else {
-                        "delete"
-                    };
                     print_json(json!({
                         "event": kind,
                         "key": change.key,
-                        "value": change.value,
-                        "index": change.index,
+                        "value": change.new,
+                        "previous": change.old,
                     }));
                 } else {
-                    match &change.value {
+                    match &change.new {
                         Some(value) => println!("put {:?} {:?}", change.key, value),
                         None => println!("delete {:?}", change.key),
                     }
@@ -882,7 +919,7 @@ async fn local(nodes: u64, base_port: u16, data_dir: PathBuf, no_fsync: bool) ->
 
 /// Wait for SIGINT or SIGTERM, then stop the servers gracefully (a leader
 /// hands leadership over first); a second signal exits at once.
-async fn run_until_signal(servers: Vec<KvServer>) -> Result<()> {
+async fn run_until_signal(servers: Vec<CopycatServer>) -> Result<()> {
     #[cfg(unix)]
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;

@@ -15,6 +15,27 @@ fn help_lists_the_commands() {
     for command in ["local", "server", "client"] {
         assert!(help.contains(command), "{help}");
     }
+    // One command per primitive, each at the start of its help line.
+    for primitive in [
+        "value",
+        "long",
+        "map",
+        "multimap",
+        "set",
+        "queue",
+        "lock",
+        "election",
+        "group",
+        "semaphore",
+        "latch",
+        "topic",
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{primitive} "))),
+            "{primitive} in {help}"
+        );
+    }
 }
 
 /// Run `copycat client --server ADDR get`: it must fail; what it printed

@@ -7,27 +7,28 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use copycat_cli::machine::{Command, Kv, Output, Query};
-use copycat_cli::{start_server, KvServer as Server, ServerSpec};
-use copycat_client::{Client, MachineClient};
+use copycat_cli::{start_server, CopycatServer as Server, ServerSpec};
+use copycat_client::Client;
+use copycat_primitives::{Long, Primitives};
 use copycat_raft::Role;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-async fn add(kv: &MachineClient<Kv>, n: i64) -> i64 {
-    match kv.command(Command::Add(n)).await.expect("command") {
-        Output::Value(v) => v,
-        other => panic!("unexpected output {other:?}"),
-    }
+async fn add(counter: &Long, n: i64) -> i64 {
+    counter.add_and_get(n).await.expect("command")
 }
 
-async fn connect(servers: impl IntoIterator<Item = SocketAddr>) -> MachineClient<Kv> {
-    Client::builder()
+/// A session and the long "counter" (the counter of `copycat client`).
+async fn connect(servers: impl IntoIterator<Item = SocketAddr>) -> (Client, Long) {
+    let client = Client::builder()
         .servers(servers.into_iter().map(|a| a.to_string()))
         .connect()
         .await
-        .expect("client")
-        .machine::<Kv>()
+        .expect("client");
+    let counter = Long::open(&Primitives::new(client.clone()), "counter")
+        .await
+        .expect("the counter");
+    (client, counter)
 }
 
 async fn bind(addr: SocketAddr) -> TcpListener {
@@ -84,7 +85,7 @@ async fn commands_survive_a_leader_shutdown_and_the_old_leader_catches_up() {
                 .expect("start");
             servers.insert(id, server);
         }
-        let client = connect(members.values().copied()).await;
+        let (session, client) = connect(members.values().copied()).await;
         for i in 1..=20 {
             assert_eq!(add(&client, 1).await, i);
         }
@@ -123,24 +124,24 @@ async fn commands_survive_a_leader_shutdown_and_the_old_leader_catches_up() {
             .expect("restart");
         servers.insert(old_leader, restarted);
         assert_eq!(add(&client, 5).await, 35, "after restart");
+        // The restarted server applies everything the leader committed.
+        let target = servers[&new_leader].status().commit;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let applied = servers[&old_leader]
-                .inspect(|server| server.replica().machine().0.value)
-                .await
-                .expect("running");
-            if applied == 35 {
+            let applied = servers[&old_leader].status().applied;
+            if applied >= target {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "restarted server stuck at {applied}"
+                "restarted server stuck at {applied:?}, not {target:?}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let read = client.query(Query::Get).await.expect("query");
-        assert_eq!(read, Output::Value(35));
-        client.client().clone().close().await;
+        let read = client.get().await.expect("query");
+        assert_eq!(read, 35);
+        drop(client);
+        session.close().await;
         for server in servers.into_values() {
             server.shutdown().await.expect("clean shutdown");
         }
@@ -177,9 +178,10 @@ async fn bad_frames_close_the_connection_and_the_server_keeps_serving() {
             .expect("write");
         assert_eq!(stream.read(&mut buf).await.expect("read"), 0, "closed");
 
-        let client = connect([addr]).await;
+        let (session, client) = connect([addr]).await;
         assert_eq!(add(&client, 3).await, 3);
-        client.client().clone().close().await;
+        drop(client);
+        session.close().await;
         server.shutdown().await.expect("clean shutdown");
     })
     .await
@@ -221,9 +223,10 @@ async fn connections_beyond_the_limit_are_closed_and_the_server_keeps_serving() 
             0,
             "closed without a hello"
         );
-        let client = connect([addr]).await;
+        let (session, client) = connect([addr]).await;
         assert_eq!(add(&client, 2).await, 2);
-        client.client().clone().close().await;
+        drop(client);
+        session.close().await;
         server.shutdown().await.expect("clean shutdown");
     })
     .await

@@ -10,8 +10,8 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use copycat_cli::machine::{Command as KvCommand, Kv, Output as KvOutput, Query};
 use copycat_client::Client;
+use copycat_primitives::{Long, Primitives};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -502,11 +502,9 @@ fn delete_cas_watch_and_values_from_stdin_or_a_file() {
     let keys: Vec<&str> = events.iter().map(|e| e["key"].as_str().unwrap()).collect();
     assert_eq!(keys, ["k", "f", "k", "new-key"]);
     assert_eq!(events[0]["event"], "put");
-    let indexes: Vec<u64> = events
-        .iter()
-        .map(|e| e["index"].as_u64().unwrap())
-        .collect();
-    assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
+    assert_eq!(events[0]["previous"], serde_json::Value::Null);
+    assert_eq!(events[2]["previous"], "line one\nline two\n");
+    assert_eq!(events[2]["value"], "v2");
 }
 
 #[test]
@@ -621,14 +619,17 @@ fn a_cluster_from_config_files_hands_over_leadership_on_sigterm() {
         .map(|(p, _)| SocketAddr::from(([127, 0, 0, 1], *p)))
         .collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let kv = runtime.block_on(async {
-        Client::builder()
+    let (session, kv) = runtime.block_on(async {
+        let client = Client::builder()
             .servers(addrs.iter().map(|a| a.to_string()))
             .request_timeout(Duration::from_secs(30))
             .connect()
             .await
-            .expect("client")
-            .machine::<Kv>()
+            .expect("client");
+        let counter = Long::open(&Primitives::new(client.clone()), "counter")
+            .await
+            .expect("the counter");
+        (client, counter)
     });
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -639,8 +640,8 @@ fn a_cluster_from_config_files_hands_over_leadership_on_sigterm() {
             handle.block_on(async move {
                 let mut written = 0i64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) || written < 50 {
-                    match kv.command(KvCommand::Add(1)).await {
-                        Ok(KvOutput::Value(v)) => {
+                    match kv.add_and_get(1).await {
+                        Ok(v) => {
                             written += 1;
                             assert_eq!(v, written, "each add applied once");
                         }
@@ -695,10 +696,8 @@ fn a_cluster_from_config_files_hands_over_leadership_on_sigterm() {
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = writer.join().unwrap().expect("the client saw no error");
-    let read = runtime
-        .block_on(kv.query(Query::Get))
-        .expect("read after the handover");
-    assert_eq!(read, KvOutput::Value(written));
+    let read = runtime.block_on(kv.get()).expect("read after the handover");
+    assert_eq!(read, written);
     let new_leader = wait_for(LONG, "a new leader", || {
         https
             .iter()
@@ -706,7 +705,8 @@ fn a_cluster_from_config_files_hands_over_leadership_on_sigterm() {
             .position(|(i, h)| i != leader && is_leader(h))
     });
     assert_ne!(new_leader, leader);
-    runtime.block_on(kv.client().clone().close());
+    drop(kv);
+    runtime.block_on(session.close());
 
     // Kill the new leader: the last server has no quorum. It stays
     // healthy (it runs, its disk works) but is not ready.
