@@ -3,143 +3,18 @@
 //! HTTP endpoint; graceful shutdown on SIGTERM; the key-value commands;
 //! `copycat bench`. Timeouts are generous upper bounds only.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod support;
 
 use copycat_client::Client;
 use copycat_primitives::{Long, Primitives};
-
-const LONG: Duration = Duration::from_secs(60);
-
-fn copycat() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_copycat"));
-    // The tests decide every setting themselves.
-    for (name, _) in std::env::vars() {
-        if name.starts_with("COPYCAT_") || name == "RUST_LOG" {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// Wait until `f` returns `Some`, at most `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A `copycat` process whose output lines are collected as they come.
-struct Proc {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { return };
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
-
-impl Proc {
-    fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn copycat");
-        let stdout = collect(child.stdout.take().expect("stdout"));
-        let stderr = collect(child.stderr.take().expect("stderr"));
-        Self {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// The rest of the first stdout line that starts with `prefix`.
-    fn wait_stdout(&mut self, prefix: &str) -> String {
-        let what = format!("a line starting with {prefix:?}");
-        wait_for(LONG, &what, || {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "copycat exited ({status}) before printing {prefix:?}; stderr:\n{}",
-                    self.stderr_text()
-                );
-            }
-            let lines = self.stdout.lock().unwrap();
-            lines
-                .iter()
-                .find_map(|line| line.strip_prefix(prefix).map(str::to_string))
-        })
-    }
-
-    fn wait_stderr(&mut self, text: &str) {
-        let what = format!("{text:?} on stderr");
-        wait_for(LONG, &what, || {
-            self.stderr
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(text))
-                .then_some(())
-        })
-    }
-
-    fn stdout_lines(&self) -> Vec<String> {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn stderr_text(&self) -> String {
-        self.stderr.lock().unwrap().join("\n")
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        wait_for(LONG, "the process to exit", || {
-            self.child.try_wait().expect("wait")
-        })
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{cluster_cmd, cluster_rows, copycat, free_port, ok, text, wait_for, Proc, LONG};
 
 /// A server started with `args` in `dir`: its process and its address.
 fn server(args: &[&str], dir: &Path) -> (Proc, String) {
@@ -169,19 +44,6 @@ fn client_stdin(addr: &str, args: &[&str], input: &[u8]) -> Output {
         .expect("spawn");
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().expect("wait")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {output:?}\nstderr: {}",
-        text(&output.stderr)
-    );
-    text(&output.stdout)
 }
 
 /// `GET path` over HTTP/1.1: the status code and the body.
@@ -742,19 +604,6 @@ fn server_help_documents_every_key_its_default_and_its_variable() {
             "{entry}"
         );
     }
-}
-
-fn cluster_cmd(addr: &str, args: &[&str]) -> Output {
-    copycat()
-        .args(["cluster", "--server", addr, "--timeout-secs", "30"])
-        .args(args)
-        .output()
-        .expect("run copycat cluster")
-}
-
-fn cluster_rows(addr: &str) -> Vec<serde_json::Value> {
-    let out = ok(&cluster_cmd(addr, &["--json", "status"]));
-    serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("status --json parses")
 }
 
 /// A second server joins a running one with `--join`; `copycat cluster`

@@ -597,11 +597,10 @@ impl Driver {
     /// instead of a hundred times.
     fn wake_at(&self) -> tokio::time::Instant {
         let now = self.now_ms();
-        let due = self
-            .session
-            .next_deadline()
-            .unwrap_or(u64::MAX)
-            .clamp(now + TICK.as_millis() as u64, now + MAX_IDLE.as_millis() as u64);
+        let due = self.session.next_deadline().unwrap_or(u64::MAX).clamp(
+            now + TICK.as_millis() as u64,
+            now + MAX_IDLE.as_millis() as u64,
+        );
         tokio::time::Instant::from_std(self.start) + Duration::from_millis(due)
     }
 
