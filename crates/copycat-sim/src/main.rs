@@ -11,7 +11,7 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -59,7 +59,15 @@ struct Args {
     /// example StaleLease). Needs a build with `--features planted-bugs`.
     #[arg(long)]
     plant: Option<String>,
+    /// Run the primitive workload: half the client operations go to locks,
+    /// a counter and a queue of the replicated primitives (see
+    /// docs/simulation.md).
+    #[arg(long)]
+    primitives: bool,
 }
+
+/// Set once from `--primitives`, read wherever a seed's parameters are made.
+static PRIMITIVES: AtomicBool = AtomicBool::new(false);
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -97,6 +105,7 @@ macro_rules! out {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    PRIMITIVES.store(args.primitives, Ordering::Relaxed);
     if let Some(Command::Check { file, steps }) = &args.command {
         return check_file(file, *steps);
     }
@@ -136,11 +145,16 @@ fn planted_bug(name: &str) -> Result<copycat_planted::PlantedBug, String> {
 }
 
 fn params(seed: u64, without: &[FaultKind]) -> SimParams {
-    without
+    let params = without
         .iter()
         .fold(SimParams::from_seed(seed), |params, kind| {
             params.without(*kind)
-        })
+        });
+    if PRIMITIVES.load(Ordering::Relaxed) {
+        params.with_primitives()
+    } else {
+        params
+    }
 }
 
 fn run_seed(
@@ -197,7 +211,8 @@ fn run_one(seed: u64, args: &Args, plant: Option<copycat_planted::PlantedBug>) -
             .iter()
             .map(|k| format!(" --without {}", k.name()))
             .collect();
-        out!("reproduce: cargo run --release -p copycat-sim -- --seed {seed}{without}");
+        let workload = if args.primitives { " --primitives" } else { "" };
+        out!("reproduce: cargo run --release -p copycat-sim -- --seed {seed}{without}{workload}");
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -241,7 +256,12 @@ fn run_many(
                         for line in report.trace_tail.iter().rev().take(25).rev() {
                             out!("    {line}");
                         }
-                        out!("  reproduce: cargo run --release -p copycat-sim -- --seed {seed}");
+                        let workload = if PRIMITIVES.load(Ordering::Relaxed) {
+                            " --primitives"
+                        } else {
+                            ""
+                        };
+                        out!("  reproduce: cargo run --release -p copycat-sim -- --seed {seed}{workload}");
                         failures.lock().expect("lock").push((seed, reason.clone()));
                     }
                 }

@@ -13,6 +13,7 @@ mod election_safety;
 mod leader_completeness;
 mod lease_safety;
 mod log_matching;
+mod primitives;
 mod replica_reports;
 mod session_log;
 mod snapshot_identity;
@@ -24,6 +25,7 @@ use copycat_raft::{Entry, LogIndex, NodeId, Term};
 use copycat_replica::ReplicaConfig;
 
 pub use commit_durability::DurableLog;
+pub use primitives::{PrimitiveChecker, PrimitiveStats};
 pub use replica_reports::SimReplica;
 pub use session_log::SessionModel;
 
@@ -52,6 +54,8 @@ pub struct Observer {
     replica_config: ReplicaConfig,
     /// The committed log replayed, to judge what replicas report.
     reference: replica_reports::Reference,
+    /// The primitives' safety, on the committed log as replayed.
+    pub primitives: PrimitiveChecker,
 }
 
 impl Observer {
@@ -66,6 +70,7 @@ impl Observer {
             snapshots: BTreeMap::new(),
             reference: replica_reports::Reference::new(replica_config.clone()),
             replica_config,
+            primitives: PrimitiveChecker::default(),
         }
     }
 

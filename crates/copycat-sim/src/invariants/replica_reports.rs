@@ -117,7 +117,9 @@ impl Observer {
             let reference = &mut self.reference;
             reference.model.apply(&entry);
             let before = reference.replica.machine().0.state.values.clone();
-            reference.replica.apply(&entry);
+            let record = reference.replica.apply(&entry);
+            self.primitives.on_applied(&entry, &record)?;
+            let reference = &mut self.reference;
             let after = &reference.replica.machine().0.state.values;
             for key in before.keys().chain(after.keys()) {
                 if before.get(key) != after.get(key) {

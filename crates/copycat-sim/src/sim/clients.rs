@@ -31,6 +31,7 @@ use serde_json::json;
 
 use super::kv::{KvAction, KvCommand, KvOutput};
 use super::params::SimParams;
+use super::primitives::PrimitiveOp;
 use super::world::{Event, Simulation};
 use crate::history::{OperationId, ProcessId};
 
@@ -48,6 +49,8 @@ enum OpKind {
     SequentialRead,
     Write,
     Cas,
+    /// An operation on the replicated primitives (not in the history).
+    Primitive(PrimitiveOp),
 }
 
 /// An operation the client submitted and has not seen finish.
@@ -229,6 +232,10 @@ impl Simulation {
 
     /// Start the client's next operation in `slot`.
     fn client_submit(&mut self, client: usize, slot: usize) {
+        if self.params.primitives > 0.0 && self.rng.gen_bool(self.params.primitives) {
+            self.primitive_submit(client, slot);
+            return;
+        }
         let key = self.rng.gen_range(0..self.params.keys);
         let key_name = format!("k{key}");
         let process = ProcessId(client as u64 * SLOTS_MAX + slot as u64);
@@ -357,6 +364,50 @@ impl Simulation {
         }
     }
 
+    /// Start the client's next primitive operation in `slot`.
+    fn primitive_submit(&mut self, client: usize, slot: usize) {
+        let c = &mut self.clients[client];
+        let op = c.next_op;
+        c.next_op += 1;
+        let session = c.session.session_id();
+        let (prim, command) = self.primitive_command(client, op);
+        let command = KvCommand {
+            client: client as u64,
+            op,
+            action: KvAction::Primitive(command),
+        };
+        let submitted = self.clients[client]
+            .session
+            .submit_command(codec::encode(&command));
+        self.stats.invoked += 1;
+        match submitted {
+            Ok(operation) => {
+                let c = &mut self.clients[client];
+                c.busy[slot] = true;
+                c.pending.insert(
+                    operation,
+                    Pending {
+                        op,
+                        id: None,
+                        slot,
+                        kind: OpKind::Primitive(prim),
+                        key: 0,
+                        value: 0,
+                        invoked_ms: self.now,
+                        session,
+                        floor: 0,
+                        abandoned: false,
+                    },
+                );
+            }
+            Err(error) => {
+                self.primitive_refused(prim);
+                self.stats.failed += 1;
+                self.trace(format_args!("client {client} op {op} refused: {error}"));
+            }
+        }
+    }
+
     pub(super) fn on_client_reply(&mut self, client: usize, node: usize, message: ServerMessage) {
         if self.cuts.client_cut(client, node) || self.clients[client].dead {
             return;
@@ -420,6 +471,7 @@ impl Simulation {
                         &event,
                     ) {
                         Ok(delivered) => {
+                            self.primitive_event(client, &event);
                             self.clients[client].events.insert(
                                 session,
                                 EventCursor {
@@ -445,6 +497,8 @@ impl Simulation {
                         ));
                         return;
                     }
+                    // A new session holds no locks and waits for none.
+                    self.primitive_session_lost(client);
                     let c = &mut self.clients[client];
                     c.last_session = Some(session);
                     // Operations submitted while no session existed run in
@@ -582,6 +636,31 @@ impl Simulation {
                     }
                     self.count_liveness_success(client, pending.invoked_ms);
                 }
+            }
+            (OpKind::Primitive(prim), Some(KvOutput::Primitive(result, index))) => {
+                if !session_lost {
+                    if let Err(failure) = self.observer.check_event_before_response(
+                        session,
+                        self.clients[client]
+                            .events
+                            .get(&session)
+                            .map(|c| c.event_index),
+                        index,
+                    ) {
+                        self.fail(format!("client {client} op {op}: {failure}"));
+                        return;
+                    }
+                }
+                let c = &mut self.clients[client];
+                if c.last_write.is_none_or(|(s, i)| s != session || i < index) {
+                    c.last_write = Some((session, index));
+                }
+                self.observer.on_acknowledged(client as u64, op);
+                if let Err(failure) = self.primitive_done(client, prim, result) {
+                    self.fail(format!("client {client} op {op}: {failure}"));
+                    return;
+                }
+                self.count_liveness_success(client, pending.invoked_ms);
             }
             (kind, other) => {
                 self.fail(format!(

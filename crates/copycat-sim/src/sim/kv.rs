@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use copycat_primitives::Resources;
+use copycat_proto::SessionId;
+use copycat_replica::{StateMachine, TimerId};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A command in a log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +40,9 @@ pub enum KvAction {
         /// New value.
         new: u64,
     },
+    /// A command of the replicated primitives (locks, counters, queues):
+    /// applied by the `Resources` manager the machine carries.
+    Primitive(copycat_primitives::Command),
 }
 
 impl KvCommand {
@@ -60,8 +66,10 @@ pub struct KvState {
 
 impl KvState {
     /// Apply a command; returns whether it took effect (a failed CAS did not).
+    /// A primitive command is not the store's and changes nothing here.
     pub fn apply(&mut self, action: &KvAction) -> bool {
         match action {
+            KvAction::Primitive(_) => false,
             KvAction::Write { key, value } => {
                 self.values.insert(*key, *value);
                 true
@@ -101,6 +109,12 @@ pub enum KvOutput {
     /// A read: the key's value, and the index of the state it was read
     /// from (so clients can check reads never go back in time).
     Value(Option<u64>, u64),
+    /// A primitive command: what the resource manager answered (its errors
+    /// are answers too, definite failures), and the index it applied at.
+    Primitive(
+        Result<copycat_primitives::Output, copycat_primitives::ResourceError>,
+        u64,
+    ),
 }
 
 /// The key-value store as a Copycat state machine, with two checks built
@@ -110,6 +124,9 @@ pub enum KvOutput {
 /// log, so every replica runs the checks.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvMachine {
+    /// The replicated primitives (the primitive workload's locks, counter
+    /// and queue), in the same log.
+    pub resources: Primitives,
     /// The store.
     pub state: KvState,
     /// Highest operation number applied per client.
@@ -149,6 +166,10 @@ impl copycat_replica::StateMachine for KvMachine {
             _ => {}
         }
         self.last_op.insert(command.client, command.op);
+        if let KvAction::Primitive(primitive) = command.action {
+            let result = StateMachine::apply(&mut self.resources.0, ctx, primitive);
+            return Ok(KvOutput::Primitive(result, ctx.index().0));
+        }
         Ok(KvOutput::Done(
             self.state.apply(&command.action),
             ctx.index().0,
@@ -162,6 +183,22 @@ impl copycat_replica::StateMachine for KvMachine {
         ))
     }
 
+    fn on_timer(&mut self, ctx: &mut copycat_replica::ApplyContext<'_>, timer: TimerId) {
+        self.resources.0.on_timer(ctx, timer);
+    }
+
+    fn session_opened(&mut self, ctx: &mut copycat_replica::ApplyContext<'_>, session: SessionId) {
+        self.resources.0.session_opened(ctx, session);
+    }
+
+    fn session_expired(&mut self, ctx: &mut copycat_replica::ApplyContext<'_>, session: SessionId) {
+        self.resources.0.session_expired(ctx, session);
+    }
+
+    fn session_closed(&mut self, ctx: &mut copycat_replica::ApplyContext<'_>, session: SessionId) {
+        self.resources.0.session_closed(ctx, session);
+    }
+
     fn snapshot(&self) -> Bytes {
         Bytes::from(postcard::to_allocvec(self).expect("encodable"))
     }
@@ -170,5 +207,30 @@ impl copycat_replica::StateMachine for KvMachine {
         *self =
             postcard::from_bytes(data).map_err(|e| copycat_replica::RestoreError(e.to_string()))?;
         Ok(())
+    }
+}
+
+/// The resource manager inside [`KvMachine`], encoded in the machine's
+/// snapshot as its own image (nothing while no resource exists, so runs of
+/// the key-value workload keep their snapshots).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Primitives(pub Resources);
+
+impl Serialize for Primitives {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let image = (!self.0.is_empty()).then(|| self.0.snapshot().to_vec());
+        image.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Primitives {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut resources = Resources::default();
+        if let Some(image) = Option::<Vec<u8>>::deserialize(deserializer)? {
+            resources
+                .restore(&image)
+                .map_err(|e| serde::de::Error::custom(e.0))?;
+        }
+        Ok(Self(resources))
     }
 }

@@ -18,6 +18,7 @@ mod liveness;
 mod network;
 mod nodes;
 mod params;
+mod primitives;
 mod stats;
 mod world;
 

@@ -85,6 +85,10 @@ pub struct SimParams {
     pub safety_ms: u64,
     /// Bound for the liveness phase (ms).
     pub liveness_ms: u64,
+    /// Fraction of client operations that go to the replicated primitives
+    /// (locks, a counter, a queue) instead of the key-value store: zero
+    /// from the seed, set by [`SimParams::with_primitives`].
+    pub primitives: f64,
 }
 
 impl SimParams {
@@ -95,6 +99,13 @@ impl SimParams {
             params.pre_vote = true;
         }
         params
+    }
+
+    /// The same seed with half the client operations on the replicated
+    /// primitives (the primitive workload).
+    pub fn with_primitives(mut self) -> Self {
+        self.primitives = 0.5;
+        self
     }
 
     /// The same seed with the fault kind `kind` turned off.
@@ -198,6 +209,7 @@ impl SimParams {
             // Room for an election after the heal plus a whole session timeout
             // (20 election timeouts): crashed clients' sessions must expire.
             liveness_ms: 50 * election_timeout_ms,
+            primitives: 0.0,
         }
     }
 }
@@ -209,7 +221,7 @@ impl std::fmt::Display for SimParams {
             "seed={} nodes={} clients={} election={}ms heartbeat={}ms batch={} inflight={} \
              snapshot_every={} trailing={} chunk={}B segment={}B write_buffer={}B delay={}..{}ms loss={:.3} dup={:.3} \
              disk={}ms power_loss={:.4} faults_every~{}ms clock_spread={:.4} pre_vote={} check_quorum={} lease_reads={} \
-             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms\n  faults: {}",
+             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2}\n  faults: {}",
             self.seed,
             self.nodes,
             self.clients,
@@ -240,6 +252,7 @@ impl std::fmt::Display for SimParams {
             self.sequential_fraction,
             self.cas_fraction,
             self.safety_ms,
+            self.primitives,
             self.faults,
         )
     }

@@ -36,6 +36,9 @@ pub struct HistoryStats {
     pub history_operations: u64,
     /// Of them, with an unknown outcome (`info` or never completed).
     pub history_unknown: u64,
+    /// What the primitive workload did, as the committed log shows it
+    /// (all zero in key-value runs).
+    pub primitives: crate::invariants::PrimitiveStats,
 }
 
 impl HistoryStats {
@@ -76,7 +79,16 @@ impl std::fmt::Display for HistoryStats {
             self.cas_ok,
             self.events,
             self.faults
-        )
+        )?;
+        let p = &self.primitives;
+        if *p != Default::default() {
+            write!(
+                f,
+                "\nprimitives: lock grants {} at once + {} to waiters, {} holds released by a session closing, {} increments, {} items polled",
+                p.grants_now, p.grants_waited, p.released_by_close, p.increments, p.polled
+            )?;
+        }
+        Ok(())
     }
 }
 

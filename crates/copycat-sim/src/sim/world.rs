@@ -146,6 +146,7 @@ pub struct Simulation {
     failure: Option<String>,
     pub(super) raft_template: Config,
     pub(super) final_reads: super::liveness::FinalReads,
+    pub(super) primitive_clients: super::primitives::PrimitiveClients,
 }
 
 impl Simulation {
@@ -221,6 +222,7 @@ impl Simulation {
             failure: None,
             raft_template,
             final_reads: Default::default(),
+            primitive_clients: Default::default(),
         };
         for node in 0..sim.nodes.len() {
             sim.start_node(node);
@@ -271,6 +273,7 @@ impl Simulation {
             None => self.final_checks(),
         };
         self.stats.finish(&self.history);
+        self.stats.primitives = self.observer.primitives.stats.clone();
         RunReport {
             params: self.params.clone(),
             outcome,
@@ -287,6 +290,9 @@ impl Simulation {
 
     fn final_checks(&mut self) -> Outcome {
         if let Err(failure) = self.observer.check_all_acknowledged() {
+            return Outcome::Failed(failure);
+        }
+        if let Err(failure) = self.check_counter() {
             return Outcome::Failed(failure);
         }
         let config = CheckConfig {
