@@ -15,7 +15,7 @@
 #![deny(missing_docs)]
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -172,7 +172,26 @@ pub async fn connect_retrying(
 
 /// Open one TCP connection to `addr` with `TCP_NODELAY` set.
 pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr).await?;
+    connect_from(None, addr).await
+}
+
+/// Open one TCP connection to `addr` with `TCP_NODELAY` set, from the local
+/// address `source` (any port) when it is given. Servers that listen on a
+/// specific IP connect to their peers from it, so the peers (and firewall
+/// rules) see every server under one address.
+pub async fn connect_from(source: Option<IpAddr>, addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = match source {
+        Some(ip) if ip.is_ipv4() == addr.is_ipv4() => {
+            let socket = if ip.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(addr).await?
+        }
+        _ => TcpStream::connect(addr).await?,
+    };
     stream.set_nodelay(true)?;
     Ok(stream)
 }

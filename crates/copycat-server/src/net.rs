@@ -351,6 +351,9 @@ pub(crate) struct PeerLink {
     pub(crate) peer: NodeId,
     pub(crate) address: String,
     pub(crate) settings: Vec<(String, u64)>,
+    /// The local IP to connect from: the listen IP when it is a specific
+    /// address, so peers see this server under one address.
+    pub(crate) source: Option<std::net::IpAddr>,
 }
 
 /// Resolve, connect and say hello to the peer; `Err` with a reason to log.
@@ -358,7 +361,7 @@ async fn open_peer(link: &PeerLink) -> Result<FramedStream, PeerFailure> {
     let addrs = copycat_net::resolve(&link.address)
         .await
         .map_err(|e| PeerFailure::Unreachable(format!("cannot resolve: {e}")))?;
-    let stream = copycat_net::connect(addrs[0])
+    let stream = copycat_net::connect_from(link.source, addrs[0])
         .await
         .map_err(|e| PeerFailure::Unreachable(e.to_string()))?;
     let mut framed = framed(stream);

@@ -83,6 +83,8 @@ pub(crate) struct Peers {
     /// Who the acceptor lets in as a peer.
     policy: watch::Sender<PeerPolicy>,
     stats: Arc<NetStats>,
+    /// The IP peer connections are made from, if any (see `PeerLink`).
+    source: Option<std::net::IpAddr>,
 }
 
 impl Peers {
@@ -92,6 +94,7 @@ impl Peers {
         settings: Vec<(String, u64)>,
         runtime: tokio::runtime::Handle,
         stop: watch::Receiver<bool>,
+        source: Option<std::net::IpAddr>,
     ) -> (Self, watch::Receiver<Bytes>, watch::Receiver<PeerPolicy>) {
         let (hello, hello_rx) = watch::channel(Bytes::new());
         let (policy, policy_rx) = watch::channel(PeerPolicy {
@@ -111,6 +114,7 @@ impl Peers {
             hello,
             policy,
             stats: Arc::default(),
+            source,
         };
         (peers, hello_rx, policy_rx)
     }
@@ -157,6 +161,7 @@ impl Peers {
                     peer: *peer,
                     address: address.clone(),
                     settings: self.settings.clone(),
+                    source: self.source,
                 },
                 rx,
                 self.stop.clone(),

@@ -466,6 +466,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             shared_settings,
             tokio::runtime::Handle::current(),
             stop_rx.clone(),
+            Some(local_addr.ip()).filter(|ip| !ip.is_unspecified()),
         );
         peer_set.follow(shell.server().raft().configuration());
         let net_stats = peer_set.stats();

@@ -346,3 +346,36 @@ async fn a_peer_with_other_shared_settings_is_refused_naming_the_setting() {
     .await
     .expect("test finished in time");
 }
+
+/// A server listening on a specific IP connects to its peers from that IP,
+/// so a peer (and a firewall rule between two servers) sees it under one
+/// address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_connections_come_from_the_listen_ip() {
+    tokio::time::timeout(TEST_DEADLINE, async {
+        let listener = TcpListener::bind("127.0.0.2:0")
+            .await
+            .expect("bind 127.0.0.2");
+        let address = listener.local_addr().expect("address");
+        // The "peer" is a bare listener on another loopback address.
+        let peer = TcpListener::bind("127.0.0.3:0")
+            .await
+            .expect("bind 127.0.0.3");
+        let peer_address = peer.local_addr().expect("peer address");
+        let root = tempfile::tempdir().expect("temp dir");
+        let server = copycat_server::Server::builder(support::Notifier::default())
+            .id(1)
+            .listener(listener)
+            .data_dir(root.path().join("one"))
+            .bootstrap([(1, address.to_string()), (2, peer_address.to_string())])
+            .start()
+            .await
+            .expect("start");
+        // Server 1 campaigns and connects to server 2 to ask for its vote.
+        let (_stream, from) = peer.accept().await.expect("a peer connection");
+        assert_eq!(from.ip(), address.ip(), "connected from {from}");
+        server.shutdown().await.expect("clean shutdown");
+    })
+    .await
+    .expect("test deadline");
+}
