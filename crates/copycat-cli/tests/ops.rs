@@ -541,6 +541,18 @@ fn a_cluster_from_config_files_hands_over_leadership_on_sigterm() {
         assert!(metrics.contains(name), "{name} in\n{metrics}");
     }
     assert!(metric(&metrics, "copycat_fsync_duration_seconds_count{", "").unwrap() > 0.0);
+    // The leader has a send queue for each of the other two servers.
+    for peer in (1..=3u64).filter(|id| *id != leader as u64 + 1) {
+        assert!(
+            metric(
+                &metrics,
+                "copycat_peer_queue_depth{",
+                &format!("peer=\"{peer}\"")
+            )
+            .is_some(),
+            "queue depth of peer {peer} in\n{metrics}"
+        );
+    }
     assert_eq!(
         metric(&metrics, "copycat_leader{", "").unwrap(),
         (leader + 1) as f64

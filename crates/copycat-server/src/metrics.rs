@@ -44,6 +44,12 @@ pub(crate) struct QueueLabel {
     pub(crate) queue: &'static str,
 }
 
+/// A label naming a peer server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerLabel {
+    pub(crate) peer: u64,
+}
+
 /// A label naming where a snapshot came from.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct SourceLabel {
@@ -74,6 +80,7 @@ pub(crate) struct Metrics {
     pub(crate) fsync_failures: Counter,
     pub(crate) request_seconds: HistogramFamily<KindLabel>,
     pub(crate) queue_depth: Family<QueueLabel, Gauge>,
+    pub(crate) peer_queue_depth: Family<PeerLabel, Gauge>,
     pub(crate) sessions: Gauge,
     pub(crate) client_connections: Gauge,
     pub(crate) snapshots: Family<SourceLabel, Counter>,
@@ -117,6 +124,7 @@ impl Metrics {
             fsync_failures: Counter::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             queue_depth: Family::default(),
+            peer_queue_depth: Family::default(),
             sessions: Gauge::default(),
             client_connections: Gauge::default(),
             snapshots: Family::default(),
@@ -194,6 +202,11 @@ impl Metrics {
             "queue_depth",
             "Items waiting: the owner thread's inputs, the messages queued for client connections",
             metrics.queue_depth.clone(),
+        );
+        r.register(
+            "peer_queue_depth",
+            "Raft messages queued for each peer and not yet written to its connection",
+            metrics.peer_queue_depth.clone(),
         );
         r.register(
             "sessions",

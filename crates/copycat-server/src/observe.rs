@@ -13,7 +13,8 @@ use copycat_replica::shell::Shell;
 use copycat_replica::RawStateMachine;
 use tokio::sync::mpsc;
 
-use crate::metrics::{KindLabel, Metrics, QueueLabel, ReasonLabel, SourceLabel};
+use crate::metrics::{KindLabel, Metrics, PeerLabel, QueueLabel, ReasonLabel, SourceLabel};
+use crate::owner::Peers;
 use crate::status::Status;
 
 /// Requests timed at once; beyond it new ones are not timed (a client
@@ -158,6 +159,7 @@ impl Observer {
         shell: &Shell<M>,
         status: &Status,
         clients: &BTreeMap<ConnectionId, mpsc::Sender<ServerMessage>>,
+        peers: &Peers,
         inputs_waiting: usize,
     ) {
         let id = status.id.0;
@@ -243,6 +245,13 @@ impl Observer {
                 queue: "client_outbound",
             })
             .set(gauge(outbound));
+        // Peers that left the configuration lose their series.
+        m.peer_queue_depth.clear();
+        for (peer, depth) in peers.queue_depths() {
+            m.peer_queue_depth
+                .get_or_create(&PeerLabel { peer: peer.0 })
+                .set(gauge(depth));
+        }
     }
 }
 

@@ -119,6 +119,13 @@ impl Peers {
         (peers, hello_rx, policy_rx)
     }
 
+    /// Messages queued for each peer, not yet taken by its sender task.
+    pub(crate) fn queue_depths(&self) -> impl Iterator<Item = (NodeId, usize)> + '_ {
+        self.senders
+            .iter()
+            .map(|(peer, (_, tx))| (*peer, tx.max_capacity() - tx.capacity()))
+    }
+
     pub(crate) fn stats(&self) -> Arc<NetStats> {
         Arc::clone(&self.stats)
     }
@@ -368,8 +375,13 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
             }
         }
         let waiting = self.inputs.len();
-        self.observer
-            .after_batch(&self.core.shell, &current, &self.clients, waiting);
+        self.observer.after_batch(
+            &self.core.shell,
+            &current,
+            &self.clients,
+            &self.core.peers,
+            waiting,
+        );
         self.status.send_if_modified(|old| {
             let changed = *old != current;
             *old = current;
