@@ -51,6 +51,10 @@ enum Cmd {
         /// Do not fsync (UNSAFE: a power loss can lose acknowledged writes).
         #[arg(long)]
         no_fsync: bool,
+        /// Serve /metrics, /health and /ready: server N on 127.0.0.1 at
+        /// PORT + N - 1 (off when not given).
+        #[arg(long, value_name = "PORT")]
+        http_base_port: Option<u16>,
     },
     /// Run one server until SIGINT or SIGTERM (a second one exits at once).
     ///
@@ -415,9 +419,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             base_port,
             data_dir,
             no_fsync,
+            http_base_port,
         } => {
             init_logging(cli.verbose, "info")?;
-            local(nodes, base_port, data_dir, no_fsync).await?;
+            local(nodes, base_port, data_dir, no_fsync, http_base_port).await?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Server(args) => server(*args, cli.verbose).await,
@@ -865,33 +870,55 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
     })
 }
 
-async fn local(nodes: u64, base_port: u16, data_dir: PathBuf, no_fsync: bool) -> Result<()> {
+async fn local(
+    nodes: u64,
+    base_port: u16,
+    data_dir: PathBuf,
+    no_fsync: bool,
+    http_base_port: Option<u16>,
+) -> Result<()> {
     if nodes == 0 {
         bail!("--nodes must be at least 1");
     }
     if no_fsync {
         warn_no_fsync();
     }
+    // Server `id` (from 1) at `base + id - 1` on 127.0.0.1.
+    let local_addr = |base: u16, id: u64| -> Result<SocketAddr> {
+        let port = u64::from(base) + id - 1;
+        let port = u16::try_from(port).map_err(|_| anyhow!("port {port} out of range"))?;
+        Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+    };
     let members: BTreeMap<u64, SocketAddr> = (1..=nodes)
-        .map(|id| {
-            let port = u64::from(base_port) + id - 1;
-            let port = u16::try_from(port).map_err(|_| anyhow!("port {port} out of range"))?;
-            Ok((id, SocketAddr::from(([127, 0, 0, 1], port))))
-        })
+        .map(|id| Ok((id, local_addr(base_port, id)?)))
         .collect::<Result<_>>()?;
     let mut servers = Vec::new();
     for (id, addr) in &members {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        let spec = ServerSpec::new(
+        let mut spec = ServerSpec::new(
             *id,
             members.clone(),
             data_dir.join(format!("node-{id}")),
             !no_fsync,
         );
+        if let Some(base) = http_base_port {
+            let http = local_addr(base, *id)?;
+            spec.http = Some(
+                TcpListener::bind(http)
+                    .await
+                    .with_context(|| format!("cannot serve HTTP on {http}"))?,
+            );
+        }
         let server = start_server(spec, listener).await?;
-        println!("server {id} listening on {}", server.local_addr());
+        match server.http_addr() {
+            Some(http) => println!(
+                "server {id} listening on {}, metrics at http://{http}/metrics",
+                server.local_addr()
+            ),
+            None => println!("server {id} listening on {}", server.local_addr()),
+        }
         servers.push(server);
     }
     let addresses: Vec<String> = members.values().map(|a| format!("--server {a}")).collect();

@@ -698,3 +698,41 @@ fn a_server_joins_with_join_and_cluster_commands_resize_the_cluster() {
         text(&bad.stderr)
     );
 }
+
+/// `copycat local --http-base-port P`: server N serves metrics, health and
+/// readiness at P + N - 1, and one of them reports itself leader.
+#[test]
+fn local_serves_metrics_and_health_with_http_base_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = support::free_ports(3);
+    let http = support::free_ports(3);
+    let mut command = copycat();
+    command.args(["local", "--nodes", "3", "--no-fsync"]).args([
+        "--base-port",
+        &base.to_string(),
+        "--http-base-port",
+        &http.to_string(),
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let mut local = Proc::spawn(command);
+    let first = local.wait_stdout("server 1 listening on ");
+    assert!(
+        first.ends_with(&format!("metrics at http://127.0.0.1:{http}/metrics")),
+        "{first}"
+    );
+    local.wait_stdout("leader: server ");
+    let endpoints: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", http + i)).collect();
+    for endpoint in &endpoints {
+        let (code, _) = http_get(endpoint, "/health").expect("health");
+        assert_eq!(code, 200, "health of {endpoint}");
+    }
+    wait_for(LONG, "a leader in the metrics", || {
+        endpoints
+            .iter()
+            .filter(|e| is_leader(e))
+            .count()
+            .eq(&1)
+            .then_some(())
+    });
+}

@@ -4,10 +4,13 @@
 //! depends on timing.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod support;
+
+use support::free_ports;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -19,24 +22,6 @@ fn copycat() -> Command {
         }
     }
     command
-}
-
-/// A base port P with P, P+1 and P+2 free (at the time of asking).
-fn free_ports() -> u16 {
-    for _ in 0..100 {
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = first.local_addr().unwrap().port();
-        if port > u16::MAX - 3 {
-            continue;
-        }
-        let others: Vec<_> = (1..3)
-            .map(|i| TcpListener::bind(("127.0.0.1", port + i)))
-            .collect();
-        if others.iter().all(|o| o.is_ok()) {
-            return port;
-        }
-    }
-    panic!("no three free ports in a row");
 }
 
 fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
@@ -151,7 +136,7 @@ impl Drop for Proc {
 /// `copycat local --nodes 3` on free ports: the process and a server
 /// address.
 fn cluster(dir: &std::path::Path) -> (Proc, String) {
-    let base = free_ports();
+    let base = free_ports(3);
     let mut local = Proc::spawn(&[
         "local",
         "--nodes",

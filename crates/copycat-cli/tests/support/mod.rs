@@ -30,6 +30,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A base port P with P .. P + n - 1 all free (at the time of asking).
+pub fn free_ports(n: u16) -> u16 {
+    for _ in 0..100 {
+        let first = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        if port > u16::MAX - n {
+            continue;
+        }
+        let others: Vec<_> = (1..n)
+            .map(|i| TcpListener::bind(("127.0.0.1", port + i)))
+            .collect();
+        if others.iter().all(|o| o.is_ok()) {
+            return port;
+        }
+    }
+    panic!("no {n} free ports in a row");
+}
+
 /// Wait until `f` returns `Some`, at most `limit`.
 pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
