@@ -1,7 +1,7 @@
 //! `copycat bench`: a load generator for the map `kv` (see
-//! [`crate::kv`]). Sessions
-//! (`clients`) each keep `concurrency` requests in flight; every request's
-//! latency goes into an HDR histogram.
+//! [`crate::kv`]) and for the coordination primitives (one lock, one
+//! counter, one queue). Sessions (`clients`) each keep `concurrency`
+//! requests in flight; every request's latency goes into an HDR histogram.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use rand::Rng;
 use serde::Serialize;
 
-use copycat_primitives::{Map, Primitives};
+use copycat_primitives::{Lock, Long, Map, Primitives, Queue};
 
 use crate::kv::KV_MAP;
 
@@ -27,6 +27,86 @@ pub enum Workload {
     Get,
     /// Reads with this probability, writes otherwise.
     Mixed(f64),
+    /// Acquire and release the lock `bench-lock`: one request is one
+    /// cycle (every session contends for the same lock).
+    Lock,
+    /// Increment the long `bench-counter`.
+    Counter,
+    /// Offer an item to the queue `bench-queue` and poll one: one request
+    /// is both.
+    Queue,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::Get => "get",
+            Workload::Mixed(_) => "mixed",
+            Workload::Lock => "lock",
+            Workload::Counter => "counter",
+            Workload::Queue => "queue",
+        }
+    }
+}
+
+/// The resources of the primitive workloads.
+pub const BENCH_LOCK: &str = "bench-lock";
+/// See [`BENCH_LOCK`].
+pub const BENCH_COUNTER: &str = "bench-counter";
+/// See [`BENCH_LOCK`].
+pub const BENCH_QUEUE: &str = "bench-queue";
+
+/// What one session's workers send to.
+#[derive(Clone)]
+enum Target {
+    Map(Map<String, String>),
+    Lock(Arc<Lock>),
+    Counter(Long),
+    Queue(Queue<String>),
+}
+
+impl Target {
+    async fn open(primitives: &Primitives, options: &BenchOptions) -> Result<Self> {
+        let opened = match options.workload {
+            Workload::Put | Workload::Get | Workload::Mixed(_) => {
+                Map::<String, String>::open(primitives, KV_MAP)
+                    .await
+                    .map(|map| Target::Map(map.with_consistency(options.consistency)))
+            }
+            Workload::Lock => Lock::open(primitives, BENCH_LOCK)
+                .await
+                .map(|lock| Target::Lock(Arc::new(lock))),
+            Workload::Counter => Long::open(primitives, BENCH_COUNTER)
+                .await
+                .map(Target::Counter),
+            Workload::Queue => Queue::<String>::open(primitives, BENCH_QUEUE)
+                .await
+                .map(Target::Queue),
+        };
+        opened.map_err(|e| anyhow!("cannot open the {} resource: {e}", options.workload.name()))
+    }
+
+    /// One request; `read` picks a read for the map workloads.
+    async fn request(&self, key: &str, value: &str, read: bool) -> Result<(), String> {
+        let result = match self {
+            Target::Map(kv) if read => kv.get(&key.to_string()).await.map(|_| ()),
+            Target::Map(kv) => kv
+                .put(&key.to_string(), &value.to_string())
+                .await
+                .map(|_| ()),
+            Target::Lock(lock) => match lock.lock().await {
+                Ok(_token) => lock.unlock().await,
+                Err(error) => Err(error),
+            },
+            Target::Counter(counter) => counter.increment_and_get().await.map(|_| ()),
+            Target::Queue(queue) => match queue.offer(&value.to_string()).await {
+                Ok(_) => queue.poll().await.map(|_| ()),
+                Err(error) => Err(error),
+            },
+        };
+        result.map_err(|error| error.to_string())
+    }
 }
 
 /// The benchmark's settings.
@@ -153,6 +233,11 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
             bail!("--read-ratio must be between 0 and 1");
         }
     }
+    if options.workload == Workload::Lock && options.concurrency != 1 {
+        // A session holds the lock at most once: its own second request
+        // would wait for itself.
+        bail!("the lock workload takes --concurrency 1 (use --clients for contention)");
+    }
     let mut clients = Vec::new();
     for _ in 0..options.clients {
         let client = Client::builder()
@@ -163,11 +248,8 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
             .await
             .map_err(|e| anyhow!("cannot open a session: {e}"))?;
         let primitives = Primitives::new(client.clone());
-        let map = Map::<String, String>::open(&primitives, KV_MAP)
-            .await
-            .map_err(|e| anyhow!("cannot open the map {KV_MAP:?}: {e}"))?
-            .with_consistency(options.consistency);
-        clients.push((client, primitives, map));
+        let target = Target::open(&primitives, &options).await?;
+        clients.push((client, primitives, target));
     }
     let options = Arc::new(options);
     let issued = Arc::new(AtomicU64::new(0));
@@ -191,9 +273,9 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
     });
     let value = "x".repeat(options.value_size);
     let mut workers = Vec::new();
-    for (_, _, map) in &clients {
+    for (_, _, target) in &clients {
         for _ in 0..options.concurrency {
-            let kv = map.clone();
+            let target = target.clone();
             let options = Arc::clone(&options);
             let issued = Arc::clone(&issued);
             let done = Arc::clone(&done);
@@ -212,23 +294,19 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
                         break;
                     }
                     let read = match options.workload {
-                        Workload::Put => false,
                         Workload::Get => true,
                         Workload::Mixed(ratio) => rand::thread_rng().gen_bool(ratio),
+                        _ => false,
                     };
                     let key = key(&options, n);
                     let at = Instant::now();
-                    let result = if read {
-                        kv.get(&key).await.map(|_| ())
-                    } else {
-                        kv.put(&key, &value).await.map(|_| ())
-                    };
+                    let result = target.request(&key, &value, read).await;
                     let micros = at.elapsed().as_micros().max(1) as u64;
                     match result {
                         Ok(()) => histogram.saturating_record(micros),
                         Err(error) => {
                             errors += 1;
-                            first_error.get_or_insert_with(|| error.to_string());
+                            first_error.get_or_insert(error);
                         }
                     }
                     done.fetch_add(1, Ordering::Relaxed);
@@ -255,18 +333,13 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
         progress.abort();
         eprintln!();
     }
-    for (client, primitives, map) in clients {
-        drop((map, primitives));
+    for (client, primitives, target) in clients {
+        drop((target, primitives));
         client.close().await;
     }
     let requests = histogram.len();
-    let workload = match options.workload {
-        Workload::Put => "put",
-        Workload::Get => "get",
-        Workload::Mixed(_) => "mixed",
-    };
     Ok(Report {
-        workload: workload.to_string(),
+        workload: options.workload.name().to_string(),
         clients: options.clients,
         concurrency: options.concurrency,
         requests,

@@ -325,9 +325,19 @@ enum ClientOp {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum BenchWorkload {
+    /// Writes to the map `kv`.
     Put,
+    /// Reads of the map `kv`.
     Get,
+    /// Reads (--read-ratio) and writes of the map `kv`.
     Mixed,
+    /// Acquire-and-release cycles of the lock `bench-lock`, every session
+    /// contending (--concurrency 1).
+    Lock,
+    /// Increments of the long `bench-counter`.
+    Counter,
+    /// Offer-and-poll pairs on the queue `bench-queue`.
+    Queue,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -827,6 +837,9 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
         BenchWorkload::Put => Workload::Put,
         BenchWorkload::Get => Workload::Get,
         BenchWorkload::Mixed => Workload::Mixed(args.read_ratio),
+        BenchWorkload::Lock => Workload::Lock,
+        BenchWorkload::Counter => Workload::Counter,
+        BenchWorkload::Queue => Workload::Queue,
     };
     let consistency = match args.consistency {
         ConsistencyArg::Linearizable => Consistency::Linearizable,

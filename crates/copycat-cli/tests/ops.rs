@@ -400,6 +400,49 @@ fn bench_reports_throughput_and_latency_as_json() {
         assert!(0 < p50 && p50 <= p99 && p99 <= max, "{report}");
         assert!(report["throughput"].as_f64().unwrap() > 0.0);
     }
+    // The primitive workloads: every increment counted once, every offered
+    // item polled again, the lock free at the end.
+    for workload in ["lock", "counter", "queue"] {
+        let out = copycat()
+            .args(["bench", "--server", &addr, workload, "--total", "40"])
+            .args(["--clients", "4", "--concurrency", "1", "--json"])
+            .output()
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_str(&ok(&out)).expect("JSON report");
+        assert_eq!(report["workload"], workload);
+        assert_eq!(report["requests"], 40, "{report}");
+        assert_eq!(report["errors"], 0, "{report}");
+    }
+    let primitive = |args: &[&str]| {
+        let out = copycat()
+            .args([args[0], "--server", &addr])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        ok(&out).trim().to_string()
+    };
+    assert_eq!(primitive(&["long", "bench-counter", "get"]), "40");
+    assert_eq!(primitive(&["queue", "bench-queue", "size"]), "0");
+    let holder = copycat()
+        .args(["lock", "--server", &addr, "bench-lock", "holder"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&holder.stderr).contains("is free"),
+        "the lock is free: {}",
+        text(&holder.stderr)
+    );
+    let refused = copycat()
+        .args(["bench", "--server", &addr, "lock", "--total", "4"])
+        .args(["--concurrency", "2"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("--concurrency 1"),
+        "{}",
+        text(&refused.stderr)
+    );
     // The puts landed: 200 sequentially numbered keys of a small key space.
     let out = copycat()
         .args([
