@@ -14,10 +14,11 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
 use copycat_client::Client;
+use copycat_primitives::group::Delivery;
 use copycat_primitives::{
     CountDownLatch, Election, Error, Group, GroupChange, Lock, Long, Map, MultiMap, Primitives,
-    Queue, QueueChange, ResourceError, ResourceType, Semaphore, Set, SetChange, Subscription,
-    Topic, Value, ValueOrder,
+    Queue, QueueChange, Receipt, ResourceError, ResourceType, Semaphore, Set, SetChange,
+    Subscription, Topic, Value, ValueOrder,
 };
 use serde_json::json;
 
@@ -372,6 +373,8 @@ pub enum ElectionOp {
 #[derive(Subcommand, Debug)]
 pub enum GroupOp {
     /// Join (as ID, or a fresh id), print the id, stay a member, leave.
+    /// While a member, print every message sent to it (`message ID from
+    /// SESSION: TEXT`) and acknowledge it.
     Join {
         /// The member id [default: a fresh one].
         id: Option<String>,
@@ -384,6 +387,27 @@ pub enum GroupOp {
         /// Stay this many seconds [default: until Ctrl-C or SIGTERM].
         #[arg(long)]
         hold_secs: Option<u64>,
+        /// Answer messages that ask for a reply with this text.
+        #[arg(long, default_value = "")]
+        reply_with: String,
+    },
+    /// Send TEXT to one alive member picked by the group (default), to
+    /// member --to, or to every alive member (--broadcast); wait until
+    /// each copy is acknowledged and print its receipt (`MESSAGE delivered
+    /// to MEMBER` or `MESSAGE failed`); exit code 1 if any failed.
+    Send {
+        /// The message.
+        text: String,
+        /// Send to this member (waiting for a dead persistent member to
+        /// rejoin).
+        #[arg(long, conflicts_with = "broadcast")]
+        to: Option<String>,
+        /// Send a copy to every alive member.
+        #[arg(long)]
+        broadcast: bool,
+        /// Ask for a reply (request-reply) and print it.
+        #[arg(long)]
+        reply: bool,
     },
     /// Print every member: id, alive or dead, metadata.
     Members,
@@ -1205,13 +1229,84 @@ async fn group(p: &Primitives, out: Out, name: &str, op: GroupOp) -> Res {
             metadata,
             persistent,
             hold_secs,
+            reply_with,
         } => {
+            let mut messages = g.messages().await?;
             let id = g
                 .join(id.as_deref(), persistent, metadata.into_bytes().into())
                 .await?;
             out.print(&id, json!({"name": name, "joined": true, "id": id}));
-            hold(hold_secs).await;
+            let receive = async {
+                while let Some(message) = messages.next().await {
+                    let message = message?;
+                    let text = String::from_utf8_lossy(&message.payload).into_owned();
+                    out.print(
+                        format!(
+                            "message {} from session {}: {text}",
+                            message.message, message.from.0
+                        ),
+                        json!({
+                            "event": "message",
+                            "message": message.message,
+                            "member": message.member,
+                            "from": message.from.0,
+                            "text": text,
+                            "reply": message.reply,
+                        }),
+                    );
+                    if message.reply {
+                        g.reply(&message, reply_with.clone().into_bytes().into())
+                            .await?;
+                    } else {
+                        g.ack(&message).await?;
+                    }
+                }
+                Ok::<(), copycat_primitives::Error>(())
+            };
+            tokio::select! {
+                _ = hold(hold_secs) => {}
+                received = receive => received?,
+            }
             g.leave(&id).await?;
+        }
+        GroupOp::Send {
+            text,
+            to,
+            broadcast,
+            reply,
+        } => {
+            let delivery = match (to, broadcast) {
+                (Some(member), _) => Delivery::Direct(member),
+                (None, true) => Delivery::Broadcast,
+                (None, false) => Delivery::Random,
+            };
+            let receipts = g.send(delivery, text.into_bytes().into(), reply).await?;
+            let mut failed = false;
+            for (message, receipt) in receipts {
+                match receipt {
+                    Receipt::Delivered { member, reply } => {
+                        let reply = reply.map(|r| String::from_utf8_lossy(&r).into_owned());
+                        let line = match &reply {
+                            Some(reply) => format!("{message} delivered to {member}: {reply}"),
+                            None => format!("{message} delivered to {member}"),
+                        };
+                        out.print(
+                            line,
+                            json!({"message": message, "delivered": true, "member": member, "reply": reply}),
+                        );
+                    }
+                    Receipt::Failed => {
+                        failed = true;
+                        out.print(
+                            format!("{message} failed"),
+                            json!({"message": message, "delivered": false}),
+                        );
+                    }
+                }
+            }
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         GroupOp::Members => {
             let members = g.members().await?;

@@ -400,6 +400,45 @@ fn sets_multimaps_semaphores_latches_elections_and_watches() {
         ok(&run("group", &addr, &["g", "members"])),
         "one alive \"\"\ntwo alive \"\"\n"
     );
+    // Messaging: direct with a reply, then a broadcast; each member prints
+    // what it received.
+    let mut solo = Proc::spawn(&[
+        "group",
+        "--server",
+        &addr,
+        "messages",
+        "join",
+        "solo",
+        "--reply-with",
+        "pong",
+    ]);
+    solo.wait_stdout("solo");
+    let receipt = ok(&run(
+        "group",
+        &addr,
+        &["messages", "send", "ping", "--to", "solo", "--reply"],
+    ));
+    assert!(
+        receipt.trim_end().ends_with(" delivered to solo: pong"),
+        "{receipt}"
+    );
+    let got = solo.wait_stdout("message ");
+    assert!(got.ends_with(": ping"), "{got}");
+    let receipts = ok(&run("group", &addr, &["g", "send", "hello", "--broadcast"]));
+    let mut delivered: Vec<&str> = receipts
+        .lines()
+        .map(|line| line.rsplit(' ').next().unwrap())
+        .collect();
+    delivered.sort();
+    assert_eq!(delivered, ["one", "two"], "{receipts}");
+    assert!(first.wait_stdout("message ").ends_with(": hello"));
+    assert!(second.wait_stdout("message ").ends_with(": hello"));
+    solo.terminate();
+    assert!(solo.wait_exit().success(), "{}", solo.stderr_text());
+    // Nobody left in group messages: a message has no recipient.
+    let none = run("group", &addr, &["messages", "send", "anyone?"]);
+    assert!(!none.status.success(), "{}", text(&none.stdout));
+
     first.terminate();
     assert!(first.wait_exit().success(), "{}", first.stderr_text());
     assert!(ok(&run("group", &addr, &["g", "leader"])).starts_with("two term "));
