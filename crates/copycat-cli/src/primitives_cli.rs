@@ -77,6 +77,76 @@ pub enum PrimitiveCmd {
     Latch(Prim<LatchOp>),
     /// A publish/subscribe topic of text messages.
     Topic(Prim<TopicOp>),
+    /// Every resource of any type: list them, describe one, delete one.
+    Resources(ResourcesArgs),
+}
+
+/// `copycat resources ...`
+#[derive(Args, Debug)]
+pub struct ResourcesArgs {
+    #[command(flatten)]
+    conn: Conn,
+    #[command(subcommand)]
+    op: ResourcesOp,
+}
+
+/// `copycat resources ...`
+#[derive(Subcommand, Debug)]
+pub enum ResourcesOp {
+    /// Print every resource's name and type, in name order.
+    List {
+        /// Only resources of this type.
+        #[arg(long = "type", value_enum)]
+        resource_type: Option<TypeArg>,
+    },
+    /// Print a resource's type, settings and the log index that created
+    /// it; exit code 1 if there is none.
+    Info {
+        /// The resource.
+        name: String,
+    },
+    /// Delete a resource (calls waiting on it fail); exit code 1 if there
+    /// was none.
+    Delete {
+        /// The resource.
+        name: String,
+    },
+}
+
+/// A resource type on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum TypeArg {
+    Value,
+    Long,
+    Map,
+    Multimap,
+    Set,
+    Queue,
+    Lock,
+    Election,
+    Group,
+    Semaphore,
+    Latch,
+    Topic,
+}
+
+impl From<TypeArg> for ResourceType {
+    fn from(arg: TypeArg) -> Self {
+        match arg {
+            TypeArg::Value => ResourceType::Value,
+            TypeArg::Long => ResourceType::Long,
+            TypeArg::Map => ResourceType::Map,
+            TypeArg::Multimap => ResourceType::MultiMap,
+            TypeArg::Set => ResourceType::Set,
+            TypeArg::Queue => ResourceType::Queue,
+            TypeArg::Lock => ResourceType::Lock,
+            TypeArg::Election => ResourceType::Election,
+            TypeArg::Group => ResourceType::Group,
+            TypeArg::Semaphore => ResourceType::Semaphore,
+            TypeArg::Latch => ResourceType::Latch,
+            TypeArg::Topic => ResourceType::Topic,
+        }
+    }
 }
 
 /// Hold something (a lock, leadership, permits) after taking it.
@@ -505,6 +575,7 @@ pub async fn run(cmd: PrimitiveCmd) -> Result<ExitCode> {
         PrimitiveCmd::Semaphore(a) => &a.conn,
         PrimitiveCmd::Latch(a) => &a.conn,
         PrimitiveCmd::Topic(a) => &a.conn,
+        PrimitiveCmd::Resources(a) => &a.conn,
     };
     let client = Client::builder()
         .servers(conn.servers.clone())
@@ -527,6 +598,7 @@ pub async fn run(cmd: PrimitiveCmd) -> Result<ExitCode> {
         PrimitiveCmd::Semaphore(a) => semaphore(&p, out, &a.name, a.op).await,
         PrimitiveCmd::Latch(a) => latch(&p, out, &a.name, a.op).await,
         PrimitiveCmd::Topic(a) => topic(&p, out, &a.name, a.op).await,
+        PrimitiveCmd::Resources(a) => resources(&p, out, a.op).await,
     };
     drop(p);
     client.close().await;
@@ -538,6 +610,59 @@ pub async fn run(cmd: PrimitiveCmd) -> Result<ExitCode> {
         }
         Err(Failure::Other(error)) => Err(error),
     }
+}
+
+async fn resources(p: &Primitives, out: Out, op: ResourcesOp) -> Res {
+    match op {
+        ResourcesOp::List { resource_type } => {
+            for name in p.list(resource_type.map(ResourceType::from)).await? {
+                // A resource deleted between the list and the lookup is
+                // left out.
+                if let Some(info) = p.info(&name).await? {
+                    let kind = info.spec.resource_type();
+                    out.print(
+                        format!("{name} {kind}"),
+                        json!({"name": name, "type": kind.to_string()}),
+                    );
+                }
+            }
+        }
+        ResourcesOp::Info { name } => match p.info(&name).await? {
+            Some(info) => out.print(
+                format!(
+                    "{} {} {:?} created at index {}",
+                    info.name,
+                    info.spec.resource_type(),
+                    info.spec,
+                    info.created_index
+                ),
+                json!({
+                    "name": info.name,
+                    "type": info.spec.resource_type().to_string(),
+                    "spec": format!("{:?}", info.spec),
+                    "created_index": info.created_index,
+                }),
+            ),
+            None => {
+                return fail(
+                    out,
+                    format!("no resource {name:?}"),
+                    json!({"name": name, "exists": false}),
+                )
+            }
+        },
+        ResourcesOp::Delete { name } => {
+            if !p.delete(&name).await? {
+                return fail(
+                    out,
+                    format!("no resource {name:?}"),
+                    json!({"name": name, "deleted": false}),
+                );
+            }
+            out.print("OK", json!({"name": name, "deleted": true}));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Why an operation failed.

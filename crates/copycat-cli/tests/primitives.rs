@@ -444,6 +444,22 @@ fn sets_multimaps_semaphores_latches_elections_and_watches() {
     assert!(ok(&run("group", &addr, &["g", "leader"])).starts_with("two term "));
     second.terminate();
     assert!(second.wait_exit().success(), "{}", second.stderr_text());
+
+    // Every resource, by type; one described, then deleted.
+    let all = ok(&run("resources", &addr, &["list"]));
+    assert!(all.lines().any(|l| l == "g group"), "{all}");
+    assert!(all.lines().any(|l| l == "messages group"), "{all}");
+    let groups = ok(&run("resources", &addr, &["list", "--type", "group"]));
+    assert_eq!(groups, "g group\nmessages group\n");
+    assert!(ok(&run("resources", &addr, &["info", "messages"])).starts_with("messages group "));
+    assert_eq!(
+        ok(&run("resources", &addr, &["delete", "messages"])),
+        "OK\n"
+    );
+    assert!(failed(&run("resources", &addr, &["info", "messages"])).contains("no resource"));
+    assert!(failed(&run("resources", &addr, &["delete", "messages"])).contains("no resource"));
+    let groups = ok(&run("resources", &addr, &["list", "--type", "group"]));
+    assert_eq!(groups, "g group\n");
 }
 
 #[test]
