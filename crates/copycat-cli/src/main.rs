@@ -417,6 +417,63 @@ fn main() -> ExitCode {
     }
 }
 
+/// The environment variable that names a bug to plant (test builds only).
+const PLANTED_BUG_VAR: &str = "COPYCAT_PLANTED_BUG";
+
+/// The bug `COPYCAT_PLANTED_BUG` names, checked before the server starts.
+/// A build with the `planted-bugs` feature returns it (an unknown name is an
+/// error listing the valid ones); a build without refuses any value, so a
+/// test harness never runs the unbugged code believing a bug is planted.
+#[cfg(feature = "planted-bugs")]
+fn planted_bug_from_env() -> Result<Option<copycat_planted::PlantedBug>> {
+    use copycat_planted::PlantedBug;
+    let Some(value) = std::env::var_os(PLANTED_BUG_VAR) else {
+        return Ok(None);
+    };
+    let name = value
+        .to_str()
+        .ok_or_else(|| anyhow!("{PLANTED_BUG_VAR} is not valid UTF-8"))?;
+    match PlantedBug::from_name(name) {
+        Some(bug) => Ok(Some(bug)),
+        None => {
+            let names: Vec<&str> = PlantedBug::ALL.iter().map(|b| b.name()).collect();
+            bail!(
+                "{PLANTED_BUG_VAR}={name:?} is not a planted bug; valid names: {}",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+fn planted_bug_from_env() -> Result<Option<std::convert::Infallible>> {
+    if std::env::var_os(PLANTED_BUG_VAR).is_some() {
+        bail!(
+            "{PLANTED_BUG_VAR} is set, but this copycat binary has no planted-bug switches \
+             (build it with `--features planted-bugs`, for tests only)"
+        );
+    }
+    Ok(None)
+}
+
+/// Switch the bug from [`planted_bug_from_env`] on for the whole process
+/// (the server runs on many threads) and say so loudly. Call after logging
+/// is set up and before any server starts.
+#[cfg(feature = "planted-bugs")]
+fn plant_bug(bug: Option<copycat_planted::PlantedBug>) {
+    if let Some(bug) = bug {
+        copycat_planted::plant_process(Some(bug));
+        tracing::warn!("planted bug {} is active (test build)", bug.name());
+    }
+}
+
+#[cfg(not(feature = "planted-bugs"))]
+fn plant_bug(bug: Option<std::convert::Infallible>) {
+    if let Some(never) = bug {
+        match never {}
+    }
+}
+
 fn init_logging(verbose: bool, default: &str) -> Result<()> {
     let level = if verbose { "debug" } else { default };
     logging::init(level, verbose, LogFormat::Text).map_err(|e| anyhow!(e))
@@ -431,7 +488,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             no_fsync,
             http_base_port,
         } => {
+            let bug = planted_bug_from_env()?;
             init_logging(cli.verbose, "info")?;
+            plant_bug(bug);
             local(nodes, base_port, data_dir, no_fsync, http_base_port).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -529,7 +588,9 @@ async fn server(args: ServerArgs, verbose: bool) -> Result<ExitCode> {
         print!("{}", settings.to_toml());
         return Ok(ExitCode::SUCCESS);
     }
+    let bug = planted_bug_from_env()?;
     logging::init(&settings.log_level, explicit, settings.log_format).map_err(|e| anyhow!(e))?;
+    plant_bug(bug);
     if !settings.fsync {
         warn_no_fsync();
     }

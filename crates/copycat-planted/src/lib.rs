@@ -4,11 +4,17 @@
 //!
 //! Every crate that can carry a bug has a `planted-bugs` cargo feature that
 //! pulls this crate in; without the feature the check sites do not exist.
-//! With it, a bug is active only on the thread that switched it on
-//! ([`plant`]), so tests running different bugs on different threads do not
-//! see each other's. The simulator runs a whole cluster on one thread, which
-//! makes a thread the right scope: every server and client of one run has
-//! the same bug.
+//! With it, a bug is active on the thread that switched it on ([`plant`]),
+//! so tests running different bugs on different threads do not see each
+//! other's. The simulator runs a whole cluster on one thread, which makes a
+//! thread the right scope: every server and client of one run has the same
+//! bug.
+//!
+//! A real server runs on a multi-thread async runtime, where a thread-local
+//! switch cannot reach every task, so a bug can also be switched on for the
+//! whole process ([`plant_process`]); `copycat server` does that from the
+//! `COPYCAT_PLANTED_BUG` environment variable in a test build. A bug is
+//! [`active`] if it is active on this thread or process-wide.
 //!
 //! A site in production code reads:
 //!
@@ -20,6 +26,7 @@
 //! ```
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 macro_rules! planted_bugs {
     ($($(#[$doc:meta])* $name:ident,)*) => {
@@ -34,6 +41,21 @@ macro_rules! planted_bugs {
         impl PlantedBug {
             /// Every planted bug, in declaration order.
             pub const ALL: &'static [PlantedBug] = &[$(PlantedBug::$name,)*];
+
+            /// The variant's name, as written in the source (`"DoubleVote"`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(PlantedBug::$name => stringify!($name),)*
+                }
+            }
+
+            /// The bug whose variant name is exactly `name`, if any.
+            pub fn from_name(name: &str) -> Option<PlantedBug> {
+                match name {
+                    $(stringify!($name) => Some(PlantedBug::$name),)*
+                    _ => None,
+                }
+            }
         }
     };
 }
@@ -129,6 +151,32 @@ thread_local! {
     static ACTIVE: Cell<Option<PlantedBug>> = const { Cell::new(None) };
 }
 
+/// The process-wide bug: 0 for none, else its index in [`PlantedBug::ALL`]
+/// plus one.
+static PROCESS: AtomicUsize = AtomicUsize::new(0);
+
+/// Switch `bug` on for every thread of the process (or the process-wide bug
+/// off, with `None`). Bugs switched on per thread ([`plant`]) stay as they
+/// are.
+pub fn plant_process(bug: Option<PlantedBug>) {
+    let index = bug.map_or(0, |bug| {
+        PlantedBug::ALL
+            .iter()
+            .position(|b| *b == bug)
+            .expect("PlantedBug::ALL lists every variant")
+            + 1
+    });
+    PROCESS.store(index, Ordering::SeqCst);
+}
+
+/// The bug active for the whole process, if any.
+pub fn planted_process() -> Option<PlantedBug> {
+    match PROCESS.load(Ordering::SeqCst) {
+        0 => None,
+        index => PlantedBug::ALL.get(index - 1).copied(),
+    }
+}
+
 /// Switch `bug` on for this thread (or every bug off, with `None`).
 pub fn plant(bug: Option<PlantedBug>) {
     ACTIVE.with(|active| active.set(bug));
@@ -139,9 +187,9 @@ pub fn planted() -> Option<PlantedBug> {
     ACTIVE.with(Cell::get)
 }
 
-/// Whether `bug` is active on this thread.
+/// Whether `bug` is active on this thread or for the whole process.
 pub fn active(bug: PlantedBug) -> bool {
-    planted() == Some(bug)
+    planted() == Some(bug) || planted_process() == Some(bug)
 }
 
 /// Run `f` with `bug` active on this thread, then switch it off again (also
@@ -181,5 +229,16 @@ mod tests {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted, PlantedBug::ALL);
+    }
+
+    #[test]
+    fn names_round_trip_exactly() {
+        for bug in PlantedBug::ALL {
+            assert_eq!(bug.name(), format!("{bug:?}"));
+            assert_eq!(PlantedBug::from_name(bug.name()), Some(*bug));
+        }
+        assert_eq!(PlantedBug::from_name("doublevote"), None);
+        assert_eq!(PlantedBug::from_name(" DoubleVote"), None);
+        assert_eq!(PlantedBug::from_name(""), None);
     }
 }

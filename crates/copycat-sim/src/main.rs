@@ -131,17 +131,13 @@ fn planted_bug(name: &str) -> Result<copycat_planted::PlantedBug, String> {
                 .into(),
         );
     }
-    copycat_planted::PlantedBug::ALL
-        .iter()
-        .copied()
-        .find(|bug| format!("{bug:?}") == name)
-        .ok_or_else(|| {
-            let names: Vec<String> = copycat_planted::PlantedBug::ALL
-                .iter()
-                .map(|b| format!("{b:?}"))
-                .collect();
-            format!("unknown planted bug {name:?}; one of {}", names.join(", "))
-        })
+    copycat_planted::PlantedBug::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = copycat_planted::PlantedBug::ALL
+            .iter()
+            .map(|b| b.name())
+            .collect();
+        format!("unknown planted bug {name:?}; one of {}", names.join(", "))
+    })
 }
 
 fn params(seed: u64, without: &[FaultKind]) -> SimParams {
