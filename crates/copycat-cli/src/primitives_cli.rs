@@ -95,9 +95,10 @@ pub struct ResourcesArgs {
 pub enum ResourcesOp {
     /// Print every resource's name and type, in name order.
     List {
-        /// Only resources of this type.
-        #[arg(long = "type", value_enum)]
-        resource_type: Option<TypeArg>,
+        /// Only resources of this type (value, long, map, multimap, set,
+        /// queue, lock, election, group, semaphore, latch or topic).
+        #[arg(long = "type", value_parser = str::parse::<ResourceType>)]
+        resource_type: Option<ResourceType>,
     },
     /// Print a resource's type, settings and the log index that created
     /// it; exit code 1 if there is none.
@@ -111,42 +112,6 @@ pub enum ResourcesOp {
         /// The resource.
         name: String,
     },
-}
-
-/// A resource type on the command line.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum TypeArg {
-    Value,
-    Long,
-    Map,
-    Multimap,
-    Set,
-    Queue,
-    Lock,
-    Election,
-    Group,
-    Semaphore,
-    Latch,
-    Topic,
-}
-
-impl From<TypeArg> for ResourceType {
-    fn from(arg: TypeArg) -> Self {
-        match arg {
-            TypeArg::Value => ResourceType::Value,
-            TypeArg::Long => ResourceType::Long,
-            TypeArg::Map => ResourceType::Map,
-            TypeArg::Multimap => ResourceType::MultiMap,
-            TypeArg::Set => ResourceType::Set,
-            TypeArg::Queue => ResourceType::Queue,
-            TypeArg::Lock => ResourceType::Lock,
-            TypeArg::Election => ResourceType::Election,
-            TypeArg::Group => ResourceType::Group,
-            TypeArg::Semaphore => ResourceType::Semaphore,
-            TypeArg::Latch => ResourceType::Latch,
-            TypeArg::Topic => ResourceType::Topic,
-        }
-    }
 }
 
 /// Hold something (a lock, leadership, permits) after taking it.
@@ -615,16 +580,23 @@ pub async fn run(cmd: PrimitiveCmd) -> Result<ExitCode> {
 async fn resources(p: &Primitives, out: Out, op: ResourcesOp) -> Res {
     match op {
         ResourcesOp::List { resource_type } => {
-            for name in p.list(resource_type.map(ResourceType::from)).await? {
-                // A resource deleted between the list and the lookup is
-                // left out.
-                if let Some(info) = p.info(&name).await? {
-                    let kind = info.spec.resource_type();
-                    out.print(
-                        format!("{name} {kind}"),
-                        json!({"name": name, "type": kind.to_string()}),
-                    );
-                }
+            // One listing per type (not a lookup per resource), merged into
+            // name order.
+            let mut all = Vec::new();
+            for kind in resource_type.map_or(ResourceType::ALL.to_vec(), |t| vec![t]) {
+                all.extend(
+                    p.list(Some(kind))
+                        .await?
+                        .into_iter()
+                        .map(|name| (name, kind)),
+                );
+            }
+            all.sort();
+            for (name, kind) in all {
+                out.print(
+                    format!("{name} {kind}"),
+                    json!({"name": name, "type": kind.to_string()}),
+                );
             }
         }
         ResourcesOp::Info { name } => match p.info(&name).await? {

@@ -383,16 +383,28 @@ fn bench_reports_throughput_and_latency_as_json() {
         ],
         dir.path(),
     );
-    for workload in ["put", "mixed"] {
+    // A report for `total` requests of `workload`, all answered.
+    let report = |workload: &str, total: u64, concurrency: &str| {
         let out = copycat()
-            .args(["bench", "--server", &addr, workload, "--total", "200"])
-            .args(["--clients", "4", "--concurrency", "2", "--json"])
+            .args([
+                "bench",
+                "--server",
+                &addr,
+                workload,
+                "--total",
+                &total.to_string(),
+            ])
+            .args(["--clients", "4", "--concurrency", concurrency, "--json"])
             .output()
             .unwrap();
         let report: serde_json::Value = serde_json::from_str(&ok(&out)).expect("JSON report");
         assert_eq!(report["workload"], workload);
-        assert_eq!(report["requests"], 200, "{report}");
+        assert_eq!(report["requests"], total, "{report}");
         assert_eq!(report["errors"], 0, "{report}");
+        report
+    };
+    for workload in ["put", "mixed"] {
+        let report = report(workload, 200, "2");
         let latency = &report["latency_us"];
         let p50 = latency["p50"].as_u64().unwrap();
         let p99 = latency["p99"].as_u64().unwrap();
@@ -403,15 +415,7 @@ fn bench_reports_throughput_and_latency_as_json() {
     // The primitive workloads: every increment counted once, every offered
     // item polled again, the lock free at the end.
     for workload in ["lock", "counter", "queue"] {
-        let out = copycat()
-            .args(["bench", "--server", &addr, workload, "--total", "40"])
-            .args(["--clients", "4", "--concurrency", "1", "--json"])
-            .output()
-            .unwrap();
-        let report: serde_json::Value = serde_json::from_str(&ok(&out)).expect("JSON report");
-        assert_eq!(report["workload"], workload);
-        assert_eq!(report["requests"], 40, "{report}");
-        assert_eq!(report["errors"], 0, "{report}");
+        report(workload, 40, "1");
     }
     let primitive = |args: &[&str]| {
         let out = copycat()

@@ -451,6 +451,12 @@ fn sets_multimaps_semaphores_latches_elections_and_watches() {
     assert!(all.lines().any(|l| l == "messages group"), "{all}");
     let groups = ok(&run("resources", &addr, &["list", "--type", "group"]));
     assert_eq!(groups, "g group\nmessages group\n");
+    let unknown = run("resources", &addr, &["list", "--type", "groups"]);
+    assert!(
+        text(&unknown.stderr).contains("unknown resource type \"groups\""),
+        "{}",
+        text(&unknown.stderr)
+    );
     assert!(ok(&run("resources", &addr, &["info", "messages"])).starts_with("messages group "));
     assert_eq!(
         ok(&run("resources", &addr, &["delete", "messages"])),

@@ -39,6 +39,43 @@ pub enum ResourceType {
     Topic,
 }
 
+impl ResourceType {
+    /// Every type, in declaration order.
+    pub const ALL: [ResourceType; 12] = [
+        ResourceType::Value,
+        ResourceType::Long,
+        ResourceType::Map,
+        ResourceType::MultiMap,
+        ResourceType::Set,
+        ResourceType::Queue,
+        ResourceType::Lock,
+        ResourceType::Election,
+        ResourceType::Group,
+        ResourceType::Semaphore,
+        ResourceType::Latch,
+        ResourceType::Topic,
+    ];
+}
+
+/// Parses the names [`fmt::Display`] writes (`value`, `multimap`, ...); the
+/// error lists them.
+impl std::str::FromStr for ResourceType {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.to_string() == name)
+            .ok_or_else(|| {
+                let names: Vec<String> = Self::ALL.iter().map(ToString::to_string).collect();
+                format!(
+                    "unknown resource type {name:?}; one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
 impl fmt::Display for ResourceType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self {
@@ -437,6 +474,18 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+
+    #[test]
+    fn resource_types_parse_from_their_display_names_only() {
+        for kind in ResourceType::ALL {
+            assert_eq!(kind.to_string().parse::<ResourceType>(), Ok(kind));
+        }
+        let error = "MultiMap".parse::<ResourceType>().unwrap_err();
+        assert!(
+            error.contains("one of value, long, map, multimap"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn a_page_stops_at_its_byte_budget_but_holds_one_item() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use copycat_proto::{ClientRequest, Request, RequestId, ServerMessage};
-use copycat_raft::{IgnoreReason, LogIndex};
+use copycat_raft::{IgnoreReason, LogIndex, NodeId};
 use copycat_replica::node::ConnectionId;
 use copycat_replica::shell::Shell;
 use copycat_replica::RawStateMachine;
@@ -33,6 +33,8 @@ pub(crate) struct Observer {
     last_sample: Option<Instant>,
     last: Option<Status>,
     config_index: Option<LogIndex>,
+    /// The peers with a `peer_queue_depth` series.
+    peers_exported: Vec<NodeId>,
 }
 
 fn kind(request: &Request) -> &'static str {
@@ -71,6 +73,7 @@ impl Observer {
             last_sample: None,
             last: None,
             config_index: None,
+            peers_exported: Vec::new(),
         }
     }
 
@@ -245,13 +248,18 @@ impl Observer {
                 queue: "client_outbound",
             })
             .set(gauge(outbound));
-        // Peers that left the configuration lose their series.
-        m.peer_queue_depth.clear();
+        let mut exported = Vec::new();
         for (peer, depth) in peers.queue_depths() {
             m.peer_queue_depth
                 .get_or_create(&PeerLabel { peer: peer.0 })
                 .set(gauge(depth));
+            exported.push(peer);
         }
+        // Peers that left the configuration lose their series.
+        for gone in self.peers_exported.iter().filter(|p| !exported.contains(p)) {
+            m.peer_queue_depth.remove(&PeerLabel { peer: gone.0 });
+        }
+        self.peers_exported = exported;
     }
 }
 
