@@ -1,0 +1,543 @@
+//! Nemeses: the faults a run injects, alone or two at once, on a schedule.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use copycat_proto::{AdminRequest, AdminResponse, MemberKind};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::Mutex;
+
+use crate::cluster::{self, node_addr, Cluster};
+use crate::net::Firewall;
+use crate::recorder::Recorder;
+
+/// One kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Nemesis {
+    /// One random server cut off from the others.
+    PartitionOne,
+    /// The leader cut off from the others.
+    PartitionLeader,
+    /// A random minority cut off from the majority.
+    PartitionHalves,
+    /// Two halves that only one server (the bridge) sees both of.
+    Bridge,
+    /// Every server sees a majority, but no two the same one.
+    Ring,
+    /// A share of the packets from one server to another lost, one way.
+    OneWayLoss,
+    /// kill -9 a server (sometimes the leader), restart it at the heal.
+    Kill,
+    /// SIGSTOP a server (sometimes the leader), SIGCONT at the heal.
+    Pause,
+    /// Skew a server's wall clock, or make it jump (libfaketime).
+    Clock,
+    /// Transfer leadership, demote and promote, remove and re-add servers.
+    Membership,
+}
+
+impl Nemesis {
+    /// Every nemesis, in the order `--nemesis all` lists them.
+    pub const ALL: &'static [Nemesis] = &[
+        Nemesis::PartitionOne,
+        Nemesis::PartitionLeader,
+        Nemesis::PartitionHalves,
+        Nemesis::Bridge,
+        Nemesis::Ring,
+        Nemesis::OneWayLoss,
+        Nemesis::Kill,
+        Nemesis::Pause,
+        Nemesis::Clock,
+        Nemesis::Membership,
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Nemesis::PartitionOne => "partition-one",
+            Nemesis::PartitionLeader => "partition-leader",
+            Nemesis::PartitionHalves => "partition-halves",
+            Nemesis::Bridge => "bridge",
+            Nemesis::Ring => "ring",
+            Nemesis::OneWayLoss => "one-way-loss",
+            Nemesis::Kill => "kill",
+            Nemesis::Pause => "pause",
+            Nemesis::Clock => "clock",
+            Nemesis::Membership => "membership",
+        }
+    }
+
+    /// Whether it needs packet filters (a network namespace).
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            Nemesis::PartitionOne
+                | Nemesis::PartitionLeader
+                | Nemesis::PartitionHalves
+                | Nemesis::Bridge
+                | Nemesis::Ring
+                | Nemesis::OneWayLoss
+        )
+    }
+
+    /// Parse a comma-separated list: names, `partition` (every network
+    /// nemesis), `none`, or `all`.
+    pub fn parse_list(text: &str) -> Result<Vec<Nemesis>> {
+        let mut list = Vec::new();
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "all" => list.extend_from_slice(Nemesis::ALL),
+                "none" => {}
+                "partition" => list.extend(Nemesis::ALL.iter().filter(|n| n.is_network())),
+                name => list.push(name.parse()?),
+            }
+        }
+        list.sort();
+        list.dedup();
+        Ok(list)
+    }
+}
+
+impl fmt::Display for Nemesis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Nemesis {
+    type Err = anyhow::Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match Nemesis::ALL.iter().find(|n| n.name() == name) {
+            Some(n) => Ok(*n),
+            None => {
+                let names: Vec<&str> = Nemesis::ALL.iter().map(|n| n.name()).collect();
+                bail!(
+                    "unknown nemesis {name:?}: expected all, none, partition or one of {}",
+                    names.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// A fault that was in force from `start_ms` to `end_ms`.
+#[derive(Clone, Debug)]
+pub struct FaultWindow {
+    /// Which nemesis.
+    pub nemesis: Nemesis,
+    /// What exactly it did ("isolated 2", "killed 1 (leader)").
+    pub detail: String,
+    /// When it began (ms since the run began).
+    pub start_ms: u64,
+    /// When it was healed.
+    pub end_ms: u64,
+}
+
+/// How to undo a fault.
+enum Undo {
+    Heal,
+    Restart(u64),
+    Resume(u64),
+    ClockReset(u64),
+    Promote(u64),
+    Rejoin(u64),
+    Nothing,
+}
+
+/// Shared state of the faults.
+pub struct Faults {
+    /// The cluster.
+    pub cluster: Arc<Mutex<Cluster>>,
+    /// Its packet filters.
+    pub firewall: Mutex<Firewall>,
+    /// Windows of the faults so far.
+    pub windows: std::sync::Mutex<Vec<FaultWindow>>,
+    /// Things that went wrong injecting or healing faults (not failures of
+    /// the system under test by themselves).
+    pub errors: std::sync::Mutex<Vec<String>>,
+    /// The run's clock.
+    pub recorder: Recorder,
+    /// The election timeout (faults last a few of them).
+    pub election_timeout: Duration,
+    /// Faults injected so far.
+    pub seen: Arc<AtomicU64>,
+    /// Faults in effect now.
+    pub active: Arc<AtomicU64>,
+}
+
+impl Faults {
+    fn ids(cluster: &Cluster) -> Vec<u64> {
+        cluster.nodes.keys().copied().collect()
+    }
+
+    async fn pick_target(&self, rng: &mut ChaCha8Rng, ids: &[u64]) -> (u64, &'static str) {
+        if rng.gen_bool(0.5) {
+            if let Some(leader) = cluster::leader(ids, Duration::from_millis(500)).await {
+                return (leader, " (leader)");
+            }
+        }
+        (*ids.choose(rng).expect("servers"), "")
+    }
+
+    /// Inject one `nemesis`; returns what it did and how to undo it.
+    async fn inject(&self, nemesis: Nemesis, rng: &mut ChaCha8Rng) -> Result<(String, Undo)> {
+        let ids = Self::ids(&*self.cluster.lock().await);
+        let n = ids.len();
+        match nemesis {
+            Nemesis::PartitionOne | Nemesis::PartitionLeader => {
+                let (target, tag) = if nemesis == Nemesis::PartitionLeader {
+                    match cluster::leader(&ids, Duration::from_millis(500)).await {
+                        Some(leader) => (leader, " (leader)"),
+                        None => (*ids.choose(rng).expect("servers"), " (no leader known)"),
+                    }
+                } else {
+                    (*ids.choose(rng).expect("servers"), "")
+                };
+                let rest: Vec<u64> = ids.iter().copied().filter(|id| *id != target).collect();
+                self.firewall
+                    .lock()
+                    .await
+                    .partition(&[vec![target], rest.clone()])?;
+                Ok((format!("isolated {target}{tag} from {rest:?}"), Undo::Heal))
+            }
+            Nemesis::PartitionHalves => {
+                let mut shuffled = ids.clone();
+                shuffled.shuffle(rng);
+                let minority = shuffled[..(n - 1) / 2].to_vec();
+                let majority = shuffled[(n - 1) / 2..].to_vec();
+                self.firewall
+                    .lock()
+                    .await
+                    .partition(&[minority.clone(), majority.clone()])?;
+                Ok((format!("halves {minority:?} | {majority:?}"), Undo::Heal))
+            }
+            Nemesis::Bridge => {
+                let mut shuffled = ids.clone();
+                shuffled.shuffle(rng);
+                let bridge = shuffled[n / 2];
+                let left: Vec<u64> = shuffled[..n / 2].to_vec();
+                let right: Vec<u64> = shuffled[n / 2 + 1..].to_vec();
+                let mut firewall = self.firewall.lock().await;
+                for a in &left {
+                    for b in &right {
+                        firewall.drop_packets(*a, *b)?;
+                        firewall.drop_packets(*b, *a)?;
+                    }
+                }
+                Ok((
+                    format!("bridge {bridge} between {left:?} and {right:?}"),
+                    Undo::Heal,
+                ))
+            }
+            Nemesis::Ring => {
+                // Servers on a ring each see their neighbours up to distance
+                // d, so each sees a majority (2d + 1 > n / 2) and no two see
+                // the same one. With three servers that is the bridge.
+                let mut ring = ids.clone();
+                ring.shuffle(rng);
+                let d = (n / 2).div_ceil(2).max(1);
+                let mut firewall = self.firewall.lock().await;
+                for i in 0..n {
+                    for j in 0..n {
+                        let distance = (i as isize - j as isize).unsigned_abs();
+                        let distance = distance.min(n - distance);
+                        if distance > d {
+                            firewall.drop_packets(ring[i], ring[j])?;
+                        }
+                    }
+                }
+                if firewall.cut.is_empty() && n >= 3 {
+                    firewall.drop_packets(ring[0], ring[n - 1])?;
+                    firewall.drop_packets(ring[n - 1], ring[0])?;
+                }
+                let cut: Vec<_> = firewall.cut.iter().filter(|(a, b)| a < b).collect();
+                Ok((format!("ring {ring:?}, links cut {cut:?}"), Undo::Heal))
+            }
+            Nemesis::OneWayLoss => {
+                let (from, tag) = self.pick_target(rng, &ids).await;
+                let share = [0.3, 0.6, 0.9][rng.gen_range(0..3)];
+                let mut firewall = self.firewall.lock().await;
+                for to in ids.iter().filter(|id| **id != from) {
+                    firewall.lose_packets(from, *to, share)?;
+                }
+                Ok((
+                    format!("{:.0}% of packets from {from}{tag} lost", share * 100.0),
+                    Undo::Heal,
+                ))
+            }
+            Nemesis::Kill => {
+                let (target, tag) = self.pick_target(rng, &ids).await;
+                self.cluster.lock().await.kill(target);
+                Ok((
+                    format!("killed {target}{tag} (SIGKILL)"),
+                    Undo::Restart(target),
+                ))
+            }
+            Nemesis::Pause => {
+                let (target, tag) = self.pick_target(rng, &ids).await;
+                self.cluster.lock().await.pause(target)?;
+                Ok((
+                    format!("paused {target}{tag} (SIGSTOP)"),
+                    Undo::Resume(target),
+                ))
+            }
+            Nemesis::Clock => {
+                let cluster = self.cluster.lock().await;
+                if cluster.spec.faketime.is_none() {
+                    return Ok(("clock faults skipped: no libfaketime".into(), Undo::Nothing));
+                }
+                let (target, tag) = {
+                    drop(cluster);
+                    self.pick_target(rng, &ids).await
+                };
+                let cluster = self.cluster.lock().await;
+                let offset: i64 = match rng.gen_range(0..4) {
+                    0 => rng.gen_range(-60_000..-5_000),
+                    1 => rng.gen_range(5_000..60_000),
+                    2 => rng.gen_range(-800..-50),
+                    _ => rng.gen_range(50..800),
+                };
+                cluster.set_clock_offset(target, offset)?;
+                Ok((
+                    format!("clock of {target}{tag} jumped {offset:+} ms"),
+                    Undo::ClockReset(target),
+                ))
+            }
+            Nemesis::Membership => self.membership(rng, &ids).await,
+        }
+    }
+
+    async fn membership(&self, rng: &mut ChaCha8Rng, ids: &[u64]) -> Result<(String, Undo)> {
+        let limit = self.election_timeout * 20;
+        let leader = cluster::leader(ids, Duration::from_millis(500)).await;
+        let others: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| Some(*id) != leader)
+            .collect();
+        let target = *others.choose(rng).expect("servers");
+        match rng.gen_range(0..3) {
+            0 => {
+                let answer = cluster::leader_call(
+                    ids,
+                    &AdminRequest::TransferLeadership { to: Some(target) },
+                    limit,
+                )
+                .await?;
+                Ok((
+                    format!("leadership transfer to {target}: {}", describe(&answer)),
+                    Undo::Nothing,
+                ))
+            }
+            1 => {
+                let answer = cluster::leader_call(
+                    ids,
+                    &AdminRequest::SetKind {
+                        id: target,
+                        kind: MemberKind::Passive,
+                    },
+                    limit,
+                )
+                .await?;
+                Ok((
+                    format!("demoted {target} to passive: {}", describe(&answer)),
+                    Undo::Promote(target),
+                ))
+            }
+            _ => {
+                let answer =
+                    cluster::leader_call(ids, &AdminRequest::Remove { id: target }, limit).await?;
+                if !matches!(answer, AdminResponse::Done) {
+                    return Ok((
+                        format!("remove {target}: {}", describe(&answer)),
+                        Undo::Nothing,
+                    ));
+                }
+                let mut cluster = self.cluster.lock().await;
+                cluster.kill(target);
+                let node = cluster.nodes.get_mut(&target).expect("node");
+                std::fs::remove_dir_all(&node.data_dir)?;
+                std::fs::create_dir_all(&node.data_dir)?;
+                let through = *ids
+                    .iter()
+                    .find(|id| **id != target)
+                    .expect("another server");
+                node.join = Some(node_addr(through));
+                Ok((
+                    format!("removed {target} (data wiped, rejoins at the heal)"),
+                    Undo::Rejoin(target),
+                ))
+            }
+        }
+    }
+
+    async fn undo(&self, undo: Undo) -> Result<()> {
+        match undo {
+            Undo::Heal => self.firewall.lock().await.heal(),
+            Undo::Restart(id) | Undo::Rejoin(id) => {
+                let mut cluster = self.cluster.lock().await;
+                if !cluster.is_running(id) {
+                    cluster.start(id)?;
+                }
+                Ok(())
+            }
+            Undo::Resume(id) => self.cluster.lock().await.resume(id),
+            Undo::ClockReset(id) => self.cluster.lock().await.set_clock_offset(id, 0),
+            Undo::Promote(id) => {
+                let ids = Self::ids(&*self.cluster.lock().await);
+                let answer = cluster::leader_call(
+                    &ids,
+                    &AdminRequest::SetKind {
+                        id,
+                        kind: MemberKind::Voter,
+                    },
+                    self.election_timeout * 20,
+                )
+                .await?;
+                match answer {
+                    AdminResponse::Done => Ok(()),
+                    other => bail!("promoting {id} back to voter: {}", describe(&other)),
+                }
+            }
+            Undo::Nothing => Ok(()),
+        }
+    }
+
+    /// Run faults from `nemeses` until `run_for` has passed: a quiet spell,
+    /// then one fault (or two of different kinds at once), held a few
+    /// election timeouts, then healed.
+    pub async fn schedule(&self, nemeses: &[Nemesis], run_for: Duration, seed: u64) {
+        use rand::SeedableRng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let end = tokio::time::Instant::now() + run_for;
+        if nemeses.is_empty() {
+            tokio::time::sleep_until(end).await;
+            return;
+        }
+        let unit = self.election_timeout;
+        loop {
+            let quiet = unit * rng.gen_range(2..5);
+            if tokio::time::Instant::now() + quiet >= end {
+                break;
+            }
+            tokio::time::sleep(quiet).await;
+            let mut chosen = vec![*nemeses.choose(&mut rng).expect("nemeses")];
+            if nemeses.len() > 1 && rng.gen_bool(0.3) {
+                let second = *nemeses.choose(&mut rng).expect("nemeses");
+                if second.is_network() != chosen[0].is_network() {
+                    chosen.push(second);
+                }
+            }
+            let mut active = Vec::new();
+            for nemesis in chosen {
+                let start_ms = self.recorder.now_ms();
+                self.seen.fetch_add(1, Ordering::SeqCst);
+                self.active.fetch_add(1, Ordering::SeqCst);
+                match self.inject(nemesis, &mut rng).await {
+                    Ok((detail, undo)) => active.push((nemesis, detail, start_ms, undo)),
+                    Err(error) => {
+                        self.active.fetch_sub(1, Ordering::SeqCst);
+                        self.error(format!("{nemesis}: {error:#}"))
+                    }
+                }
+            }
+            let hold = unit * rng.gen_range(3..9);
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(hold.min(left)).await;
+            for (nemesis, detail, start_ms, undo) in active {
+                if let Err(error) = self.undo(undo).await {
+                    self.error(format!("healing {nemesis} ({detail}): {error:#}"));
+                }
+                self.active.fetch_sub(1, Ordering::SeqCst);
+                self.windows.lock().expect("windows").push(FaultWindow {
+                    nemesis,
+                    detail,
+                    start_ms,
+                    end_ms: self.recorder.now_ms(),
+                });
+            }
+            if tokio::time::Instant::now() >= end {
+                break;
+            }
+        }
+    }
+
+    fn error(&self, message: String) {
+        eprintln!("nemesis: {message}");
+        self.errors.lock().expect("errors").push(message);
+    }
+
+    /// Undo everything: heal the network, resume and restart every server,
+    /// reset the clocks, re-add removed servers and promote demoted ones.
+    pub async fn heal_all(&self) -> Result<()> {
+        self.firewall.lock().await.heal()?;
+        let ids = {
+            let mut cluster = self.cluster.lock().await;
+            cluster.resume_all()?;
+            let ids = Self::ids(&cluster);
+            for id in &ids {
+                cluster.set_clock_offset(*id, 0)?;
+            }
+            cluster.start_all()?;
+            ids
+        };
+        // A demotion whose promotion failed, or a learner still catching
+        // up: make every server a voter again.
+        let deadline = tokio::time::Instant::now() + self.election_timeout * 40;
+        loop {
+            let statuses = cluster::statuses(&ids, Duration::from_secs(1)).await;
+            let leader = statuses
+                .values()
+                .find(|s| s.state == copycat_proto::ServerState::Leader);
+            let not_voters: Vec<u64> = match leader {
+                Some(leader) => ids
+                    .iter()
+                    .copied()
+                    .filter(|id| {
+                        !leader
+                            .members
+                            .iter()
+                            .any(|m| m.id == *id && m.kind == MemberKind::Voter)
+                    })
+                    .collect(),
+                None => ids.clone(),
+            };
+            if leader.is_some() && not_voters.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("servers {not_voters:?} are not voters after the heal");
+            }
+            for id in &not_voters {
+                let in_config = leader.is_some_and(|l| l.members.iter().any(|m| m.id == *id));
+                if in_config {
+                    let _ = cluster::leader_call(
+                        &ids,
+                        &AdminRequest::SetKind {
+                            id: *id,
+                            kind: MemberKind::Voter,
+                        },
+                        Duration::from_secs(5),
+                    )
+                    .await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+fn describe(answer: &AdminResponse) -> String {
+    match answer {
+        AdminResponse::Done => "done".into(),
+        AdminResponse::Failed(failure) => failure.to_string(),
+        other => format!("{other:?}"),
+    }
+}

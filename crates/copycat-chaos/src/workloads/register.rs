@@ -1,0 +1,175 @@
+//! Linearizable registers: reads, writes and compare-and-sets on a few
+//! values, checked by the project's linearizability checker, and final
+//! reads on every server recorded into the same history.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use copycat_primitives::Value;
+use copycat_sim::linearizability::{check, CheckConfig, Register, Verdict};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value as Json};
+
+use super::{bounded, outcome_of, Check, Ctx};
+use crate::recorder::Outcome;
+
+/// Registers the clients share.
+const KEYS: u64 = 4;
+/// Values are drawn from 0..VALUES (a small domain, so compare-and-sets
+/// succeed often).
+const VALUES: i64 = 5;
+/// Processes of the final reads start here.
+const FINAL_PROCESS: u64 = 1 << 40;
+
+fn name(key: u64) -> String {
+    format!("chaos-register-{key}")
+}
+
+async fn worker(ctx: Arc<Ctx>, process: u64) -> Result<()> {
+    let primitives = ctx.primitives().await?;
+    let mut registers = Vec::new();
+    for key in 0..KEYS {
+        registers.push(Value::<i64>::open(&primitives, &name(key)).await?);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ (process << 8));
+    let limit = ctx.request_timeout + Duration::from_secs(1);
+    while !ctx.stopping() {
+        let key = rng.gen_range(0..KEYS);
+        let register = &registers[key as usize];
+        let recorder = &ctx.recorder;
+        match rng.gen_range(0..10) {
+            0..=3 => {
+                let id = recorder.invoke(process, "read", key, Json::Null);
+                match bounded(limit, register.get()).await {
+                    Some(Ok(value)) => recorder.complete(id, Outcome::Ok, json!(value)),
+                    // A read that did not answer had no effect.
+                    _ => recorder.complete(id, Outcome::Fail, Json::Null),
+                }
+            }
+            4..=6 => {
+                let value = rng.gen_range(0..VALUES);
+                let id = recorder.invoke(process, "write", key, json!(value));
+                match bounded(limit, register.set(&value)).await {
+                    Some(Ok(())) => recorder.complete(id, Outcome::Ok, json!(value)),
+                    Some(Err(error)) => recorder.complete(id, outcome_of(&error), Json::Null),
+                    None => recorder.complete(id, Outcome::Info, Json::Null),
+                }
+            }
+            _ => {
+                let expected = rng.gen_range(0..VALUES);
+                let new = rng.gen_range(0..VALUES);
+                let id = recorder.invoke(process, "cas", key, json!([expected, new]));
+                match bounded(limit, register.compare_and_set(Some(&expected), Some(&new))).await {
+                    Some(Ok(true)) => recorder.complete(id, Outcome::Ok, json!([expected, new])),
+                    Some(Ok(false)) => recorder.complete(id, Outcome::Fail, Json::Null),
+                    Some(Err(error)) => recorder.complete(id, outcome_of(&error), Json::Null),
+                    None => recorder.complete(id, Outcome::Info, Json::Null),
+                }
+            }
+        }
+    }
+    primitives.client().clone().close().await;
+    Ok(())
+}
+
+/// The register workload.
+pub async fn run(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
+    let workers: Vec<_> = (0..ctx.clients as u64)
+        .map(|process| tokio::spawn(worker(ctx.clone(), process)))
+        .collect();
+    let mut errors = Vec::new();
+    for worker in workers {
+        if let Ok(Err(error)) = worker.await {
+            errors.push(format!("{error:#}"));
+        }
+    }
+    ctx.wait_healed().await;
+    let mut checks = Vec::new();
+    if !errors.is_empty() {
+        checks.push(Check::new("clients ran", false, errors.join("; ")));
+    }
+
+    // Every server's own state, read after it applied everything: recorded
+    // as reads after the end, so a lost acknowledged write shows as a
+    // violation of the register's history.
+    let converged = ctx.converge().await;
+    let mut finals = Vec::new();
+    for (i, server) in ctx.ids.iter().enumerate() {
+        let reads = async {
+            let primitives = ctx.pinned(*server).await?;
+            let mut values = Vec::new();
+            for key in 0..KEYS {
+                let register = Value::<i64>::open(&primitives, &name(key)).await?;
+                values.push(register.get().await?);
+            }
+            primitives.client().clone().close().await;
+            anyhow::Ok(values)
+        };
+        match reads.await {
+            Ok(values) => {
+                for (key, value) in values.iter().enumerate() {
+                    let process = FINAL_PROCESS + (i as u64) * KEYS + key as u64;
+                    let id = ctx.recorder.invoke(process, "read", key as u64, Json::Null);
+                    ctx.recorder.complete(id, Outcome::Ok, json!(value));
+                }
+                finals.push(format!("server {server}: {values:?}"));
+            }
+            Err(error) => finals.push(format!("server {server}: no final read ({error:#})")),
+        }
+    }
+    let all_read = finals.iter().all(|f| !f.contains("no final read"));
+    checks.push(Check::new(
+        "final reads on every server",
+        converged.is_ok() && all_read,
+        match &converged {
+            Ok(()) => finals.join("; "),
+            Err(error) => format!("{error:#}; {}", finals.join("; ")),
+        },
+    ));
+
+    let history = ctx.recorder.snapshot();
+    let started = Instant::now();
+    let config = CheckConfig {
+        deadline: Some(Instant::now() + Duration::from_secs(120)),
+        ..CheckConfig::default()
+    };
+    let check = match check(&Register::new(), &history, &config) {
+        Ok(report) => match &report.verdict {
+            Verdict::Linearizable => Check::new(
+                "linearizable (register model, per key)",
+                true,
+                format!(
+                    "{} operations checked in {:.1} s",
+                    history.operations().len(),
+                    started.elapsed().as_secs_f64()
+                ),
+            ),
+            Verdict::NotLinearizable(violation) => {
+                let core: Vec<String> = violation.core.iter().map(|op| op.to_string()).collect();
+                Check::new(
+                    "linearizable (register model, per key)",
+                    false,
+                    format!(
+                        "key {}: not linearizable; core: {}",
+                        violation.key,
+                        core.join(" | ")
+                    ),
+                )
+            }
+            Verdict::Unknown { reason, keys } => Check::new(
+                "linearizable (register model, per key)",
+                false,
+                format!("undecided ({reason:?}) for keys {keys:?}"),
+            ),
+        },
+        Err(error) => Check::new(
+            "linearizable (register model, per key)",
+            false,
+            error.to_string(),
+        ),
+    };
+    checks.push(check);
+    Ok(checks)
+}
