@@ -76,6 +76,9 @@ pub struct Cluster {
     pub spec: ClusterSpec,
     /// By id, from 1.
     pub nodes: BTreeMap<u64, Node>,
+    /// The server whose data directory is on a small filesystem of its
+    /// own, with that filesystem's mount point (for disk-full faults).
+    pub small_disk: Option<(u64, PathBuf)>,
 }
 
 impl Cluster {
@@ -102,7 +105,31 @@ impl Cluster {
                 },
             );
         }
-        Ok(Self { spec, nodes })
+        Ok(Self {
+            spec,
+            nodes,
+            small_disk: None,
+        })
+    }
+
+    /// Put the last server's data directory on a tmpfs of `mib` MiB of its
+    /// own (the harness runs in a mount namespace of its own, so the mount
+    /// goes away with it).
+    pub fn mount_small_disk(&mut self, mib: u64) -> Result<()> {
+        let id = *self.nodes.keys().next_back().expect("servers");
+        let mount = self.spec.dir.join(format!("node-{id}"));
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&mount)
+            .status()
+            .context("running mount")?;
+        if !status.success() {
+            bail!("mount -t tmpfs on {} failed", mount.display());
+        }
+        let node = self.nodes.get_mut(&id).expect("node");
+        std::fs::create_dir_all(&node.data_dir)?;
+        self.small_disk = Some((id, mount));
+        Ok(())
     }
 
     /// Every server's address.

@@ -56,7 +56,7 @@ struct RunArgs {
     /// Faults to inject, comma-separated: all, none, partition (every
     /// network fault), or names: partition-one, partition-leader,
     /// partition-halves, bridge, ring, one-way-loss, kill, pause, clock,
-    /// membership. Repeat the flag to run each set in turn.
+    /// membership, disk-full. Repeat the flag to run each set in turn.
     #[arg(long, default_value = "all")]
     nemesis: Vec<String>,
     /// Workloads, comma-separated: all, or register, set, counter, queue,

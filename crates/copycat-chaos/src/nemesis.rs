@@ -40,6 +40,9 @@ pub enum Nemesis {
     Clock,
     /// Transfer leadership, demote and promote, remove and re-add servers.
     Membership,
+    /// Fill the disk of the server whose data directory is on a small
+    /// filesystem of its own; free it at the heal.
+    DiskFull,
 }
 
 impl Nemesis {
@@ -55,6 +58,7 @@ impl Nemesis {
         Nemesis::Pause,
         Nemesis::Clock,
         Nemesis::Membership,
+        Nemesis::DiskFull,
     ];
 
     /// Its name on the command line.
@@ -70,6 +74,7 @@ impl Nemesis {
             Nemesis::Pause => "pause",
             Nemesis::Clock => "clock",
             Nemesis::Membership => "membership",
+            Nemesis::DiskFull => "disk-full",
         }
     }
 
@@ -148,6 +153,7 @@ enum Undo {
     ClockReset(u64),
     Promote(u64),
     Rejoin(u64),
+    FreeDisk(std::path::PathBuf),
     Nothing,
 }
 
@@ -311,6 +317,21 @@ impl Faults {
                 ))
             }
             Nemesis::Membership => self.membership(rng, &ids).await,
+            Nemesis::DiskFull => {
+                let cluster = self.cluster.lock().await;
+                let Some((id, mount)) = cluster.small_disk.clone() else {
+                    return Ok((
+                        "disk faults skipped: no small filesystem".into(),
+                        Undo::Nothing,
+                    ));
+                };
+                let filler = mount.join("filler");
+                let written = fill(&filler)?;
+                Ok((
+                    format!("filled the disk of {id} ({} MiB of filler)", written >> 20),
+                    Undo::FreeDisk(filler),
+                ))
+            }
         }
     }
 
@@ -405,6 +426,10 @@ impl Faults {
                     AdminResponse::Done => Ok(()),
                     other => bail!("promoting {id} back to voter: {}", describe(&other)),
                 }
+            }
+            Undo::FreeDisk(filler) => {
+                std::fs::remove_file(&filler)?;
+                Ok(())
             }
             Undo::Nothing => Ok(()),
         }
@@ -540,4 +565,24 @@ fn describe(answer: &AdminResponse) -> String {
         AdminResponse::Failed(failure) => failure.to_string(),
         other => format!("{other:?}"),
     }
+}
+
+/// Write zeroes to `path` until the filesystem is full; the bytes written.
+fn fill(path: &std::path::Path) -> Result<u64> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut written = 0u64;
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => written += n as u64,
+            Err(error) if error.raw_os_error() == Some(28) => break,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    // Whatever fits in the last partial block too.
+    let _ = file.write_all(&chunk[..4096]);
+    let _ = file.sync_all();
+    Ok(written)
 }

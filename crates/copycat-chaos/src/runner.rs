@@ -68,16 +68,24 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
         .copied()
         .filter(|n| spec.mode == Mode::Netns || !n.is_network())
         .filter(|n| *n != Nemesis::Clock || spec.cluster.faketime.is_some())
+        .filter(|n| *n != Nemesis::DiskFull || spec.mode == Mode::Netns)
         .collect();
+    let election = Duration::from_millis(spec.cluster.election_timeout_ms);
+    let session_timeout = Duration::from_millis(spec.cluster.session_timeout_ms);
+    let mut cluster = Cluster::new(spec.cluster.clone())?;
+    let mut nemeses = nemeses;
+    if nemeses.contains(&Nemesis::DiskFull) {
+        if let Err(error) = cluster.mount_small_disk(256) {
+            eprintln!("disk faults skipped: {error:#}");
+            nemeses.retain(|n| *n != Nemesis::DiskFull);
+        }
+    }
     let skipped: Vec<Nemesis> = spec
         .nemeses
         .iter()
         .copied()
         .filter(|n| !nemeses.contains(n))
         .collect();
-    let election = Duration::from_millis(spec.cluster.election_timeout_ms);
-    let session_timeout = Duration::from_millis(spec.cluster.session_timeout_ms);
-    let mut cluster = Cluster::new(spec.cluster.clone())?;
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
     let servers = cluster.addresses();
     eprintln!(
@@ -123,7 +131,7 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
         recorder: recorder.clone(),
         clients: spec.clients,
         session_timeout,
-        request_timeout: Duration::from_secs(5).max(election * 4),
+        request_timeout: Duration::from_secs(2).max(election * 4),
         seed: spec.seed,
         dir: dir.clone(),
         exe: spec.exe.clone(),

@@ -1021,6 +1021,9 @@ async fn local(
 /// Wait for SIGINT or SIGTERM, then stop the servers gracefully (a leader
 /// hands leadership over first); a second signal exits at once.
 async fn run_until_signal(servers: Vec<CopycatServer>) -> Result<()> {
+    if servers.is_empty() {
+        bail!("no server to run");
+    }
     #[cfg(unix)]
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
@@ -1028,9 +1031,25 @@ async fn run_until_signal(servers: Vec<CopycatServer>) -> Result<()> {
     let term = async { terminate.recv().await };
     #[cfg(not(unix))]
     let term = std::future::pending::<Option<()>>();
-    let signal = tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term => "SIGTERM",
+    let mut servers = servers;
+    let signal = {
+        // A server that stops by itself (its storage failed) ends the
+        // process with its error, instead of leaving it half alive.
+        let stopped = futures_util::future::select_all(
+            servers
+                .iter_mut()
+                .map(|server| Box::pin(async { (server.id(), server.stopped().await) })),
+        );
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term => "SIGTERM",
+            ((id, result), _, _) = stopped => {
+                return match result {
+                    Ok(()) => Err(anyhow!("server {} stopped by itself", id.0)),
+                    Err(error) => Err(anyhow::Error::new(error).context(format!("server {} stopped", id.0))),
+                };
+            }
+        }
     };
     println!("shutting down");
     tracing::info!(

@@ -874,6 +874,20 @@ impl<M: RawStateMachine + Send + 'static> Server<M> {
         self.admin.transfer_leadership(id).await
     }
 
+    /// Wait until the server stops by itself (a storage failure stops it);
+    /// the error that stopped it. Pending forever while it runs; after it
+    /// returned, [`shutdown`](Self::shutdown) no longer repeats the error.
+    pub async fn stopped(&mut self) -> Result<(), ShellError> {
+        match self.done.as_mut() {
+            Some(done) => {
+                let result = done.await.unwrap_or(Ok(()));
+                self.done = None;
+                result
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     /// Stop gracefully: a leader first hands leadership to the most
     /// caught-up voter (waiting at most two election timeouts), then the
     /// server stops accepting, closes every connection and finishes the

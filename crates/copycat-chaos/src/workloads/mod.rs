@@ -196,10 +196,18 @@ impl Ctx {
     /// A client with its own session, connected to any server, retrying
     /// until the run stops (servers may be down when it starts).
     pub async fn primitives(&self) -> Result<Primitives> {
+        self.primitives_with(ServerSelection::Leader).await
+    }
+
+    /// A client as [`Ctx::primitives`] that talks to the servers `selection`
+    /// picks (followers, for instance: their reads must be linearizable
+    /// too).
+    pub async fn primitives_with(&self, selection: ServerSelection) -> Result<Primitives> {
         let mut last = None;
         for _ in 0..60 {
             let client = Client::builder()
                 .servers(self.servers.clone())
+                .selection(selection)
                 .session_timeout(self.session_timeout)
                 .request_timeout(self.request_timeout)
                 .connect()

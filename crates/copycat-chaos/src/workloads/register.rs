@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use copycat_client::ServerSelection;
 use copycat_primitives::Value;
 use copycat_sim::linearizability::{check, CheckConfig, Register, Verdict};
 use rand::{Rng, SeedableRng};
@@ -28,7 +29,14 @@ fn name(key: u64) -> String {
 }
 
 async fn worker(ctx: Arc<Ctx>, process: u64) -> Result<()> {
-    let primitives = ctx.primitives().await?;
+    // Half the clients prefer followers: a follower's linearizable read
+    // must be as fresh as the leader's.
+    let selection = if process % 2 == 1 {
+        ServerSelection::Followers
+    } else {
+        ServerSelection::Leader
+    };
+    let primitives = ctx.primitives_with(selection).await?;
     let mut registers = Vec::new();
     for key in 0..KEYS {
         registers.push(Value::<i64>::open(&primitives, &name(key)).await?);
