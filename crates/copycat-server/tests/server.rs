@@ -174,3 +174,41 @@ async fn start_errors_name_what_is_wrong() {
     .await
     .expect("test finished in time");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_failure_stops_the_server_and_stopped_says_why() {
+    let disk = std::sync::Arc::new(copycat_storage::FaultDisk::new(7));
+    let mut server = Server::builder(Notifier::default())
+        .listen("127.0.0.1:0")
+        .data_dir("/chaos/a")
+        .disk(disk.clone())
+        .start()
+        .await
+        .expect("start");
+    server.wait_for_leader(TEST_DEADLINE).await.expect("leader");
+    let client = Client::builder()
+        .servers([server.local_addr().to_string()])
+        .request_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect("connect");
+    let machine = client.machine::<NotifierApi>();
+    assert_eq!(
+        machine.command(NotifierCommand::Add(2)).await.expect("add"),
+        2
+    );
+    // Running: `stopped` does not resolve.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), server.stopped())
+            .await
+            .is_err(),
+        "a healthy server must not report itself stopped"
+    );
+    disk.fail_next_write();
+    let _ = machine.command(NotifierCommand::Add(3)).await;
+    let result = tokio::time::timeout(TEST_DEADLINE, server.stopped())
+        .await
+        .expect("the server stops after its storage failed");
+    let error = result.expect_err("the failure is reported");
+    assert!(error.to_string().contains("I/O"), "{error}");
+}
