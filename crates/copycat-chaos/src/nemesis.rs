@@ -586,3 +586,33 @@ fn fill(path: &std::path::Path) -> Result<u64> {
     let _ = file.sync_all();
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nemesis_lists_parse_names_groups_and_all() {
+        assert_eq!(Nemesis::parse_list("all").unwrap(), Nemesis::ALL);
+        assert!(Nemesis::parse_list("none").unwrap().is_empty());
+        let partition = Nemesis::parse_list("partition").unwrap();
+        assert!(partition.iter().all(|n| n.is_network()));
+        assert_eq!(partition.len(), 6);
+        assert_eq!(
+            Nemesis::parse_list("kill, pause,kill").unwrap(),
+            [Nemesis::Kill, Nemesis::Pause]
+        );
+        let error = Nemesis::parse_list("kill,explode").unwrap_err().to_string();
+        assert!(
+            error.contains("\"explode\"") && error.contains("partition-one"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_nemesis_name_round_trips() {
+        for nemesis in Nemesis::ALL {
+            assert_eq!(nemesis.name().parse::<Nemesis>().unwrap(), *nemesis);
+        }
+    }
+}

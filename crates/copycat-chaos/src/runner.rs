@@ -271,6 +271,10 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
     let mut text = String::new();
     let _ = writeln!(text, "== {title}");
     let _ = writeln!(text, "network: {}", spec.mode.describe());
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        let _ = writeln!(text, "load average at the end: {}", load.join(" "));
+    }
     if !skipped.is_empty() {
         let names: Vec<&str> = skipped.iter().map(|n| n.name()).collect();
         let _ = writeln!(

@@ -273,3 +273,23 @@ pub fn outcome_of(error: &copycat_primitives::Error) -> Outcome {
 pub async fn bounded<T>(limit: Duration, call: impl std::future::Future<Output = T>) -> Option<T> {
     tokio::time::timeout(limit, call).await.ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_lists_parse() {
+        assert_eq!(Workload::parse_list("all").unwrap(), Workload::ALL);
+        assert_eq!(
+            Workload::parse_list("queue,register").unwrap(),
+            [Workload::Register, Workload::Queue]
+        );
+        assert!(Workload::parse_list("").is_err());
+        let error = Workload::parse_list("regsiter").unwrap_err().to_string();
+        assert!(error.contains("session-expiry"), "{error}");
+        for workload in Workload::ALL {
+            assert_eq!(workload.name().parse::<Workload>().unwrap(), *workload);
+        }
+    }
+}
