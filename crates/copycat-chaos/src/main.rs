@@ -234,10 +234,15 @@ fn inside(args: RunArgs, mode: Mode) -> Result<ExitCode> {
                 recovery_bound: Duration::from_secs(args.recovery_bound_secs),
                 exe: exe.clone(),
             };
+            // On SIGINT or SIGTERM the run is dropped, which kills its
+            // servers and workers.
             let result = runtime.block_on(async {
+                let mut terminate =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                 tokio::select! {
                     result = runner::run(spec) => result,
                     _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+                    _ = terminate.recv() => Err(anyhow::anyhow!("interrupted")),
                 }
             });
             match result {

@@ -139,6 +139,7 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
         healed: healed_rx,
         faults_seen: faults.seen.clone(),
         faults_active: faults.active.clone(),
+        sessions_lost: Arc::new(AtomicU64::new(0)),
     });
     eprintln!(
         "[{}] running for {} s with nemeses: {}",
@@ -302,6 +303,11 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
     }
     let (ok, fail, info) = recorder.counts();
     let _ = writeln!(text, "operations: {ok} ok, {fail} fail, {info} unknown");
+    let _ = writeln!(
+        text,
+        "client sessions expired by the cluster (workers reconnected): {}",
+        ctx.sessions_lost.load(std::sync::atomic::Ordering::SeqCst)
+    );
     let _ = writeln!(
         text,
         "latency outside faults: {}",

@@ -67,23 +67,25 @@ pub async fn set(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
         .map(|process| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let primitives = ctx.primitives().await?;
-                let set = Set::<u64>::open(&primitives, SET).await?;
                 let limit = ctx.request_timeout + Duration::from_secs(1);
                 let mut n = 0;
                 while !ctx.stopping() {
-                    n += 1;
-                    let value = element(process, n);
-                    let id = ctx.recorder.invoke(process, "add", SET, json!(value));
-                    match bounded(limit, set.add(&value)).await {
-                        Some(Ok(_)) => ctx.recorder.complete(id, Outcome::Ok, json!(value)),
-                        Some(Err(error)) => {
-                            ctx.recorder.complete(id, outcome_of(&error), Json::Null)
+                    let primitives = ctx.primitives().await?;
+                    let set = Set::<u64>::open(&primitives, SET).await?;
+                    while ctx.live(&primitives) {
+                        n += 1;
+                        let value = element(process, n);
+                        let id = ctx.recorder.invoke(process, "add", SET, json!(value));
+                        match bounded(limit, set.add(&value)).await {
+                            Some(Ok(_)) => ctx.recorder.complete(id, Outcome::Ok, json!(value)),
+                            Some(Err(error)) => {
+                                ctx.recorder.complete(id, outcome_of(&error), Json::Null)
+                            }
+                            None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
                         }
-                        None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
                     }
+                    primitives.client().clone().close().await;
                 }
-                primitives.client().clone().close().await;
                 Ok(())
             })
         })
@@ -160,20 +162,22 @@ pub async fn counter(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
         .map(|process| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let primitives = ctx.primitives().await?;
-                let long = Long::open(&primitives, COUNTER).await?;
                 let limit = ctx.request_timeout + Duration::from_secs(1);
                 while !ctx.stopping() {
-                    let id = ctx.recorder.invoke(process, "add", COUNTER, json!(1));
-                    match bounded(limit, long.add_and_get(1)).await {
-                        Some(Ok(value)) => ctx.recorder.complete(id, Outcome::Ok, json!(value)),
-                        Some(Err(error)) => {
-                            ctx.recorder.complete(id, outcome_of(&error), Json::Null)
+                    let primitives = ctx.primitives().await?;
+                    let long = Long::open(&primitives, COUNTER).await?;
+                    while ctx.live(&primitives) {
+                        let id = ctx.recorder.invoke(process, "add", COUNTER, json!(1));
+                        match bounded(limit, long.add_and_get(1)).await {
+                            Some(Ok(value)) => ctx.recorder.complete(id, Outcome::Ok, json!(value)),
+                            Some(Err(error)) => {
+                                ctx.recorder.complete(id, outcome_of(&error), Json::Null)
+                            }
+                            None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
                         }
-                        None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
                     }
+                    primitives.client().clone().close().await;
                 }
-                primitives.client().clone().close().await;
                 Ok(())
             })
         })
@@ -263,41 +267,47 @@ pub async fn queue(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
         .map(|process| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let primitives = ctx.primitives().await?;
-                let queue = Queue::<u64>::open(&primitives, QUEUE).await?;
                 let limit = ctx.request_timeout + Duration::from_secs(1);
                 let mut n = 0;
                 while !ctx.stopping() {
-                    if process % 2 == 0 {
-                        n += 1;
-                        let value = element(process, n);
-                        let id = ctx.recorder.invoke(process, "offer", QUEUE, json!(value));
-                        match bounded(limit, queue.offer(&value)).await {
-                            Some(Ok(true)) => ctx.recorder.complete(id, Outcome::Ok, json!(value)),
-                            Some(Ok(false)) => ctx.recorder.complete(id, Outcome::Fail, Json::Null),
-                            Some(Err(error)) => {
-                                ctx.recorder.complete(id, outcome_of(&error), Json::Null)
-                            }
-                            None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
-                        }
-                    } else {
-                        let id = ctx.recorder.invoke(process, "poll", QUEUE, Json::Null);
-                        match bounded(limit, queue.poll()).await {
-                            Some(Ok(item)) => {
-                                ctx.recorder.complete(id, Outcome::Ok, json!(item));
-                                if item.is_none() {
-                                    // Empty: let the offers catch up.
-                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    let primitives = ctx.primitives().await?;
+                    let queue = Queue::<u64>::open(&primitives, QUEUE).await?;
+                    while ctx.live(&primitives) {
+                        if process % 2 == 0 {
+                            n += 1;
+                            let value = element(process, n);
+                            let id = ctx.recorder.invoke(process, "offer", QUEUE, json!(value));
+                            match bounded(limit, queue.offer(&value)).await {
+                                Some(Ok(true)) => {
+                                    ctx.recorder.complete(id, Outcome::Ok, json!(value))
                                 }
+                                Some(Ok(false)) => {
+                                    ctx.recorder.complete(id, Outcome::Fail, Json::Null)
+                                }
+                                Some(Err(error)) => {
+                                    ctx.recorder.complete(id, outcome_of(&error), Json::Null)
+                                }
+                                None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
                             }
-                            Some(Err(error)) => {
-                                ctx.recorder.complete(id, outcome_of(&error), Json::Null)
+                        } else {
+                            let id = ctx.recorder.invoke(process, "poll", QUEUE, Json::Null);
+                            match bounded(limit, queue.poll()).await {
+                                Some(Ok(item)) => {
+                                    ctx.recorder.complete(id, Outcome::Ok, json!(item));
+                                    if item.is_none() {
+                                        // Empty: let the offers catch up.
+                                        tokio::time::sleep(Duration::from_millis(5)).await;
+                                    }
+                                }
+                                Some(Err(error)) => {
+                                    ctx.recorder.complete(id, outcome_of(&error), Json::Null)
+                                }
+                                None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
                             }
-                            None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
                         }
                     }
+                    primitives.client().clone().close().await;
                 }
-                primitives.client().clone().close().await;
                 Ok(())
             })
         })
@@ -467,22 +477,26 @@ pub async fn events(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
     let publisher = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let primitives = ctx.primitives().await?;
-            let topic = Topic::<u64>::open(&primitives, TOPIC).await?;
             let limit = ctx.request_timeout + Duration::from_secs(1);
             let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed);
             let mut n = 0u64;
             while !ctx.stopping() {
-                n += 1;
-                let id = ctx.recorder.invoke(0, "publish", TOPIC, json!(n));
-                match bounded(limit, topic.publish(&n)).await {
-                    Some(Ok(_)) => ctx.recorder.complete(id, Outcome::Ok, json!(n)),
-                    Some(Err(error)) => ctx.recorder.complete(id, outcome_of(&error), Json::Null),
-                    None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
+                let primitives = ctx.primitives().await?;
+                let topic = Topic::<u64>::open(&primitives, TOPIC).await?;
+                while ctx.live(&primitives) {
+                    n += 1;
+                    let id = ctx.recorder.invoke(0, "publish", TOPIC, json!(n));
+                    match bounded(limit, topic.publish(&n)).await {
+                        Some(Ok(_)) => ctx.recorder.complete(id, Outcome::Ok, json!(n)),
+                        Some(Err(error)) => {
+                            ctx.recorder.complete(id, outcome_of(&error), Json::Null)
+                        }
+                        None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
+                    }
+                    tokio::time::sleep(Duration::from_millis(rng.gen_range(0..20))).await;
                 }
-                tokio::time::sleep(Duration::from_millis(rng.gen_range(0..20))).await;
+                primitives.client().clone().close().await;
             }
-            primitives.client().clone().close().await;
             anyhow::Ok(())
         })
     };

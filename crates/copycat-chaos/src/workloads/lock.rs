@@ -76,83 +76,86 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
             let resource = resource.clone();
             let holds = holds.clone();
             tokio::spawn(async move {
-                let primitives = ctx.primitives().await?;
-                let lock = Lock::open(&primitives, LOCK).await?;
                 let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ (process << 8));
                 let limit = ctx.request_timeout + Duration::from_secs(1);
                 while !ctx.stopping() {
-                    let grant_invoked = ctx.recorder.now_ms();
-                    let id = ctx.recorder.invoke(process, "lock", LOCK, Json::Null);
-                    let token = match bounded(limit * 2, lock.try_lock_for(limit)).await {
-                        Some(Ok(Some(token))) => {
-                            ctx.recorder.complete(id, Outcome::Ok, json!(token));
-                            token
-                        }
-                        Some(Ok(None)) => {
-                            ctx.recorder.complete(id, Outcome::Fail, Json::Null);
-                            continue;
-                        }
-                        Some(Err(error)) => {
-                            ctx.recorder.complete(id, outcome_of(&error), Json::Null);
-                            if primitives.client().status().state == ClientState::Closed {
-                                anyhow::bail!("client {process}: session closed: {error}");
+                    let primitives = ctx.primitives().await?;
+                    let lock = Lock::open(&primitives, LOCK).await?;
+                    while ctx.live(&primitives) {
+                        let grant_invoked = ctx.recorder.now_ms();
+                        let id = ctx.recorder.invoke(process, "lock", LOCK, Json::Null);
+                        let token = match bounded(limit * 2, lock.try_lock_for(limit)).await {
+                            Some(Ok(Some(token))) => {
+                                ctx.recorder.complete(id, Outcome::Ok, json!(token));
+                                token
                             }
-                            continue;
+                            Some(Ok(None)) => {
+                                ctx.recorder.complete(id, Outcome::Fail, Json::Null);
+                                continue;
+                            }
+                            Some(Err(error)) => {
+                                ctx.recorder.complete(id, outcome_of(&error), Json::Null);
+                                continue;
+                            }
+                            None => {
+                                // The wait was dropped; the handle cancels it (or
+                                // releases a grant that raced the cancel).
+                                ctx.recorder.complete(id, Outcome::Info, Json::Null);
+                                continue;
+                            }
+                        };
+                        let granted = ctx.recorder.now_ms();
+                        let mut fenced_while_alive = false;
+                        for _ in 0..2 {
+                            let accepted = resource.lock().expect("resource").write(token, process);
+                            if !accepted
+                                && primitives.client().status().state != ClientState::Closed
+                            {
+                                fenced_while_alive = true;
+                            }
+                            tokio::time::sleep(Duration::from_millis(rng.gen_range(5..60))).await;
                         }
-                        None => {
-                            // The wait was dropped; the handle cancels it (or
-                            // releases a grant that raced the cancel).
-                            ctx.recorder.complete(id, Outcome::Info, Json::Null);
-                            continue;
+                        let unlock_invoked = ctx.recorder.now_ms();
+                        let id = ctx.recorder.invoke(process, "unlock", LOCK, json!(token));
+                        let (unlocked, taken_while_alive) =
+                            match bounded(limit, lock.unlock()).await {
+                                Some(Ok(())) => {
+                                    ctx.recorder.complete(id, Outcome::Ok, json!(token));
+                                    (true, false)
+                                }
+                                Some(Err(Error::Resource(ResourceError::NotHolder))) => {
+                                    ctx.recorder.complete(id, Outcome::Fail, Json::Null);
+                                    let alive =
+                                        primitives.client().status().state != ClientState::Closed;
+                                    (false, alive)
+                                }
+                                Some(Err(error)) => {
+                                    ctx.recorder.complete(id, outcome_of(&error), Json::Null);
+                                    (false, false)
+                                }
+                                None => {
+                                    ctx.recorder.complete(id, Outcome::Info, Json::Null);
+                                    (false, false)
+                                }
+                            };
+                        holds.lock().expect("holds").push(Hold {
+                            process,
+                            token,
+                            grant_invoked,
+                            granted,
+                            unlock_invoked,
+                            unlocked,
+                            taken_while_alive,
+                            fenced_while_alive,
+                        });
+                        if !unlocked {
+                            // Make sure this session lets go before trying again.
+                            let _ = bounded(limit, lock.unlock()).await;
                         }
-                    };
-                    let granted = ctx.recorder.now_ms();
-                    let mut fenced_while_alive = false;
-                    for _ in 0..2 {
-                        let accepted = resource.lock().expect("resource").write(token, process);
-                        if !accepted && primitives.client().status().state != ClientState::Closed {
-                            fenced_while_alive = true;
-                        }
-                        tokio::time::sleep(Duration::from_millis(rng.gen_range(5..60))).await;
                     }
-                    let unlock_invoked = ctx.recorder.now_ms();
-                    let id = ctx.recorder.invoke(process, "unlock", LOCK, json!(token));
-                    let (unlocked, taken_while_alive) = match bounded(limit, lock.unlock()).await {
-                        Some(Ok(())) => {
-                            ctx.recorder.complete(id, Outcome::Ok, json!(token));
-                            (true, false)
-                        }
-                        Some(Err(Error::Resource(ResourceError::NotHolder))) => {
-                            ctx.recorder.complete(id, Outcome::Fail, Json::Null);
-                            let alive = primitives.client().status().state != ClientState::Closed;
-                            (false, alive)
-                        }
-                        Some(Err(error)) => {
-                            ctx.recorder.complete(id, outcome_of(&error), Json::Null);
-                            (false, false)
-                        }
-                        None => {
-                            ctx.recorder.complete(id, Outcome::Info, Json::Null);
-                            (false, false)
-                        }
-                    };
-                    holds.lock().expect("holds").push(Hold {
-                        process,
-                        token,
-                        grant_invoked,
-                        granted,
-                        unlock_invoked,
-                        unlocked,
-                        taken_while_alive,
-                        fenced_while_alive,
-                    });
-                    if !unlocked {
-                        // Make sure this session lets go before trying again.
-                        let _ = bounded(limit, lock.unlock()).await;
-                    }
+                    primitives.client().clone().close().await;
                 }
-                primitives.client().clone().close().await;
-                Ok(())
+                anyhow::Ok(())
             })
         })
         .collect();

@@ -9,12 +9,12 @@ mod session;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use copycat_client::{Client, Consistency, ServerSelection};
+use copycat_client::{Client, ClientState, Consistency, ServerSelection};
 use copycat_primitives::Primitives;
 use tokio::sync::watch;
 
@@ -179,9 +179,26 @@ pub struct Ctx {
     pub faults_seen: Arc<AtomicU64>,
     /// Faults in effect now.
     pub faults_active: Arc<AtomicU64>,
+    /// Client sessions the cluster expired during the run.
+    pub sessions_lost: Arc<AtomicU64>,
 }
 
 impl Ctx {
+    /// Whether a worker goes on with this client: the phase is not over
+    /// and its session lives. A session the cluster expired (a pause, a
+    /// clock jump, a long partition) is counted, and the worker opens a new
+    /// one after a short wait.
+    pub fn live(&self, primitives: &Primitives) -> bool {
+        if self.stopping() {
+            return false;
+        }
+        if primitives.client().status().state == ClientState::Closed {
+            self.sessions_lost.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
     /// Whether the concurrent phase is over.
     pub fn stopping(&self) -> bool {
         *self.stop.borrow()

@@ -36,49 +36,55 @@ async fn worker(ctx: Arc<Ctx>, process: u64) -> Result<()> {
     } else {
         ServerSelection::Leader
     };
-    let primitives = ctx.primitives_with(selection).await?;
-    let mut registers = Vec::new();
-    for key in 0..KEYS {
-        registers.push(Value::<i64>::open(&primitives, &name(key)).await?);
-    }
     let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ (process << 8));
     let limit = ctx.request_timeout + Duration::from_secs(1);
     while !ctx.stopping() {
-        let key = rng.gen_range(0..KEYS);
-        let register = &registers[key as usize];
-        let recorder = &ctx.recorder;
-        match rng.gen_range(0..10) {
-            0..=3 => {
-                let id = recorder.invoke(process, "read", key, Json::Null);
-                match bounded(limit, register.get()).await {
-                    Some(Ok(value)) => recorder.complete(id, Outcome::Ok, json!(value)),
-                    // A read that did not answer had no effect.
-                    _ => recorder.complete(id, Outcome::Fail, Json::Null),
+        let primitives = ctx.primitives_with(selection).await?;
+        let mut registers = Vec::new();
+        for key in 0..KEYS {
+            registers.push(Value::<i64>::open(&primitives, &name(key)).await?);
+        }
+        while ctx.live(&primitives) {
+            let key = rng.gen_range(0..KEYS);
+            let register = &registers[key as usize];
+            let recorder = &ctx.recorder;
+            match rng.gen_range(0..10) {
+                0..=3 => {
+                    let id = recorder.invoke(process, "read", key, Json::Null);
+                    match bounded(limit, register.get()).await {
+                        Some(Ok(value)) => recorder.complete(id, Outcome::Ok, json!(value)),
+                        // A read that did not answer had no effect.
+                        _ => recorder.complete(id, Outcome::Fail, Json::Null),
+                    }
                 }
-            }
-            4..=6 => {
-                let value = rng.gen_range(0..VALUES);
-                let id = recorder.invoke(process, "write", key, json!(value));
-                match bounded(limit, register.set(&value)).await {
-                    Some(Ok(())) => recorder.complete(id, Outcome::Ok, json!(value)),
-                    Some(Err(error)) => recorder.complete(id, outcome_of(&error), Json::Null),
-                    None => recorder.complete(id, Outcome::Info, Json::Null),
+                4..=6 => {
+                    let value = rng.gen_range(0..VALUES);
+                    let id = recorder.invoke(process, "write", key, json!(value));
+                    match bounded(limit, register.set(&value)).await {
+                        Some(Ok(())) => recorder.complete(id, Outcome::Ok, json!(value)),
+                        Some(Err(error)) => recorder.complete(id, outcome_of(&error), Json::Null),
+                        None => recorder.complete(id, Outcome::Info, Json::Null),
+                    }
                 }
-            }
-            _ => {
-                let expected = rng.gen_range(0..VALUES);
-                let new = rng.gen_range(0..VALUES);
-                let id = recorder.invoke(process, "cas", key, json!([expected, new]));
-                match bounded(limit, register.compare_and_set(Some(&expected), Some(&new))).await {
-                    Some(Ok(true)) => recorder.complete(id, Outcome::Ok, json!([expected, new])),
-                    Some(Ok(false)) => recorder.complete(id, Outcome::Fail, Json::Null),
-                    Some(Err(error)) => recorder.complete(id, outcome_of(&error), Json::Null),
-                    None => recorder.complete(id, Outcome::Info, Json::Null),
+                _ => {
+                    let expected = rng.gen_range(0..VALUES);
+                    let new = rng.gen_range(0..VALUES);
+                    let id = recorder.invoke(process, "cas", key, json!([expected, new]));
+                    match bounded(limit, register.compare_and_set(Some(&expected), Some(&new)))
+                        .await
+                    {
+                        Some(Ok(true)) => {
+                            recorder.complete(id, Outcome::Ok, json!([expected, new]))
+                        }
+                        Some(Ok(false)) => recorder.complete(id, Outcome::Fail, Json::Null),
+                        Some(Err(error)) => recorder.complete(id, outcome_of(&error), Json::Null),
+                        None => recorder.complete(id, Outcome::Info, Json::Null),
+                    }
                 }
             }
         }
+        primitives.client().clone().close().await;
     }
-    primitives.client().clone().close().await;
     Ok(())
 }
 
