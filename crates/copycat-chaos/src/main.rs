@@ -202,12 +202,12 @@ fn inside(args: RunArgs, mode: Mode) -> Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
     let mut passed = 0;
     let mut failed = 0;
     let mut summary = Vec::new();
     let mut n = 0u64;
-    for workload in &workloads {
+    let mut interrupted = false;
+    'runs: for workload in &workloads {
         for nemeses in &nemesis_sets {
             n += 1;
             let run_seed = seed.wrapping_add(n);
@@ -234,8 +234,10 @@ fn inside(args: RunArgs, mode: Mode) -> Result<ExitCode> {
                 recovery_bound: Duration::from_secs(args.recovery_bound_secs),
                 exe: exe.clone(),
             };
-            // On SIGINT or SIGTERM the run is dropped, which kills its
-            // servers and workers.
+            // On SIGINT or SIGTERM the run is dropped, and with its runtime
+            // every task holding the cluster, which kills its servers and
+            // workers. Each run has a runtime of its own for that reason.
+            let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
             let result = runtime.block_on(async {
                 let mut terminate =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -270,11 +272,15 @@ fn inside(args: RunArgs, mode: Mode) -> Result<ExitCode> {
                         nemesis_label(nemeses)
                     ));
                     if error.to_string() == "interrupted" {
-                        break;
+                        interrupted = true;
+                        break 'runs;
                     }
                 }
             }
         }
+    }
+    if interrupted {
+        println!("interrupted: the runs after this one did not start");
     }
     for line in &summary {
         println!("{line}");

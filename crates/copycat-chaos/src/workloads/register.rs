@@ -2,12 +2,14 @@
 //! values, checked by the project's linearizability checker, and final
 //! reads on every server recorded into the same history.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use copycat_client::ServerSelection;
 use copycat_primitives::Value;
+use copycat_sim::history::Key;
 use copycat_sim::linearizability::{check, CheckConfig, Register, Verdict};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -16,8 +18,12 @@ use serde_json::{json, Value as Json};
 use super::{bounded, outcome_of, Check, Ctx};
 use crate::recorder::Outcome;
 
-/// Registers the clients share.
+/// Registers the clients share at a time.
 const KEYS: u64 = 4;
+/// Every this many milliseconds the clients move on to fresh registers, so
+/// no key's history grows beyond what the checker decides quickly (as
+/// Jepsen's independent keys do).
+const ROTATE_MS: u64 = 10_000;
 /// Values are drawn from 0..VALUES (a small domain, so compare-and-sets
 /// succeed often).
 const VALUES: i64 = 5;
@@ -40,13 +46,18 @@ async fn worker(ctx: Arc<Ctx>, process: u64) -> Result<()> {
     let limit = ctx.request_timeout + Duration::from_secs(1);
     while !ctx.stopping() {
         let primitives = ctx.primitives_with(selection).await?;
-        let mut registers = Vec::new();
-        for key in 0..KEYS {
-            registers.push(Value::<i64>::open(&primitives, &name(key)).await?);
-        }
+        let mut registers: HashMap<u64, Value<i64>> = HashMap::new();
         while ctx.live(&primitives) {
-            let key = rng.gen_range(0..KEYS);
-            let register = &registers[key as usize];
+            let key = (ctx.recorder.now_ms() / ROTATE_MS) * KEYS + rng.gen_range(0..KEYS);
+            if !registers.contains_key(&key) {
+                match bounded(limit, Value::<i64>::open(&primitives, &name(key))).await {
+                    Some(Ok(register)) => {
+                        registers.insert(key, register);
+                    }
+                    _ => continue,
+                }
+            }
+            let register = &registers[&key];
             let recorder = &ctx.recorder;
             match rng.gen_range(0..10) {
                 0..=3 => {
@@ -109,13 +120,24 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
     // as reads after the end, so a lost acknowledged write shows as a
     // violation of the register's history.
     let converged = ctx.converge().await;
+    let keys: BTreeSet<u64> = ctx
+        .recorder
+        .snapshot()
+        .operations()
+        .iter()
+        .filter_map(|op| match &op.key {
+            Key::Integer(key) => Some(*key),
+            _ => None,
+        })
+        .collect();
     let mut finals = Vec::new();
+    let mut per_server: Vec<Vec<Option<i64>>> = Vec::new();
     for (i, server) in ctx.ids.iter().enumerate() {
         let reads = async {
             let primitives = ctx.pinned(*server).await?;
             let mut values = Vec::new();
-            for key in 0..KEYS {
-                let register = Value::<i64>::open(&primitives, &name(key)).await?;
+            for key in &keys {
+                let register = Value::<i64>::open(&primitives, &name(*key)).await?;
                 values.push(register.get().await?);
             }
             primitives.client().clone().close().await;
@@ -123,17 +145,38 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
         };
         match reads.await {
             Ok(values) => {
-                for (key, value) in values.iter().enumerate() {
-                    let process = FINAL_PROCESS + (i as u64) * KEYS + key as u64;
-                    let id = ctx.recorder.invoke(process, "read", key as u64, Json::Null);
+                for (n, (key, value)) in keys.iter().zip(&values).enumerate() {
+                    let process = FINAL_PROCESS + (i as u64) * keys.len() as u64 + n as u64;
+                    let id = ctx.recorder.invoke(process, "read", *key, Json::Null);
                     ctx.recorder.complete(id, Outcome::Ok, json!(value));
                 }
-                finals.push(format!("server {server}: {values:?}"));
+                let last: Vec<_> = values.iter().rev().take(KEYS as usize).rev().collect();
+                finals.push(format!(
+                    "server {server}: {} registers, the last {} {last:?}",
+                    values.len(),
+                    last.len()
+                ));
+                per_server.push(values);
             }
             Err(error) => finals.push(format!("server {server}: no final read ({error:#})")),
         }
     }
     let all_read = finals.iter().all(|f| !f.contains("no final read"));
+    let differing: Vec<u64> = keys
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| per_server.windows(2).any(|w| w[0][*n] != w[1][*n]))
+        .map(|(_, key)| *key)
+        .collect();
+    checks.push(Check::new(
+        "every server holds the same registers",
+        differing.is_empty() && all_read,
+        if differing.is_empty() {
+            format!("{} registers on {} servers", keys.len(), per_server.len())
+        } else {
+            format!("registers {differing:?} differ between servers")
+        },
+    ));
     checks.push(Check::new(
         "final reads on every server",
         converged.is_ok() && all_read,
@@ -146,7 +189,7 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
     let history = ctx.recorder.snapshot();
     let started = Instant::now();
     let config = CheckConfig {
-        deadline: Some(Instant::now() + Duration::from_secs(120)),
+        deadline: Some(Instant::now() + Duration::from_secs(600)),
         ..CheckConfig::default()
     };
     let check = match check(&Register::new(), &history, &config) {
