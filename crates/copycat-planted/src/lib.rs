@@ -118,6 +118,10 @@ planted_bugs! {
     /// The leader answers linearizable reads from its local state, with no
     /// ReadIndex round and no lease.
     LocalLinearizableRead,
+    /// A server that is not the leader answers linearizable and lease reads
+    /// from its own applied state instead of sending the client to the
+    /// leader, so a lagging follower serves stale reads.
+    FollowerLocalLinearizableRead,
     /// A confirmed linearizable read is answered as soon as it is confirmed,
     /// before the entries committed with it are applied (without waiting for
     /// its read index).
@@ -127,6 +131,11 @@ planted_bugs! {
     /// Messages that must wait for the sync (votes, append acknowledgements)
     /// are sent as soon as the batch is written.
     SendBeforeSync,
+    // ----- Primitives (copycat-primitives) -----
+    /// A lock request finds the holder's session silent for more than half
+    /// its timeout on the replicated clock and hands the lock on at once,
+    /// without waiting for the session's expiry to be committed.
+    LockGrantBeforeExpiry,
     // ----- Storage (copycat-storage) -----
     /// A log sync reports the log durable without syncing the segment files.
     SyncSkipsFsync,

@@ -141,6 +141,15 @@ fn granted(ctx: &mut Ctx<'_, LockEvent>, next: Option<(crate::Waiter, u64)>) {
     }
 }
 
+#[cfg(feature = "planted-bugs")]
+impl LockState {
+    /// The session holding the lock, if any (for the planted
+    /// `LockGrantBeforeExpiry`).
+    pub(crate) fn holder_session(&self) -> Option<SessionId> {
+        self.fifo.holder.as_ref().map(|h| h.session)
+    }
+}
+
 impl Resource for LockState {
     type Command = LockCommand;
     type Query = LockQuery;

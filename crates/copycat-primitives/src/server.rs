@@ -447,7 +447,15 @@ impl Resources {
             Command::MultiMap { name, command } => operate!(self, actx, name, MultiMap, command),
             Command::Set { name, command } => operate!(self, actx, name, Set, command),
             Command::Queue { name, command } => operate!(self, actx, name, Queue, command),
-            Command::Lock { name, command } => operate!(self, actx, name, Lock, command),
+            Command::Lock { name, command } => {
+                #[cfg(feature = "planted-bugs")]
+                if copycat_planted::active(copycat_planted::PlantedBug::LockGrantBeforeExpiry)
+                    && matches!(command, LockCommand::Lock { .. })
+                {
+                    self.hand_on_from_silent_holder(actx, &name);
+                }
+                operate!(self, actx, name, Lock, command)
+            }
             Command::Election { name, command } => operate!(self, actx, name, Election, command),
             Command::Group { name, command } => operate!(self, actx, name, Group, command),
             Command::Semaphore { name, command } => {
@@ -455,6 +463,47 @@ impl Resources {
             }
             Command::Latch { name, command } => operate!(self, actx, name, Latch, command),
             Command::Topic { name, command } => operate!(self, actx, name, Topic, command),
+        }
+    }
+
+    /// The planted `LockGrantBeforeExpiry`: a lock request finds the
+    /// holder's session silent for more than half its timeout and treats it
+    /// as gone, handing the lock on while the session is still open (its
+    /// expiry is not committed, and may never be: the client may come back).
+    #[cfg(feature = "planted-bugs")]
+    fn hand_on_from_silent_holder(&mut self, actx: &mut ApplyContext<'_>, name: &str) {
+        let now = actx.time_ms();
+        let caller = actx.session();
+        let Image {
+            fence, resources, ..
+        } = &mut self.image;
+        let Some(slot) = resources.get_mut(name) else {
+            return;
+        };
+        let State::Lock(lock) = &mut slot.state else {
+            return;
+        };
+        let Some(holder) = lock.holder_session() else {
+            return;
+        };
+        if Some(holder) == caller {
+            return;
+        }
+        let silent = actx
+            .session_timing(holder)
+            .is_some_and(|(timeout_ms, last_ms)| now.saturating_sub(last_ms) > timeout_ms / 2);
+        if silent {
+            with_ctx(
+                &self.limits,
+                fence,
+                actx,
+                None,
+                name,
+                Event::Lock,
+                lock,
+                |r, ctx| r.session_closed(ctx, holder),
+            );
+            self.refresh(name);
         }
     }
 

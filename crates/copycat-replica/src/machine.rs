@@ -62,6 +62,17 @@ impl ApplyContext<'_> {
         self.sessions.infos()
     }
 
+    /// `(timeout_ms, last_keep_alive_ms)` of an open session on the
+    /// replicated clock. Only in builds with planted bugs: a state machine
+    /// must not judge a session's liveness itself (the replica expires it),
+    /// and the planted `LockGrantBeforeExpiry` is the mistake of doing so.
+    #[cfg(feature = "planted-bugs")]
+    pub fn session_timing(&self, session: SessionId) -> Option<(u64, u64)> {
+        self.sessions
+            .get(session)
+            .map(|s| (s.timeout_ms(), s.last_keep_alive_ms()))
+    }
+
     /// Publish an event to `session`. Events published while applying one
     /// log entry form one batch per session. Returns `false` (and drops the
     /// event) if the session is not open.

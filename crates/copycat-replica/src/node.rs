@@ -433,6 +433,21 @@ impl<M: RawStateMachine> ServerNode<M> {
                     return None;
                 }
                 #[cfg(feature = "planted-bugs")]
+                if copycat_planted::active(
+                    copycat_planted::PlantedBug::FollowerLocalLinearizableRead,
+                ) && consistency != Consistency::Sequential
+                    && !self.raw.is_leader()
+                    && self.not_replicating().is_none()
+                {
+                    if let Some(error) = self.too_many_waiting() {
+                        self.respond(connection, id, Err(error));
+                        return None;
+                    }
+                    self.waiting_queries.push(query);
+                    self.serve_queries();
+                    return None;
+                }
+                #[cfg(feature = "planted-bugs")]
                 let mut query = query;
                 #[cfg(feature = "planted-bugs")]
                 if copycat_planted::active(

@@ -117,6 +117,12 @@ fn not_found(path: &Path) -> io::Error {
 /// `sync_data` is `fdatasync`; `sync_dir` opens the directory and calls
 /// `fsync` on it. Open handles are cached per path (and dropped on rename and
 /// remove) so appends and syncs do not reopen files.
+///
+/// Built with the `sync-tracking` feature (test builds only), it also
+/// records in each directory how far every file was synced, after each
+/// sync returns, for [`crate::power_loss::simulate`]. `list_dir` never lists
+/// that record ([`crate::power_loss::JOURNAL_FILE`]), with or without the
+/// feature.
 #[derive(Debug, Default, Clone)]
 pub struct FsDisk {
     handles: Arc<Mutex<BTreeMap<PathBuf, Arc<File>>>>,
@@ -155,6 +161,8 @@ impl Disk for FsDisk {
             .create(true)
             .truncate(true)
             .open(path)?;
+        #[cfg(feature = "sync-tracking")]
+        crate::power_loss::record::created(path, &file)?;
         lock(&self.handles).insert(path.to_path_buf(), Arc::new(file));
         Ok(())
     }
@@ -191,11 +199,24 @@ impl Disk for FsDisk {
     }
 
     fn sync_data(&self, path: &Path) -> io::Result<()> {
-        self.handle(path)?.sync_data()
+        let file = self.handle(path)?;
+        // What the record may claim is fixed before the sync starts: bytes
+        // written while it runs are not covered.
+        #[cfg(feature = "sync-tracking")]
+        let (id, len) = crate::power_loss::record::before_sync(&file)?;
+        file.sync_data()?;
+        #[cfg(feature = "sync-tracking")]
+        crate::power_loss::record::synced(path, id, len)?;
+        Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        #[cfg(feature = "sync-tracking")]
+        let entries = crate::power_loss::record::before_dir_sync(dir)?;
+        File::open(dir)?.sync_all()?;
+        #[cfg(feature = "sync-tracking")]
+        crate::power_loss::record::dir_synced(dir, &entries)?;
+        Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -213,7 +234,11 @@ impl Disk for FsDisk {
         let mut names = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
-            names.push(entry.file_name().to_string_lossy().into_owned());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // The sync journal of a `sync-tracking` build is not the stores'.
+            if name != crate::power_loss::JOURNAL_FILE {
+                names.push(name);
+            }
         }
         names.sort();
         Ok(names)

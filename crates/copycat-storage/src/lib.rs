@@ -19,6 +19,9 @@
 //! - [`Storage`]: all three for one data directory, with crash recovery that
 //!   builds the [`copycat_raft::PersistentState`] the Raft core restarts from.
 //! - [`conformance`]: the contract tests every [`Disk`] must pass.
+//! - [`power_loss`]: simulated power failure of a stopped server's data
+//!   directory, from the sync records [`FsDisk`] keeps when built with the
+//!   test-only `sync-tracking` feature.
 //!
 //! The byte layout, the sync protocol and the crash analysis are in
 //! `docs/storage-format.md`.
@@ -82,6 +85,7 @@ pub mod fault;
 mod group;
 mod log;
 mod meta;
+pub mod power_loss;
 mod snapshot;
 mod storage;
 
