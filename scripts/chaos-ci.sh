@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-15}"
-cargo build -q -p copycat-cli --features planted-bugs
+cargo build -q -p copycat-cli --features sync-tracking,planted-bugs
 cargo build -q -p copycat-chaos
 chaos=(target/debug/copycat-chaos --copycat target/debug/copycat --dir target/chaos-ci)
 

@@ -55,7 +55,7 @@ struct RunArgs {
     time: u64,
     /// Faults to inject, comma-separated: all, none, partition (every
     /// network fault), or names: partition-one, partition-leader,
-    /// partition-halves, bridge, ring, one-way-loss, kill, pause, clock,
+    /// partition-halves, bridge, ring, one-way-loss, kill, pause, power-loss, clock,
     /// membership, disk-full. Repeat the flag to run each set in turn.
     #[arg(long, default_value = "all")]
     nemesis: Vec<String>,
@@ -330,13 +330,19 @@ fn find_copycat(flag: Option<&Path>, planted: bool) -> Result<PathBuf> {
         if release {
             build.arg("--release");
         }
-        if planted {
-            build.args(["--features", "planted-bugs"]);
-        }
-        eprintln!(
-            "building copycat{} ...",
+        // Power losses need the sync record; planted bugs their switches.
+        build.args([
+            "--features",
             if planted {
-                " with planted-bug switches"
+                "sync-tracking,planted-bugs"
+            } else {
+                "sync-tracking"
+            },
+        ]);
+        eprintln!(
+            "building copycat (with sync tracking{}) ...",
+            if planted {
+                " and planted-bug switches"
             } else {
                 ""
             }
@@ -348,7 +354,7 @@ fn find_copycat(flag: Option<&Path>, planted: bool) -> Result<PathBuf> {
     }
     if !beside.is_file() {
         bail!(
-            "no copycat binary at {}: build it (cargo build -p copycat-cli --features planted-bugs) or pass --copycat",
+            "no copycat binary at {}: build it (cargo build -p copycat-cli --features sync-tracking,planted-bugs) or pass --copycat",
             beside.display()
         );
     }

@@ -36,6 +36,10 @@ pub enum Nemesis {
     Kill,
     /// SIGSTOP a server (sometimes the leader), SIGCONT at the heal.
     Pause,
+    /// kill -9 a server, then cut its files back to what it had synced
+    /// (garbling part of the unsynced tails), as a power failure would;
+    /// restart it at the heal. Needs a copycat built with `sync-tracking`.
+    PowerLoss,
     /// Skew a server's wall clock, or make it jump (libfaketime).
     Clock,
     /// Transfer leadership, demote and promote, remove and re-add servers.
@@ -56,6 +60,7 @@ impl Nemesis {
         Nemesis::OneWayLoss,
         Nemesis::Kill,
         Nemesis::Pause,
+        Nemesis::PowerLoss,
         Nemesis::Clock,
         Nemesis::Membership,
         Nemesis::DiskFull,
@@ -72,6 +77,7 @@ impl Nemesis {
             Nemesis::OneWayLoss => "one-way-loss",
             Nemesis::Kill => "kill",
             Nemesis::Pause => "pause",
+            Nemesis::PowerLoss => "power-loss",
             Nemesis::Clock => "clock",
             Nemesis::Membership => "membership",
             Nemesis::DiskFull => "disk-full",
@@ -283,6 +289,25 @@ impl Faults {
                 self.cluster.lock().await.kill(target);
                 Ok((
                     format!("killed {target}{tag} (SIGKILL)"),
+                    Undo::Restart(target),
+                ))
+            }
+            Nemesis::PowerLoss => {
+                let (target, tag) = self.pick_target(rng, &ids).await;
+                let mut cluster = self.cluster.lock().await;
+                cluster.kill(target);
+                let dir = cluster.nodes[&target].data_dir.clone();
+                let report = copycat_storage::power_loss::simulate(&dir, rng.gen())
+                    .map_err(|error| anyhow::anyhow!("power loss on {target}: {error}"))?;
+                Ok((
+                    format!(
+                        "power loss on {target}{tag}: {} files cut ({} bytes dropped, {} garbled), {} removed, {} renames undone",
+                        report.files_cut.len(),
+                        report.bytes_dropped,
+                        report.bytes_garbled,
+                        report.files_removed.len(),
+                        report.renames_undone.len()
+                    ),
                     Undo::Restart(target),
                 ))
             }
