@@ -286,3 +286,45 @@ fn a_skipped_fsync_leaves_the_records_behind() {
         "acknowledged entries always survived the power loss"
     );
 }
+
+/// A snapshot installed (renamed into place, directory synced) survives;
+/// one sealed but never installed leaves at most its temp file, which the
+/// store removes.
+#[test]
+fn installed_snapshots_survive_and_uninstalled_ones_go() {
+    use copycat_raft::SnapshotMeta;
+
+    let options = options(big_segments());
+    let meta = SnapshotMeta {
+        index: LogIndex(10),
+        term: Term(1),
+        config: Configuration::with_voters([NodeId(1), NodeId(2), NodeId(3)]),
+    };
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 241) as u8).collect();
+    for (seed, install) in [(0, true), (1, true), (2, false), (3, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let mut storage = bootstrap(dir, &options);
+        storage.append(&conformance::entries(1, 20, 1)).unwrap();
+        storage.sync().unwrap();
+        let mut writer = storage.begin_snapshot(meta.clone()).unwrap();
+        writer.write(&data).unwrap();
+        let sealed = writer.seal().unwrap();
+        if install {
+            assert_eq!(storage.install_sealed_snapshot(sealed).unwrap(), meta);
+        } else {
+            drop(sealed);
+        }
+        drop(storage);
+        let report = power_loss::simulate(dir, seed).unwrap();
+        assert!(report.renames_undone.is_empty(), "{report:?}");
+        let (storage, state) = reopen(dir, &options);
+        if install {
+            assert_eq!(state.snapshot, meta, "{report:?}");
+            assert_eq!(storage.snapshots().read_all().unwrap().unwrap(), data);
+        } else {
+            assert_eq!(state.snapshot.index, LogIndex(0), "{report:?}");
+        }
+        assert_eq!(state.entries.last().map(|e| e.index), Some(LogIndex(20)));
+    }
+}

@@ -146,6 +146,11 @@ impl Proc {
         assert!(status.success());
     }
 
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     pub fn wait_exit(&mut self) -> ExitStatus {
         wait_for(LONG, "the process to exit", || {
             self.child.try_wait().expect("wait")
