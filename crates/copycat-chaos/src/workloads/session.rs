@@ -310,26 +310,33 @@ async fn round(
     *process += 1;
     let p = *process;
     let record = ctx.recorder.invoke(p, "lock", LOCK, Json::Null);
-    let wait_id = waiter.send("lock").await?;
-    // Let the waiter's request reach the cluster before the pause.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let pause = if long {
         t * 2 + Duration::from_secs(1)
     } else {
-        t * 3 / 10
+        t * 45 / 100
     };
+    // A long pause: the waiter asks before it, and must be granted while
+    // the holder is still paused. A short one: the waiter asks near its
+    // end, when the holder has been silent for most of the pause (with a
+    // keep-alive every half timeout, never for a whole timeout).
+    let mut wait_id = 0;
+    if long {
+        wait_id = waiter.send("lock").await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let paused_at = Instant::now();
     signal(holder.pid(), "STOP")?;
     let mut handover_ms = None;
     let mut granted = None;
     if long {
-        // The waiter must be granted while the holder is still paused.
         if let Some(answer) = waiter.wait(wait_id, pause).await {
             handover_ms = Some(paused_at.elapsed().as_millis() as u64);
             granted = Some(answer);
         }
     } else {
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause * 8 / 10).await;
+        wait_id = waiter.send("lock").await?;
+        tokio::time::sleep(pause * 2 / 10).await;
         if let Some(answer) = waiter.poll(wait_id).await {
             problems.push(format!(
                 "round {p}: the waiter was granted ({answer}) while the holder was paused for only {} ms of a {} ms session timeout",
