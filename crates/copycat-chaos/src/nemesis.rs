@@ -424,6 +424,22 @@ impl Faults {
         }
     }
 
+    /// Stop server `id`, wipe its data directory and start it again with
+    /// `--join` through another server, to be added afresh.
+    async fn rejoin(&self, id: u64, ids: &[u64]) -> Result<()> {
+        let mut cluster = self.cluster.lock().await;
+        cluster.kill(id);
+        let through = *ids
+            .iter()
+            .find(|other| **other != id)
+            .expect("another server");
+        let node = cluster.nodes.get_mut(&id).expect("node");
+        std::fs::remove_dir_all(&node.data_dir)?;
+        std::fs::create_dir_all(&node.data_dir)?;
+        node.join = Some(node_addr(through));
+        cluster.start(id)
+    }
+
     async fn undo(&self, undo: Undo) -> Result<()> {
         match undo {
             Undo::Heal => self.firewall.lock().await.heal(),
@@ -541,6 +557,7 @@ impl Faults {
         // A demotion whose promotion failed, or a learner still catching
         // up: make every server a voter again.
         let deadline = tokio::time::Instant::now() + self.election_timeout * 40;
+        let mut rejoined = std::collections::BTreeSet::new();
         loop {
             let statuses = cluster::statuses(&ids, Duration::from_secs(1)).await;
             let leader = statuses
@@ -567,7 +584,11 @@ impl Faults {
             }
             for id in &not_voters {
                 let in_config = leader.is_some_and(|l| l.members.iter().any(|m| m.id == *id));
-                if in_config {
+                if leader.is_some() && !in_config && rejoined.insert(*id) {
+                    // Removed (a removal whose answer was lost still takes
+                    // effect): wipe it and add it again.
+                    self.rejoin(*id, &ids).await?;
+                } else if in_config {
                     let _ = cluster::leader_call(
                         &ids,
                         &AdminRequest::SetKind {

@@ -35,6 +35,7 @@ fn name(key: u64) -> String {
 }
 
 async fn worker(ctx: Arc<Ctx>, process: u64) -> Result<()> {
+    let reader = process >= ctx.clients as u64;
     // Half the clients prefer followers: a follower's linearizable read
     // must be as fresh as the leader's.
     let selection = if process % 2 == 1 {
@@ -59,7 +60,11 @@ async fn worker(ctx: Arc<Ctx>, process: u64) -> Result<()> {
             }
             let register = &registers[&key];
             let recorder = &ctx.recorder;
-            match rng.gen_range(0..10) {
+            // Readers only read: their requests go where the client last
+            // heard the leader is, so they are the first to meet a server
+            // that lost leadership.
+            let choice = if reader { 0 } else { rng.gen_range(0..10) };
+            match choice {
                 0..=3 => {
                     let id = recorder.invoke(process, "read", key, Json::Null);
                     match bounded(limit, register.get()).await {
@@ -101,7 +106,8 @@ async fn worker(ctx: Arc<Ctx>, process: u64) -> Result<()> {
 
 /// The register workload.
 pub async fn run(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
-    let workers: Vec<_> = (0..ctx.clients as u64)
+    let readers = (ctx.clients as u64 / 2).max(1);
+    let workers: Vec<_> = (0..ctx.clients as u64 + readers)
         .map(|process| tokio::spawn(worker(ctx.clone(), process)))
         .collect();
     let mut errors = Vec::new();
