@@ -1155,10 +1155,15 @@ async fn serve_connection(
             })
         }
         Ok(Some(Err(error))) => {
+            let hint = if !tls && error.kind() == std::io::ErrorKind::ConnectionReset {
+                " (a server that serves TLS only closes a client without TLS)"
+            } else {
+                ""
+            };
             return Err(Unavailable::NotCopycat {
                 addr,
-                detail: format!("bad answer to the hello: {error}"),
-            })
+                detail: format!("bad answer to the hello: {error}{hint}"),
+            });
         }
         Ok(Some(Ok(frame))) => frame,
     };

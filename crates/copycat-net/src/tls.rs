@@ -343,6 +343,17 @@ impl ServerTls {
             ));
         }
         if first[0] != TLS_HANDSHAKE_RECORD {
+            // Read what the caller sent before closing, so it gets an end
+            // of stream rather than a reset (which would hide the cause).
+            let mut drained = [0u8; 4096];
+            for _ in 0..16 {
+                match stream.try_read(&mut drained) {
+                    Ok(n) if n > 0 => continue,
+                    _ => break,
+                }
+            }
+            let mut stream = stream;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "the connection does not start a TLS handshake (a client or server without TLS?); this server accepts TLS connections only",
