@@ -511,6 +511,49 @@ mod tests {
         ));
     }
 
+    fn self_signed(sans: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn files_that_do_not_fit_are_refused_naming_the_key_and_the_file() {
+        let dir = std::env::temp_dir().join(format!("copycat-tls-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = self_signed(&["127.0.0.1"]);
+        let (_, other_key) = self_signed(&["127.0.0.1"]);
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let cert_file = write("cert.pem", &cert);
+        let key_file = write("key.pem", &key);
+        let ca_file = write("ca.pem", &cert);
+        assert!(ServerTls::from_pem_files(&cert_file, &key_file, &ca_file, false).is_ok());
+        assert!(ClientTls::from_pem_files(&ca_file, Some((&cert_file, &key_file))).is_ok());
+
+        // A key that is not the certificate's.
+        let wrong_key = write("wrong-key.pem", &other_key);
+        let error = ServerTls::from_pem_files(&cert_file, &wrong_key, &ca_file, false).unwrap_err();
+        assert_eq!(error.key, "tls-key");
+        assert!(error.to_string().contains("wrong-key.pem"), "{error}");
+        assert!(error.detail.contains("does not go with"), "{error}");
+
+        // A certificate where the key should be, and garbage as the CA.
+        let error = ServerTls::from_pem_files(&cert_file, &cert_file, &ca_file, false).unwrap_err();
+        assert_eq!(error.key, "tls-key");
+        assert!(error.detail.contains("no private key"), "{error}");
+        let garbage = write("garbage.pem", "-----BEGIN CERTIFICATE-----\nnot base64!\n");
+        let error = ServerTls::from_pem_files(&cert_file, &key_file, &garbage, false).unwrap_err();
+        assert_eq!(error.key, "tls-ca");
+        assert!(error.to_string().contains("garbage.pem"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn bad_pem_is_named() {
         let error = ServerTls::from_pem(b"not pem", b"", b"", false).unwrap_err();
