@@ -413,6 +413,8 @@ struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 fn warn_no_fsync() {
@@ -970,6 +972,7 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
         consistency,
         request_timeout: Duration::from_secs(args.timeout_secs.max(1)),
         progress: !args.json,
+        tls: args.tls.load()?,
     })
     .await?;
     if args.json {
