@@ -275,11 +275,11 @@ struct ServerArgs {
     /// TLS] [env: COPYCAT_TLS_CERT]
     #[arg(long, value_name = "FILE")]
     tls_cert: Option<String>,
-    /// PEM file of the private key of --tls-cert [env: COPYCAT_TLS_KEY]
+    /// PEM file of the private key of --tls-cert [default: none] [env: COPYCAT_TLS_KEY]
     #[arg(long, value_name = "FILE")]
     tls_key: Option<String>,
     /// PEM file of the CA bundle that peers' (and clients') certificates
-    /// must chain to [env: COPYCAT_TLS_CA]
+    /// must chain to [default: none] [env: COPYCAT_TLS_CA]
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<String>,
     /// Require clients and admin calls to present a certificate signed by

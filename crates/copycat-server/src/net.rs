@@ -231,7 +231,11 @@ async fn connection<M: RawStateMachine + Send + 'static>(
     let stream = tokio::select! {
         _ = stop.changed() => return,
         _ = tokio::time::sleep_until(hello_by) => {
-            tracing::warn!(%addr, "no TLS handshake in time; closing the connection");
+            if accepting.tls.is_some() {
+                tracing::warn!(%addr, "no TLS handshake in time; closing the connection");
+            } else {
+                tracing::warn!(%addr, "no hello in time; closing the connection");
+            }
             return;
         }
         stream = open_stream(stream, accepting.tls.as_ref()) => stream,
