@@ -242,9 +242,15 @@ async fn connection<M: RawStateMachine + Send + 'static>(
     };
     let stream = match stream {
         Ok(stream) => stream,
-        Err(error) => {
+        Err(error)
+            if accepting.tls.is_some() || error.kind() == std::io::ErrorKind::InvalidData =>
+        {
             accepting.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%addr, %error, "TLS handshake failed; closing the connection");
+            return;
+        }
+        Err(error) => {
+            tracing::debug!(%addr, %error, "connection failed before its hello");
             return;
         }
     };

@@ -360,3 +360,41 @@ async fn a_peer_over_tls_without_a_certificate_is_refused() {
     .await
     .expect("test deadline");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_of_a_server_without_tls_gets_a_tls_error() {
+    tokio::time::timeout(TEST_DEADLINE, async {
+        let cluster = Cluster::start(1).await;
+        cluster.leader().await;
+        let addr = cluster.addrs[&1];
+        let ca = Ca::new("copycat test CA");
+        let error = Client::builder()
+            .servers([addr.to_string()])
+            .tls(client_tls(&ca))
+            .connect_timeout(Duration::from_secs(3))
+            .connect()
+            .await
+            .err()
+            .expect("a plain server does not do TLS");
+        assert!(
+            matches!(&error, Error::Unavailable(Unavailable::Tls { addr: at, .. }) if *at == addr),
+            "{error:?}"
+        );
+        assert!(cluster.servers[&1].net_stats().tls_failed >= 1);
+        // It keeps serving plain clients.
+        let client = Client::builder()
+            .servers(cluster.addresses())
+            .connect()
+            .await
+            .expect("a plain client");
+        let machine = client.machine::<NotifierApi>();
+        assert_eq!(
+            machine.command(NotifierCommand::Add(4)).await.expect("add"),
+            4
+        );
+        client.close().await;
+        cluster.shutdown().await;
+    })
+    .await
+    .expect("test deadline");
+}
