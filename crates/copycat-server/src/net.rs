@@ -113,7 +113,8 @@ impl NetStats {
 pub struct NetCounters {
     /// Incoming peer connections refused (another cluster, not a member).
     pub peers_refused: u64,
-    /// Outgoing peer connections another server refused.
+    /// Outgoing peer connections another server refused, or whose TLS
+    /// handshake failed.
     pub refused_by_peers: u64,
     /// Peer messages dropped because their sender was not the server the
     /// connection's hello named.
@@ -434,7 +435,7 @@ pub(crate) struct PeerLink {
 /// a peer that is down: it is logged as a warning.
 fn io_failure(link: &PeerLink, error: std::io::Error) -> PeerFailure {
     if link.tls.is_some() && error.kind() == std::io::ErrorKind::InvalidData {
-        PeerFailure::Refused(format!("TLS: {error}"))
+        PeerFailure::Tls(error.to_string())
     } else {
         PeerFailure::Unreachable(error.to_string())
     }
@@ -481,6 +482,9 @@ async fn open_peer(link: &PeerLink) -> Result<FramedStream, PeerFailure> {
 enum PeerFailure {
     Unreachable(String),
     Refused(String),
+    /// The TLS handshake failed: the peer's certificate did not verify
+    /// here, or it refused this server's (an alert).
+    Tls(String),
 }
 
 /// Keeps a connection to one peer and sends it what the owner queues. Ends
@@ -505,15 +509,20 @@ pub(crate) async fn peer_sender(
         let mut framed = match opened {
             Ok(framed) => framed,
             Err(failure) => {
+                let tls = matches!(failure, PeerFailure::Tls(_));
                 match failure {
                     PeerFailure::Unreachable(error) => {
                         tracing::debug!(?peer, address = %link.address, %error, "cannot reach peer; retrying");
                     }
-                    PeerFailure::Refused(reason) => {
+                    PeerFailure::Refused(reason) | PeerFailure::Tls(reason) => {
                         stats.refused_by_peers.fetch_add(1, Ordering::Relaxed);
                         let repeat = matches!(&last_refusal, Some((r, at)) if *r == reason && at.elapsed() < REFUSAL_LOG_INTERVAL);
                         if !repeat {
-                            tracing::warn!(?peer, address = %link.address, %reason, "peer refused this server");
+                            if tls {
+                                tracing::warn!(?peer, address = %link.address, error = %reason, "TLS with the peer failed (a certificate the CA did not sign, or one that does not name the peer's address, on either side)");
+                            } else {
+                                tracing::warn!(?peer, address = %link.address, %reason, "peer refused this server");
+                            }
                             last_refusal = Some((reason, Instant::now()));
                         }
                     }
