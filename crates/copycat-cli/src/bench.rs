@@ -138,6 +138,8 @@ pub struct BenchOptions {
     pub request_timeout: Duration,
     /// Print a progress line on stderr (on a terminal only).
     pub progress: bool,
+    /// Connect with TLS (`None`: plain TCP).
+    pub tls: Option<copycat_client::ClientTls>,
 }
 
 /// Latencies in microseconds.
@@ -240,10 +242,14 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
     }
     let mut clients = Vec::new();
     for _ in 0..options.clients {
-        let client = Client::builder()
+        let mut builder = Client::builder()
             .servers(options.servers.clone())
             .request_timeout(options.request_timeout)
-            .consistency(options.consistency)
+            .consistency(options.consistency);
+        if let Some(tls) = &options.tls {
+            builder = builder.tls(tls.clone());
+        }
+        let client = builder
             .connect()
             .await
             .map_err(|e| anyhow!("cannot open a session: {e}"))?;

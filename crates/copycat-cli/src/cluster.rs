@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
+use copycat_net::ClientTls;
 use copycat_proto::{
     AdminFailure, AdminRequest, AdminResponse, MemberInfo, MemberKind, ServerState, ServerStatus,
 };
@@ -34,9 +35,13 @@ pub struct MemberRow {
     pub error: Option<String>,
 }
 
-/// Ask `address` for its status.
-pub async fn status_of(address: &str, limit: Duration) -> Result<ServerStatus> {
-    match copycat_net::admin_call(address, &AdminRequest::Status, limit).await? {
+/// Ask `address` for its status (over TLS when `tls` is given).
+pub async fn status_of(
+    address: &str,
+    limit: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<ServerStatus> {
+    match copycat_net::admin_call_tls(address, &AdminRequest::Status, limit, tls).await? {
         AdminResponse::Status(status) => Ok(status),
         AdminResponse::Failed(failure) => Err(anyhow!("{address}: {failure}")),
         other => Err(anyhow!("{address}: unexpected answer {other:?}")),
@@ -50,6 +55,7 @@ pub async fn leader_call(
     address: &str,
     request: &AdminRequest,
     limit: Duration,
+    tls: Option<&ClientTls>,
 ) -> Result<AdminResponse> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut target = address.to_string();
@@ -58,7 +64,7 @@ pub async fn leader_call(
         if left.is_zero() {
             bail!("no leader answered within {limit:?}");
         }
-        match copycat_net::admin_call(&target, request, left).await? {
+        match copycat_net::admin_call_tls(&target, request, left, tls).await? {
             AdminResponse::Failed(AdminFailure::NotLeader {
                 address: Some(leader),
                 ..
@@ -91,13 +97,17 @@ fn state_name(state: ServerState) -> &'static str {
 
 /// Every member of the cluster `address` belongs to, each asked for its
 /// own status.
-pub async fn cluster_status(address: &str, limit: Duration) -> Result<Vec<MemberRow>> {
-    let first = status_of(address, limit).await?;
+pub async fn cluster_status(
+    address: &str,
+    limit: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<Vec<MemberRow>> {
+    let first = status_of(address, limit, tls).await?;
     let asks = first.members.iter().map(|member| {
         let member = member.clone();
         async move {
             let answer = match &member.address {
-                Some(address) => status_of(address, limit).await,
+                Some(address) => status_of(address, limit, tls).await,
                 None => Err(anyhow!("no address in the configuration")),
             };
             (member, answer)

@@ -79,6 +79,22 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "trace, debug, info, warn, error, off, or a filter like RUST_LOG's",
     ),
     ("log-format", "text", "text or json (one object a line)"),
+    (
+        "tls-cert",
+        "none (no TLS)",
+        "PEM file of this server's certificate chain (TLS on peer and client connections; with tls-key and tls-ca)",
+    ),
+    ("tls-key", "none", "PEM file of the private key of tls-cert"),
+    (
+        "tls-ca",
+        "none",
+        "PEM file of the CA bundle that peers' (and clients') certificates must chain to",
+    ),
+    (
+        "tls-client-auth",
+        "false",
+        "require clients (and admin calls) to present a certificate signed by tls-ca too",
+    ),
 ];
 
 /// The environment variable of `key`.
@@ -189,6 +205,22 @@ pub struct Settings {
     pub log_level: String,
     /// The log format.
     pub log_format: LogFormat,
+    /// TLS on every connection, when the certificate, key and CA bundle
+    /// are given.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The files of a server's TLS (read when the server starts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA bundle peers' and clients' certificates must chain to (PEM).
+    pub ca: PathBuf,
+    /// Whether clients must present a certificate too.
+    pub client_auth: bool,
 }
 
 /// The raw values of every source, before they are layered and checked.
@@ -442,6 +474,7 @@ impl Sources {
                 ))
             }
         };
+        let tls = tls_files(&mut r)?;
         Ok(Settings {
             id,
             listen,
@@ -458,8 +491,52 @@ impl Sources {
             max_connections,
             log_level,
             log_format,
+            tls,
         })
     }
+}
+
+/// The TLS keys: all of `tls-cert`, `tls-key` and `tls-ca`, or none.
+fn tls_files(r: &mut Reader<'_>) -> Result<Option<TlsFiles>, ConfigError> {
+    let mut given = BTreeMap::new();
+    for key in ["tls-cert", "tls-key", "tls-ca"] {
+        let (value, origin) = r.raw(key, "");
+        if !value.is_empty() {
+            given.insert(key, (value, origin));
+        }
+    }
+    let client_auth = r.boolean("tls-client-auth", false)?;
+    if given.is_empty() {
+        if client_auth {
+            let (value, origin) = r.raw("tls-client-auth", "false");
+            return Err(invalid(
+                "tls-client-auth",
+                &value,
+                "needs TLS: set tls-cert, tls-key and tls-ca".into(),
+                &origin,
+            ));
+        }
+        return Ok(None);
+    }
+    if let Some(missing) = ["tls-cert", "tls-key", "tls-ca"]
+        .into_iter()
+        .find(|key| !given.contains_key(key))
+    {
+        let (key, (value, origin)) = given.iter().next().expect("one is given");
+        return Err(invalid(
+            key,
+            value,
+            format!("TLS needs tls-cert, tls-key and tls-ca together; {missing} is not set"),
+            origin,
+        ));
+    }
+    let path = |key: &str| PathBuf::from(&given[key].0);
+    Ok(Some(TlsFiles {
+        cert: path("tls-cert"),
+        key: path("tls-key"),
+        ca: path("tls-ca"),
+        client_auth,
+    }))
 }
 
 impl Settings {
@@ -510,6 +587,16 @@ impl Settings {
             LogFormat::Json => "json",
         };
         text.push_str(&format!("log-format = {format:?}\n"));
+        if let Some(tls) = &self.tls {
+            for (key, path) in [
+                ("tls-cert", &tls.cert),
+                ("tls-key", &tls.key),
+                ("tls-ca", &tls.ca),
+            ] {
+                text.push_str(&format!("{key} = {:?}\n", path.display().to_string()));
+            }
+            text.push_str(&format!("tls-client-auth = {}\n", tls.client_auth));
+        }
         text
     }
 }
@@ -733,10 +820,58 @@ mod tests {
     }
 
     #[test]
-    fn the_printed_configuration_reads_back_the_same() {
-        let settings = sources(&[("members", "1=127.0.0.1:5700,2=127.0.0.1:5701")], &[])
+    fn tls_keys_come_together() {
+        let settings = sources(
+            &[("tls-cert", "s.pem"), ("tls-key", "s.key")],
+            &[
+                ("COPYCAT_TLS_CA", "ca.pem"),
+                ("COPYCAT_TLS_CLIENT_AUTH", "true"),
+            ],
+        )
+        .settings()
+        .unwrap();
+        assert_eq!(
+            settings.tls,
+            Some(TlsFiles {
+                cert: "s.pem".into(),
+                key: "s.key".into(),
+                ca: "ca.pem".into(),
+                client_auth: true,
+            })
+        );
+        let error = sources(&[("tls-cert", "s.pem")], &[])
             .settings()
-            .unwrap();
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "tls-cert = s.pem: TLS needs tls-cert, tls-key and tls-ca together; tls-key is not set (from --tls-cert)"
+        );
+        let error = sources(&[], &[("COPYCAT_TLS_CLIENT_AUTH", "yes")])
+            .settings()
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("tls-client-auth = yes: needs TLS"),
+            "{error}"
+        );
+        assert_eq!(sources(&[], &[]).settings().unwrap().tls, None);
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back_the_same() {
+        let settings = sources(
+            &[
+                ("members", "1=127.0.0.1:5700,2=127.0.0.1:5701"),
+                ("tls-cert", "/etc/copycat/1.pem"),
+                ("tls-key", "/etc/copycat/1.key"),
+                ("tls-ca", "/etc/copycat/ca.pem"),
+            ],
+            &[],
+        )
+        .settings()
+        .unwrap();
+        assert!(settings.tls.is_some());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, settings.to_toml()).unwrap();

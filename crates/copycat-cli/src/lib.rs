@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use copycat_server::{Server, StartError, Typed};
+use copycat_server::{ClientTls, Server, ServerTls, StartError, Typed};
 use tokio::net::TcpListener;
 
 use copycat_primitives::Resources;
@@ -57,6 +57,8 @@ pub struct ServerSpec {
     /// Join the cluster of this member (when the data directory is new)
     /// instead of bootstrapping one from `members`.
     pub join: Option<String>,
+    /// TLS on every connection (`None`: plain TCP).
+    pub tls: Option<ServerTls>,
 }
 
 impl ServerSpec {
@@ -82,6 +84,7 @@ impl ServerSpec {
             session_timeout_ms: 5_000,
             http: None,
             join: None,
+            tls: None,
         }
     }
 }
@@ -106,8 +109,12 @@ pub async fn start_server(
         session_timeout_ms,
         http,
         join,
+        tls,
     } = spec;
     let mut builder = Server::builder(Resources::default());
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
     if let Some(http) = http {
         builder = builder.http_listener(http);
     }
@@ -140,4 +147,58 @@ pub async fn start_server(
         })
         .start()
         .await
+}
+
+/// Read a server's TLS files ([`config::TlsFiles`]); an error names the
+/// setting and the file.
+pub fn server_tls(files: &config::TlsFiles) -> Result<ServerTls, copycat_server::TlsError> {
+    ServerTls::from_pem_files(&files.cert, &files.key, &files.ca, files.client_auth)
+}
+
+/// The TLS flags of the commands that talk to a cluster.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ClientTlsArgs {
+    /// Connect with TLS, verifying the servers' certificates against this
+    /// CA bundle (PEM) [env: COPYCAT_TLS_CA]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Present this certificate (PEM), for servers that require client
+    /// certificates (with --tls-key) [env: COPYCAT_TLS_CERT]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM) [env: COPYCAT_TLS_KEY]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ClientTlsArgs {
+    /// The client's TLS (`None`: plain TCP), from the flags or else the
+    /// `COPYCAT_TLS_*` environment variables; an error names the flag and
+    /// the file.
+    pub fn load(&self) -> anyhow::Result<Option<ClientTls>> {
+        let pick = |flag: &Option<PathBuf>, var: &str| {
+            flag.clone().or_else(|| {
+                std::env::var_os(var)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+        };
+        let ca = pick(&self.tls_ca, "COPYCAT_TLS_CA");
+        let cert = pick(&self.tls_cert, "COPYCAT_TLS_CERT");
+        let key = pick(&self.tls_key, "COPYCAT_TLS_KEY");
+        let Some(ca) = ca else {
+            if cert.is_some() || key.is_some() {
+                anyhow::bail!("--tls-cert and --tls-key need --tls-ca (the CA bundle that verifies the servers)");
+            }
+            return Ok(None);
+        };
+        let identity = match (&cert, &key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key"),
+            (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert"),
+        };
+        let tls = ClientTls::from_pem_files(&ca, identity).map_err(|e| anyhow::anyhow!("--{e}"))?;
+        Ok(Some(tls))
+    }
 }

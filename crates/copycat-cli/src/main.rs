@@ -11,8 +11,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use copycat_cli::bench::{BenchOptions, Workload};
 use copycat_cli::config::{LogFormat, Settings, Sources};
-use copycat_cli::{kv, logging, start_server, CopycatServer, ServerSpec};
-use copycat_client::{Client, Consistency};
+use copycat_cli::{kv, logging, start_server, ClientTlsArgs, CopycatServer, ServerSpec};
+use copycat_client::{Client, ClientTls, Consistency};
 use copycat_primitives::{Long, Map, Primitives};
 use copycat_proto::{AdminRequest, MemberKind};
 use serde_json::json;
@@ -76,6 +76,8 @@ enum Cmd {
         /// Print results as JSON objects (one a line).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
         #[command(subcommand)]
         op: ClientOp,
     },
@@ -94,6 +96,8 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tls: ClientTlsArgs,
         #[command(subcommand)]
         op: ClusterOp,
     },
@@ -156,13 +160,15 @@ async fn cluster_command(
     server: String,
     timeout_secs: u64,
     json: bool,
+    tls: Option<ClientTls>,
     op: ClusterOp,
 ) -> Result<ExitCode> {
     use copycat_cli::cluster;
     let limit = Duration::from_secs(timeout_secs.max(1));
+    let tls = tls.as_ref();
     let request = match op {
         ClusterOp::Status => {
-            let rows = cluster::cluster_status(&server, limit).await?;
+            let rows = cluster::cluster_status(&server, limit, tls).await?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
@@ -171,7 +177,7 @@ async fn cluster_command(
             return Ok(ExitCode::SUCCESS);
         }
         ClusterOp::Members => {
-            let status = cluster::status_of(&server, limit).await?;
+            let status = cluster::status_of(&server, limit, tls).await?;
             if json {
                 println!("{}", serde_json::to_string(&status.members)?);
             } else {
@@ -193,7 +199,7 @@ async fn cluster_command(
         }
         ClusterOp::TransferLeader { id } => AdminRequest::TransferLeadership { to: id },
     };
-    cluster::expect_done(cluster::leader_call(&server, &request, limit).await?)?;
+    cluster::expect_done(cluster::leader_call(&server, &request, limit, tls).await?)?;
     if json {
         println!("{{\"ok\":true}}");
     } else {
@@ -264,6 +270,22 @@ struct ServerArgs {
     /// text or json [default: text] [env: COPYCAT_LOG_FORMAT]
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// PEM file of this server's certificate chain: TLS on every peer and
+    /// client connection (needs --tls-key and --tls-ca) [default: none, no
+    /// TLS] [env: COPYCAT_TLS_CERT]
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<String>,
+    /// PEM file of the private key of --tls-cert [default: none] [env: COPYCAT_TLS_KEY]
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<String>,
+    /// PEM file of the CA bundle that peers' (and clients') certificates
+    /// must chain to [default: none] [env: COPYCAT_TLS_CA]
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<String>,
+    /// Require clients and admin calls to present a certificate signed by
+    /// the CA too [default: false] [env: COPYCAT_TLS_CLIENT_AUTH]
+    #[arg(long, value_name = "BOOL")]
+    tls_client_auth: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -391,6 +413,8 @@ struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
 }
 
 fn warn_no_fsync() {
@@ -499,10 +523,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             servers,
             timeout_secs,
             json,
+            tls,
             op,
         } => {
             init_logging(cli.verbose, "warn")?;
-            client(servers, timeout_secs, json, op).await
+            let tls = tls.load()?;
+            client(servers, timeout_secs, json, tls, op).await
         }
         Cmd::Primitive(cmd) => {
             init_logging(cli.verbose, "warn")?;
@@ -516,10 +542,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             server,
             timeout_secs,
             json,
+            tls,
             op,
         } => {
             init_logging(cli.verbose, "warn")?;
-            cluster_command(server, timeout_secs, json, op).await
+            let tls = tls.load()?;
+            cluster_command(server, timeout_secs, json, tls, op).await
         }
     }
 }
@@ -551,6 +579,10 @@ fn settings(args: &ServerArgs, verbose: bool) -> Result<(Settings, bool)> {
         ("max-connections", &args.max_connections),
         ("log-level", &args.log_level),
         ("log-format", &args.log_format),
+        ("tls-cert", &args.tls_cert),
+        ("tls-key", &args.tls_key),
+        ("tls-ca", &args.tls_ca),
+        ("tls-client-auth", &args.tls_client_auth),
     ];
     for (key, value) in flags {
         if let Some(value) = value {
@@ -594,6 +626,11 @@ async fn server(args: ServerArgs, verbose: bool) -> Result<ExitCode> {
     if !settings.fsync {
         warn_no_fsync();
     }
+    // Bad TLS files stop the start, naming the key and the file.
+    let tls = match &settings.tls {
+        Some(files) => Some(copycat_cli::server_tls(files).map_err(|e| anyhow!("{e}"))?),
+        None => None,
+    };
     let listener = bind(&settings.listen, "listen").await?;
     let local = listener.local_addr()?;
     let http = match &settings.http_listen {
@@ -624,6 +661,7 @@ async fn server(args: ServerArgs, verbose: bool) -> Result<ExitCode> {
     spec.max_connections = settings.max_connections;
     spec.http = http;
     spec.join = settings.join.clone();
+    spec.tls = tls;
     let server = start_server(spec, listener).await?;
     println!(
         "server {} listening on {}",
@@ -662,14 +700,18 @@ async fn client(
     servers: Vec<String>,
     timeout_secs: u64,
     json: bool,
+    tls: Option<ClientTls>,
     op: ClientOp,
 ) -> Result<ExitCode> {
     let timeout = Duration::from_secs(timeout_secs.max(1));
     // The errors name their cause (connection refused at ADDR, not a
-    // Copycat server, no leader known since T, the resource's error).
-    let client = Client::builder()
-        .servers(servers)
-        .request_timeout(timeout)
+    // Copycat server, no leader known since T, a failed TLS handshake,
+    // the resource's error).
+    let mut builder = Client::builder().servers(servers).request_timeout(timeout);
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
+    let client = builder
         .connect()
         .await
         .map_err(|e| anyhow!("cannot open a session: {e}"))?;
@@ -930,6 +972,7 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
         consistency,
         request_timeout: Duration::from_secs(args.timeout_secs.max(1)),
         progress: !args.json,
+        tls: args.tls.load()?,
     })
     .await?;
     if args.json {

@@ -35,6 +35,8 @@ pub struct Conn {
     /// Print results as JSON objects (one a line).
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    tls: copycat_cli::ClientTlsArgs,
 }
 
 /// A primitive's command line: how to reach the cluster, the resource's
@@ -542,9 +544,13 @@ pub async fn run(cmd: PrimitiveCmd) -> Result<ExitCode> {
         PrimitiveCmd::Topic(a) => &a.conn,
         PrimitiveCmd::Resources(a) => &a.conn,
     };
-    let client = Client::builder()
+    let mut builder = Client::builder()
         .servers(conn.servers.clone())
-        .request_timeout(Duration::from_secs(conn.request_timeout_secs.max(1)))
+        .request_timeout(Duration::from_secs(conn.request_timeout_secs.max(1)));
+    if let Some(tls) = conn.tls.load()? {
+        builder = builder.tls(tls);
+    }
+    let client = builder
         .connect()
         .await
         .map_err(|e| anyhow!("cannot open a session: {e}"))?;

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use copycat_net::{framed, Backoff, Watch, TICK};
+use copycat_net::{framed, Backoff, ClientTls, Stream as NetStream, Watch, TICK};
 use copycat_proto::{
     codec, decode_frame, encode_frame, ClientError, ClientId, ClientRequest, CommandFailure,
     Consistency, EventBatch, EventIndex, Hello, ServerHello, ServerMessage, SessionId,
@@ -87,6 +87,7 @@ pub struct ClientBuilder {
     consistency: Consistency,
     event_buffer: usize,
     ignore_events: bool,
+    tls: Option<ClientTls>,
 }
 
 impl ClientBuilder {
@@ -99,7 +100,20 @@ impl ClientBuilder {
             consistency: Consistency::Linearizable,
             event_buffer: 1024,
             ignore_events: false,
+            tls: None,
         }
+    }
+
+    /// Connect with TLS (default: plain TCP), verifying every server's
+    /// certificate as `tls` says: it must chain to the CA bundle and name
+    /// the host of the address dialed (`host:port` as given or as the
+    /// servers name each other; an IP literal needs an IP address SAN).
+    /// See [`ClientTls::from_ca_pem`], [`ClientTls::from_pem_with_cert`]
+    /// (for servers that require client certificates) and
+    /// [`ClientTls::from_config`].
+    pub fn tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The servers to start from, as `host:port` or IP literals (one is
@@ -206,7 +220,7 @@ impl ClientBuilder {
                     error: e.to_string(),
                 })
             })?;
-            addrs.push(resolved[0]);
+            addrs.push((resolved[0], server.clone()));
         }
         let session = ClientSession::new(self.session.clone(), 0)
             .map_err(|e| Error::Rejected(ClientError::Malformed(e.to_string())))?;
@@ -247,9 +261,10 @@ impl ClientBuilder {
             park_limit: self.event_buffer,
             dropped_batches: 0,
             close_deadline: None,
+            tls: self.tls.clone(),
         };
-        for addr in addrs {
-            driver.learn(addr);
+        for (addr, name) in addrs {
+            driver.learn(addr, name);
         }
         tokio::spawn(driver.run());
         let client = Client {
@@ -534,7 +549,8 @@ enum NetEvent {
         server: ServerId,
         tx: mpsc::Sender<ClientRequest>,
         cluster: u64,
-        members: Vec<(u64, SocketAddr)>,
+        /// Each member's id, resolved address and address as named.
+        members: Vec<(u64, SocketAddr, String)>,
     },
     Message(ServerId, ServerMessage),
     Disconnected(SocketAddr, ServerId),
@@ -583,6 +599,8 @@ struct Driver {
     dropped_batches: u64,
     /// Closing: stop at this time even if the unregistration got no answer.
     close_deadline: Option<tokio::time::Instant>,
+    /// TLS on every connection, when set.
+    tls: Option<ClientTls>,
 }
 
 impl Driver {
@@ -604,13 +622,19 @@ impl Driver {
         tokio::time::Instant::from_std(self.start) + Duration::from_millis(due)
     }
 
-    /// Keep a connection to `addr` (once).
-    fn learn(&mut self, addr: SocketAddr) {
+    /// Keep a connection to `addr`, named `name` (`host:port`, whose host
+    /// a TLS server's certificate must name), once.
+    fn learn(&mut self, addr: SocketAddr, name: String) {
         if self.addresses.contains_key(&addr) || self.addresses.len() >= MAX_ADDRESSES {
             return;
         }
         self.addresses.insert(addr, None);
-        tokio::spawn(connection(addr, self.net_tx.clone()));
+        tokio::spawn(connection(
+            addr,
+            name,
+            self.tls.clone(),
+            self.net_tx.clone(),
+        ));
     }
 
     async fn run(mut self) {
@@ -763,8 +787,8 @@ impl Driver {
                 self.session.connected(server);
                 // Connect to the members we were not given, so leader hints
                 // can be followed from any starting address.
-                for (_, member) in members {
-                    self.learn(member);
+                for (_, member, name) in members {
+                    self.learn(member, name);
                 }
             }
             NetEvent::Message(server, message) => {
@@ -864,11 +888,17 @@ impl Driver {
         if self.servers.is_empty() {
             let errors: Vec<&Unavailable> =
                 self.addresses.values().filter_map(Option::as_ref).collect();
-            // The most telling cause first: something that is not Copycat,
-            // then a refused connection, then anything else.
+            // The most telling cause first: a failed TLS handshake,
+            // something that is not Copycat, then a refused connection,
+            // then anything else.
             let pick = errors
                 .iter()
-                .find(|e| matches!(e, Unavailable::NotCopycat { .. }))
+                .find(|e| matches!(e, Unavailable::Tls { .. }))
+                .or_else(|| {
+                    errors
+                        .iter()
+                        .find(|e| matches!(e, Unavailable::NotCopycat { .. }))
+                })
                 .or_else(|| {
                     errors
                         .iter()
@@ -1017,7 +1047,12 @@ fn operation_error(error: OperationError) -> Error {
 
 /// Keep one server address connected, reconnecting with backoff, and
 /// report what happens.
-async fn connection(addr: SocketAddr, events: mpsc::Sender<NetEvent>) {
+async fn connection(
+    addr: SocketAddr,
+    name: String,
+    tls: Option<ClientTls>,
+    events: mpsc::Sender<NetEvent>,
+) {
     let mut backoff = Backoff::default();
     loop {
         let stream = copycat_net::connect_retrying(addr, &mut backoff, |error| {
@@ -1035,7 +1070,31 @@ async fn connection(addr: SocketAddr, events: mpsc::Sender<NetEvent>) {
             _ = events.closed() => return,
             stream = stream => stream,
         };
-        match serve_connection(stream, addr, &events).await {
+        let stream = match &tls {
+            None => NetStream::Plain(stream),
+            Some(tls) => {
+                let handshake = tokio::time::timeout(HELLO_TIMEOUT, tls.connect(&name, stream));
+                let handshake = tokio::select! {
+                    _ = events.closed() => return,
+                    handshake = handshake => handshake,
+                };
+                match handshake {
+                    Ok(Ok(stream)) => stream,
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(error)) => error.to_string(),
+                            _ => format!("no TLS handshake within {HELLO_TIMEOUT:?}"),
+                        };
+                        tracing::debug!(%addr, %error, "TLS handshake failed");
+                        let _ = events
+                            .try_send(NetEvent::Failed(addr, Unavailable::Tls { addr, error }));
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        match serve_connection(stream, addr, tls.is_some(), &events).await {
             Ok(()) => backoff.reset(),
             Err(cause) => {
                 tracing::debug!(%addr, %cause, "server connection failed");
@@ -1052,8 +1111,9 @@ async fn connection(addr: SocketAddr, events: mpsc::Sender<NetEvent>) {
 /// One connection: hello, then requests out and messages in until it
 /// drops. `Ok` if the hello succeeded.
 async fn serve_connection(
-    stream: tokio::net::TcpStream,
+    stream: NetStream,
     addr: SocketAddr,
+    tls: bool,
     events: &mpsc::Sender<NetEvent>,
 ) -> Result<(), Unavailable> {
     let mut framed = framed(stream);
@@ -1073,17 +1133,37 @@ async fn serve_connection(
                 detail: format!("no answer to the hello within {HELLO_TIMEOUT:?}"),
             })
         }
-        Ok(None) => {
+        Ok(None) if tls => {
             return Err(Unavailable::NotCopycat {
                 addr,
                 detail: "it closed the connection instead of answering the hello (or is at its connection limit)".into(),
             })
         }
-        Ok(Some(Err(error))) => {
+        Ok(None) => {
             return Err(Unavailable::NotCopycat {
                 addr,
-                detail: format!("bad answer to the hello: {error}"),
+                detail: "it closed the connection instead of answering the hello (a server that serves TLS only does that to a client without TLS; or it is at its connection limit)".into(),
             })
+        }
+        // With TLS 1.3 the server checks the client's certificate after
+        // the client's side of the handshake is done: a refusal arrives as
+        // an alert on the first read.
+        Ok(Some(Err(error))) if tls && error.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(Unavailable::Tls {
+                addr,
+                error: error.to_string(),
+            })
+        }
+        Ok(Some(Err(error))) => {
+            let hint = if !tls && error.kind() == std::io::ErrorKind::ConnectionReset {
+                " (a server that serves TLS only closes a client without TLS)"
+            } else {
+                ""
+            };
+            return Err(Unavailable::NotCopycat {
+                addr,
+                detail: format!("bad answer to the hello: {error}{hint}"),
+            });
         }
         Ok(Some(Ok(frame))) => frame,
     };
@@ -1100,7 +1180,7 @@ async fn serve_connection(
     let mut resolved = Vec::with_capacity(members.len());
     for (id, address) in members {
         match copycat_net::resolve(&address).await {
-            Ok(addrs) => resolved.extend(addrs.first().map(|a| (id, *a))),
+            Ok(addrs) => resolved.extend(addrs.first().map(|a| (id, *a, address.clone()))),
             Err(error) => tracing::debug!(%address, %error, "member address does not resolve"),
         }
     }

@@ -105,6 +105,17 @@ pub enum Unavailable {
         /// The error.
         error: String,
     },
+    /// The TLS handshake failed: the server's certificate did not verify
+    /// against the CA the client trusts (or does not name the address
+    /// dialed), the server refused the client's certificate, or the server
+    /// does not serve TLS.
+    #[error("TLS with {addr} failed: {error}")]
+    Tls {
+        /// The address.
+        addr: SocketAddr,
+        /// What went wrong.
+        error: String,
+    },
     /// A server address did not resolve.
     #[error("cannot resolve {address}: {error}")]
     Resolve {

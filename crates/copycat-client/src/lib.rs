@@ -68,7 +68,7 @@ pub mod session;
 #[cfg(feature = "tokio")]
 pub use client::{Client, ClientBuilder, ClientStatus, Event, Events, Machine, MachineClient};
 #[cfg(feature = "tokio")]
-pub use copycat_net::{Stopped, Watch};
+pub use copycat_net::{ClientTls, Stopped, Watch};
 pub use copycat_proto::{Consistency, SessionId};
 #[cfg(feature = "tokio")]
 pub use error::{Error, Unavailable};

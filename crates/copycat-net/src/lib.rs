@@ -11,6 +11,8 @@
 //! * [`resolve`]: `host:port` or an IP literal to socket addresses.
 //! * [`Watch`]: a value that changes over time (a server's status, a
 //!   client's state), read by copy so no reader can stall the writer.
+//! * [`tls`]: optional TLS on those connections ([`Stream`] is plain TCP or
+//!   TLS), with mutual authentication of servers by certificate.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -25,12 +27,15 @@ use tokio::net::TcpStream;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::codec::{Decoder, Encoder, Framed};
 
+pub mod tls;
+pub use tls::{ClientTls, ServerTls, Stream, TlsError};
+
 /// How often servers and clients tick their cores when nothing else
 /// happens.
 pub const TICK: Duration = Duration::from_millis(10);
 
 /// A framed connection: whole frames in, whole frames out.
-pub type FramedStream<S = TcpStream> = Framed<S, FrameCodec>;
+pub type FramedStream<S = Stream> = Framed<S, FrameCodec>;
 
 /// Frame `stream`: each frame behind its length as a big-endian `u32`, at
 /// most [`MAX_FRAME_BYTES`] long in either direction.
@@ -384,6 +389,17 @@ pub async fn admin_call(
     request: &copycat_proto::AdminRequest,
     limit: Duration,
 ) -> Result<copycat_proto::AdminResponse, AdminCallError> {
+    admin_call_tls(address, request, limit, None).await
+}
+
+/// [`admin_call`] over TLS when `tls` is given (to a server that serves
+/// TLS), plain TCP otherwise.
+pub async fn admin_call_tls(
+    address: &str,
+    request: &copycat_proto::AdminRequest,
+    limit: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<copycat_proto::AdminResponse, AdminCallError> {
     use futures_util::{SinkExt, StreamExt};
     let call = async {
         let unreachable = |error: io::Error| AdminCallError::Unreachable {
@@ -392,6 +408,9 @@ pub async fn admin_call(
         };
         let addrs = resolve(address).await.map_err(unreachable)?;
         let stream = connect(addrs[0]).await.map_err(unreachable)?;
+        let stream = tls::client_stream(tls, address, stream)
+            .await
+            .map_err(unreachable)?;
         let mut framed = framed(stream);
         framed
             .feed(copycat_proto::encode_frame(&copycat_proto::Hello::Admin))
@@ -407,7 +426,7 @@ pub async fn admin_call(
         };
         match framed.next().await {
             None => Err(not_copycat(
-                "it closed the connection without answering".into(),
+                "it closed the connection without answering (a server that serves TLS closes connections without it)".into(),
             )),
             Some(Err(error)) => Err(not_copycat(format!("bad frame: {error}"))),
             Some(Ok(frame)) => copycat_proto::decode_frame(&frame)

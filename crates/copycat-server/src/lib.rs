@@ -64,7 +64,7 @@ pub use lock::LOCK_FILE;
 pub use net::NetCounters;
 pub use server::cluster_id;
 
-pub use copycat_net::{Stopped, Watch};
+pub use copycat_net::{ClientTls, ServerTls, Stopped, TlsError, Watch};
 pub use http::STUCK_AFTER_MS;
 pub use server::{
     AdminError, Server, ServerBuilder, StartError, DEFAULT_DATA_DIR, DEFAULT_LISTEN, HELLO_TIMEOUT,

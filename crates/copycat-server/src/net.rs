@@ -5,6 +5,13 @@
 //! backoff. A peer is let in only if it belongs to this server's cluster and
 //! is a member of the configuration this server knows; both sides log a
 //! refusal, with the reason.
+//!
+//! With TLS ([`copycat_net::ServerTls`]) every connection is TLS: the
+//! handshake comes before the hello (within the hello timeout), a peer must
+//! present a certificate that chains to the CA bundle (and verifies the
+//! certificate of the server it calls against it), and a connection
+//! without TLS, or with a certificate the CA did not sign, is closed with
+//! the reason logged.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -13,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use copycat_net::{framed, Backoff, FramedStream};
+use copycat_net::{framed, Backoff, ClientTls, FramedStream, ServerTls, Stream};
 use copycat_proto::{
     decode_frame, encode_frame, AdminRequest, ClientRequest, Hello, PeerAnswer, ServerMessage,
 };
@@ -87,6 +94,7 @@ pub(crate) struct NetStats {
     peers_refused: AtomicU64,
     refused_by_peers: AtomicU64,
     wrong_sender: AtomicU64,
+    tls_failed: AtomicU64,
 }
 
 impl NetStats {
@@ -95,6 +103,7 @@ impl NetStats {
             peers_refused: self.peers_refused.load(Ordering::Relaxed),
             refused_by_peers: self.refused_by_peers.load(Ordering::Relaxed),
             wrong_sender: self.wrong_sender.load(Ordering::Relaxed),
+            tls_failed: self.tls_failed.load(Ordering::Relaxed),
         }
     }
 }
@@ -104,11 +113,16 @@ impl NetStats {
 pub struct NetCounters {
     /// Incoming peer connections refused (another cluster, not a member).
     pub peers_refused: u64,
-    /// Outgoing peer connections another server refused.
+    /// Outgoing peer connections another server refused, or whose TLS
+    /// handshake failed.
     pub refused_by_peers: u64,
     /// Peer messages dropped because their sender was not the server the
     /// connection's hello named.
     pub wrong_sender: u64,
+    /// Incoming connections closed at the TLS handshake (no TLS, or a
+    /// certificate the CA did not sign), and peer connections over TLS
+    /// without a certificate.
+    pub tls_failed: u64,
 }
 
 /// What the acceptor hands every connection.
@@ -118,6 +132,8 @@ pub(crate) struct Accepting<M> {
     pub(crate) limits: Limits,
     pub(crate) admin: Admin<M>,
     pub(crate) stats: Arc<NetStats>,
+    /// TLS on every connection, when set.
+    pub(crate) tls: Option<ServerTls>,
 }
 
 /// Messages queued for one client connection.
@@ -211,10 +227,38 @@ async fn connection<M: RawStateMachine + Send + 'static>(
     inputs: mpsc::Sender<Input<M>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The TLS handshake and the hello share the hello timeout.
+    let hello_by = tokio::time::Instant::now() + accepting.limits.hello_timeout;
+    let stream = tokio::select! {
+        _ = stop.changed() => return,
+        _ = tokio::time::sleep_until(hello_by) => {
+            if accepting.tls.is_some() {
+                tracing::warn!(%addr, "no TLS handshake in time; closing the connection");
+            } else {
+                tracing::warn!(%addr, "no hello in time; closing the connection");
+            }
+            return;
+        }
+        stream = open_stream(stream, accepting.tls.as_ref()) => stream,
+    };
+    let stream = match stream {
+        Ok(stream) => stream,
+        Err(error)
+            if accepting.tls.is_some() || error.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            accepting.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%addr, %error, "TLS handshake failed; closing the connection");
+            return;
+        }
+        Err(error) => {
+            tracing::debug!(%addr, %error, "connection failed before its hello");
+            return;
+        }
+    };
     let mut framed = framed(stream);
     let hello = tokio::select! {
         _ = stop.changed() => return,
-        _ = tokio::time::sleep(accepting.limits.hello_timeout) => {
+        _ = tokio::time::sleep_until(hello_by) => {
             tracing::warn!(%addr, "no hello in time; closing the connection");
             return;
         }
@@ -232,6 +276,15 @@ async fn connection<M: RawStateMachine + Send + 'static>(
                 policy
                     .refusal(cluster, from)
                     .or_else(|| policy.settings_refusal(&settings))
+            };
+            // With TLS, a peer proves it is one of the cluster's servers by
+            // a certificate the CA signed (verified at the handshake).
+            let refusal = match &accepting.tls {
+                Some(_) if !framed.get_ref().peer_verified() => {
+                    accepting.stats.tls_failed.fetch_add(1, Ordering::Relaxed);
+                    Some("this server runs TLS and a peer must present a certificate signed by the cluster's CA; the caller presented none".to_string())
+                }
+                _ => refusal,
             };
             if let Some(reason) = refusal {
                 accepting
@@ -344,6 +397,25 @@ async fn client_loop<M>(
     }
 }
 
+/// The accepted connection, after the TLS handshake if this server runs
+/// TLS. A server without TLS refuses a connection that opens one, saying
+/// so (it would otherwise read the handshake as an oversized frame).
+async fn open_stream(stream: TcpStream, tls: Option<&ServerTls>) -> std::io::Result<Stream> {
+    match tls {
+        Some(tls) => tls.accept(stream).await,
+        None => {
+            let mut first = [0u8; 1];
+            if stream.peek(&mut first).await? == 1 && first[0] == 0x16 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the connection starts a TLS handshake, but this server is not configured for TLS",
+                ));
+            }
+            Ok(Stream::Plain(stream))
+        }
+    }
+}
+
 /// Who a peer sender connects to, and as whom.
 pub(crate) struct PeerLink {
     pub(crate) id: NodeId,
@@ -354,6 +426,19 @@ pub(crate) struct PeerLink {
     /// The local IP to connect from: the listen IP when it is a specific
     /// address, so peers see this server under one address.
     pub(crate) source: Option<std::net::IpAddr>,
+    /// TLS to the peer (verifying it, presenting this server's
+    /// certificate), when this server runs TLS.
+    pub(crate) tls: Option<ClientTls>,
+}
+
+/// A TLS failure (a certificate refused by either side) is a refusal, not
+/// a peer that is down: it is logged as a warning.
+fn io_failure(link: &PeerLink, error: std::io::Error) -> PeerFailure {
+    if link.tls.is_some() && error.kind() == std::io::ErrorKind::InvalidData {
+        PeerFailure::Tls(error.to_string())
+    } else {
+        PeerFailure::Unreachable(error.to_string())
+    }
 }
 
 /// Resolve, connect and say hello to the peer; `Err` with a reason to log.
@@ -364,6 +449,9 @@ async fn open_peer(link: &PeerLink) -> Result<FramedStream, PeerFailure> {
     let stream = copycat_net::connect_from(link.source, addrs[0])
         .await
         .map_err(|e| PeerFailure::Unreachable(e.to_string()))?;
+    let stream = copycat_net::tls::client_stream(link.tls.as_ref(), &link.address, stream)
+        .await
+        .map_err(|e| io_failure(link, e))?;
     let mut framed = framed(stream);
     let hello = Hello::Peer {
         cluster: link.cluster,
@@ -373,13 +461,13 @@ async fn open_peer(link: &PeerLink) -> Result<FramedStream, PeerFailure> {
     framed
         .send(encode_frame(&hello))
         .await
-        .map_err(|e| PeerFailure::Unreachable(e.to_string()))?;
+        .map_err(|e| io_failure(link, e))?;
     let answer = tokio::time::timeout(PEER_ANSWER_TIMEOUT, framed.next())
         .await
         .map_err(|_| PeerFailure::Unreachable("no answer to the hello".into()))?;
     let frame = match answer {
         Some(Ok(frame)) => frame,
-        Some(Err(error)) => return Err(PeerFailure::Unreachable(error.to_string())),
+        Some(Err(error)) => return Err(io_failure(link, error)),
         None => return Err(PeerFailure::Unreachable("closed during the hello".into())),
     };
     match decode_frame::<PeerAnswer>(&frame) {
@@ -394,6 +482,9 @@ async fn open_peer(link: &PeerLink) -> Result<FramedStream, PeerFailure> {
 enum PeerFailure {
     Unreachable(String),
     Refused(String),
+    /// The TLS handshake failed: the peer's certificate did not verify
+    /// here, or it refused this server's (an alert).
+    Tls(String),
 }
 
 /// Keeps a connection to one peer and sends it what the owner queues. Ends
@@ -418,15 +509,20 @@ pub(crate) async fn peer_sender(
         let mut framed = match opened {
             Ok(framed) => framed,
             Err(failure) => {
+                let tls = matches!(failure, PeerFailure::Tls(_));
                 match failure {
                     PeerFailure::Unreachable(error) => {
                         tracing::debug!(?peer, address = %link.address, %error, "cannot reach peer; retrying");
                     }
-                    PeerFailure::Refused(reason) => {
+                    PeerFailure::Refused(reason) | PeerFailure::Tls(reason) => {
                         stats.refused_by_peers.fetch_add(1, Ordering::Relaxed);
                         let repeat = matches!(&last_refusal, Some((r, at)) if *r == reason && at.elapsed() < REFUSAL_LOG_INTERVAL);
                         if !repeat {
-                            tracing::warn!(?peer, address = %link.address, %reason, "peer refused this server");
+                            if tls {
+                                tracing::warn!(?peer, address = %link.address, error = %reason, "TLS with the peer failed (a certificate the CA did not sign, or one that does not name the peer's address, on either side)");
+                            } else {
+                                tracing::warn!(?peer, address = %link.address, %reason, "peer refused this server");
+                            }
                             last_refusal = Some((reason, Instant::now()));
                         }
                     }

@@ -85,6 +85,8 @@ pub(crate) struct Peers {
     stats: Arc<NetStats>,
     /// The IP peer connections are made from, if any (see `PeerLink`).
     source: Option<std::net::IpAddr>,
+    /// TLS to the peers, when this server runs TLS.
+    tls: Option<copycat_net::ClientTls>,
 }
 
 impl Peers {
@@ -95,6 +97,7 @@ impl Peers {
         runtime: tokio::runtime::Handle,
         stop: watch::Receiver<bool>,
         source: Option<std::net::IpAddr>,
+        tls: Option<copycat_net::ClientTls>,
     ) -> (Self, watch::Receiver<Bytes>, watch::Receiver<PeerPolicy>) {
         let (hello, hello_rx) = watch::channel(Bytes::new());
         let (policy, policy_rx) = watch::channel(PeerPolicy {
@@ -115,6 +118,7 @@ impl Peers {
             policy,
             stats: Arc::default(),
             source,
+            tls,
         };
         (peers, hello_rx, policy_rx)
     }
@@ -169,6 +173,7 @@ impl Peers {
                     address: address.clone(),
                     settings: self.settings.clone(),
                     source: self.source,
+                    tls: self.tls.clone(),
                 },
                 rx,
                 self.stop.clone(),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use copycat_net::{ticker, Watch, TICK};
+use copycat_net::{ticker, ClientTls, ServerTls, Watch, TICK};
 use copycat_proto::{AdminFailure, AdminRequest, AdminResponse, MemberKind, ServerStatus};
 use copycat_raft::{Config, Configuration, MembershipChange, NodeId, Time};
 use copycat_replica::node::{ServerConfig, ServerNode};
@@ -141,6 +141,7 @@ pub struct ServerBuilder<M> {
     disk: Option<Arc<dyn Disk>>,
     http: Option<String>,
     http_listener: Option<TcpListener>,
+    tls: Option<ServerTls>,
 }
 
 impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
@@ -166,7 +167,18 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             disk: None,
             http: None,
             http_listener: None,
+            tls: None,
         }
+    }
+
+    /// Serve TLS only, and talk TLS to the peers (off by default): the
+    /// listener presents `tls`'s certificate, peers must present one that
+    /// chains to its CA bundle (and this server verifies theirs the same
+    /// way when it calls them), clients must too if `tls` requires client
+    /// certificates. Every server of a cluster must run TLS or none.
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Serve `/metrics` (Prometheus text), `/health` and `/ready` over
@@ -303,6 +315,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             disk,
             http,
             http_listener,
+            tls,
         } = self;
         if id == 0 {
             return Err(StartError::Invalid("the server id must be positive".into()));
@@ -384,9 +397,16 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             .map_err(|e| data_dir_error(e.into()))?;
         let bootstrap = match (&join, new_dir) {
             (_, false) => None,
-            (Some(address), true) => {
-                Some(join_cluster(id, &advertised, address, election_timeout_ms).await?)
-            }
+            (Some(address), true) => Some(
+                join_cluster(
+                    id,
+                    &advertised,
+                    address,
+                    election_timeout_ms,
+                    tls.as_ref().map(ServerTls::peer_client),
+                )
+                .await?,
+            ),
             (None, true) => Some(Bootstrap {
                 identity: Identity {
                     cluster: cluster_id(&initial),
@@ -467,6 +487,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             tokio::runtime::Handle::current(),
             stop_rx.clone(),
             Some(local_addr.ip()).filter(|ip| !ip.is_unspecified()),
+            tls.as_ref().map(|tls| tls.peer_client().clone()),
         );
         peer_set.follow(shell.server().raft().configuration());
         let net_stats = peer_set.stats();
@@ -524,11 +545,12 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
                 limits,
                 admin: admin.clone(),
                 stats: Arc::clone(&net_stats),
+                tls: tls.clone(),
             },
             inputs.clone(),
             stop_rx,
         )));
-        tracing::info!(id, cluster = %format!("{cluster:016x}"), %local_addr, dir = %data_dir.display(), "serving");
+        tracing::info!(id, cluster = %format!("{cluster:016x}"), %local_addr, dir = %data_dir.display(), tls = tls.is_some(), "serving");
         if let Some(http_addr) = http_addr {
             tracing::info!(id, %http_addr, "serving /metrics, /health and /ready over HTTP");
         }
@@ -587,6 +609,7 @@ async fn join_cluster(
     advertised: &str,
     address: &str,
     election_timeout_ms: u64,
+    tls: Option<&ClientTls>,
 ) -> Result<Bootstrap, StartError> {
     let request = AdminRequest::Join {
         id,
@@ -605,7 +628,7 @@ async fn join_cluster(
         if left.is_zero() {
             return Err(join_error(&target, format!("no answer after {limit:?}")));
         }
-        let answer = copycat_net::admin_call(&target, &request, left)
+        let answer = copycat_net::admin_call_tls(&target, &request, left, tls)
             .await
             .map_err(|e| join_error(&target, e.to_string()))?;
         match answer {
