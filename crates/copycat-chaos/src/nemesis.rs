@@ -406,15 +406,16 @@ impl Faults {
                         Undo::Nothing,
                     ));
                 }
+                let through = leader.filter(|l| *l != target).unwrap_or_else(|| {
+                    *ids.iter()
+                        .find(|id| **id != target)
+                        .expect("another server")
+                });
                 let mut cluster = self.cluster.lock().await;
                 cluster.kill(target);
                 let node = cluster.nodes.get_mut(&target).expect("node");
                 std::fs::remove_dir_all(&node.data_dir)?;
                 std::fs::create_dir_all(&node.data_dir)?;
-                let through = *ids
-                    .iter()
-                    .find(|id| **id != target)
-                    .expect("another server");
                 node.join = Some(node_addr(through));
                 Ok((
                     format!("removed {target} (data wiped, rejoins at the heal)"),

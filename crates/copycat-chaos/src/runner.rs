@@ -169,6 +169,15 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
                 let mut cluster = cluster.lock().await;
                 for (id, status) in cluster.crashed() {
                     let log = cluster::tail(&cluster.nodes[&id].log, 5);
+                    // A server re-added after its removal gives up when the
+                    // member it joins through does not answer (a fault may
+                    // hold it): start it again, as an operator would.
+                    if cluster.nodes[&id].join.is_some() && log.contains("cannot join the cluster")
+                    {
+                        eprintln!("server {id} could not join yet; starting it again");
+                        let _ = cluster.start(id);
+                        continue;
+                    }
                     let line = format!(
                         "server {id} exited at {} ms ({status}): {log}",
                         recorder.now_ms()

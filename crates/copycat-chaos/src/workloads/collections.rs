@@ -2,14 +2,14 @@
 //! and checks, after the heal, what every server holds against what the
 //! clients were told.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
 use copycat_client::ClientState;
 use copycat_primitives::{Long, Queue, Set, Topic};
-use copycat_sim::history::OperationStatus;
+use copycat_sim::history::{Key, OperationStatus};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value as Json};
@@ -18,6 +18,11 @@ use super::{bounded, outcome_of, Check, Ctx};
 use crate::recorder::Outcome;
 
 const SET: &str = "chaos-set";
+
+/// The set the set workload adds to at `now_ms`.
+fn set_name(now_ms: u64) -> String {
+    format!("{SET}-{}", now_ms / 60_000)
+}
 const COUNTER: &str = "chaos-counter";
 const QUEUE: &str = "chaos-queue";
 const TOPIC: &str = "chaos-topic";
@@ -71,11 +76,25 @@ pub async fn set(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
                 let mut n = 0;
                 while !ctx.stopping() {
                     let primitives = ctx.primitives().await?;
-                    let set = Set::<u64>::open(&primitives, SET).await?;
+                    let mut sets: HashMap<String, Set<u64>> = HashMap::new();
                     while ctx.live(&primitives) {
+                        // A new set every minute keeps each below the
+                        // cluster's limit on entries per collection.
+                        let name = set_name(ctx.recorder.now_ms());
+                        if !sets.contains_key(&name) {
+                            match bounded(limit, Set::<u64>::open(&primitives, &name)).await {
+                                Some(Ok(set)) => {
+                                    sets.insert(name.clone(), set);
+                                }
+                                _ => continue,
+                            }
+                        }
+                        let set = &sets[&name];
                         n += 1;
                         let value = element(process, n);
-                        let id = ctx.recorder.invoke(process, "add", SET, json!(value));
+                        let id = ctx
+                            .recorder
+                            .invoke(process, "add", name.as_str(), json!(value));
                         match bounded(limit, set.add(&value)).await {
                             Some(Ok(_)) => ctx.recorder.complete(id, Outcome::Ok, json!(value)),
                             Some(Err(error)) => {
@@ -106,12 +125,24 @@ pub async fn set(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
     )
     .into_iter()
     .collect();
+    let names: BTreeSet<String> = ctx
+        .recorder
+        .snapshot()
+        .operations()
+        .iter()
+        .filter(|op| op.f.as_str() == "add")
+        .filter_map(|op| match &op.key {
+            Key::String(name) => Some(name.clone()),
+            Key::Integer(_) => None,
+        })
+        .collect();
     let converged = ctx.converge().await;
     let mut passed = converged.is_ok();
     let mut details = vec![format!(
-        "{} adds acknowledged, {} of unknown outcome",
+        "{} adds acknowledged, {} of unknown outcome, over {} sets",
         acknowledged.len(),
-        attempted.len() - acknowledged.len()
+        attempted.len() - acknowledged.len(),
+        names.len()
     )];
     if let Err(error) = &converged {
         details.push(format!("{error:#}"));
@@ -119,10 +150,13 @@ pub async fn set(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
     for server in &ctx.ids {
         let members = async {
             let primitives = ctx.pinned(*server).await?;
-            let set = Set::<u64>::open(&primitives, SET).await?;
-            let members = set.members().await?;
+            let mut members = BTreeSet::new();
+            for name in &names {
+                let set = Set::<u64>::open(&primitives, name).await?;
+                members.extend(set.members().await?);
+            }
             primitives.client().clone().close().await;
-            anyhow::Ok(members.into_iter().collect::<BTreeSet<u64>>())
+            anyhow::Ok(members)
         };
         match members.await {
             Ok(members) => {

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use copycat_client::ClientState;
 use copycat_primitives::{Error, Lock, ResourceError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -59,10 +58,11 @@ struct Hold {
     unlock_invoked: u64,
     /// The unlock succeeded: the lock was held all along.
     unlocked: bool,
-    /// The unlock said the session does not hold it, and the session was
-    /// alive then.
+    /// The unlock said the session does not hold it (so the session was
+    /// alive: a command of an expired session fails as such).
     taken_while_alive: bool,
-    /// The resource refused one of its writes while its session was alive.
+    /// The resource refused one of its writes, and the session lived on
+    /// (its unlock was applied).
     fenced_while_alive: bool,
 }
 
@@ -105,14 +105,10 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
                             }
                         };
                         let granted = ctx.recorder.now_ms();
-                        let mut fenced_while_alive = false;
+                        let mut fenced = false;
                         for _ in 0..2 {
                             let accepted = resource.lock().expect("resource").write(token, process);
-                            if !accepted
-                                && primitives.client().status().state != ClientState::Closed
-                            {
-                                fenced_while_alive = true;
-                            }
+                            fenced |= !accepted;
                             tokio::time::sleep(Duration::from_millis(rng.gen_range(5..60))).await;
                         }
                         let unlock_invoked = ctx.recorder.now_ms();
@@ -123,11 +119,12 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
                                     ctx.recorder.complete(id, Outcome::Ok, json!(token));
                                     (true, false)
                                 }
+                                // The unlock was applied in this session, so
+                                // the session lived all along: the lock was
+                                // taken from a live session.
                                 Some(Err(Error::Resource(ResourceError::NotHolder))) => {
                                     ctx.recorder.complete(id, Outcome::Fail, Json::Null);
-                                    let alive =
-                                        primitives.client().status().state != ClientState::Closed;
-                                    (false, alive)
+                                    (false, true)
                                 }
                                 Some(Err(error)) => {
                                     ctx.recorder.complete(id, outcome_of(&error), Json::Null);
@@ -146,7 +143,9 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
                             unlock_invoked,
                             unlocked,
                             taken_while_alive,
-                            fenced_while_alive,
+                            // Fenced off while the session lived on (its
+                            // unlock was applied).
+                            fenced_while_alive: fenced && (unlocked || taken_while_alive),
                         });
                         if !unlocked {
                             // Make sure this session lets go before trying again.
