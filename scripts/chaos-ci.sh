@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The chaos runs CI makes (a few minutes): every workload for a short time
 # under every nemesis combined, then each planted bug the harness must
-# catch, each expected to make a check fail. Usage: scripts/chaos-ci.sh
-# [SECONDS] (default 15 per run). Results go to target/chaos-ci.
+# catch, each expected to make a check fail (--expect-failure succeeds
+# only then). Usage: scripts/chaos-ci.sh [SECONDS] (default 15 per run).
+# Results go to target/chaos-ci.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-15}"
@@ -12,7 +13,15 @@ chaos=(target/debug/copycat-chaos --copycat target/debug/copycat --dir target/ch
 
 "${chaos[@]}" --time "$secs" --workload all --nemesis all --seed 1
 
-# Each planted bug must be caught: --expect-failure succeeds only when a
-# check fails.
+# A retried command applied twice: the counter overshoots.
 "${chaos[@]}" --time 20 --workload counter --nemesis partition,kill \
     --planted-bug SkipDuplicateCheck --expect-failure --seed 2
+# Writes acknowledged before they are on disk: a power loss takes them.
+"${chaos[@]}" --time 20 --workload register --nemesis power-loss \
+    --planted-bug SyncSkipsFsync --expect-failure --seed 3
+# A server that lost leadership answers linearizable reads from its state.
+"${chaos[@]}" --time 30 --workload register --nemesis partition-leader,membership \
+    --planted-bug FollowerLocalLinearizableRead --expect-failure --seed 4
+# A lock handed on before the holder's session expiry is committed.
+"${chaos[@]}" --time 30 --workload session-expiry --nemesis none \
+    --planted-bug LockGrantBeforeExpiry --expect-failure --seed 5

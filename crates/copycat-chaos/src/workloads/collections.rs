@@ -2,6 +2,7 @@
 //! and checks, after the heal, what every server holds against what the
 //! clients were told.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -81,10 +82,10 @@ pub async fn set(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
                         // A new set every minute keeps each below the
                         // cluster's limit on entries per collection.
                         let name = set_name(ctx.recorder.now_ms());
-                        if !sets.contains_key(&name) {
+                        if let Entry::Vacant(slot) = sets.entry(name.clone()) {
                             match bounded(limit, Set::<u64>::open(&primitives, &name)).await {
                                 Some(Ok(set)) => {
-                                    sets.insert(name.clone(), set);
+                                    slot.insert(set);
                                 }
                                 _ => continue,
                             }

@@ -2,6 +2,7 @@
 //! values, checked by the project's linearizability checker, and final
 //! reads on every server recorded into the same history.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,10 +51,10 @@ async fn worker(ctx: Arc<Ctx>, process: u64) -> Result<()> {
         let mut registers: HashMap<u64, Value<i64>> = HashMap::new();
         while ctx.live(&primitives) {
             let key = (ctx.recorder.now_ms() / ROTATE_MS) * KEYS + rng.gen_range(0..KEYS);
-            if !registers.contains_key(&key) {
+            if let Entry::Vacant(slot) = registers.entry(key) {
                 match bounded(limit, Value::<i64>::open(&primitives, &name(key))).await {
                     Some(Ok(register)) => {
-                        registers.insert(key, register);
+                        slot.insert(register);
                     }
                     _ => continue,
                 }
