@@ -172,6 +172,17 @@ impl Resource for SemaphoreState {
             }
             SemaphoreCommand::Release { permits } => {
                 let held = self.held.get(&session).copied().unwrap_or(0);
+                #[cfg(feature = "planted-bugs")]
+                if permits > held
+                    && copycat_planted::active(
+                        copycat_planted::PlantedBug::SemaphoreReleaseUnchecked,
+                    )
+                {
+                    self.held.remove(&session);
+                    self.available += permits;
+                    self.serve(ctx);
+                    return Ok(SemaphoreOutput::Unit);
+                }
                 if permits == 0 || permits > held {
                     return Err(ResourceError::NotEnoughPermits {
                         held,

@@ -1,8 +1,10 @@
 //! The simulator earns trust by catching known bugs. Every bug of
 //! `copycat_planted::PlantedBug` (in the Raft core, the replica, the server
-//! core and shell, the storage and the client session) is switched on in
-//! turn, and the simulator must report a failure within the seeds CI runs
-//! (0..1000, the `seeds` test's range) with their parameters as drawn.
+//! core and shell, the storage, the client session and the replicated
+//! primitives) is switched on in turn, and the simulator must report a
+//! failure within the seeds CI runs (0..1000, the `seeds` test's range)
+//! with their parameters as drawn; the primitives' bugs run the primitive
+//! workload (`SimParams::with_primitives`), the others the key-value one.
 //!
 //! One bug the simulator cannot reach is listed in `not_reachable` with
 //! where it is caught instead. A bug no run catches fails the test, naming
@@ -38,9 +40,24 @@ fn not_reachable(bug: PlantedBug) -> Option<&'static str> {
     }
 }
 
+/// Bugs in the replicated primitives, which only the primitive workload
+/// exercises.
+fn in_primitives(bug: PlantedBug) -> bool {
+    matches!(
+        bug,
+        PlantedBug::SemaphoreReleaseUnchecked
+            | PlantedBug::ElectionKeepsClosedLeader
+            | PlantedBug::GroupCloseSkipsRedelivery
+    )
+}
+
 fn first_failing_seed(bug: PlantedBug) -> Option<(u64, String)> {
     (0..SEEDS).find_map(|seed| {
-        let params = SimParams::from_seed(seed);
+        let params = if in_primitives(bug) {
+            SimParams::from_seed(seed).with_primitives()
+        } else {
+            SimParams::from_seed(seed)
+        };
         let report = copycat_planted::with(Some(bug), || Simulation::new(params, |_| {}).run());
         match report.outcome {
             Outcome::Failed(reason) => Some((seed, reason)),

@@ -471,7 +471,10 @@ impl Simulation {
                         &event,
                     ) {
                         Ok(delivered) => {
-                            self.primitive_event(client, &event);
+                            if let Err(failure) = self.primitive_event(client, session, &event) {
+                                self.fail(format!("client {client}: {failure}"));
+                                return;
+                            }
                             self.clients[client].events.insert(
                                 session,
                                 EventCursor {
@@ -656,7 +659,7 @@ impl Simulation {
                     c.last_write = Some((session, index));
                 }
                 self.observer.on_acknowledged(client as u64, op);
-                if let Err(failure) = self.primitive_done(client, prim, result) {
+                if let Err(failure) = self.primitive_done(client, session, prim, result) {
                     self.fail(format!("client {client} op {op}: {failure}"));
                     return;
                 }

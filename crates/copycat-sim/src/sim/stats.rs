@@ -87,6 +87,19 @@ impl std::fmt::Display for HistoryStats {
                 "\nprimitives: lock grants {} at once + {} to waiters, {} holds released by a session closing, {} increments, {} items polled",
                 p.grants_now, p.grants_waited, p.released_by_close, p.increments, p.polled
             )?;
+            write!(
+                f,
+                "\nsemaphore: {} permits granted at once + {} to waiters, {} returned by a session closing; election: {} leaders, {} lost by a session closing; group: {} messages, {} acknowledged, {} redelivered, {} failed",
+                p.permits_now,
+                p.permits_waited,
+                p.permits_returned_by_close,
+                p.elected,
+                p.leaders_lost_by_close,
+                p.messages_sent,
+                p.messages_acked,
+                p.messages_redelivered,
+                p.messages_failed
+            )?;
         }
         Ok(())
     }
