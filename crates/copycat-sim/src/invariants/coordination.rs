@@ -295,7 +295,8 @@ impl Coordination {
                 (SemaphoreCommand::Acquire { permits, .. }, result)
                     if *permits == 0 || *permits > sem.total =>
                 {
-                    if !matches!(result, Err(ResourceError::InvalidArgument(_))) {
+                    let invalid = matches!(result, Err(ResourceError::InvalidArgument(_)));
+                    if !invalid {
                         return Err(format!(
                             "semaphore {name}: acquiring {permits} of {} permits at {index} answered {result:?}, not an invalid argument",
                             sem.total
@@ -802,27 +803,26 @@ impl Coordination {
                 (
                     GroupCommand::Leave(id),
                     Err(ResourceError::NotMember { .. } | ResourceError::UnknownMember { .. }),
-                ) => {
-                    if group.session_of(id) == Some(session) {
-                        return Err(format!(
-                            "group {name}: member {id:?} of session {} was refused leaving at {index}",
-                            session.0
-                        ));
-                    }
+                ) if group.session_of(id) == Some(session) => {
+                    return Err(format!(
+                        "group {name}: member {id:?} of session {} was refused leaving at {index}",
+                        session.0
+                    ));
                 }
                 (GroupCommand::Remove(id), Ok(Output::Group(GroupOutput::Unit))) => {
-                    if group.members.remove(id).is_none() {
+                    let existed = group.members.remove(id).is_some();
+                    if !existed {
                         return Err(format!(
                             "group {name}: member {id:?} removed at {index} was no member"
                         ));
                     }
                 }
-                (GroupCommand::Remove(id), Err(ResourceError::UnknownMember { .. })) => {
-                    if group.members.contains_key(id) {
-                        return Err(format!(
-                            "group {name}: removing member {id:?} at {index} was refused as unknown"
-                        ));
-                    }
+                (GroupCommand::Remove(id), Err(ResourceError::UnknownMember { .. }))
+                    if group.members.contains_key(id) =>
+                {
+                    return Err(format!(
+                        "group {name}: removing member {id:?} at {index} was refused as unknown"
+                    ));
                 }
                 (
                     GroupCommand::Send {
@@ -894,12 +894,10 @@ impl Coordination {
                         ..
                     },
                     Err(ResourceError::UnknownMember { .. }),
-                ) => {
-                    if group.members.contains_key(id) {
-                        return Err(format!(
-                            "group {name}: a direct send to member {id:?} at {index} was refused as unknown"
-                        ));
-                    }
+                ) if group.members.contains_key(id) => {
+                    return Err(format!(
+                        "group {name}: a direct send to member {id:?} at {index} was refused as unknown"
+                    ));
                 }
                 (
                     GroupCommand::Send {

@@ -118,7 +118,9 @@ impl Observer {
             reference.model.apply(&entry);
             let before = reference.replica.machine().0.state.values.clone();
             let record = reference.replica.apply(&entry);
-            self.primitives.on_applied(&entry, &record)?;
+            // Judged once the replay has moved past the entry, so that a
+            // failure does not leave the reference to apply it again.
+            let primitives = self.primitives.on_applied(&entry, &record);
             let reference = &mut self.reference;
             let after = &reference.replica.machine().0.state.values;
             for key in before.keys().chain(after.keys()) {
@@ -131,6 +133,7 @@ impl Observer {
                 }
             }
             reference.next = entry.index.next();
+            primitives?;
         }
         let next = self.reference.next;
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reference.unchecked)
