@@ -876,3 +876,59 @@ fn group_checker_catches_delivery_after_leaving_and_double_acknowledgement() {
     stranger.command(B, ack(0), unit(), vec![(C, "group", delivered(10, 0, "b"))]);
     violation(&stranger, &["which is not that member's"]);
 }
+
+#[test]
+fn leader_query_checker_catches_an_expired_leader_still_reported() {
+    let leader = || copycat_primitives::Query::Election {
+        name: "election".into(),
+        query: copycat_primitives::election::ElectionQuery::Leader,
+    };
+    let mut history = History::new("election", Spec::Election);
+    history
+        .command(A, campaign(1), answer(ElectionOutput::Elected(6)), vec![])
+        .close(A, vec![]);
+    let mut checker = PrimitiveChecker::default();
+    for step in &history.steps {
+        checker.on_step(step).expect("a correct history");
+    }
+    let (elected_at, closed_at) = (5, 6);
+    // Before the election existed, while A led, after A's session closed.
+    let not_found = Err(ResourceError::NotFound {
+        name: "election".into(),
+    });
+    checker
+        .check_query(&leader(), &not_found, 3)
+        .expect("no election yet");
+    checker
+        .check_query(
+            &leader(),
+            &answer(ElectionOutput::Leader(Some((A, 6)))),
+            elected_at,
+        )
+        .expect("A leads at its election");
+    checker
+        .check_query(&leader(), &answer(ElectionOutput::Leader(None)), closed_at)
+        .expect("nobody leads once A's session closed");
+    let error = checker
+        .check_query(
+            &leader(),
+            &answer(ElectionOutput::Leader(Some((A, 6)))),
+            closed_at,
+        )
+        .expect_err("a closed leader reported by a query");
+    for part in [
+        "leader query answered",
+        "from the state at 6",
+        "the log gives leader None there",
+        "session 1 lost its leadership of term 6 when its session closed",
+    ] {
+        assert!(error.contains(part), "{error:?} should mention {part:?}");
+    }
+    let stale = checker
+        .check_query(&leader(), &answer(ElectionOutput::Leader(None)), elected_at)
+        .expect_err("a leader query missing the leader");
+    assert!(
+        stale.contains("the log gives leader Some((s1, 6)) there"),
+        "{stale}"
+    );
+}

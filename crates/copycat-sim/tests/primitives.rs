@@ -20,11 +20,12 @@ use copycat_sim::sim::{Outcome, SimParams, Simulation};
 
 /// Floors per ten seeds of what the coordination primitives must see
 /// (about a third of what the 150 default seeds gave when they were set:
-/// 49 permits granted, 15 of them to waiters, 17 leaders, 100 messages and
-/// 30 acknowledgements per ten seeds).
+/// 50 permits granted, 17 of them to waiters, 17 leaders, 85 leader
+/// queries, 88 messages and 25 acknowledgements per ten seeds).
 const FLOOR_PERMITS: u64 = 16;
 const FLOOR_PERMITS_WAITED: u64 = 5;
 const FLOOR_ELECTED: u64 = 5;
+const FLOOR_QUERIES: u64 = 28;
 const FLOOR_SENT: u64 = 33;
 const FLOOR_ACKED: u64 = 10;
 
@@ -89,10 +90,11 @@ fn primitive_seeds_pass() {
     let acked = total(|p| p.messages_acked);
     let redelivered = total(|p| p.messages_redelivered);
     let failed = total(|p| p.messages_failed);
+    let queries: u64 = reports.iter().map(|(_, r)| r.stats.primitive_queries).sum();
     eprintln!(
         "{count} primitive seeds: {grants} lock grants ({waited} to waiters), {} released by a session closing, {increments} increments, {polled} items polled; \
          semaphore: {permits} permits granted ({permits_waited} to waiters), {permits_returned} returned by a session closing; \
-         election: {elected} leaders, {leaders_lost} lost by a session closing; \
+         election: {elected} leaders, {leaders_lost} lost by a session closing, {queries} leader queries; \
          group: {sent} messages, {acked} acknowledged, {redelivered} redelivered, {failed} failed",
         total(|p| p.released_by_close)
     );
@@ -121,6 +123,10 @@ fn primitive_seeds_pass() {
     assert!(
         leaders_lost >= 1,
         "no leader lost its leadership by its session closing in {count} seeds"
+    );
+    assert!(
+        10 * queries >= FLOOR_QUERIES * count,
+        "too few leader queries: {queries}"
     );
     assert!(
         10 * sent >= FLOOR_SENT * count,

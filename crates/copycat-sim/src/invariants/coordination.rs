@@ -29,7 +29,8 @@
 //!   nobody leads; a candidate is elected by event only while it waits,
 //!   in FIFO order; a leader whose session closed is never reported leader
 //!   again, and every listener hears of each change and last hears the
-//!   leader the entry leaves.
+//!   leader the entry leaves; a query of the leader answers the leader the
+//!   log gives at the index it was answered from.
 //! - **Group**: every message a send creates goes to its recipient's
 //!   session (a broadcast to every alive member once); a message is
 //!   delivered only to an alive member, never to one that left; a
@@ -93,6 +94,9 @@ struct ElectionTrack {
     listeners: BTreeSet<SessionId>,
     /// Leaders whose session closed, with their term.
     lost: BTreeMap<SessionId, u64>,
+    /// The leader from each index where it changed (from the index that
+    /// opened the election), to judge leader queries.
+    history: BTreeMap<u64, Option<(SessionId, u64)>>,
 }
 
 /// A group member as the log shows it.
@@ -203,7 +207,12 @@ impl Coordination {
                         });
                 }
                 Spec::Election => {
-                    self.elections.entry(name.clone()).or_default();
+                    self.elections
+                        .entry(name.clone())
+                        .or_insert_with(|| ElectionTrack {
+                            history: BTreeMap::from([(step.index, None)]),
+                            ..Default::default()
+                        });
                 }
                 Spec::Group => {
                     self.groups.entry(name.clone()).or_default();
@@ -697,6 +706,12 @@ impl Coordination {
                 ElectionEvent::TimedOut { .. } => {}
             }
         }
+        for election in self.elections.values_mut() {
+            let last = election.history.values().next_back().copied().flatten();
+            if last != election.leader {
+                election.history.insert(index, election.leader);
+            }
+        }
         for (name, election) in &self.elections {
             let changed = before.get(name).copied().flatten() != election.leader
                 || step.events.iter().any(|(_, n)| {
@@ -725,6 +740,48 @@ impl Coordination {
             }
         }
         Ok(())
+    }
+
+    /// A query of election `name`'s leader answered `result` from the
+    /// state at `index`: the leader the log gives there (none before the
+    /// election was opened, and never a leader whose session had closed).
+    pub(super) fn check_leader_query(
+        &self,
+        name: &str,
+        index: u64,
+        result: &Result<Output, ResourceError>,
+    ) -> Check {
+        let expected = self
+            .elections
+            .get(name)
+            .and_then(|e| e.history.range(..=index).next_back())
+            .map(|(_, leader)| *leader);
+        match (expected, result) {
+            (None, Err(ResourceError::NotFound { .. })) => Ok(()),
+            (Some(leader), Ok(Output::Election(ElectionOutput::Leader(answer))))
+                if *answer == leader =>
+            {
+                Ok(())
+            }
+            (expected, result) => {
+                let closed = match result {
+                    Ok(Output::Election(ElectionOutput::Leader(Some((session, _))))) => self
+                        .elections
+                        .get(name)
+                        .and_then(|e| e.lost.get(session))
+                        .map(|term| format!(" (session {} lost its leadership of term {term} when its session closed)", session.0))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                let expected = match expected {
+                    None => "no such election yet".to_string(),
+                    Some(leader) => format!("leader {leader:?}"),
+                };
+                Err(format!(
+                    "election {name}: a leader query answered {result:?} from the state at {index}, but the log gives {expected} there{closed}"
+                ))
+            }
+        }
     }
 
     fn group_step(&mut self, step: &PrimitiveStep, stats: &mut PrimitiveStats) -> Check {

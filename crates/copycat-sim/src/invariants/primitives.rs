@@ -21,10 +21,11 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
+use copycat_primitives::election::ElectionQuery;
 use copycat_primitives::lock::{LockCommand, LockEvent, LockOutput};
 use copycat_primitives::long::{LongCommand, LongOutput};
 use copycat_primitives::queue::{QueueCommand, QueueOutput};
-use copycat_primitives::{Command, Event, Notice, Output, ResourceError, EVENT_NAME};
+use copycat_primitives::{Command, Event, Notice, Output, Query, ResourceError, EVENT_NAME};
 use copycat_proto::{LogBody, LogCommand, Response, SessionId};
 use copycat_raft::{Entry, EntryPayload};
 use copycat_replica::{codec, Applied, Outcome};
@@ -332,6 +333,25 @@ impl PrimitiveChecker {
             _ => {}
         }
         Ok(())
+    }
+
+    /// A query of the primitives answered `result` from the state at
+    /// `index`, which the log has reached: a query of the election's leader
+    /// must answer the leader the log gives there. (The workload asks no
+    /// other query.)
+    pub fn check_query(
+        &self,
+        query: &Query,
+        result: &Result<Output, ResourceError>,
+        index: u64,
+    ) -> Check {
+        match query {
+            Query::Election {
+                name,
+                query: ElectionQuery::Leader,
+            } => self.coordination.check_leader_query(name, index, result),
+            other => Err(format!("primitives: no check for query {other:?}")),
+        }
     }
 
     /// The counter's value as the committed log leaves it.

@@ -6,7 +6,7 @@
 //! one, a queue of unique items offered and polled, a semaphore of three
 //! permits (acquire one to three with and without waiting, try-acquire,
 //! release, cancel), an election (campaign with and without waiting,
-//! resign, cancel, listen) and a group (join as a persistent or ephemeral
+//! resign, cancel, listen, and queries of the leader) and a group (join as a persistent or ephemeral
 //! member, leave, remove, listen, direct, random and broadcast sends with
 //! and without a reply, acknowledgements of what members receive). The
 //! safety of what the state machine does is checked on the committed log
@@ -16,13 +16,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use copycat_primitives::election::{ElectionCommand, ElectionEvent, ElectionOutput};
+use copycat_primitives::election::{ElectionCommand, ElectionEvent, ElectionOutput, ElectionQuery};
 use copycat_primitives::group::{Delivery, GroupCommand, GroupEvent, GroupOutput};
 use copycat_primitives::lock::{LockCommand, LockEvent, LockOutput};
 use copycat_primitives::long::{LongCommand, LongOutput};
 use copycat_primitives::queue::{QueueCommand, QueueOutput};
 use copycat_primitives::semaphore::{SemaphoreCommand, SemaphoreEvent, SemaphoreOutput};
-use copycat_primitives::{Command, Event, Notice, Output, ResourceError, Spec, EVENT_NAME};
+use copycat_primitives::{Command, Event, Notice, Output, Query, ResourceError, Spec, EVENT_NAME};
 use copycat_proto::SessionId;
 use copycat_replica::codec;
 use rand::Rng;
@@ -71,7 +71,10 @@ pub(super) enum PrimitiveOp {
     Increment,
     Offer,
     Poll,
-    Acquire { req: u64, permits: u64 },
+    Acquire {
+        req: u64,
+        permits: u64,
+    },
     Release(u64),
     CancelAcquire(u64),
     Campaign(u64),
@@ -84,6 +87,16 @@ pub(super) enum PrimitiveOp {
     Send,
     Ack(u64),
     ListenGroup,
+    /// A query (not a command) of the election's leader.
+    LeaderQuery,
+}
+
+/// The query of the election's leader.
+pub(super) fn leader_query() -> Query {
+    Query::Election {
+        name: ELECTION.to_string(),
+        query: ElectionQuery::Leader,
+    }
 }
 
 /// What the clients heard from the primitives.
@@ -160,6 +173,13 @@ impl Simulation {
             15..=16 => self.election_command(client, op),
             _ => self.group_command(client, op),
         }
+    }
+
+    /// Now and then, instead of a command, a query of the election's
+    /// leader (answered from some server's state, checked against the
+    /// leader the log gives at the index it was answered from).
+    pub(super) fn primitive_query(&mut self) -> Option<PrimitiveOp> {
+        self.rng.gen_bool(0.05).then_some(PrimitiveOp::LeaderQuery)
     }
 
     /// A wait of no time (a try), a short one or none at all (forever).

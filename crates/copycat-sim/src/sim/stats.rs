@@ -39,6 +39,8 @@ pub struct HistoryStats {
     /// What the primitive workload did, as the committed log shows it
     /// (all zero in key-value runs).
     pub primitives: crate::invariants::PrimitiveStats,
+    /// Leader queries of the primitive workload answered and checked.
+    pub primitive_queries: u64,
 }
 
 impl HistoryStats {
@@ -89,12 +91,13 @@ impl std::fmt::Display for HistoryStats {
             )?;
             write!(
                 f,
-                "\nsemaphore: {} permits granted at once + {} to waiters, {} returned by a session closing; election: {} leaders, {} lost by a session closing; group: {} messages, {} acknowledged, {} redelivered, {} failed",
+                "\nsemaphore: {} permits granted at once + {} to waiters, {} returned by a session closing; election: {} leaders, {} lost by a session closing, {} leader queries; group: {} messages, {} acknowledged, {} redelivered, {} failed",
                 p.permits_now,
                 p.permits_waited,
                 p.permits_returned_by_close,
                 p.elected,
                 p.leaders_lost_by_close,
+                self.primitive_queries,
                 p.messages_sent,
                 p.messages_acked,
                 p.messages_redelivered,
