@@ -149,6 +149,9 @@ planted_bugs! {
     /// A semaphore release is not checked against the permits the session
     /// holds: releasing more than it holds puts them all back in the pool.
     SemaphoreReleaseUnchecked,
+    /// A semaphore forgets the permits of a session that closes or expires
+    /// instead of returning them to the pool.
+    SemaphoreCloseKeepsPermits,
     /// An election leader whose session closes keeps leading: its waiting
     /// candidacies and its listening end, its leadership does not.
     ElectionKeepsClosedLeader,

@@ -247,6 +247,12 @@ impl Resource for SemaphoreState {
 
     fn session_closed(&mut self, ctx: &mut Ctx<'_, SemaphoreEvent>, session: SessionId) {
         self.waiters.retain(|w| w.waiter.session != session);
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::SemaphoreCloseKeepsPermits) {
+            self.held.remove(&session);
+            self.serve(ctx);
+            return;
+        }
         if let Some(held) = self.held.remove(&session) {
             self.available += held;
         }

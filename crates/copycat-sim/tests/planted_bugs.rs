@@ -46,6 +46,7 @@ fn in_primitives(bug: PlantedBug) -> bool {
     matches!(
         bug,
         PlantedBug::SemaphoreReleaseUnchecked
+            | PlantedBug::SemaphoreCloseKeepsPermits
             | PlantedBug::ElectionKeepsClosedLeader
             | PlantedBug::GroupCloseSkipsRedelivery
     )
