@@ -154,6 +154,20 @@ planted_bugs! {
     DeliverBeforeEvents,
     /// Queries do not carry the highest index the client has seen.
     QueryWithoutIndex,
+    // ----- Replicated primitives (copycat-primitives) -----
+    /// A semaphore release is not checked against the permits the session
+    /// holds: releasing more than it holds puts them all back in the pool.
+    SemaphoreReleaseUnchecked,
+    /// A semaphore forgets the permits of a session that closes or expires
+    /// instead of returning them to the pool.
+    SemaphoreCloseKeepsPermits,
+    /// An election leader whose session closes keeps leading: its waiting
+    /// candidacies and its listening end, its leadership does not.
+    ElectionKeepsClosedLeader,
+    /// A group member whose session closes keeps the messages addressed to
+    /// it: they are neither redelivered to another member nor reported
+    /// failed (leaving and removal still hand them on).
+    GroupCloseSkipsRedelivery,
 }
 
 thread_local! {

@@ -190,6 +190,11 @@ impl Resource for ElectionState {
 
     fn session_closed(&mut self, ctx: &mut Ctx<'_, ElectionEvent>, session: SessionId) {
         self.listeners.remove(&session);
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::ElectionKeepsClosedLeader) {
+            self.fifo.waiters.retain(|w| w.session != session);
+            return;
+        }
         let (lost, next) = self.fifo.session_closed(ctx, session);
         if lost {
             self.changed(ctx, next);

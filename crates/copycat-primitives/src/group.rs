@@ -601,6 +601,13 @@ impl Resource for GroupState {
                 self.notify(ctx, GroupEvent::Left { id: id.clone() });
             }
         }
+        #[cfg(feature = "planted-bugs")]
+        let mine =
+            if copycat_planted::active(copycat_planted::PlantedBug::GroupCloseSkipsRedelivery) {
+                Vec::new()
+            } else {
+                mine
+            };
         for id in &mine {
             self.reroute(ctx, id);
         }

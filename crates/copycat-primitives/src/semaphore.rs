@@ -172,6 +172,17 @@ impl Resource for SemaphoreState {
             }
             SemaphoreCommand::Release { permits } => {
                 let held = self.held.get(&session).copied().unwrap_or(0);
+                #[cfg(feature = "planted-bugs")]
+                if permits > held
+                    && copycat_planted::active(
+                        copycat_planted::PlantedBug::SemaphoreReleaseUnchecked,
+                    )
+                {
+                    self.held.remove(&session);
+                    self.available += permits;
+                    self.serve(ctx);
+                    return Ok(SemaphoreOutput::Unit);
+                }
                 if permits == 0 || permits > held {
                     return Err(ResourceError::NotEnoughPermits {
                         held,
@@ -236,6 +247,12 @@ impl Resource for SemaphoreState {
 
     fn session_closed(&mut self, ctx: &mut Ctx<'_, SemaphoreEvent>, session: SessionId) {
         self.waiters.retain(|w| w.waiter.session != session);
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::SemaphoreCloseKeepsPermits) {
+            self.held.remove(&session);
+            self.serve(ctx);
+            return;
+        }
         if let Some(held) = self.held.remove(&session) {
             self.available += held;
         }

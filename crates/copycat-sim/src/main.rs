@@ -60,8 +60,8 @@ struct Args {
     #[arg(long)]
     plant: Option<String>,
     /// Run the primitive workload: half the client operations go to locks,
-    /// a counter and a queue of the replicated primitives (see
-    /// docs/simulation.md).
+    /// a counter, a queue, a semaphore, an election and a group of the
+    /// replicated primitives (see docs/simulation.md).
     #[arg(long)]
     primitives: bool,
 }

@@ -1,8 +1,10 @@
 //! The simulator earns trust by catching known bugs. Every bug of
 //! `copycat_planted::PlantedBug` (in the Raft core, the replica, the server
-//! core and shell, the primitives, the storage and the client session) is
-//! switched on in turn, and the simulator must report a failure within the seeds CI runs
-//! (0..1000, the `seeds` test's range) with their parameters as drawn.
+//! core and shell, the storage, the client session and the replicated
+//! primitives) is switched on in turn, and the simulator must report a
+//! failure within the seeds CI runs (0..1000, the `seeds` test's range)
+//! with their parameters as drawn; the primitives' bugs run the primitive
+//! workload (`SimParams::with_primitives`), the others the key-value one.
 //!
 //! Bugs the default seeds cannot reach are listed in `not_reachable` with
 //! where they are caught instead. A bug no run catches fails the test, naming
@@ -34,21 +36,30 @@ fn not_reachable(bug: PlantedBug) -> Option<&'static str> {
         PlantedBug::FollowerCommitUncapped => {
             Some("unreachable with conflict hints; caught by copycat-raft/tests/planted.rs")
         }
-        // The seeds' workload is the key-value store (the primitive
-        // workload is off by default), so no lock is ever held. The same
-        // seeds with the primitive workload catch it:
-        // `a_lock_handed_on_before_its_holder_expired_is_caught` below.
-        PlantedBug::LockGrantBeforeExpiry => Some(
-            "no locks in the default workload; caught by \
-             a_lock_handed_on_before_its_holder_expired_is_caught (primitive workload)",
-        ),
         _ => None,
     }
 }
 
+/// Bugs in the replicated primitives, which only the primitive workload
+/// exercises.
+fn in_primitives(bug: PlantedBug) -> bool {
+    matches!(
+        bug,
+        PlantedBug::LockGrantBeforeExpiry
+            | PlantedBug::SemaphoreReleaseUnchecked
+            | PlantedBug::SemaphoreCloseKeepsPermits
+            | PlantedBug::ElectionKeepsClosedLeader
+            | PlantedBug::GroupCloseSkipsRedelivery
+    )
+}
+
 fn first_failing_seed(bug: PlantedBug) -> Option<(u64, String)> {
     (0..SEEDS).find_map(|seed| {
-        let params = SimParams::from_seed(seed);
+        let params = if in_primitives(bug) {
+            SimParams::from_seed(seed).with_primitives()
+        } else {
+            SimParams::from_seed(seed)
+        };
         let report = copycat_planted::with(Some(bug), || Simulation::new(params, |_| {}).run());
         match report.outcome {
             Outcome::Failed(reason) => Some((seed, reason)),
@@ -114,28 +125,6 @@ fn every_planted_bug_is_caught_within_the_ci_seeds() {
     assert!(
         missed.is_empty(),
         "planted bugs the simulator did not catch within {SEEDS} seeds: {missed:?}"
-    );
-}
-
-/// `LockGrantBeforeExpiry` with the primitive workload (two contended
-/// locks): the lock checker must see a grant while the holder's session is
-/// still open, within the primitive test's 150 seeds.
-#[test]
-fn a_lock_handed_on_before_its_holder_expired_is_caught() {
-    let bug = PlantedBug::LockGrantBeforeExpiry;
-    let caught = (0..150).find_map(|seed| {
-        let params = SimParams::from_seed(seed).with_primitives();
-        let report = copycat_planted::with(Some(bug), || Simulation::new(params, |_| {}).run());
-        match report.outcome {
-            Outcome::Failed(reason) => Some((seed, reason)),
-            _ => None,
-        }
-    });
-    let (seed, reason) = caught.expect("LockGrantBeforeExpiry not caught in 150 primitive seeds");
-    println!("{bug:?}: caught at primitive seed {seed}: {reason}");
-    assert!(
-        reason.contains("lock "),
-        "caught at primitive seed {seed}, but not by the lock checks: {reason}"
     );
 }
 

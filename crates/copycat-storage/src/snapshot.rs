@@ -9,7 +9,9 @@
 //! | data_len u64 | data_crc u32 (crc32c of data) | end magic "SEND" (4)
 //! ```
 //!
-//! A snapshot is streamed into `<name>.tmp`, which is then synced, renamed to
+//! A snapshot is streamed into `<index>-<term>.<n>.snap.tmp` (`n` numbers the
+//! store's writers, so a snapshot taken locally and the same one received
+//! from the leader never share a temp file), which is then synced, renamed to
 //! its final name and the directory synced. Temp files left by a crash are
 //! removed on open. The latest snapshot is verified in full on open.
 //!
@@ -20,6 +22,7 @@
 //! [`SnapshotStore::install`] does both.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use copycat_raft::{LogIndex, SnapshotMeta, Term};
@@ -60,6 +63,10 @@ pub struct SnapshotStore {
     retained_old: usize,
     /// Oldest first; the last is the latest.
     installed: Vec<Installed>,
+    /// Numbers the temp files of writers, so that two writers of the same
+    /// snapshot (a local one and one received from the leader, at the same
+    /// index and term) never share a file.
+    temp_serial: AtomicU64,
 }
 
 /// A snapshot being written. Created by [`SnapshotStore::begin`], filled with
@@ -355,6 +362,7 @@ impl SnapshotStore {
                 durability,
                 retained_old,
                 installed,
+                temp_serial: AtomicU64::new(0),
             },
             removed,
         ))
@@ -380,7 +388,12 @@ impl SnapshotStore {
 
     /// Starts writing a snapshot described by `meta`.
     pub fn begin(&self, meta: SnapshotMeta) -> Result<SnapshotWriter> {
-        let temp_path = self.dir.join(format!("{}.tmp", file_name(&meta)));
+        let serial = self.temp_serial.fetch_add(1, Ordering::Relaxed);
+        let temp_path = self.dir.join(format!(
+            "{:020}-{:020}.{serial}{TEMP_SUFFIX}",
+            meta.index.get(),
+            meta.term.get()
+        ));
         let encoded = postcard::to_allocvec(&meta).expect("encoding SnapshotMeta cannot fail");
         let mut header = Vec::with_capacity(16 + encoded.len() + 4);
         header.extend_from_slice(&SNAPSHOT_MAGIC);

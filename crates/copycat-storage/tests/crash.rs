@@ -355,6 +355,60 @@ fn a_sealed_snapshot_is_current_after_a_crash_only_once_installed() {
     }
 }
 
+/// A snapshot taken locally and the same snapshot (index and term)
+/// received from the leader can be written at once: each writer has its own
+/// temp file, so neither truncates or renames the other's, and both install.
+#[test]
+fn two_writers_of_the_same_snapshot_do_not_share_a_file() {
+    let options = StorageOptions::default();
+    let meta = SnapshotMeta {
+        index: LogIndex(10),
+        term: Term(1),
+        config: Configuration::with_voters([NodeId(1)]),
+    };
+    let data: Vec<u8> = (0..30_000u32).map(|i| (i % 241) as u8).collect();
+    let disk = FaultDisk::new(10);
+    let dir = Path::new("/twice");
+    Storage::bootstrap(
+        shared(&disk),
+        dir,
+        options.clone(),
+        Configuration::with_voters([NodeId(1)]),
+        Identity {
+            cluster: 7,
+            server: 1,
+        },
+    )
+    .unwrap();
+    let (mut storage, _, _) = Storage::open(shared(&disk), dir, options.clone()).unwrap();
+    storage.append(&conformance::entries(1, 20, 1)).unwrap();
+    storage.sync().unwrap();
+    let mut local = storage.begin_snapshot(meta.clone()).unwrap();
+    local.write(&data[..1000]).unwrap();
+    let mut received = storage.begin_snapshot(meta.clone()).unwrap();
+    received.write(&data).unwrap();
+    assert_eq!(
+        storage
+            .install_sealed_snapshot(received.seal().unwrap())
+            .unwrap(),
+        meta
+    );
+    local.write(&data[1000..]).unwrap();
+    assert_eq!(
+        storage
+            .install_sealed_snapshot(local.seal().unwrap())
+            .unwrap(),
+        meta
+    );
+    assert_eq!(storage.snapshots().read_all().unwrap().unwrap(), data);
+    disk.crash();
+    drop(storage);
+    let (storage, state, report) = Storage::open(shared(&disk), dir, options).unwrap();
+    assert_eq!(state.snapshot, meta);
+    assert_eq!(storage.snapshots().read_all().unwrap().unwrap(), data);
+    assert!(report.removed_temp_files.is_empty(), "{report:?}");
+}
+
 #[test]
 fn snapshot_newer_than_log_resets_the_log_on_open() {
     let disk = FaultDisk::new(8);

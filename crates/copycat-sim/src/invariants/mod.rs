@@ -9,6 +9,7 @@
 mod acknowledged_writes;
 mod commit_durability;
 mod configuration_safety;
+mod coordination;
 mod election_safety;
 mod leader_completeness;
 mod lease_safety;
@@ -25,7 +26,7 @@ use copycat_raft::{Entry, LogIndex, NodeId, Term};
 use copycat_replica::ReplicaConfig;
 
 pub use commit_durability::DurableLog;
-pub use primitives::{PrimitiveChecker, PrimitiveStats};
+pub use primitives::{PrimitiveChecker, PrimitiveStats, PrimitiveStep};
 pub use replica_reports::SimReplica;
 pub use session_log::SessionModel;
 

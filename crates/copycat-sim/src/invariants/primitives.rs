@@ -21,10 +21,11 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
+use copycat_primitives::election::ElectionQuery;
 use copycat_primitives::lock::{LockCommand, LockEvent, LockOutput};
 use copycat_primitives::long::{LongCommand, LongOutput};
 use copycat_primitives::queue::{QueueCommand, QueueOutput};
-use copycat_primitives::{Command, Event, Notice, Output, ResourceError, EVENT_NAME};
+use copycat_primitives::{Command, Event, Notice, Output, Query, ResourceError, EVENT_NAME};
 use copycat_proto::{LogBody, LogCommand, Response, SessionId};
 use copycat_raft::{Entry, EntryPayload};
 use copycat_replica::{codec, Applied, Outcome};
@@ -58,6 +59,8 @@ pub struct PrimitiveChecker {
     /// Items ever offered and ever delivered.
     offered: BTreeSet<Bytes>,
     delivered: BTreeSet<Bytes>,
+    /// The semaphores, elections and groups (`coordination.rs`).
+    coordination: super::coordination::Coordination,
     /// Totals, for the workload's statistics.
     pub stats: PrimitiveStats,
 }
@@ -75,22 +78,97 @@ pub struct PrimitiveStats {
     pub increments: u64,
     /// Items polled.
     pub polled: u64,
+    /// Semaphore permits granted at once.
+    pub permits_now: u64,
+    /// Semaphore permits granted to waiters.
+    pub permits_waited: u64,
+    /// Semaphore permits returned by a session closing.
+    pub permits_returned_by_close: u64,
+    /// Elections won (a new leader, at once or by event).
+    pub elected: u64,
+    /// Leaders that lost leadership by their session closing.
+    pub leaders_lost_by_close: u64,
+    /// Group messages created (one per recipient).
+    pub messages_sent: u64,
+    /// Group messages acknowledged.
+    pub messages_acked: u64,
+    /// Group messages delivered again (to another member, or to a
+    /// persistent member's new session).
+    pub messages_redelivered: u64,
+    /// Group messages reported failed to their sender.
+    pub messages_failed: u64,
+}
+
+/// What one committed entry did to the primitives, as the reference replica
+/// reports it: decoded from the entry and its [`Applied`] record by
+/// [`PrimitiveStep::decode`], or built by hand (the checkers' own tests
+/// feed them bad histories this way).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PrimitiveStep {
+    /// The entry's index.
+    pub index: u64,
+    /// The session the entry registered, if it did.
+    pub registered: Option<SessionId>,
+    /// The sessions the entry closed (unregistered or expired), in order.
+    pub closed: Vec<SessionId>,
+    /// The primitive command applied at this entry (not a retry answered
+    /// from the result cache): its session, the command and the answer.
+    pub command: Option<(SessionId, Command, Result<Output, ResourceError>)>,
+    /// The primitive events the entry published, with the receiving
+    /// session: in order within one session, sessions in ascending order
+    /// (the order across sessions is not the order of publishing).
+    pub events: Vec<(SessionId, Notice)>,
+}
+
+impl PrimitiveStep {
+    /// The step `entry` made, as `record` reports it.
+    pub fn decode(entry: &Entry, record: &Applied) -> Result<Self, String> {
+        let index = record.index.0;
+        let registered = match &record.outcome {
+            Outcome::Register {
+                result: Ok(Response::Registered { session, .. }),
+                ..
+            } => Some(*session),
+            _ => None,
+        };
+        let mut events = Vec::new();
+        for batch in &record.events {
+            for event in &batch.events {
+                if event.name != EVENT_NAME {
+                    continue;
+                }
+                let Ok(notice) = codec::decode::<Notice>(&event.payload) else {
+                    return Err(format!("primitives: undecodable event at {index}"));
+                };
+                events.push((batch.session, notice));
+            }
+        }
+        Ok(Self {
+            index,
+            registered,
+            closed: record.closed.clone(),
+            command: applied_primitive(entry, record),
+            events,
+        })
+    }
 }
 
 impl PrimitiveChecker {
     /// The reference replica applied `entry`, reporting `record`.
     pub fn on_applied(&mut self, entry: &Entry, record: &Applied) -> Check {
-        let index = record.index.0;
-        if let Outcome::Register {
-            result: Ok(Response::Registered { session, .. }),
-            ..
-        } = &record.outcome
-        {
-            self.live.insert(*session);
+        let step = PrimitiveStep::decode(entry, record)?;
+        self.on_step(&step)
+    }
+
+    /// Check one entry's step, in log order.
+    pub fn on_step(&mut self, step: &PrimitiveStep) -> Check {
+        let index = step.index;
+        if let Some(session) = step.registered {
+            self.live.insert(session);
         }
         // Sessions this entry closes release what they held first: the
         // manager hands their locks on within the same entry.
-        for session in &record.closed {
+        for session in &step.closed {
             self.live.remove(session);
             self.closed.insert(*session);
             for lock in self.locks.values_mut() {
@@ -100,24 +178,16 @@ impl PrimitiveChecker {
                 }
             }
         }
-        if let Some((session, command, result)) = applied_primitive(entry, record) {
-            self.on_command(index, session, command, result)?;
+        if let Some((session, command, result)) = &step.command {
+            self.on_command(index, *session, command.clone(), result.clone())?;
         }
-        for batch in &record.events {
-            for event in &batch.events {
-                if event.name != EVENT_NAME {
-                    continue;
-                }
-                let Ok(notice) = codec::decode::<Notice>(&event.payload) else {
-                    return Err(format!("primitives: undecodable event at {index}"));
-                };
-                if let Event::Lock(LockEvent::Granted { token, .. }) = notice.event {
-                    self.stats.grants_waited += 1;
-                    self.grant(index, &notice.resource, batch.session, token)?;
-                }
+        for (session, notice) in &step.events {
+            if let Event::Lock(LockEvent::Granted { token, .. }) = notice.event {
+                self.stats.grants_waited += 1;
+                self.grant(index, &notice.resource, *session, token)?;
             }
         }
-        Ok(())
+        self.coordination.on_step(step, &self.live, &mut self.stats)
     }
 
     fn grant(&mut self, index: u64, name: &str, session: SessionId, token: u64) -> Check {
@@ -265,6 +335,25 @@ impl PrimitiveChecker {
         Ok(())
     }
 
+    /// A query of the primitives answered `result` from the state at
+    /// `index`, which the log has reached: a query of the election's leader
+    /// must answer the leader the log gives there. (The workload asks no
+    /// other query.)
+    pub fn check_query(
+        &self,
+        query: &Query,
+        result: &Result<Output, ResourceError>,
+        index: u64,
+    ) -> Check {
+        match query {
+            Query::Election {
+                name,
+                query: ElectionQuery::Leader,
+            } => self.coordination.check_leader_query(name, index, result),
+            other => Err(format!("primitives: no check for query {other:?}")),
+        }
+    }
+
     /// The counter's value as the committed log leaves it.
     pub fn counter(&self, name: &str) -> i64 {
         self.counters.get(name).copied().unwrap_or_default()
@@ -273,6 +362,7 @@ impl PrimitiveChecker {
 
 /// The primitive command `entry` carries, if it applied at this entry (not
 /// a retry answered from the result cache), with its session and answer.
+#[allow(clippy::type_complexity)]
 fn applied_primitive(
     entry: &Entry,
     record: &Applied,

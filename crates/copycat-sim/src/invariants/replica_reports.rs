@@ -303,6 +303,22 @@ impl Observer {
         ))
     }
 
+    /// A query of the primitives answered `result` from the state at
+    /// `index` (see `PrimitiveChecker::check_query`).
+    pub fn check_primitive_query(
+        &mut self,
+        query: &copycat_primitives::Query,
+        result: &Result<copycat_primitives::Output, copycat_primitives::ResourceError>,
+        index: LogIndex,
+    ) -> Check {
+        self.advance_reference()?;
+        if index >= self.reference.next {
+            // The log is not known that far yet (see `check_read_value`).
+            return Ok(());
+        }
+        self.primitives.check_query(query, result, index.0)
+    }
+
     /// A read of `key` answered `value` from the state at `index`.
     pub fn check_read_value(&mut self, key: u8, value: Option<u64>, index: LogIndex) -> Check {
         self.advance_reference()?;

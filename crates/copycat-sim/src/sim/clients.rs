@@ -29,7 +29,7 @@ use copycat_replica::codec;
 use rand::Rng;
 use serde_json::json;
 
-use super::kv::{KvAction, KvCommand, KvOutput};
+use super::kv::{KvAction, KvCommand, KvOutput, KvQuery};
 use super::params::SimParams;
 use super::primitives::PrimitiveOp;
 use super::world::{Event, Simulation};
@@ -273,7 +273,7 @@ impl Simulation {
             });
             let submitted = self.clients[client]
                 .session
-                .submit_query(codec::encode(&key), consistency);
+                .submit_query(codec::encode(&KvQuery::Read(key)), consistency);
             let kind = if sequential {
                 OpKind::SequentialRead
             } else {
@@ -370,15 +370,35 @@ impl Simulation {
         let op = c.next_op;
         c.next_op += 1;
         let session = c.session.session_id();
-        let (prim, command) = self.primitive_command(client, op);
-        let command = KvCommand {
-            client: client as u64,
-            op,
-            action: KvAction::Primitive(command),
+        let mut floor = 0;
+        let (prim, submitted) = if let Some(prim) = self.primitive_query() {
+            // Linearizable queries must reflect everything committed before
+            // them; any answer must be the log's state at its index.
+            let consistency = match (self.rng.gen_bool(0.3), self.params.lease_reads) {
+                (true, _) => Consistency::Sequential,
+                (false, true) => Consistency::LinearizableLease,
+                (false, false) => Consistency::Linearizable,
+            };
+            if consistency != Consistency::Sequential {
+                floor = self.committed_floor();
+            }
+            let query = KvQuery::Primitive(super::primitives::leader_query());
+            let submitted = self.clients[client]
+                .session
+                .submit_query(codec::encode(&query), consistency);
+            (prim, submitted)
+        } else {
+            let (prim, command) = self.primitive_command(client, op);
+            let command = KvCommand {
+                client: client as u64,
+                op,
+                action: KvAction::Primitive(command),
+            };
+            let submitted = self.clients[client]
+                .session
+                .submit_command(codec::encode(&command));
+            (prim, submitted)
         };
-        let submitted = self.clients[client]
-            .session
-            .submit_command(codec::encode(&command));
         self.stats.invoked += 1;
         match submitted {
             Ok(operation) => {
@@ -395,7 +415,7 @@ impl Simulation {
                         value: 0,
                         invoked_ms: self.now,
                         session,
-                        floor: 0,
+                        floor,
                         abandoned: false,
                     },
                 );
@@ -471,7 +491,10 @@ impl Simulation {
                         &event,
                     ) {
                         Ok(delivered) => {
-                            self.primitive_event(client, &event);
+                            if let Err(failure) = self.primitive_event(client, session, &event) {
+                                self.fail(format!("client {client}: {failure}"));
+                                return;
+                            }
                             self.clients[client].events.insert(
                                 session,
                                 EventCursor {
@@ -637,6 +660,28 @@ impl Simulation {
                     self.count_liveness_success(client, pending.invoked_ms);
                 }
             }
+            (
+                OpKind::Primitive(PrimitiveOp::LeaderQuery),
+                Some(KvOutput::Primitive(result, index)),
+            ) => {
+                if index < pending.floor {
+                    self.fail(format!(
+                        "client {client} op {op}: a linearizable leader query was answered from the state at index {index}, but index {} was committed before it was invoked",
+                        pending.floor
+                    ));
+                    return;
+                }
+                let query = super::primitives::leader_query();
+                if let Err(failure) = self.observer.check_primitive_query(
+                    &query,
+                    &result,
+                    copycat_raft::LogIndex(index),
+                ) {
+                    self.fail(format!("client {client} op {op}: {failure}"));
+                    return;
+                }
+                self.stats.primitive_queries += 1;
+            }
             (OpKind::Primitive(prim), Some(KvOutput::Primitive(result, index))) => {
                 if !session_lost {
                     if let Err(failure) = self.observer.check_event_before_response(
@@ -656,7 +701,7 @@ impl Simulation {
                     c.last_write = Some((session, index));
                 }
                 self.observer.on_acknowledged(client as u64, op);
-                if let Err(failure) = self.primitive_done(client, prim, result) {
+                if let Err(failure) = self.primitive_done(client, session, prim, result) {
                     self.fail(format!("client {client} op {op}: {failure}"));
                     return;
                 }

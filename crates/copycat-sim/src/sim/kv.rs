@@ -57,6 +57,16 @@ impl KvCommand {
     }
 }
 
+/// A query: a key's value, or a query of the replicated primitives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvQuery {
+    /// The value of a key.
+    Read(u8),
+    /// A query of the replicated primitives (the election's leader),
+    /// answered by the `Resources` manager the machine carries.
+    Primitive(copycat_primitives::Query),
+}
+
 /// The state: key to value.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
@@ -109,8 +119,10 @@ pub enum KvOutput {
     /// A read: the key's value, and the index of the state it was read
     /// from (so clients can check reads never go back in time).
     Value(Option<u64>, u64),
-    /// A primitive command: what the resource manager answered (its errors
-    /// are answers too, definite failures), and the index it applied at.
+    /// A primitive command or query: what the resource manager answered
+    /// (its errors are answers too, definite failures), and the index it
+    /// applied at (for a query, the index of the state it was answered
+    /// from).
     Primitive(
         Result<copycat_primitives::Output, copycat_primitives::ResourceError>,
         u64,
@@ -139,7 +151,7 @@ pub struct KvMachine {
 
 impl copycat_replica::StateMachine for KvMachine {
     type Command = KvCommand;
-    type Query = u8;
+    type Query = KvQuery;
     type Output = KvOutput;
     type Error = String;
 
@@ -176,11 +188,20 @@ impl copycat_replica::StateMachine for KvMachine {
         ))
     }
 
-    fn query(&self, ctx: &copycat_replica::QueryContext, key: u8) -> Result<KvOutput, String> {
-        Ok(KvOutput::Value(
-            self.state.values.get(&key).copied(),
-            ctx.index().0,
-        ))
+    fn query(
+        &self,
+        ctx: &copycat_replica::QueryContext,
+        query: KvQuery,
+    ) -> Result<KvOutput, String> {
+        Ok(match query {
+            KvQuery::Read(key) => {
+                KvOutput::Value(self.state.values.get(&key).copied(), ctx.index().0)
+            }
+            KvQuery::Primitive(query) => KvOutput::Primitive(
+                StateMachine::query(&self.resources.0, ctx, query),
+                ctx.index().0,
+            ),
+        })
     }
 
     fn on_timer(&mut self, ctx: &mut copycat_replica::ApplyContext<'_>, timer: TimerId) {

@@ -261,7 +261,7 @@ impl Simulation {
                 sequence: Sequence(0),
                 index: floor.0,
                 consistency,
-                payload: codec::encode(&key),
+                payload: codec::encode(&super::kv::KvQuery::Read(key)),
             },
         };
         self.send_to_server(client, node, request);

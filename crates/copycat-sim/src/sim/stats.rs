@@ -39,6 +39,8 @@ pub struct HistoryStats {
     /// What the primitive workload did, as the committed log shows it
     /// (all zero in key-value runs).
     pub primitives: crate::invariants::PrimitiveStats,
+    /// Leader queries of the primitive workload answered and checked.
+    pub primitive_queries: u64,
 }
 
 impl HistoryStats {
@@ -86,6 +88,20 @@ impl std::fmt::Display for HistoryStats {
                 f,
                 "\nprimitives: lock grants {} at once + {} to waiters, {} holds released by a session closing, {} increments, {} items polled",
                 p.grants_now, p.grants_waited, p.released_by_close, p.increments, p.polled
+            )?;
+            write!(
+                f,
+                "\nsemaphore: {} permits granted at once + {} to waiters, {} returned by a session closing; election: {} leaders, {} lost by a session closing, {} leader queries; group: {} messages, {} acknowledged, {} redelivered, {} failed",
+                p.permits_now,
+                p.permits_waited,
+                p.permits_returned_by_close,
+                p.elected,
+                p.leaders_lost_by_close,
+                self.primitive_queries,
+                p.messages_sent,
+                p.messages_acked,
+                p.messages_redelivered,
+                p.messages_failed
             )?;
         }
         Ok(())
