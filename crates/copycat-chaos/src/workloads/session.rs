@@ -201,6 +201,12 @@ impl Worker {
     }
 }
 
+/// Whether the waiter's answer is a grant (not an error such as its own
+/// session ending).
+fn was_granted(answer: &Option<Json>) -> bool {
+    answer.as_ref().is_some_and(|a| a["granted"].is_u64())
+}
+
 /// What one round found.
 struct Round {
     long: bool,
@@ -380,11 +386,11 @@ async fn round(
         }
         let unlock = holder.send("unlock").await?;
         if let Some(answer) = holder.wait(unlock, Duration::from_secs(10)).await {
-            if answer["unlocked"] == json!(true) && granted.is_some() {
+            if answer["unlocked"] == json!(true) && was_granted(&granted) {
                 problems.push(format!(
                     "round {p}: the holder still held token {token} (its unlock succeeded) after the waiter was granted {answer}"
                 ));
-            } else if answer["not_holder"] == json!(true) && granted.is_some() {
+            } else if answer["not_holder"] == json!(true) && was_granted(&granted) {
                 problems.push(format!(
                     "round {p}: the waiter was granted while the holder's session lived (its unlock was applied: {answer})"
                 ));
@@ -401,7 +407,7 @@ async fn round(
         let unlock = holder.send("unlock").await?;
         match holder.wait(unlock, t + slack).await {
             Some(answer) if answer["unlocked"] == json!(true) => {
-                if granted.is_some() {
+                if was_granted(&granted) {
                     problems.push(format!(
                         "round {p}: the holder still held token {token} (its unlock succeeded) after the waiter was granted"
                     ));
