@@ -77,9 +77,16 @@ fn a_full_log_is_not_poisoned_and_resumes_when_space_returns() {
         assert_eq!(all(&log), conformance::entries(1, acknowledged.get(), 1));
         // Still full: refused again, still not poisoned.
         let again = log
-            .append(&conformance::entries(acknowledged.get() + 1, acknowledged.get() + 4, 1))
+            .append(&conformance::entries(
+                acknowledged.get() + 1,
+                acknowledged.get() + 4,
+                1,
+            ))
             .and_then(|()| log.sync());
-        assert!(matches!(again, Err(StorageError::DiskFull { .. })), "{again:?}");
+        assert!(
+            matches!(again, Err(StorageError::DiskFull { .. })),
+            "{again:?}"
+        );
         assert_eq!(log.last_index(), acknowledged);
 
         // A reopen while full shows exactly the acknowledged entries (no
@@ -118,7 +125,10 @@ fn a_crash_while_full_keeps_what_was_acknowledged() {
         disk.set_capacity(None);
         let log = open(&disk, dir);
         let entries = all(&log);
-        assert!(log.last_index() >= acknowledged, "room {room}: lost acknowledged entries");
+        assert!(
+            log.last_index() >= acknowledged,
+            "room {room}: lost acknowledged entries"
+        );
         assert_eq!(entries, conformance::entries(1, log.last_index().get(), 1));
     }
 }
