@@ -806,7 +806,9 @@ impl ClientSession {
                     self.lose(id, 0);
                 }
             }
-            Err(ClientError::Unavailable(_)) | Err(ClientError::Timeout) => {
+            Err(ClientError::Unavailable(_))
+            | Err(ClientError::Timeout)
+            | Err(ClientError::DiskFull) => {
                 // A hint naming this server is stale (it may have lost
                 // leadership, or been removed): the client would otherwise
                 // ask it again and again.

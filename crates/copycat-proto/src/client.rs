@@ -220,6 +220,13 @@ pub enum ClientError {
     /// The request could not be understood.
     #[error("malformed request: {0}")]
     Malformed(String),
+    /// This server's disk is full (or its quota used up): it refuses
+    /// requests and takes no part in the cluster until writes succeed
+    /// again. Ask another server. A command refused this way may still be
+    /// applied (if this server had proposed it as leader); resent with the
+    /// same sequence, it applies once.
+    #[error("the server's disk is full; ask another server")]
+    DiskFull,
 }
 
 /// One event: a name and an encoded payload.

@@ -195,6 +195,7 @@ fn error_name(error: &ClientError) -> &'static str {
         ClientError::Timeout => "timeout",
         ClientError::Unavailable(_) => "unavailable",
         ClientError::Malformed(_) => "malformed",
+        ClientError::DiskFull => "disk-full",
     }
 }
 
@@ -219,6 +220,7 @@ fn errors() -> Vec<ClientError> {
         ClientError::Timeout,
         ClientError::Unavailable("no leader".into()),
         ClientError::Malformed("bad frame".into()),
+        ClientError::DiskFull,
     ]
 }
 

@@ -606,7 +606,14 @@ impl<M: RawStateMachine> ServerNode<M> {
     /// retries carry the same sequence numbers, so nothing applies twice.
     fn lost_leadership(&mut self) {
         let hint = self.raw.leader().map(|l| l.0);
-        let error = ClientError::NotLeader { hint };
+        self.refuse_proposals(ClientError::NotLeader { hint });
+    }
+
+    /// Answer every request waiting for an entry this server proposed with
+    /// `error` (the shell does so when its disk fills: those entries may
+    /// not be written here for a while). The clients retry elsewhere with
+    /// the same sequence numbers, so nothing applies twice.
+    pub fn refuse_proposals(&mut self, error: ClientError) {
         let mut waiting: Vec<(ConnectionId, RequestId)> = Vec::new();
         waiting.extend(
             std::mem::take(&mut self.pending_entries)

@@ -29,12 +29,32 @@
 //! A snapshot received from the leader is streamed to its temp file chunk
 //! by chunk; when the last arrives, the file is installed and the replica
 //! restored from it.
+//!
+//! # A full disk
+//!
+//! A write, sync or meta save that fails because the disk is full
+//! ([`StorageError::DiskFull`]) does not fail the shell: it *stalls*. The
+//! storage is back at its durable state (the log cut back to its last
+//! synced entry); nothing that promises durability was sent, no committed
+//! entry past it applied. While stalled the shell is frozen as if its disk
+//! were very slow: peer messages are dropped, the core is not ticked (so
+//! it neither campaigns nor leads: the others elect a leader with room),
+//! and every client request is answered with [`ClientError::DiskFull`],
+//! except sequential queries, which the replica answers from what it has
+//! applied (they write nothing) as long as it counts as replicating.
+//! Every [`DISK_FULL_RETRY_MS`] it tries again: it rewrites the log from
+//! the core's in-memory copy, redoes the batch that failed, syncs, and
+//! only then releases what waited for durability. A snapshot that does not
+//! fit is dropped and tried again later; the log is purged only after a
+//! snapshot is durable, as always. Other I/O errors still fail the shell,
+//! and so does a full disk while receiving a snapshot from the leader
+//! ([`ShellError::ReceivingSnapshot`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use copycat_proto::{ClientRequest, ServerMessage};
+use copycat_proto::{ClientError, ClientRequest, ServerMessage};
 use copycat_raft::{
     Configuration, Entry, LogIndex, Message, NodeId, ReadState, Ready, SnapshotMeta, Term, Time,
 };
@@ -93,6 +113,50 @@ pub enum ShellError {
     /// [`Shell::finish_snapshot`] got a snapshot this shell did not start.
     #[error("snapshot at {0:?} finished but not started by this shell")]
     NotStarted(LogIndex),
+    /// Writing or installing a snapshot received from the leader failed
+    /// (even for lack of space: the core waits for the install, so the
+    /// shell cannot stall there).
+    #[error("cannot store the snapshot received from the leader")]
+    ReceivingSnapshot(#[source] StorageError),
+}
+
+impl ShellError {
+    /// Whether this is a storage operation refused because the disk is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, ShellError::Storage(error) if error.is_disk_full())
+    }
+}
+
+/// How often a shell stalled on a full disk tries to write again, and how
+/// long a snapshot that did not fit waits before the next attempt (ms).
+pub const DISK_FULL_RETRY_MS: u64 = 1_000;
+
+/// Why and since when the shell is stalled on a full disk.
+#[derive(Debug)]
+struct Stall {
+    /// The batch that failed, with what of it is done taken out of it.
+    held: Option<Held>,
+    /// When the retry is due.
+    retry_at: Time,
+    /// Retries so far.
+    retries: u64,
+}
+
+/// A batch being written: its parts are taken out as they are done, so
+/// that a batch that failed half way can be carried on from where it
+/// stopped.
+#[derive(Debug)]
+struct Held {
+    ready: Ready,
+    /// The last entry of the batch (what the core is told is durable).
+    persisted: Option<(LogIndex, Term)>,
+}
+
+impl Held {
+    fn new(ready: Ready) -> Self {
+        let persisted = ready.entries.last().map(|e| (e.index, e.term));
+        Self { ready, persisted }
+    }
 }
 
 /// How to initialise a data directory that holds nothing yet.
@@ -208,7 +272,8 @@ impl SnapshotJob {
     }
 
     /// Encode a deferred state machine image, write the image to the temp
-    /// file and seal it (trailer, fdatasync). Touches nothing but that file.
+    /// file and seal it (trailer, fdatasync). Touches nothing but that file,
+    /// which is removed if this fails.
     pub fn run(self) -> Result<WrittenSnapshot, StorageError> {
         let Self {
             mut writer,
@@ -216,7 +281,14 @@ impl SnapshotJob {
             digest,
         } = self;
         for part in image.parts() {
-            writer.write(part)?;
+            if let Err(error) = writer.write(part) {
+                // Free the space the partial file takes (a full disk is
+                // the likely cause); the next open would remove it anyway.
+                if let Err(discard) = writer.discard() {
+                    tracing::warn!(error = %discard, "could not remove a partial snapshot");
+                }
+                return Err(error);
+            }
         }
         drop(image);
         Ok(WrittenSnapshot {
@@ -296,6 +368,10 @@ pub struct Shell<M> {
     /// How many (for the observer).
     unsynced_entries: u64,
     observer: Option<Box<dyn ShellObserver>>,
+    /// Set while the disk is full (see the module docs).
+    stall: Option<Stall>,
+    /// No snapshot is started before this time (one did not fit).
+    snapshot_retry_at: Time,
 }
 
 impl<M: RawStateMachine> Shell<M> {
@@ -372,6 +448,8 @@ impl<M: RawStateMachine> Shell<M> {
             unsynced: false,
             unsynced_entries: 0,
             observer: None,
+            stall: None,
+            snapshot_retry_at: Time(0),
         })
     }
 
@@ -419,10 +497,20 @@ impl<M: RawStateMachine> Shell<M> {
         self.syncs
     }
 
+    /// Whether the shell is stalled because the disk is full (see the
+    /// module docs).
+    pub fn disk_full(&self) -> bool {
+        self.stall.is_some()
+    }
+
     /// Advance the monotonic clock `now` and the wall clock `wall_ms`.
+    /// While the disk is full only the shell's clock moves (it times the
+    /// retries); the core is frozen.
     pub fn tick(&mut self, now: Time, wall_ms: u64) {
         self.now = self.now.max(now);
-        self.server.tick(self.now, wall_ms);
+        if self.stall.is_none() {
+            self.server.tick(self.now, wall_ms);
+        }
     }
 
     /// A message from a peer. Messages addressed to another server are
@@ -430,6 +518,10 @@ impl<M: RawStateMachine> Shell<M> {
     pub fn step(&mut self, message: Message) {
         if message.to != self.id() {
             tracing::debug!(to = ?message.to, "dropping a message for another server");
+            return;
+        }
+        if self.stall.is_some() {
+            // Frozen: the sender retries (Raft resends what is lost).
             return;
         }
         self.server.raft_mut().step(message);
@@ -447,6 +539,26 @@ impl<M: RawStateMachine> Shell<M> {
         now: Time,
     ) -> Option<copycat_raft::ReadPath> {
         self.now = self.now.max(now);
+        // A sequential query that need not wait for more to be applied.
+        let applied = self.server.replica().applied_index().0;
+        let local_read = matches!(
+            request.request,
+            copycat_proto::Request::Query {
+                consistency: copycat_proto::Consistency::Sequential,
+                index,
+                ..
+            } if index <= applied
+        );
+        if self.stall.is_some() && !local_read {
+            self.out.client_messages.push((
+                conn,
+                ServerMessage::Response {
+                    id: request.id,
+                    result: Err(ClientError::DiskFull),
+                },
+            ));
+            return None;
+        }
         self.server.on_request(conn, request, self.now)
     }
 
@@ -493,12 +605,134 @@ impl<M: RawStateMachine> Shell<M> {
     /// promises durability leaves before.
     pub fn write(&mut self) -> Result<Written, ShellError> {
         let mut written = Written::default();
+        if self.stall.is_some() {
+            self.retry_stalled(&mut written)?;
+            if self.stall.is_some() {
+                return Ok(written);
+            }
+        }
         while self.server.has_ready() {
-            let ready = self.server.ready();
-            self.write_one(ready, &mut written)?;
+            let mut held = Held::new(self.server.ready());
+            if let Err(error) = self.write_one(&mut held, &mut written) {
+                self.stall_or_fail(error, Some(held))?;
+                return Ok(written);
+            }
         }
         written.pending = !self.pending.is_empty();
         Ok(written)
+    }
+
+    /// Stall on a full disk (keeping the batch that failed, if any), or
+    /// fail with any other error.
+    fn stall_or_fail(&mut self, error: ShellError, held: Option<Held>) -> Result<(), ShellError> {
+        if !error.is_disk_full() {
+            return Err(error);
+        }
+        tracing::warn!(
+            id = ?self.id(),
+            dir = %self.storage.dir().display(),
+            error = %error_chain(&error),
+            durable_index = ?self.storage.log().durable_index(),
+            retry_ms = DISK_FULL_RETRY_MS,
+            "disk full: refusing client requests and taking no part in Raft until writes succeed again"
+        );
+        // Requests waiting for this server's proposals are told to go
+        // elsewhere now, not left to time out.
+        self.server.refuse_proposals(ClientError::DiskFull);
+        // What was appended and is not durable is gone from the log.
+        self.unsynced = false;
+        self.unsynced_entries = 0;
+        self.stall = Some(Stall {
+            held,
+            retry_at: Time(self.now.0 + DISK_FULL_RETRY_MS),
+            retries: 0,
+        });
+        Ok(())
+    }
+
+    /// If the retry is due: write the log again from the core's copy, carry
+    /// on with the batch that failed, sync, and release everything that
+    /// waited. Still full: stay stalled.
+    fn retry_stalled(&mut self, written: &mut Written) -> Result<(), ShellError> {
+        let now = self.now;
+        let stall = self.stall.as_mut().expect("stalled");
+        if now < stall.retry_at {
+            return Ok(());
+        }
+        stall.retry_at = Time(now.0 + DISK_FULL_RETRY_MS);
+        stall.retries += 1;
+        let mut held = stall.held.take();
+        match self.resume(&mut held, written) {
+            Ok(()) => {
+                let stall = self.stall.take().expect("stalled");
+                tracing::info!(
+                    id = ?self.id(),
+                    dir = %self.storage.dir().display(),
+                    retries = stall.retries,
+                    durable_index = ?self.storage.log().durable_index(),
+                    "disk has room again: writes succeed, resuming"
+                );
+                Ok(())
+            }
+            Err(error) if error.is_disk_full() => {
+                tracing::debug!(id = ?self.id(), error = %error_chain(&error), "disk still full");
+                self.unsynced = false;
+                self.unsynced_entries = 0;
+                self.stall.as_mut().expect("stalled").held = held;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn resume(&mut self, held: &mut Option<Held>, written: &mut Written) -> Result<(), ShellError> {
+        self.repair_log()?;
+        if let Some(batch) = held.as_mut() {
+            self.write_one(batch, written)?;
+            *held = None;
+        }
+        let applied = self.sync_and_release()?;
+        written.applied.extend(applied);
+        Ok(())
+    }
+
+    /// Make the stored log hold what the core holds in memory: keep the
+    /// longest prefix both agree on (by the Log Matching Property, the
+    /// last index with the same term), write the rest from the core. After
+    /// a full disk the log is back at its durable state while the core is
+    /// ahead of it by what the failed batches appended (or truncated).
+    fn repair_log(&mut self) -> Result<(), ShellError> {
+        let raft = self.server.raft();
+        let log = self.storage.log();
+        let core_last = raft.last_index();
+        let mut matched = log.last_index().min(core_last);
+        while matched >= log.first_index() && log.term(matched) != raft.term_at(matched) {
+            matched = LogIndex(matched.0 - 1);
+        }
+        let mut entries = Vec::new();
+        let mut index = matched.next();
+        while index <= core_last {
+            let Some(entry) = raft.entry(index) else {
+                return Err(ShellError::Storage(StorageError::Inconsistent {
+                    path: self.storage.dir().to_path_buf(),
+                    reason: format!(
+                        "cannot rewrite the log after a full disk: entry {index:?} is no longer in memory"
+                    ),
+                }));
+            };
+            entries.push(entry.clone());
+            index = index.next();
+        }
+        if matched < log.last_index() {
+            self.storage.log_mut().truncate_from(matched.next())?;
+            self.unsynced = true;
+        }
+        if !entries.is_empty() {
+            self.storage.append(&entries)?;
+            self.unsynced = true;
+            self.unsynced_entries += entries.len() as u64;
+        }
+        Ok(())
     }
 
     /// Steps 2 to 4 for every written batch: one sync, then the messages
@@ -506,23 +740,37 @@ impl<M: RawStateMachine> Shell<M> {
     /// told what is durable. (A snapshot that falls due is left to
     /// [`start_snapshot`](Self::start_snapshot).)
     pub fn sync(&mut self) -> Result<Synced, ShellError> {
-        Ok(Synced {
-            applied: self.sync_and_release()?,
-        })
+        if self.stall.is_some() {
+            return Ok(Synced::default());
+        }
+        match self.sync_and_release() {
+            Ok(applied) => Ok(Synced { applied }),
+            Err(error) => {
+                self.stall_or_fail(error, None)?;
+                Ok(Synced::default())
+            }
+        }
     }
 
     /// Phase 1 of taking a snapshot (see the module docs): if one is due
     /// and none is in flight, encode the replica's image at its applied
     /// index and begin its temp file. The core is not told yet.
     pub fn start_snapshot(&mut self) -> Result<Option<SnapshotJob>, ShellError> {
-        if self.taking.is_some() {
+        if self.taking.is_some() || self.stall.is_some() || self.now < self.snapshot_retry_at {
             return Ok(None);
         }
         let Some((meta, image)) = self.server.snapshot_if_due() else {
             return Ok(None);
         };
         let digest = self.compute_digests.then(|| self.server.replica().digest());
-        let writer = self.storage.begin_snapshot(meta.clone())?;
+        let writer = match self.storage.begin_snapshot(meta.clone()) {
+            Ok(writer) => writer,
+            Err(error) if error.is_disk_full() => {
+                self.snapshot_did_not_fit(&error);
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
+        };
         tracing::debug!(id = ?self.id(), index = ?meta.index, deferred = image.is_deferred(), "taking a snapshot");
         self.taking = Some(meta);
         Ok(Some(SnapshotJob {
@@ -542,12 +790,23 @@ impl<M: RawStateMachine> Shell<M> {
     /// Returns the snapshot, or `None` if a newer one was installed from
     /// the leader meanwhile (the file is then removed). An error from
     /// [`SnapshotJob::run`] is returned as it is: the shell must be dropped.
+    ///
+    /// A snapshot that did not fit ([`StorageError::DiskFull`], its temp
+    /// file removed) is dropped: `Ok(None)`, and the next is tried after
+    /// [`DISK_FULL_RETRY_MS`]. The log keeps everything meanwhile.
     pub fn finish_snapshot(
         &mut self,
         written: Result<WrittenSnapshot, StorageError>,
     ) -> Result<Option<SnapshotReport>, ShellError> {
         let taking = self.taking.take();
-        let written = written?;
+        let written = match written {
+            Ok(written) => written,
+            Err(error) if error.is_disk_full() => {
+                self.snapshot_did_not_fit(&error);
+                return Ok(None);
+            }
+            Err(error) => return Err(error.into()),
+        };
         if taking.as_ref() != Some(written.meta()) {
             return Err(ShellError::NotStarted(written.meta().index));
         }
@@ -556,7 +815,24 @@ impl<M: RawStateMachine> Shell<M> {
             self.storage.abort_sealed_snapshot(written.sealed)?;
             return Ok(None);
         }
-        let meta = self.storage.install_sealed_snapshot(written.sealed)?;
+        let taken = written.meta().clone();
+        let meta = match self.storage.install_sealed_snapshot(written.sealed) {
+            Ok(meta) => meta,
+            Err(error) if error.is_disk_full() => {
+                if self.storage.snapshots().latest() != Some(&taken) {
+                    // Not installed (the old snapshot is still the latest).
+                    self.snapshot_did_not_fit(&error);
+                    return Ok(None);
+                }
+                // Installed and durable, but purging the log behind it
+                // needed a sync that did not fit, and the log went back to
+                // its durable state: the core may record the snapshot; the
+                // log is written again when the disk has room.
+                self.stall_or_fail(ShellError::Storage(error), None)?;
+                taken
+            }
+            Err(error) => return Err(error.into()),
+        };
         self.server
             .snapshot_stored(&meta)
             .map_err(|e| ShellError::Install(e.to_string()))?;
@@ -567,46 +843,53 @@ impl<M: RawStateMachine> Shell<M> {
         }))
     }
 
-    /// Step 1 of a batch (and the parts that need no sync).
-    fn write_one(&mut self, ready: Ready, written: &mut Written) -> Result<(), ShellError> {
-        let Ready {
-            hard_state,
-            // Recorded when its last chunk is installed below.
-            snapshot: _,
-            entries,
-            purge_to,
-            messages,
-            messages_after_persist,
-            committed_entries,
-            read_states,
-            snapshot_requests,
-            snapshot_chunks,
-            soft_state,
-        } = ready;
-        if let Some(soft) = soft_state {
+    /// Snapshots wait: this one, and the next for [`DISK_FULL_RETRY_MS`].
+    fn snapshot_did_not_fit(&mut self, error: &StorageError) {
+        tracing::warn!(
+            id = ?self.id(),
+            error = %error_chain(error),
+            retry_ms = DISK_FULL_RETRY_MS,
+            "disk full: snapshot dropped, to be taken again later (the log keeps every entry meanwhile)"
+        );
+        self.snapshot_retry_at = Time(self.now.0 + DISK_FULL_RETRY_MS);
+    }
+
+    /// Step 1 of a batch (and the parts that need no sync). Each part is
+    /// taken out of `held` once done, so that after a full disk the batch
+    /// is carried on where it stopped.
+    fn write_one(&mut self, held: &mut Held, written: &mut Written) -> Result<(), ShellError> {
+        let ready = &mut held.ready;
+        // A snapshot received is recorded when its last chunk is installed
+        // below (`ready.snapshot` is not needed).
+        if let Some(soft) = ready.soft_state.take() {
             tracing::info!(id = ?self.id(), role = ?soft.role, term = ?soft.term, leader = ?soft.leader, "role changed");
         }
-        if let Some(hard_state) = hard_state {
+        if let Some(hard_state) = ready.hard_state {
             self.storage.save_hard_state(hard_state)?;
+            ready.hard_state = None;
         }
-        if let Some(first) = entries.first() {
+        if let Some(first) = ready.entries.first() {
             if first.index <= self.storage.log().last_index() {
                 self.storage.log_mut().truncate_from(first.index)?;
             }
-            self.storage.append(&entries)?;
+            self.storage.append(&ready.entries)?;
+            let entries = std::mem::take(&mut ready.entries);
             self.unsynced = true;
             self.unsynced_entries += entries.len() as u64;
             if let Some(observer) = self.observer.as_mut() {
                 let bytes = entries.iter().map(|e| e.size_bytes() as u64).sum();
                 observer.appended(entries.len() as u64, bytes);
             }
-            written.entries.extend(entries.iter().cloned());
+            written.entries.extend(entries);
         }
-        if let Some(purge) = purge_to {
+        if let Some(purge) = ready.purge_to {
             self.storage.log_mut().purge_to(purge)?;
+            ready.purge_to = None;
         }
-        self.out.peer_messages.extend(messages);
-        for request in snapshot_requests {
+        self.out
+            .peer_messages
+            .extend(std::mem::take(&mut ready.messages));
+        for request in std::mem::take(&mut ready.snapshot_requests) {
             let latest = self.storage.snapshots().latest().map(|meta| meta.index);
             if latest != Some(request.meta.index) {
                 self.server
@@ -626,13 +909,48 @@ impl<M: RawStateMachine> Shell<M> {
                 done,
             );
         }
-        if snapshot_chunks.iter().any(|chunk| chunk.done) {
+        if ready.snapshot_chunks.iter().any(|chunk| chunk.done) {
             // Everything committed before the snapshot is applied before the
             // snapshot replaces the state (the core waits for the install).
             let applied = self.sync_and_release()?;
             written.applied.extend(applied);
             written.synced_through = Some(self.storage.log().durable_index());
         }
+        let chunks = std::mem::take(&mut ready.snapshot_chunks);
+        self.receive_chunks(chunks, written)
+            .map_err(|error| match error {
+                ShellError::Storage(error) => ShellError::ReceivingSnapshot(error),
+                other => other,
+            })?;
+        let ready = &mut held.ready;
+        #[cfg(feature = "planted-bugs")]
+        let messages_after_persist =
+            if copycat_planted::active(copycat_planted::PlantedBug::SendBeforeSync) {
+                self.out
+                    .peer_messages
+                    .extend(std::mem::take(&mut ready.messages_after_persist));
+                Vec::new()
+            } else {
+                std::mem::take(&mut ready.messages_after_persist)
+            };
+        #[cfg(not(feature = "planted-bugs"))]
+        let messages_after_persist = std::mem::take(&mut ready.messages_after_persist);
+        self.pending.push(Pending {
+            after_persist: messages_after_persist,
+            committed: std::mem::take(&mut ready.committed_entries),
+            persisted: held.persisted,
+            reads: std::mem::take(&mut ready.read_states),
+        });
+        Ok(())
+    }
+
+    /// The chunks of a snapshot received from the leader: written to its
+    /// temp file; the last one installs it.
+    fn receive_chunks(
+        &mut self,
+        snapshot_chunks: Vec<copycat_raft::SnapshotChunk>,
+        written: &mut Written,
+    ) -> Result<(), ShellError> {
         for chunk in snapshot_chunks {
             if chunk.offset == 0 {
                 if let Some(writer) = self.incoming.take() {
@@ -699,20 +1017,6 @@ impl<M: RawStateMachine> Shell<M> {
                 tracing::info!(id = ?self.id(), index = ?chunk.meta.index, "installed a snapshot from the leader");
             }
         }
-        #[cfg(feature = "planted-bugs")]
-        let messages_after_persist =
-            if copycat_planted::active(copycat_planted::PlantedBug::SendBeforeSync) {
-                self.out.peer_messages.extend(messages_after_persist);
-                Vec::new()
-            } else {
-                messages_after_persist
-            };
-        self.pending.push(Pending {
-            after_persist: messages_after_persist,
-            committed: committed_entries,
-            persisted: entries.last().map(|e| (e.index, e.term)),
-            reads: read_states,
-        });
         Ok(())
     }
 
@@ -721,7 +1025,7 @@ impl<M: RawStateMachine> Shell<M> {
     /// return; appends and truncations wait for the sync, which is skipped
     /// when there were none.) Returns the entries applied.
     fn sync_and_release(&mut self) -> Result<Vec<Entry>, ShellError> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && !self.unsynced {
             return Ok(Vec::new());
         }
         if self.unsynced {
@@ -748,6 +1052,18 @@ impl<M: RawStateMachine> Shell<M> {
         }
         Ok(applied)
     }
+}
+
+/// An error and its sources, on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //!   owner thread finishes a loop, sync included, at least every
 //!   [`STUCK_AFTER_MS`]; no sync failed), 503 with the reason otherwise;
 //! - `GET /ready`: 200 when this server can serve reads and writes: it
-//!   knows a leader and has applied everything it knows committed; 503
-//!   with the reason otherwise.
+//!   knows a leader and has applied everything it knows committed, and its
+//!   disk is not full; 503 with the reason otherwise. (A full disk does not
+//!   fail `/health`: the server recovers by itself when space returns.)
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -57,6 +58,11 @@ pub(crate) fn health(
 pub(crate) fn ready(running: bool, status: &Status) -> Result<String, String> {
     if !running {
         return Err("the server has stopped".into());
+    }
+    if status.disk_full {
+        return Err(
+            "the disk is full: client requests are refused until writes succeed again".into(),
+        );
     }
     if status.member_role.is_none() {
         return Err("this server is not a member of the cluster".into());
@@ -183,6 +189,7 @@ mod tests {
             commit: LogIndex(commit),
             applied: LogIndex(applied),
             snapshot: LogIndex(0),
+            disk_full: false,
         }
     }
 
@@ -197,6 +204,10 @@ mod tests {
         let mut outsider = status(Some(2), 10, 10);
         outsider.member_role = None;
         assert!(ready(true, &outsider).is_err());
+        let mut full = status(Some(2), 10, 10);
+        full.disk_full = true;
+        let error = ready(true, &full).unwrap_err();
+        assert!(error.contains("disk is full"), "{error}");
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub(crate) struct Metrics {
     last_loop_ms: AtomicU64,
     /// A sync or another storage operation failed: the server stopped.
     storage_failed: AtomicBool,
+    /// 1 while the disk is full (the server refuses clients and retries).
+    pub(crate) disk_full: Gauge,
 }
 
 impl Metrics {
@@ -137,6 +139,7 @@ impl Metrics {
             loop_seconds: latency_histogram(),
             last_loop_ms: AtomicU64::new(0),
             storage_failed: AtomicBool::new(false),
+            disk_full: Gauge::default(),
         };
         let r = &mut registry;
         r.register(
@@ -261,6 +264,11 @@ impl Metrics {
             Unit::Seconds,
             metrics.loop_seconds.clone(),
         );
+        r.register(
+            "disk_full",
+            "1 while this server's disk is full (ENOSPC/EDQUOT): it refuses client requests, takes no part in Raft and retries every second",
+            metrics.disk_full.clone(),
+        );
         Arc::new(Self {
             registry,
             ..metrics
@@ -282,6 +290,11 @@ impl Metrics {
     /// The storage failed (the server stops).
     pub(crate) fn storage_failed(&self) {
         self.storage_failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the disk is full (the gauge `copycat_disk_full`).
+    pub(crate) fn set_disk_full(&self, full: bool) {
+        self.disk_full.set(i64::from(full));
     }
 
     /// Whether the storage failed.
@@ -343,8 +356,9 @@ impl ShellObserver for SyncMetrics {
         if ok {
             self.metrics.fsync_batch_entries.observe(entries as f64);
         } else {
+            // A failed sync stops the server (which marks the storage
+            // failed then), except on a full disk, which it rides out.
             self.metrics.fsync_failures.inc();
-            self.metrics.storage_failed();
         }
     }
 }

@@ -242,6 +242,8 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
 
     /// Run until told to stop, every sender is gone, or the storage fails
     /// (fail-stop: the durable state is intact, memory may be ahead of it).
+    /// A full disk is not a failure: the shell stalls, refuses clients and
+    /// retries on its own every second (the ticks keep the loop running).
     pub(crate) fn run(mut self) -> Result<(), ShellError> {
         let id = self.core.shell.id();
         let mut last_tick = Instant::now() - TICK;
@@ -371,7 +373,9 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
             }
         }
         self.start_snapshot()?;
-        let current = Status::of(self.core.shell.server());
+        let mut current = Status::of(self.core.shell.server());
+        current.disk_full = self.core.shell.disk_full();
+        self.observer.metrics.set_disk_full(current.disk_full);
         if current.snapshot > snapshot {
             self.core.stats.snapshots += 1;
             if !took {

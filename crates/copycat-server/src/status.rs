@@ -26,6 +26,9 @@ pub struct Status {
     pub applied: LogIndex,
     /// The index of its latest snapshot.
     pub snapshot: LogIndex,
+    /// Its disk is full: it refuses client requests and takes no part in
+    /// Raft until writes succeed again (see `docs/operations.md`).
+    pub disk_full: bool,
 }
 
 impl Status {
@@ -40,6 +43,7 @@ impl Status {
             commit: raft.commit_index(),
             applied: server.replica().applied_index(),
             snapshot: raft.snapshot_meta().index,
+            disk_full: false,
         }
     }
 

@@ -10,12 +10,29 @@ use copycat_raft::LogIndex;
 /// Expected conditions (a missing entry, a compacted index) and damaged files
 /// are typed variants that name the file and, where it matters, the byte
 /// offset. A failed write or sync poisons the store that saw it: see
-/// [`StorageError::Poisoned`].
+/// [`StorageError::Poisoned`]. The exception is a full disk
+/// ([`StorageError::DiskFull`]): the store undoes what it did not finish
+/// and stays usable, so the caller can retry once space returns.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The disk reported an error.
     #[error("I/O error during {operation} on {path}")]
     Io {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The disk is full, or the quota is used up (`ENOSPC`, `EDQUOT`). The
+    /// store that saw it is not poisoned: it is back at its last durable
+    /// state (the log has cut any partial record and forgotten every entry
+    /// not yet synced; a meta or snapshot file was not replaced), so the
+    /// operation can be retried from there once space returns.
+    #[error("disk full during {operation} on {path}")]
+    DiskFull {
         /// What the store was doing.
         operation: &'static str,
         /// The file or directory involved.
@@ -141,6 +158,22 @@ pub enum StorageError {
     GroupCommit(String),
 }
 
+impl StorageError {
+    /// Whether this is [`StorageError::DiskFull`]: retrying may succeed once
+    /// space returns.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StorageError::DiskFull { .. })
+    }
+}
+
+/// Whether an I/O error means the disk (or the quota) is full.
+pub fn is_disk_full_io(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 /// Shorthand for results in this crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
@@ -149,9 +182,19 @@ pub(crate) fn io_error<'a>(
     operation: &'static str,
     path: &'a std::path::Path,
 ) -> impl FnOnce(io::Error) -> StorageError + 'a {
-    move |source| StorageError::Io {
-        operation,
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        if is_disk_full_io(&source) {
+            StorageError::DiskFull {
+                operation,
+                path: path.to_path_buf(),
+                source,
+            }
+        } else {
+            StorageError::Io {
+                operation,
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     }
 }

@@ -36,6 +36,12 @@
 //!   next write (or `set_len`) or sync returns an I/O error and has no effect.
 //!   After a failed sync the stores must assume nothing since the previous
 //!   successful sync is durable.
+//! - [`FaultDisk::set_capacity`]: a disk that holds only so many bytes. A
+//!   write that does not fit writes the part that does (a partial record,
+//!   as a real full disk leaves) and fails with `ENOSPC`; so does growing a
+//!   file with `set_len`. [`FaultDisk::fail_next_sync_disk_full`] makes the
+//!   next sync fail with `ENOSPC` (as on file systems that allocate at
+//!   writeback) and make nothing durable.
 //!
 //! All randomness comes from a ChaCha generator seeded by the caller, and all
 //! state lives in `BTreeMap`s, so a seed reproduces the same faults.
@@ -75,6 +81,10 @@ struct FaultState {
     dirs: BTreeSet<PathBuf>,
     fail_next_write: bool,
     fail_next_sync: bool,
+    /// The next failing sync fails with `ENOSPC` rather than `EIO`.
+    sync_failure_disk_full: bool,
+    /// Bytes the live files may hold in total, if limited.
+    capacity: Option<u64>,
     last_write: Option<LastWrite>,
     crashes: u64,
 }
@@ -102,6 +112,11 @@ fn injected(what: &str) -> io::Error {
     io::Error::other(format!("injected {what} failure"))
 }
 
+/// `ENOSPC`, as the operating system reports it.
+fn disk_full() -> io::Error {
+    io::Error::from(io::ErrorKind::StorageFull)
+}
+
 impl FaultState {
     fn inode(&self, path: &Path) -> io::Result<InodeId> {
         self.live_names
@@ -125,6 +140,20 @@ impl FaultState {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Bytes held by the files that have a live name.
+    fn used_bytes(&self) -> u64 {
+        let live: BTreeSet<InodeId> = self.live_names.values().copied().collect();
+        live.iter()
+            .map(|id| self.inodes[id].live.len() as u64)
+            .sum()
+    }
+
+    /// How many bytes a file may still grow by, if the capacity is limited.
+    fn room(&self) -> Option<u64> {
+        self.capacity
+            .map(|capacity| capacity.saturating_sub(self.used_bytes()))
     }
 
     /// Forgets inodes no name (live or durable) refers to.
@@ -160,6 +189,7 @@ impl FaultState {
         self.last_write = None;
         self.fail_next_write = false;
         self.fail_next_sync = false;
+        self.sync_failure_disk_full = false;
         self.crashes += 1;
     }
 }
@@ -177,6 +207,8 @@ impl FaultDisk {
                 dirs: BTreeSet::new(),
                 fail_next_write: false,
                 fail_next_sync: false,
+                sync_failure_disk_full: false,
+                capacity: None,
                 last_write: None,
                 crashes: 0,
             })),
@@ -276,6 +308,26 @@ impl FaultDisk {
         lock(&self.inner).fail_next_sync = true;
     }
 
+    /// Limits the bytes all live files may hold together (`None`: no
+    /// limit). Lowering it below what they hold already only makes every
+    /// write that grows a file fail; raising it is space returning.
+    pub fn set_capacity(&self, capacity: Option<u64>) {
+        lock(&self.inner).capacity = capacity;
+    }
+
+    /// Bytes the live files hold together.
+    pub fn used_bytes(&self) -> u64 {
+        lock(&self.inner).used_bytes()
+    }
+
+    /// The next `sync_data` or `sync_dir` fails with `ENOSPC` and makes
+    /// nothing durable.
+    pub fn fail_next_sync_disk_full(&self) {
+        let mut state = lock(&self.inner);
+        state.fail_next_sync = true;
+        state.sync_failure_disk_full = true;
+    }
+
     /// The durable contents of a file, or `None` if its name is not durable.
     pub fn durable_contents(&self, path: &Path) -> Option<Vec<u8>> {
         let state = lock(&self.inner);
@@ -329,7 +381,23 @@ impl Disk for FaultDisk {
         if std::mem::take(&mut state.fail_next_write) {
             return Err(injected("write"));
         }
+        let room = state.room();
         let inode = state.inodes.get_mut(&id).expect("inode exists");
+        let len = inode.live.len() as u64;
+        let end = offset + data.len() as u64;
+        if let Some(room) = room.filter(|room| end > len && end - len > *room) {
+            // Write what fits (a torn tail), then report the disk full.
+            let fits = (len + room).saturating_sub(offset).min(data.len() as u64) as usize;
+            if fits > 0 {
+                write_into(&mut inode.live, offset, &data[..fits])?;
+                state.last_write = Some(LastWrite {
+                    inode: id,
+                    offset,
+                    len: fits as u64,
+                });
+            }
+            return Err(disk_full());
+        }
         write_into(&mut inode.live, offset, data)?;
         state.last_write = Some(LastWrite {
             inode: id,
@@ -344,6 +412,11 @@ impl Disk for FaultDisk {
         state.inode(path)?;
         if std::mem::take(&mut state.fail_next_write) {
             return Err(injected("set_len"));
+        }
+        let room = state.room();
+        let current = state.inode_mut(path)?.live.len() as u64;
+        if room.is_some_and(|room| len > current && len - current > room) {
+            return Err(disk_full());
         }
         let len = usize::try_from(len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
@@ -361,6 +434,9 @@ impl Disk for FaultDisk {
         let mut state = lock(&self.inner);
         state.inode(path)?;
         if std::mem::take(&mut state.fail_next_sync) {
+            if std::mem::take(&mut state.sync_failure_disk_full) {
+                return Err(disk_full());
+            }
             return Err(injected("sync_data"));
         }
         let inode = state.inode_mut(path)?;
@@ -374,6 +450,9 @@ impl Disk for FaultDisk {
             return Err(not_found(dir));
         }
         if std::mem::take(&mut state.fail_next_sync) {
+            if std::mem::take(&mut state.sync_failure_disk_full) {
+                return Err(disk_full());
+            }
             return Err(injected("sync_dir"));
         }
         let in_dir = |path: &PathBuf| path.parent() == Some(dir);

@@ -90,7 +90,7 @@ mod snapshot;
 mod storage;
 
 pub use disk::{Disk, FsDisk, MemDisk};
-pub use error::{Result, StorageError};
+pub use error::{is_disk_full_io, Result, StorageError};
 pub use fault::FaultDisk;
 pub use group::GroupCommit;
 pub use log::{

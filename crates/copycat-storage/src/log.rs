@@ -887,15 +887,74 @@ impl LogStore {
         }
     }
 
-    /// Runs a mutating disk operation; a failure poisons the store.
+    /// Runs a mutating disk operation; a failure poisons the store, except
+    /// a full disk, after which the log goes back to its durable state (see
+    /// [`LogStore::roll_back_to_durable`]) and stays usable. If that fails
+    /// too, the store is poisoned after all.
     fn guard<T>(&mut self, result: Result<T>) -> Result<T> {
         if let Err(error) = &result {
             if self.poisoned.is_none() {
+                if error.is_disk_full() {
+                    match self.roll_back_to_durable() {
+                        Ok(()) => {
+                            tracing::debug!(%error, durable_index = ?self.durable_index, "log write failed for lack of space; back at the durable state");
+                            return result;
+                        }
+                        Err(rollback) => {
+                            tracing::error!(%error, %rollback, "log store poisoned: could not undo a write that failed for lack of space");
+                            self.poisoned = Some(format!("{error}; undoing it failed: {rollback}"));
+                            return result;
+                        }
+                    }
+                }
                 tracing::error!(%error, "log store poisoned");
                 self.poisoned = Some(error.to_string());
             }
         }
         result
+    }
+
+    /// After a write, sync or segment creation failed because the disk is
+    /// full: forget every entry after `durable_index` (they are not durable,
+    /// and a failed fsync may have dropped their pages), drop the write
+    /// buffer, remove segments that hold no durable entry, and cut the
+    /// active segment's file back to the end of the last durable entry, so
+    /// no partial record is left at its tail. Shrinking a file and removing
+    /// files need no space. Afterwards `last_index() == durable_index()`
+    /// and the caller may append the lost entries again.
+    fn roll_back_to_durable(&mut self) -> Result<()> {
+        if self.segments.is_empty() {
+            return Err(StorageError::Inconsistent {
+                path: self.dir.clone(),
+                reason: "no segment left to roll back to".into(),
+            });
+        }
+        self.buffer.clear();
+        let keep_through = self.durable_index.max(LogIndex(self.first_index.get() - 1));
+        let cut_at = keep_through.next();
+        let keep = self.segment_of(cut_at);
+        while self.segments.len() > keep + 1 {
+            let segment = self.segments.pop().expect("more than keep + 1 segments");
+            self.remove_file_durably(&segment.path)?;
+        }
+        let segment = self.segments.last().expect("kept segment");
+        let position = (cut_at.get() - segment.first_index.get()) as usize;
+        let offset = match segment.slots.get(position) {
+            Some(slot) => slot.offset,
+            None => segment.written_bytes,
+        };
+        let path = segment.path.clone();
+        // Whatever a failed write left past the last complete record goes:
+        // the file may be longer than `written_bytes` after a partial write.
+        self.disk
+            .set_len(&path, offset)
+            .map_err(io_error("truncate", &path))?;
+        let segment = self.segments.last_mut().expect("kept segment");
+        segment.slots.truncate(position);
+        segment.written_bytes = offset;
+        segment.dirty = true;
+        self.invariants();
+        Ok(())
     }
 
     fn active(&self) -> &Segment {
@@ -1024,9 +1083,15 @@ impl LogStore {
     fn create_segment(&mut self, first_index: LogIndex) -> Result<()> {
         let path = self.dir.join(segment_name(first_index));
         self.disk.create(&path).map_err(io_error("create", &path))?;
-        self.disk
+        if let Err(error) = self
+            .disk
             .write_at(&path, 0, &encode_segment_header(first_index))
-            .map_err(io_error("write", &path))?;
+        {
+            // Not a segment yet: leave no file with a torn header behind (a
+            // later open would remove it, but until then it takes space).
+            let _ = self.disk.remove(&path);
+            return Err(io_error("write", &path)(error));
+        }
         self.segments.push(Segment {
             first_index,
             path,
@@ -1056,6 +1121,13 @@ impl LogStore {
 
     /// Makes every appended entry durable and returns the last index, which
     /// is now durable. One call covers all appends since the previous one.
+    ///
+    /// On [`StorageError::DiskFull`] (here or from [`LogStore::append`],
+    /// [`LogStore::flush`], [`LogStore::truncate_from`],
+    /// [`LogStore::purge_to`]) the store is not poisoned: it is back at
+    /// `durable_index()` (every later entry forgotten, any partial record
+    /// cut from the file), and the caller appends the lost entries again
+    /// once space returns.
     pub fn sync(&mut self) -> Result<LogIndex> {
         self.check_poisoned()?;
         let result = self.sync_inner();
@@ -1089,9 +1161,21 @@ impl LogStore {
             .last_mut()
             .expect("a log always has a segment");
         let offset = segment.written_bytes;
-        self.disk
+        if let Err(error) = self
+            .disk
             .write_at(&segment.path, offset, &marker_record(offset))
-            .map_err(io_error("write", &segment.path))?;
+        {
+            if !crate::error::is_disk_full_io(&error) {
+                return Err(io_error("write", &segment.path)(error));
+            }
+            // The marker is a hint for recovery, not data: on a full disk
+            // go without it (cutting any part of it that was written), so
+            // that a sync whose fsync succeeded reports its entries durable.
+            self.disk
+                .set_len(&segment.path, offset)
+                .map_err(io_error("truncate", &segment.path))?;
+            return Ok(());
+        }
         segment.written_bytes += MARKER_BYTES;
         segment.marker_unsynced = true;
         Ok(())

@@ -183,18 +183,22 @@ impl MetaStore {
 
     /// Durably replaces the meta. On error the caller must treat the node as
     /// failed: the file on disk is the old or the new version, unknown which.
+    /// The exception is [`StorageError::DiskFull`](crate::StorageError::DiskFull)
+    /// before the rename: the old version stays, the temp file is removed,
+    /// [`get`](Self::get) still returns the old meta, and the save can be
+    /// retried (so a vote is never reported saved when it is not).
     pub fn save(&mut self, meta: Meta) -> Result<()> {
         let temp = self.dir.join(META_TEMP_FILE);
         let path = self.dir.join(META_FILE);
         let bytes = encode(&meta);
-        self.disk.create(&temp).map_err(io_error("create", &temp))?;
-        self.disk
-            .write_at(&temp, 0, &bytes)
-            .map_err(io_error("write", &temp))?;
-        if self.durability == Durability::Fsync {
-            self.disk
-                .sync_data(&temp)
-                .map_err(io_error("sync", &temp))?;
+        let written = self.write_temp(&temp, &bytes);
+        if let Err(error) = written {
+            if error.is_disk_full() {
+                // Free what the temp file took; a leftover one is removed
+                // by the next open anyway.
+                let _ = self.disk.remove(&temp);
+            }
+            return Err(error);
         }
         self.disk
             .rename(&temp, &path)
@@ -212,6 +216,17 @@ impl MetaStore {
         }
         self.current = meta;
         self.exists = true;
+        Ok(())
+    }
+
+    fn write_temp(&self, temp: &Path, bytes: &[u8]) -> Result<()> {
+        self.disk.create(temp).map_err(io_error("create", temp))?;
+        self.disk
+            .write_at(temp, 0, bytes)
+            .map_err(io_error("write", temp))?;
+        if self.durability == Durability::Fsync {
+            self.disk.sync_data(temp).map_err(io_error("sync", temp))?;
+        }
         Ok(())
     }
 

@@ -173,20 +173,35 @@ impl SnapshotWriter {
         self.write(chunk)
     }
 
+    /// Abandons the snapshot and removes its temp file (for a writer that
+    /// failed, e.g. with a full disk: the partial file would keep taking
+    /// space until the next open).
+    pub fn discard(self) -> Result<()> {
+        self.disk
+            .remove(&self.temp_path)
+            .map_err(io_error("remove", &self.temp_path))
+    }
+
     /// Finishes the temp file: writes the trailer and, under
     /// [`Durability::Fsync`], fdatasyncs it. The snapshot is not current
-    /// until [`SnapshotStore::install_sealed`] renames it into place.
+    /// until [`SnapshotStore::install_sealed`] renames it into place. On
+    /// error the temp file is removed.
     pub fn seal(self) -> Result<SealedSnapshot> {
         let mut trailer = Vec::with_capacity(TRAILER_BYTES as usize);
         trailer.extend_from_slice(&self.data_len.to_le_bytes());
         trailer.extend_from_slice(&self.crc.to_le_bytes());
         trailer.extend_from_slice(&SNAPSHOT_END_MAGIC);
         let temp = &self.temp_path;
-        self.disk
+        let mut sealed = self
+            .disk
             .write_at(temp, self.data_start + self.data_len, &trailer)
-            .map_err(io_error("write", temp))?;
-        if self.durability == Durability::Fsync {
-            self.disk.sync_data(temp).map_err(io_error("sync", temp))?;
+            .map_err(io_error("write", temp));
+        if sealed.is_ok() && self.durability == Durability::Fsync {
+            sealed = self.disk.sync_data(temp).map_err(io_error("sync", temp));
+        }
+        if let Err(error) = sealed {
+            let _ = self.disk.remove(temp);
+            return Err(error);
         }
         Ok(SealedSnapshot {
             meta: self.meta,
@@ -405,9 +420,10 @@ impl SnapshotStore {
         self.disk
             .create(&temp_path)
             .map_err(io_error("create", &temp_path))?;
-        self.disk
-            .write_at(&temp_path, 0, &header)
-            .map_err(io_error("write", &temp_path))?;
+        if let Err(error) = self.disk.write_at(&temp_path, 0, &header) {
+            let _ = self.disk.remove(&temp_path);
+            return Err(io_error("write", &temp_path)(error));
+        }
         Ok(SnapshotWriter {
             meta,
             temp_path,

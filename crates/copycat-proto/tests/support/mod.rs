@@ -274,6 +274,7 @@ pub fn client_error() -> impl Strategy<Value = ClientError> {
         Just(ClientError::Timeout),
         "[a-z ]{0,12}".prop_map(ClientError::Unavailable),
         "[a-z ]{0,12}".prop_map(ClientError::Malformed),
+        Just(ClientError::DiskFull),
     ]
 }
 
