@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value as Json};
 
-use super::{bounded, outcome_of, Check, Ctx};
+use super::{bounded, finish, outcome_of, Check, Ctx};
 use crate::recorder::Outcome;
 
 const SET: &str = "chaos-set";
@@ -96,13 +96,8 @@ pub async fn set(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
                         let id = ctx
                             .recorder
                             .invoke(process, "add", name.as_str(), json!(value));
-                        match bounded(limit, set.add(&value)).await {
-                            Some(Ok(_)) => ctx.recorder.complete(id, Outcome::Ok, json!(value)),
-                            Some(Err(error)) => {
-                                ctx.recorder.complete(id, outcome_of(&error), Json::Null)
-                            }
-                            None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
-                        }
+                        let answer = bounded(limit, set.add(&value)).await;
+                        finish(&ctx.recorder, id, answer, |_| json!(value));
                     }
                     primitives.client().clone().close().await;
                 }
@@ -203,13 +198,8 @@ pub async fn counter(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
                     let long = Long::open(&primitives, COUNTER).await?;
                     while ctx.live(&primitives) {
                         let id = ctx.recorder.invoke(process, "add", COUNTER, json!(1));
-                        match bounded(limit, long.add_and_get(1)).await {
-                            Some(Ok(value)) => ctx.recorder.complete(id, Outcome::Ok, json!(value)),
-                            Some(Err(error)) => {
-                                ctx.recorder.complete(id, outcome_of(&error), Json::Null)
-                            }
-                            None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
-                        }
+                        let answer = bounded(limit, long.add_and_get(1)).await;
+                        finish(&ctx.recorder, id, answer, |total| json!(total));
                     }
                     primitives.client().clone().close().await;
                 }
@@ -326,18 +316,12 @@ pub async fn queue(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
                             }
                         } else {
                             let id = ctx.recorder.invoke(process, "poll", QUEUE, Json::Null);
-                            match bounded(limit, queue.poll()).await {
-                                Some(Ok(item)) => {
-                                    ctx.recorder.complete(id, Outcome::Ok, json!(item));
-                                    if item.is_none() {
-                                        // Empty: let the offers catch up.
-                                        tokio::time::sleep(Duration::from_millis(5)).await;
-                                    }
-                                }
-                                Some(Err(error)) => {
-                                    ctx.recorder.complete(id, outcome_of(&error), Json::Null)
-                                }
-                                None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
+                            let answer = bounded(limit, queue.poll()).await;
+                            if let Some(None) =
+                                finish(&ctx.recorder, id, answer, |item| json!(item))
+                            {
+                                // Empty: let the offers catch up.
+                                tokio::time::sleep(Duration::from_millis(5)).await;
                             }
                         }
                     }
@@ -521,13 +505,8 @@ pub async fn events(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
                 while ctx.live(&primitives) {
                     n += 1;
                     let id = ctx.recorder.invoke(0, "publish", TOPIC, json!(n));
-                    match bounded(limit, topic.publish(&n)).await {
-                        Some(Ok(_)) => ctx.recorder.complete(id, Outcome::Ok, json!(n)),
-                        Some(Err(error)) => {
-                            ctx.recorder.complete(id, outcome_of(&error), Json::Null)
-                        }
-                        None => ctx.recorder.complete(id, Outcome::Info, Json::Null),
-                    }
+                    let answer = bounded(limit, topic.publish(&n)).await;
+                    finish(&ctx.recorder, id, answer, |_| json!(n));
                     tokio::time::sleep(Duration::from_millis(rng.gen_range(0..20))).await;
                 }
                 primitives.client().clone().close().await;

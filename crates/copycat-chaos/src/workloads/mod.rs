@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::cluster;
 use crate::recorder::{Outcome, Recorder};
+use copycat_sim::history::OperationId;
 
 pub use session::worker_main;
 
@@ -283,6 +284,31 @@ pub fn outcome_of(error: &copycat_primitives::Error) -> Outcome {
     match error {
         copycat_primitives::Error::Resource(_) => Outcome::Fail,
         _ => Outcome::Info,
+    }
+}
+
+/// Record how a bounded primitive call (see [`bounded`]) ended: `ok` with
+/// `value` of its result, the outcome its error implies, or unknown when it
+/// did not answer in time. Returns the result when there is one.
+pub fn finish<T>(
+    recorder: &Recorder,
+    id: OperationId,
+    answer: Option<Result<T, copycat_primitives::Error>>,
+    value: impl FnOnce(&T) -> serde_json::Value,
+) -> Option<T> {
+    match answer {
+        Some(Ok(result)) => {
+            recorder.complete(id, Outcome::Ok, value(&result));
+            Some(result)
+        }
+        Some(Err(error)) => {
+            recorder.complete(id, outcome_of(&error), serde_json::Value::Null);
+            None
+        }
+        None => {
+            recorder.complete(id, Outcome::Info, serde_json::Value::Null);
+            None
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value as Json};
 
-use super::{bounded, outcome_of, Check, Ctx};
+use super::{bounded, finish, outcome_of, Check, Ctx};
 use crate::recorder::Outcome;
 
 /// Registers the clients share at a time.
@@ -77,11 +77,12 @@ async fn worker(ctx: Arc<Ctx>, process: u64) -> Result<()> {
                 4..=6 => {
                     let value = rng.gen_range(0..VALUES);
                     let id = recorder.invoke(process, "write", key, json!(value));
-                    match bounded(limit, register.set(&value)).await {
-                        Some(Ok(())) => recorder.complete(id, Outcome::Ok, json!(value)),
-                        Some(Err(error)) => recorder.complete(id, outcome_of(&error), Json::Null),
-                        None => recorder.complete(id, Outcome::Info, Json::Null),
-                    }
+                    finish(
+                        recorder,
+                        id,
+                        bounded(limit, register.set(&value)).await,
+                        |_| json!(value),
+                    );
                 }
                 _ => {
                     let expected = rng.gen_range(0..VALUES);
