@@ -60,7 +60,7 @@ pub use client::{
     ServerMessage,
 };
 pub use hello::{Hello, PeerAnswer, ServerHello, MAX_FRAME_BYTES};
-pub use log::{LogBody, LogCommand};
+pub use log::{KeepAlive, LogBody, LogCommand};
 
 /// The format version written at the start of every frame by this build.
 pub const FORMAT_VERSION: u8 = 3;
@@ -291,7 +291,7 @@ mod tests {
             session in any::<u64>(),
             sequence in any::<u64>(),
             payload in proptest::collection::vec(any::<u8>(), 0..32),
-            kind in 0u8..6,
+            kind in 0u8..7,
         ) {
             let session = SessionId(session);
             let body = match kind {
@@ -300,6 +300,7 @@ mod tests {
                 2 => LogBody::Unregister { session },
                 3 => LogBody::Command { session, sequence: Sequence(sequence), acked: Sequence(sequence / 3), payload: Bytes::from(payload) },
                 4 => LogBody::Expire { session },
+                5 => LogBody::KeepAlives(vec![crate::KeepAlive { session, command_sequence: Sequence(sequence), event_index: EventIndex(sequence / 2) }]),
                 _ => LogBody::Tick,
             };
             let command = LogCommand { timestamp_ms, body };

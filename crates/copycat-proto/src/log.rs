@@ -71,6 +71,23 @@ pub enum LogBody {
     /// Carries only time: the leader appends it when the log is idle so that
     /// session expiry and timers never wait for unrelated traffic.
     Tick,
+    /// Several keep-alives in one entry, applied in order as if each had its
+    /// own entry. The leader collects the keep-alives that arrive within a
+    /// short window into one entry, so idle sessions cost a few entries per
+    /// second in total rather than one per session and interval.
+    KeepAlives(Vec<KeepAlive>),
+}
+
+/// One session's keep-alive inside [`LogBody::KeepAlives`]; the fields mean
+/// what they mean in [`LogBody::KeepAlive`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeepAlive {
+    /// The session kept alive.
+    pub session: SessionId,
+    /// Highest command sequence whose response the client has received.
+    pub command_sequence: Sequence,
+    /// Highest event index the client has received in order.
+    pub event_index: EventIndex,
 }
 
 impl LogCommand {

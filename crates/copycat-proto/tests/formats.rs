@@ -15,8 +15,8 @@ use std::path::Path;
 use bytes::Bytes;
 use copycat_proto::{
     decode_frame, encode_frame, ClientError, ClientId, ClientRequest, CommandFailure, Consistency,
-    DecodeError, Event, EventBatch, EventIndex, LogBody, LogCommand, Request, RequestId, Response,
-    Sequence, ServerMessage, SessionId, FORMAT_VERSION,
+    DecodeError, Event, EventBatch, EventIndex, KeepAlive, LogBody, LogCommand, Request, RequestId,
+    Response, Sequence, ServerMessage, SessionId, FORMAT_VERSION,
 };
 use golden_bytes::{sample, Sample};
 use serde::de::DeserializeOwned;
@@ -40,6 +40,7 @@ fn log_name(body: &LogBody) -> &'static str {
         LogBody::Command { .. } => "command",
         LogBody::Expire { .. } => "expire",
         LogBody::Tick => "tick",
+        LogBody::KeepAlives(_) => "keep-alives",
     }
 }
 
@@ -67,6 +68,18 @@ fn log_bodies() -> Vec<LogBody> {
             session: SessionId(300),
         },
         LogBody::Tick,
+        LogBody::KeepAlives(vec![
+            KeepAlive {
+                session: SessionId(3),
+                command_sequence: Sequence(7),
+                event_index: EventIndex(12),
+            },
+            KeepAlive {
+                session: SessionId(300),
+                command_sequence: Sequence::ZERO,
+                event_index: EventIndex(0),
+            },
+        ]),
     ]
 }
 

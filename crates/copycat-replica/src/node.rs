@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use copycat_proto::{
-    ClientError, ClientId, ClientRequest, Consistency, LogBody, LogCommand, Request, RequestId,
-    Response, Sequence, ServerMessage, SessionId,
+    ClientError, ClientId, ClientRequest, Consistency, KeepAlive, LogBody, LogCommand, Request,
+    RequestId, Response, Sequence, ServerMessage, SessionId,
 };
 use copycat_raft::{
     Config, Entry, InitError, LogIndex, PersistentState, RawNode, ReadMode, ReadPath, ReadState,
@@ -60,6 +60,14 @@ pub struct ServerConfig {
     /// beyond it is refused with `Unavailable` (the client may retry, here
     /// or elsewhere). Queries of a connection that closes stop waiting.
     pub max_waiting_queries: usize,
+    /// The leader collects the keep-alives that arrive within this window
+    /// into one log entry (shortened for sessions whose timeout is short:
+    /// a keep-alive never waits more than an eighth of its session's
+    /// timeout), so idle sessions cost a few entries per second in total
+    /// instead of one entry per session and keep-alive interval.
+    pub keep_alive_batch_ms: u64,
+    /// A batch is proposed at once when it holds this many keep-alives.
+    pub max_keep_alive_batch: usize,
 }
 
 impl ServerConfig {
@@ -77,6 +85,8 @@ impl ServerConfig {
             snapshot_every_entries: 10_000,
             snapshot_every_bytes: 64 << 20,
             max_waiting_queries: 10_000,
+            keep_alive_batch_ms: 200,
+            max_keep_alive_batch: 4096,
         }
     }
 }
@@ -131,6 +141,10 @@ pub struct ServerNode<M> {
     pending_reads: BTreeMap<u64, WaitingQuery>,
     waiting_queries: Vec<WaitingQuery>,
     bindings: BTreeMap<SessionId, ConnectionId>,
+    /// Keep-alives waiting to be proposed as one entry (leader only), and
+    /// when the batch must go out.
+    keep_alives: Vec<(ConnectionId, RequestId, KeepAlive)>,
+    keep_alives_due: Option<Time>,
     outbox: Vec<(ConnectionId, ServerMessage)>,
     next_read: u64,
     was_leader: bool,
@@ -176,6 +190,8 @@ impl<M: RawStateMachine> ServerNode<M> {
             pending_reads: BTreeMap::new(),
             waiting_queries: Vec::new(),
             bindings: BTreeMap::new(),
+            keep_alives: Vec::new(),
+            keep_alives_due: None,
             outbox: Vec::new(),
             next_read: 0,
             was_leader: false,
@@ -209,9 +225,15 @@ impl<M: RawStateMachine> ServerNode<M> {
             return;
         }
         // Expire sessions the replica finds suspect (decided by log time,
-        // so every replica agrees; committed through the log).
+        // so every replica agrees; committed through the log). Keep-alives
+        // waiting in a batch go first: one of them may be the suspect's,
+        // and the expiry re-checks at apply time.
+        let suspects = self.replica.suspect_sessions();
+        if !suspects.is_empty() || self.keep_alives_due.is_some_and(|due| self.now >= due) {
+            self.flush_keep_alives();
+        }
         let retry = self.config.expire_retry_ms;
-        for session in self.replica.suspect_sessions() {
+        for session in suspects {
             let due = self
                 .expiring
                 .get(&session)
@@ -220,8 +242,10 @@ impl<M: RawStateMachine> ServerNode<M> {
                 self.expiring.insert(session, self.now);
             }
         }
-        let open: BTreeSet<SessionId> = self.replica.sessions().iter().map(|s| s.id).collect();
-        self.expiring.retain(|session, _| open.contains(session));
+        if !self.expiring.is_empty() {
+            let open: BTreeSet<SessionId> = self.replica.sessions().iter().map(|s| s.id).collect();
+            self.expiring.retain(|session, _| open.contains(session));
+        }
         // A timer fires before the first entry whose time reaches it: when
         // one is due by this leader's clock and no entry proposed since
         // carries that time, append one, so timers fire on time on an idle
@@ -299,6 +323,56 @@ impl<M: RawStateMachine> ServerNode<M> {
             .push((connection, ServerMessage::Response { id, result }));
     }
 
+    /// Add a keep-alive to the batch the leader proposes as one entry. A
+    /// follower answers at once that it is not the leader.
+    fn batch_keep_alive(&mut self, connection: ConnectionId, id: RequestId, keep_alive: KeepAlive) {
+        if !self.raw.is_leader() {
+            let hint = self.raw.leader().map(|l| l.0);
+            self.respond(connection, id, Err(ClientError::NotLeader { hint }));
+            return;
+        }
+        let timeout = self
+            .replica
+            .session_timeout_ms(keep_alive.session)
+            .unwrap_or(u64::MAX);
+        let due = self
+            .now
+            .plus_ms(self.config.keep_alive_batch_ms.min(timeout / 8));
+        self.keep_alives_due = Some(self.keep_alives_due.map_or(due, |d| d.min(due)));
+        self.keep_alives.push((connection, id, keep_alive));
+        if self.keep_alives.len() >= self.config.max_keep_alive_batch {
+            self.flush_keep_alives();
+        }
+    }
+
+    /// Propose the keep-alives collected so far as one entry; each waits on
+    /// it for its own answer.
+    fn flush_keep_alives(&mut self) {
+        self.keep_alives_due = None;
+        if self.keep_alives.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.keep_alives);
+        let body = LogBody::KeepAlives(batch.iter().map(|(_, _, k)| *k).collect());
+        match self.propose(body) {
+            Ok(index) => self
+                .pending_entries
+                .entry(index)
+                .or_default()
+                .extend(batch.iter().map(|(connection, id, _)| (*connection, *id))),
+            Err(error) => {
+                for (connection, id, _) in batch {
+                    self.respond(connection, id, Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// How many keep-alives wait to be proposed together.
+    pub fn batched_keep_alives(&self) -> usize {
+        self.keep_alives.len()
+    }
+
     /// A request from a client connection. For a linearizable query,
     /// returns how the core is confirming it (a lease, or a quorum round):
     /// the simulator checks lease safety at that instant.
@@ -346,15 +420,12 @@ impl<M: RawStateMachine> ServerNode<M> {
                 event_index,
             } => {
                 self.bindings.insert(session, connection);
-                self.propose_for(
-                    connection,
-                    id,
-                    LogBody::KeepAlive {
-                        session,
-                        command_sequence,
-                        event_index,
-                    },
-                );
+                let keep_alive = KeepAlive {
+                    session,
+                    command_sequence,
+                    event_index,
+                };
+                self.batch_keep_alive(connection, id, keep_alive);
                 None
             }
             Request::Unregister { session } => {
@@ -616,6 +687,12 @@ impl<M: RawStateMachine> ServerNode<M> {
     pub fn refuse_proposals(&mut self, error: ClientError) {
         let mut waiting: Vec<(ConnectionId, RequestId)> = Vec::new();
         waiting.extend(
+            std::mem::take(&mut self.keep_alives)
+                .into_iter()
+                .map(|(connection, id, _)| (connection, id)),
+        );
+        self.keep_alives_due = None;
+        waiting.extend(
             std::mem::take(&mut self.pending_entries)
                 .into_values()
                 .flatten(),
@@ -727,6 +804,17 @@ impl<M: RawStateMachine> ServerNode<M> {
                     .unwrap_or_default()
                 {
                     self.respond(connection, id, result.clone());
+                }
+            }
+            Outcome::KeepAlives(results) => {
+                // This server proposed the entry: its waiters are the batch's
+                // requests, in the entry's order.
+                let waiting = self
+                    .pending_entries
+                    .remove(&entry.index)
+                    .unwrap_or_default();
+                for ((connection, id), (_, result)) in waiting.into_iter().zip(results) {
+                    self.respond(connection, id, result);
                 }
             }
             Outcome::Expire { session, .. } => {

@@ -77,6 +77,8 @@ pub enum Outcome {
         /// `Command` (with the output or a cached failure) or why not.
         result: Result<Response, ClientError>,
     },
+    /// A batch of keep-alives: each session's answer, in the entry's order.
+    KeepAlives(Vec<(SessionId, Result<Response, ClientError>)>),
     /// An expire entry.
     Expire {
         /// The session named.
@@ -198,6 +200,11 @@ impl<M: RawStateMachine> Replica<M> {
     /// The open sessions, in id order.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.state.sessions.infos().collect()
+    }
+
+    /// The timeout of an open session.
+    pub fn session_timeout_ms(&self, session: SessionId) -> Option<u64> {
+        self.state.sessions.get(session).map(|s| s.timeout_ms())
     }
 
     /// The last event index published to an open session.
@@ -432,6 +439,15 @@ impl<M: RawStateMachine> Replica<M> {
                 Outcome::Expire { session, expired }
             }
             LogBody::Tick => Outcome::Nothing,
+            LogBody::KeepAlives(batch) => Outcome::KeepAlives(
+                batch
+                    .into_iter()
+                    .map(|k| {
+                        let result = self.keep_alive(k.session, k.command_sequence, k.event_index);
+                        (k.session, result)
+                    })
+                    .collect(),
+            ),
         }
     }
 

@@ -532,6 +532,11 @@ fn describe_outcome(outcome: &Outcome) -> String {
         Outcome::Register { result, .. } => describe_result(result),
         Outcome::Session { result, .. } => describe_result(result),
         Outcome::Command { result, .. } => describe_result(result),
+        Outcome::KeepAlives(results) => results
+            .iter()
+            .map(|(_, result)| describe_result(result))
+            .collect::<Vec<_>>()
+            .join("; "),
         Outcome::Expire { expired, .. } => {
             if *expired {
                 "expired".to_string()

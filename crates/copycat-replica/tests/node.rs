@@ -600,3 +600,127 @@ fn a_command_that_would_find_the_cache_full_is_refused_before_the_log() {
         })]
     ));
 }
+
+/// The keep-alives in the entries server 0 applied: (entries with one,
+/// batched entries with the number of keep-alives in each).
+fn keep_alive_entries(cluster: &Cluster) -> (usize, Vec<usize>) {
+    let mut single = 0;
+    let mut batched = Vec::new();
+    for payload in &cluster.applied {
+        let EntryPayload::Command(data) = payload else {
+            continue;
+        };
+        match copycat_proto::LogCommand::decode(data)
+            .expect("decodes")
+            .body
+        {
+            copycat_proto::LogBody::KeepAlive { .. } => single += 1,
+            copycat_proto::LogBody::KeepAlives(batch) => batched.push(batch.len()),
+            _ => {}
+        }
+    }
+    (single, batched)
+}
+
+fn keep_alive(session: SessionId) -> Request {
+    Request::KeepAlive {
+        session,
+        command_sequence: Sequence(0),
+        event_index: EventIndex(0),
+    }
+}
+
+#[test]
+fn keep_alives_of_many_sessions_share_one_entry() {
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.leader().expect("leader");
+    let sessions: Vec<SessionId> = (0..50)
+        .map(|i| cluster.register(leader, 10 + i, 10 + i as u64))
+        .collect();
+    for (i, session) in sessions.iter().enumerate() {
+        cluster.submit(
+            leader,
+            10 + i as u64,
+            1_000 + i as u64,
+            keep_alive(*session),
+        );
+    }
+    cluster.pump();
+    assert_eq!(cluster.servers[leader].batched_keep_alives(), 50);
+    assert!(cluster.responses(1_000).is_empty(), "waits for the batch");
+    // Sessions of 1 s: a keep-alive waits at most an eighth of that.
+    for _ in 0..13 {
+        cluster.advance(10);
+    }
+    for i in 0..50 {
+        assert!(
+            matches!(
+                cluster.responses(1_000 + i).as_slice(),
+                [Ok(Response::KeptAlive { .. })]
+            ),
+            "keep-alive {i}: {:?}",
+            cluster.responses(1_000 + i)
+        );
+    }
+    assert_eq!(keep_alive_entries(&cluster), (0, vec![50]));
+    assert_eq!(cluster.servers[leader].batched_keep_alives(), 0);
+}
+
+/// A keep-alive waiting in a batch when its session turns suspect goes
+/// into the log before the leader's expiry of the session, which then
+/// finds it alive.
+#[test]
+fn a_batched_keep_alive_is_applied_before_its_session_is_expired() {
+    // Time entries every 10 ms, so log time follows the clock closely.
+    let mut cluster = Cluster::with_config(3, |config| config.idle_tick_ms = 10);
+    let leader = cluster.leader().expect("leader");
+    let session = cluster.register(leader, 1, 1);
+    let registered = cluster.servers[leader].replica().time_ms();
+    // Late: 15 ms before the 1 s session turns suspect, so the keep-alive
+    // is still in its batch (which may wait 125 ms) when that happens.
+    while cluster.servers[leader].replica().time_ms() < registered + 985 {
+        cluster.advance(5);
+    }
+    let leader = cluster.leader().expect("leader");
+    cluster.submit(leader, 1, 2, keep_alive(session));
+    cluster.pump();
+    assert_eq!(cluster.servers[leader].batched_keep_alives(), 1);
+    let mut waited = 0;
+    while cluster.responses(2).is_empty() {
+        assert!(waited < 3_000, "the keep-alive was never answered");
+        cluster.advance(5);
+        waited += 5;
+    }
+    assert!(
+        matches!(
+            cluster.responses(2).as_slice(),
+            [Ok(Response::KeptAlive { .. })]
+        ),
+        "{:?}",
+        cluster.responses(2)
+    );
+    let open = cluster.servers[leader].replica().sessions();
+    assert!(
+        open.iter().any(|s| s.id == session),
+        "the session was expired although its keep-alive came in time: {open:?}"
+    );
+}
+
+/// A follower does not batch: it answers at once with the leader's id.
+#[test]
+fn a_follower_refuses_a_keep_alive_at_once() {
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.leader().expect("leader");
+    let follower = (leader + 1) % 3;
+    let session = cluster.register(leader, 1, 1);
+    cluster.request(follower, 1, 2, keep_alive(session));
+    assert!(
+        matches!(
+            cluster.responses(2).as_slice(),
+            [Err(ClientError::NotLeader { hint: Some(_) })]
+        ),
+        "{:?}",
+        cluster.responses(2)
+    );
+    assert_eq!(cluster.servers[follower].batched_keep_alives(), 0);
+}

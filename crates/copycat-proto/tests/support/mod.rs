@@ -330,6 +330,20 @@ pub fn log_command() -> impl Strategy<Value = LogCommand> {
         ),
         session().prop_map(|session| LogBody::Expire { session }),
         Just(LogBody::Tick),
+        proptest::collection::vec((session(), sequence(), event_index()), 0..4).prop_map(|items| {
+            LogBody::KeepAlives(
+                items
+                    .into_iter()
+                    .map(
+                        |(session, command_sequence, event_index)| copycat_proto::KeepAlive {
+                            session,
+                            command_sequence,
+                            event_index,
+                        },
+                    )
+                    .collect(),
+            )
+        }),
     ];
     (any::<u64>(), body).prop_map(|(timestamp_ms, body)| LogCommand { timestamp_ms, body })
 }

@@ -114,6 +114,13 @@ impl SessionModel {
                     s.last_active_ms = now;
                 }
             }
+            LogBody::KeepAlives(batch) => {
+                for keep_alive in batch {
+                    if let Some(s) = self.sessions.get_mut(&keep_alive.session) {
+                        s.last_active_ms = now;
+                    }
+                }
+            }
             LogBody::Command {
                 session, sequence, ..
             } => {

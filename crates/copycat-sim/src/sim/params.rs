@@ -89,6 +89,8 @@ pub struct SimParams {
     /// (locks, a counter, a queue) instead of the key-value store: zero
     /// from the seed, set by [`SimParams::with_primitives`].
     pub primitives: f64,
+    /// The leader's keep-alive batching window (zero: a batch per tick).
+    pub keep_alive_batch_ms: u64,
 }
 
 impl SimParams {
@@ -210,6 +212,8 @@ impl SimParams {
             // (20 election timeouts): crashed clients' sessions must expire.
             liveness_ms: 50 * election_timeout_ms,
             primitives: 0.0,
+            // Drawn last: the other parameters stay as they were per seed.
+            keep_alive_batch_ms: [0, 10, 50, 200][rng.gen_range(0..4)],
         }
     }
 }
@@ -221,7 +225,7 @@ impl std::fmt::Display for SimParams {
             "seed={} nodes={} clients={} election={}ms heartbeat={}ms batch={} inflight={} \
              snapshot_every={} trailing={} chunk={}B segment={}B write_buffer={}B delay={}..{}ms loss={:.3} dup={:.3} \
              disk={}ms power_loss={:.4} faults_every~{}ms clock_spread={:.4} pre_vote={} check_quorum={} lease_reads={} \
-             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2}\n  faults: {}",
+             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2} keep_alive_batch={}ms\n  faults: {}",
             self.seed,
             self.nodes,
             self.clients,
@@ -253,6 +257,7 @@ impl std::fmt::Display for SimParams {
             self.cas_fraction,
             self.safety_ms,
             self.primitives,
+            self.keep_alive_batch_ms,
             self.faults,
         )
     }
