@@ -12,31 +12,27 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use copycat_net::{framed, Backoff, ClientTls, Stream as NetStream, Watch, TICK};
+use copycat_net::{ClientTls, Watch, TICK};
 use copycat_proto::{
-    codec, decode_frame, encode_frame, ClientError, ClientId, ClientRequest, CommandFailure,
-    Consistency, EventBatch, EventIndex, Hello, ServerHello, ServerMessage, SessionId,
+    codec, ClientError, ClientId, ClientRequest, CommandFailure, Consistency, EventBatch,
+    EventIndex, ServerMessage, SessionId,
 };
-use futures_util::{SinkExt, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::connections::{Attachment, Connections, NetEvent};
 use crate::error::{Error, Unavailable};
 use crate::session::{
     ClientConfig, ClientOutput, ClientSession, ClientState, OperationError, OperationId,
-    RecoveryStrategy, ServerId, ServerSelection,
+    RecoveryStrategy, ServerId, ServerSelection, MAX_REQUEST_ID_PREFIX,
 };
 
 /// Operations queued for the driver before callers wait.
 const OP_QUEUE: usize = 1024;
-/// Frames queued for one connection before new ones are dropped (the
-/// session resends after its timeout).
-const CONNECTION_QUEUE: usize = 1024;
-/// Most server addresses a client learns and keeps connections to.
+/// Most server addresses a client keeps track of.
 const MAX_ADDRESSES: usize = 64;
-/// How long a server has to answer the client's hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest an idle client sleeps before it looks at its session again
 /// (a safety net: the session core says when it has work).
 const MAX_IDLE: Duration = Duration::from_secs(1);
@@ -88,6 +84,7 @@ pub struct ClientBuilder {
     event_buffer: usize,
     ignore_events: bool,
     tls: Option<ClientTls>,
+    connections: Option<Connections>,
 }
 
 impl ClientBuilder {
@@ -101,6 +98,7 @@ impl ClientBuilder {
             event_buffer: 1024,
             ignore_events: false,
             tls: None,
+            connections: None,
         }
     }
 
@@ -113,6 +111,17 @@ impl ClientBuilder {
     /// [`ClientTls::from_config`].
     pub fn tls(mut self, tls: ClientTls) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Carry this session over `connections`, shared with the other
+    /// clients built with them (default: connections of its own). A
+    /// process with many sessions should share one [`Connections`]: each
+    /// server then sees one connection from the process, whatever the
+    /// number of sessions. TLS is then set on the connections
+    /// ([`Connections::with_tls`]), not here.
+    pub fn connections(mut self, connections: &Connections) -> Self {
+        self.connections = Some(connections.clone());
         self
     }
 
@@ -222,10 +231,26 @@ impl ClientBuilder {
             })?;
             addrs.push((resolved[0], server.clone()));
         }
-        let session = ClientSession::new(self.session.clone(), 0)
+        let connections = match self.connections {
+            Some(_) if self.tls.is_some() => {
+                return Err(Error::Rejected(ClientError::Malformed(
+                    "a client on shared connections takes their TLS settings (Connections::with_tls), not its own".into(),
+                )))
+            }
+            Some(connections) => connections,
+            None => Connections::build(self.tls.clone()),
+        };
+        let net = connections.attach().ok_or_else(|| {
+            Error::Rejected(ClientError::Unavailable(format!(
+                "these connections already carry {} sessions",
+                MAX_REQUEST_ID_PREFIX as u64 + 1
+            )))
+        })?;
+        let mut config = self.session.clone();
+        config.request_id_prefix = net.slot();
+        let session = ClientSession::new(config, 0)
             .map_err(|e| Error::Rejected(ClientError::Malformed(e.to_string())))?;
         let (ops_tx, ops) = mpsc::channel(OP_QUEUE);
-        let (net_tx, net) = mpsc::channel(OP_QUEUE);
         let (events_tx, events_rx) = if self.ignore_events {
             (None, None)
         } else {
@@ -244,7 +269,7 @@ impl ClientBuilder {
             start: Instant::now(),
             ops,
             net,
-            net_tx,
+            connections,
             servers: BTreeMap::new(),
             addresses: BTreeMap::new(),
             cluster: None,
@@ -261,7 +286,6 @@ impl ClientBuilder {
             park_limit: self.event_buffer,
             dropped_batches: 0,
             close_deadline: None,
-            tls: self.tls.clone(),
         };
         for (addr, name) in addrs {
             driver.learn(addr, name);
@@ -542,21 +566,6 @@ fn decode_answer<P: Machine>(answer: Result<Bytes, Error>) -> Result<P::Output, 
     }
 }
 
-/// What the connection tasks report.
-enum NetEvent {
-    Connected {
-        addr: SocketAddr,
-        server: ServerId,
-        tx: mpsc::Sender<ClientRequest>,
-        cluster: u64,
-        /// Each member's id, resolved address and address as named.
-        members: Vec<(u64, SocketAddr, String)>,
-    },
-    Message(ServerId, ServerMessage),
-    Disconnected(SocketAddr, ServerId),
-    Failed(SocketAddr, Unavailable),
-}
-
 /// What goes to the application, in the order the session released it.
 enum Delivery {
     Events(Vec<Event>),
@@ -572,8 +581,9 @@ struct Driver {
     session: ClientSession,
     start: Instant,
     ops: mpsc::Receiver<Op>,
-    net: mpsc::Receiver<NetEvent>,
-    net_tx: mpsc::Sender<NetEvent>,
+    /// This session's place on the connections it uses.
+    net: Attachment,
+    connections: Connections,
     servers: BTreeMap<ServerId, (SocketAddr, mpsc::Sender<ClientRequest>)>,
     /// Every server address kept connected, with why connecting to it
     /// last failed (cleared when it connects).
@@ -599,8 +609,6 @@ struct Driver {
     dropped_batches: u64,
     /// Closing: stop at this time even if the unregistration got no answer.
     close_deadline: Option<tokio::time::Instant>,
-    /// TLS on every connection, when set.
-    tls: Option<ClientTls>,
 }
 
 impl Driver {
@@ -622,19 +630,15 @@ impl Driver {
         tokio::time::Instant::from_std(self.start) + Duration::from_millis(due)
     }
 
-    /// Keep a connection to `addr`, named `name` (`host:port`, whose host
-    /// a TLS server's certificate must name), once.
+    /// Use the server at `addr`, named `name` (`host:port`, whose host a
+    /// TLS server's certificate must name): the connections keep it
+    /// connected.
     fn learn(&mut self, addr: SocketAddr, name: String) {
         if self.addresses.contains_key(&addr) || self.addresses.len() >= MAX_ADDRESSES {
             return;
         }
         self.addresses.insert(addr, None);
-        tokio::spawn(connection(
-            addr,
-            name,
-            self.tls.clone(),
-            self.net_tx.clone(),
-        ));
+        self.connections.learn(addr, name);
     }
 
     async fn run(mut self) {
@@ -663,7 +667,7 @@ impl Driver {
                         self.begin_close();
                     }
                 },
-                event = self.net.recv() => match event {
+                event = self.net.rx.recv() => match event {
                     Some(event) => self.on_net(event),
                     None => break,
                 },
@@ -693,10 +697,16 @@ impl Driver {
                 break;
             }
         }
-        for done in self.closing.drain(..) {
+        let closing = std::mem::take(&mut self.closing);
+        let waiting = std::mem::take(&mut self.waiting);
+        // Leave the shared connections before anyone hears that the close
+        // is done: a caller that counts sessions right after `close` must
+        // not see this one.
+        drop(self);
+        for done in closing {
             let _ = done.send(());
         }
-        for (_, waiting) in std::mem::take(&mut self.waiting) {
+        for (_, waiting) in waiting {
             let _ = waiting.reply.send(Err(Error::Closed));
         }
     }
@@ -769,7 +779,8 @@ impl Driver {
             } => {
                 let expected = *self.cluster.get_or_insert(cluster);
                 if cluster != expected {
-                    // Dropping `tx` ends the connection.
+                    // Another cluster's server (on connections shared with
+                    // its clients, or given by mistake): not used.
                     if let Some(last_error) = self.addresses.get_mut(&addr) {
                         *last_error = Some(Unavailable::NotCopycat {
                             addr,
@@ -780,8 +791,8 @@ impl Driver {
                     }
                     return;
                 }
-                if let Some(last_error) = self.addresses.get_mut(&addr) {
-                    *last_error = None;
+                if self.addresses.len() < MAX_ADDRESSES {
+                    self.addresses.insert(addr, None);
                 }
                 self.servers.insert(server, (addr, tx));
                 self.session.connected(server);
@@ -1043,190 +1054,4 @@ fn operation_error(error: OperationError) -> Error {
         OperationError::Refused(message) => Error::Rejected(ClientError::Unavailable(message)),
         OperationError::Closed => Error::Closed,
     }
-}
-
-/// Keep one server address connected, reconnecting with backoff, and
-/// report what happens.
-async fn connection(
-    addr: SocketAddr,
-    name: String,
-    tls: Option<ClientTls>,
-    events: mpsc::Sender<NetEvent>,
-) {
-    let mut backoff = Backoff::default();
-    loop {
-        let stream = copycat_net::connect_retrying(addr, &mut backoff, |error| {
-            let cause = if error.kind() == std::io::ErrorKind::ConnectionRefused {
-                Unavailable::Refused { addr }
-            } else {
-                Unavailable::Unreachable {
-                    addr,
-                    error: error.to_string(),
-                }
-            };
-            let _ = events.try_send(NetEvent::Failed(addr, cause));
-        });
-        let stream = tokio::select! {
-            _ = events.closed() => return,
-            stream = stream => stream,
-        };
-        let stream = match &tls {
-            None => NetStream::Plain(stream),
-            Some(tls) => {
-                let handshake = tokio::time::timeout(HELLO_TIMEOUT, tls.connect(&name, stream));
-                let handshake = tokio::select! {
-                    _ = events.closed() => return,
-                    handshake = handshake => handshake,
-                };
-                match handshake {
-                    Ok(Ok(stream)) => stream,
-                    failed => {
-                        let error = match failed {
-                            Ok(Err(error)) => error.to_string(),
-                            _ => format!("no TLS handshake within {HELLO_TIMEOUT:?}"),
-                        };
-                        tracing::debug!(%addr, %error, "TLS handshake failed");
-                        let _ = events
-                            .try_send(NetEvent::Failed(addr, Unavailable::Tls { addr, error }));
-                        tokio::time::sleep(backoff.next_delay()).await;
-                        continue;
-                    }
-                }
-            }
-        };
-        match serve_connection(stream, addr, tls.is_some(), &events).await {
-            Ok(()) => backoff.reset(),
-            Err(cause) => {
-                tracing::debug!(%addr, %cause, "server connection failed");
-                let _ = events.try_send(NetEvent::Failed(addr, cause));
-            }
-        }
-        if events.is_closed() {
-            return;
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
-}
-
-/// One connection: hello, then requests out and messages in until it
-/// drops. `Ok` if the hello succeeded.
-async fn serve_connection(
-    stream: NetStream,
-    addr: SocketAddr,
-    tls: bool,
-    events: &mpsc::Sender<NetEvent>,
-) -> Result<(), Unavailable> {
-    let mut framed = framed(stream);
-    let unreachable = |error: std::io::Error| Unavailable::Unreachable {
-        addr,
-        error: error.to_string(),
-    };
-    framed
-        .send(encode_frame(&Hello::Client))
-        .await
-        .map_err(unreachable)?;
-    let answer = tokio::time::timeout(HELLO_TIMEOUT, framed.next()).await;
-    let frame = match answer {
-        Err(_) => {
-            return Err(Unavailable::NotCopycat {
-                addr,
-                detail: format!("no answer to the hello within {HELLO_TIMEOUT:?}"),
-            })
-        }
-        Ok(None) if tls => {
-            return Err(Unavailable::NotCopycat {
-                addr,
-                detail: "it closed the connection instead of answering the hello (or is at its connection limit)".into(),
-            })
-        }
-        Ok(None) => {
-            return Err(Unavailable::NotCopycat {
-                addr,
-                detail: "it closed the connection instead of answering the hello (a server that serves TLS only does that to a client without TLS; or it is at its connection limit)".into(),
-            })
-        }
-        // With TLS 1.3 the server checks the client's certificate after
-        // the client's side of the handshake is done: a refusal arrives as
-        // an alert on the first read.
-        Ok(Some(Err(error))) if tls && error.kind() == std::io::ErrorKind::InvalidData => {
-            return Err(Unavailable::Tls {
-                addr,
-                error: error.to_string(),
-            })
-        }
-        Ok(Some(Err(error))) => {
-            let hint = if !tls && error.kind() == std::io::ErrorKind::ConnectionReset {
-                " (a server that serves TLS only closes a client without TLS)"
-            } else {
-                ""
-            };
-            return Err(Unavailable::NotCopycat {
-                addr,
-                detail: format!("bad answer to the hello: {error}{hint}"),
-            });
-        }
-        Ok(Some(Ok(frame))) => frame,
-    };
-    let ServerHello {
-        node,
-        cluster,
-        members,
-    } = decode_frame(&frame).map_err(|error| Unavailable::NotCopycat {
-        addr,
-        detail: format!("undecodable answer to the hello: {error}"),
-    })?;
-    // Members are named by `host:port`; one that does not resolve now is
-    // left out (it is learned again on the next connection).
-    let mut resolved = Vec::with_capacity(members.len());
-    for (id, address) in members {
-        match copycat_net::resolve(&address).await {
-            Ok(addrs) => resolved.extend(addrs.first().map(|a| (id, *a, address.clone()))),
-            Err(error) => tracing::debug!(%address, %error, "member address does not resolve"),
-        }
-    }
-    let (tx, mut rx) = mpsc::channel::<ClientRequest>(CONNECTION_QUEUE);
-    let connected = NetEvent::Connected {
-        addr,
-        server: node,
-        tx,
-        cluster,
-        members: resolved,
-    };
-    if events.send(connected).await.is_err() {
-        return Ok(());
-    }
-    loop {
-        tokio::select! {
-            request = rx.recv() => {
-                let Some(request) = request else { break };
-                // Write everything queued before flushing once.
-                let mut failed = framed.feed(encode_frame(&request)).await.is_err();
-                while !failed {
-                    match rx.try_recv() {
-                        Ok(request) => failed = framed.feed(encode_frame(&request)).await.is_err(),
-                        Err(_) => break,
-                    }
-                }
-                if failed || SinkExt::<Bytes>::flush(&mut framed).await.is_err() {
-                    break;
-                }
-            }
-            frame = framed.next() => {
-                let Some(Ok(frame)) = frame else { break };
-                match decode_frame::<ServerMessage>(&frame) {
-                    Ok(message) => {
-                        if events.send(NetEvent::Message(node, message)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%addr, %error, "undecodable frame from the server; reconnecting");
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    let _ = events.send(NetEvent::Disconnected(addr, node)).await;
-    Ok(())
 }

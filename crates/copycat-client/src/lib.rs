@@ -62,11 +62,15 @@
 #[cfg(feature = "tokio")]
 mod client;
 #[cfg(feature = "tokio")]
+mod connections;
+#[cfg(feature = "tokio")]
 mod error;
 pub mod session;
 
 #[cfg(feature = "tokio")]
 pub use client::{Client, ClientBuilder, ClientStatus, Event, Events, Machine, MachineClient};
+#[cfg(feature = "tokio")]
+pub use connections::Connections;
 #[cfg(feature = "tokio")]
 pub use copycat_net::{ClientTls, Stopped, Watch};
 pub use copycat_proto::{Consistency, SessionId};

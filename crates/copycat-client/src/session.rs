@@ -98,7 +98,21 @@ pub struct ClientConfig {
     pub max_payload_bytes: usize,
     /// Most operations (commands and queries) waiting at once.
     pub max_pending_operations: usize,
+    /// The high bits of this session's request ids (at most
+    /// [`MAX_REQUEST_ID_PREFIX`]): sessions sharing one connection use
+    /// different prefixes, so the server's answers, which echo the ids, can
+    /// be routed back to their session. Zero for a session with a
+    /// connection of its own.
+    pub request_id_prefix: u32,
 }
+
+/// Request ids are `prefix << 40 | counter`: the counter takes the low 40
+/// bits (it wraps after about 10^12 requests, long after the ones sent
+/// before have been answered or given up), the prefix the 24 above.
+pub const REQUEST_ID_COUNTER_BITS: u32 = 40;
+
+/// The largest [`ClientConfig::request_id_prefix`].
+pub const MAX_REQUEST_ID_PREFIX: u32 = (1 << (64 - REQUEST_ID_COUNTER_BITS)) - 1;
 
 impl ClientConfig {
     /// Defaults for `client`: 5 s sessions, 1/1/2/3/5 s backoff.
@@ -113,6 +127,7 @@ impl ClientConfig {
             recovery: RecoveryStrategy::default(),
             max_payload_bytes: 1024 * 1024,
             max_pending_operations: 10_000,
+            request_id_prefix: 0,
         }
     }
 
@@ -125,6 +140,11 @@ impl ClientConfig {
             return Err(ClientConfigError(
                 "assumed_timeout_ms must be at least 2 and request_timeout_ms positive".into(),
             ));
+        }
+        if self.request_id_prefix > MAX_REQUEST_ID_PREFIX {
+            return Err(ClientConfigError(format!(
+                "request_id_prefix must be at most {MAX_REQUEST_ID_PREFIX}"
+            )));
         }
         if self.max_payload_bytes == 0 || self.max_pending_operations == 0 {
             return Err(ClientConfigError(
@@ -697,8 +717,12 @@ impl ClientSession {
 
     fn send(&mut self, kind: RequestKind, request: Request) -> Option<RequestId> {
         let server = self.choose_server(kind)?;
-        let id = RequestId(self.next_request);
-        self.next_request += 1;
+        let counter = self.next_request & ((1 << REQUEST_ID_COUNTER_BITS) - 1);
+        let id = RequestId(
+            u64::from(self.config.request_id_prefix) << REQUEST_ID_COUNTER_BITS | counter,
+        );
+        // The counter runs 1, 2, ..., 2^40 - 1, 1, ...: zero is never used.
+        self.next_request = counter % ((1 << REQUEST_ID_COUNTER_BITS) - 1) + 1;
         self.in_flight.insert(
             id,
             InFlight {

@@ -98,6 +98,7 @@ async fn start() -> (Cluster, BTreeMap<u64, Arc<AtomicBool>>) {
         root,
         addrs,
         servers: BTreeMap::new(),
+        max_connections: None,
     };
     let mut switches = BTreeMap::new();
     for (id, listener) in listeners {

@@ -49,6 +49,7 @@ async fn tls_cluster(n: u64, tls: impl Fn(u64) -> ServerTls) -> Cluster {
         root: tempfile::tempdir().expect("tempdir"),
         addrs,
         servers: BTreeMap::new(),
+        max_connections: None,
     };
     for (id, listener) in listeners {
         let server = cluster

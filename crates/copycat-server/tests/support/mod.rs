@@ -117,11 +117,18 @@ pub struct Cluster {
     pub root: tempfile::TempDir,
     pub addrs: BTreeMap<u64, SocketAddr>,
     pub servers: BTreeMap<u64, NotifierServer>,
+    /// Each server's connection limit, when not the default.
+    pub max_connections: Option<usize>,
 }
 
 impl Cluster {
     /// `n` servers, all started.
     pub async fn start(n: u64) -> Self {
+        Self::start_with(n, None).await
+    }
+
+    /// `n` servers accepting at most `max_connections` connections each.
+    pub async fn start_with(n: u64, max_connections: Option<usize>) -> Self {
         let root = tempfile::tempdir().expect("tempdir");
         let mut listeners = BTreeMap::new();
         let mut addrs = BTreeMap::new();
@@ -134,6 +141,7 @@ impl Cluster {
             root,
             addrs,
             servers: BTreeMap::new(),
+            max_connections,
         };
         for (id, listener) in listeners {
             let server = cluster
@@ -161,15 +169,17 @@ impl Cluster {
     /// A builder for server `id` with this cluster's settings but no
     /// member list (to join the cluster, or restart from its directory).
     pub fn joiner(&self, id: u64) -> copycat_server::ServerBuilder<Typed<Notifier>> {
-        Server::builder(Notifier::default())
-            .id(id)
-            .data_dir(self.dir(id))
-            .configure(|config| {
-                config.raft.election_timeout_ms = 300;
-                config.raft.heartbeat_interval_ms = 50;
-                config.snapshot_every_entries = 500;
-                config.raft.snapshot_trailing_entries = 100;
-            })
+        let builder = Server::builder(Notifier::default());
+        let builder = match self.max_connections {
+            Some(max) => builder.max_connections(max),
+            None => builder,
+        };
+        builder.id(id).data_dir(self.dir(id)).configure(|config| {
+            config.raft.election_timeout_ms = 300;
+            config.raft.heartbeat_interval_ms = 50;
+            config.snapshot_every_entries = 500;
+            config.raft.snapshot_trailing_entries = 100;
+        })
     }
 
     /// Restart server `id` on its address and data directory.
