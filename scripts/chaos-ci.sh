@@ -23,5 +23,5 @@ chaos=(target/debug/copycat-chaos --copycat target/debug/copycat --dir target/ch
 "${chaos[@]}" --time 30 --workload register --nemesis partition-leader,membership \
     --planted-bug FollowerLocalLinearizableRead --expect-failure --seed 4
 # A lock handed on before the holder's session expiry is committed.
-"${chaos[@]}" --time 30 --workload session-expiry --nemesis none \
+"${chaos[@]}" --time 45 --workload session-expiry --nemesis none \
     --planted-bug LockGrantBeforeExpiry --expect-failure --seed 5

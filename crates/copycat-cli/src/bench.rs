@@ -2,6 +2,14 @@
 //! [`crate::kv`]) and for the coordination primitives (one lock, one
 //! counter, one queue). Sessions (`clients`) each keep `concurrency`
 //! requests in flight; every request's latency goes into an HDR histogram.
+//! The sessions share `connections` sets of connections (one connection to
+//! each server per set), as an application with many sessions would.
+//!
+//! Besides requests, a run counts what the sessions cost while it lasts:
+//! log entries the cluster wrote per second (from the servers' commit
+//! indexes, when their admin status answers) and this process's wake-ups
+//! per second (context switches of all its threads, from `/proc`). The
+//! `idle` workload sends nothing but keep-alives, to show those two alone.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use copycat_client::{Client, Consistency};
+use copycat_client::{Client, ClientState, Connections, Consistency};
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use rand::Rng;
 use serde::Serialize;
@@ -35,6 +44,9 @@ pub enum Workload {
     /// Offer an item to the queue `bench-queue` and poll one: one request
     /// is both.
     Queue,
+    /// No requests: the sessions stay open and keep alive for the
+    /// duration, and the report says what that cost.
+    Idle,
 }
 
 impl Workload {
@@ -46,6 +58,7 @@ impl Workload {
             Workload::Lock => "lock",
             Workload::Counter => "counter",
             Workload::Queue => "queue",
+            Workload::Idle => "idle",
         }
     }
 }
@@ -67,8 +80,9 @@ enum Target {
 }
 
 impl Target {
-    async fn open(primitives: &Primitives, options: &BenchOptions) -> Result<Self> {
+    async fn open(primitives: &Primitives, options: &BenchOptions) -> Result<Option<Self>> {
         let opened = match options.workload {
+            Workload::Idle => return Ok(None),
             Workload::Put | Workload::Get | Workload::Mixed(_) => {
                 Map::<String, String>::open(primitives, KV_MAP)
                     .await
@@ -84,7 +98,9 @@ impl Target {
                 .await
                 .map(Target::Queue),
         };
-        opened.map_err(|e| anyhow!("cannot open the {} resource: {e}", options.workload.name()))
+        opened
+            .map(Some)
+            .map_err(|e| anyhow!("cannot open the {} resource: {e}", options.workload.name()))
     }
 
     /// One request; `read` picks a read for the map workloads. (The typed
@@ -116,8 +132,11 @@ pub struct BenchOptions {
     pub servers: Vec<String>,
     /// The load.
     pub workload: Workload,
-    /// Sessions (each a client with its own connections).
+    /// Sessions.
     pub clients: usize,
+    /// Sets of connections the sessions share, round robin (each set is
+    /// one connection to each server); 0 gives each session its own.
+    pub connections: usize,
     /// Requests in flight per session.
     pub concurrency: usize,
     /// Key length in bytes (keys are numbers padded with zeros).
@@ -166,6 +185,8 @@ pub struct Report {
     pub workload: String,
     /// Sessions.
     pub clients: usize,
+    /// Sets of shared connections (0: one per session).
+    pub connections: usize,
     /// Requests in flight per session.
     pub concurrency: usize,
     /// Requests that succeeded.
@@ -180,6 +201,18 @@ pub struct Report {
     pub throughput: f64,
     /// Latencies of the successful requests, in microseconds.
     pub latency_us: Latencies,
+    /// Entries the cluster committed per second during the run (`None`:
+    /// no server's admin status answered).
+    pub log_entries_per_second: Option<f64>,
+    /// This process's context switches per second during the run, all
+    /// threads (`None`: `/proc` not readable).
+    pub wakeups_per_second: Option<f64>,
+    /// Sessions that were no longer open at the end (expired or closed by
+    /// the cluster).
+    pub sessions_lost: usize,
+    /// Sessions with at least one successful request (all of them, when
+    /// every session makes progress).
+    pub sessions_served: usize,
 }
 
 impl Report {
@@ -187,9 +220,36 @@ impl Report {
     pub fn text(&self) -> String {
         let l = &self.latency_us;
         let ms = |us: u64| us as f64 / 1000.0;
+        let mut cost = String::new();
+        if let Some(entries) = self.log_entries_per_second {
+            cost += &format!("\nlog entries committed: {entries:.1}/s");
+        }
+        if let Some(wakeups) = self.wakeups_per_second {
+            cost += &format!("\nthis process's wake-ups: {wakeups:.0}/s");
+        }
+        if self.workload != "idle" && self.sessions_served < self.clients {
+            cost += &format!(
+                "\nsessions served: {} of {}",
+                self.sessions_served, self.clients
+            );
+        }
+        if self.sessions_lost > 0 {
+            cost += &format!(
+                "\nsessions lost: {} of {}",
+                self.sessions_lost, self.clients
+            );
+        }
+        if self.workload == "idle" {
+            return format!(
+                "{} idle sessions over {} for {:.2} s{cost}",
+                self.clients,
+                connection_text(self.connections),
+                self.seconds,
+            );
+        }
         format!(
             "{} requests ({} failed) in {:.2} s with {} sessions x {} in flight: {:.0} requests/s\n\
-             latency ms: mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}{}",
+             latency ms: mean {:.3}  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}{cost}{}",
             self.requests,
             self.errors,
             self.seconds,
@@ -209,6 +269,48 @@ impl Report {
         )
     }
 }
+
+fn connection_text(sets: usize) -> String {
+    match sets {
+        0 => "a connection set per session".to_string(),
+        1 => "one shared connection set".to_string(),
+        n => format!("{n} shared connection sets"),
+    }
+}
+
+/// Context switches (voluntary and not) of every thread of this process
+/// so far; `None` where `/proc` cannot tell.
+fn context_switches() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+        for line in status.lines() {
+            if let Some(rest) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += rest.trim().parse::<u64>().ok()?;
+            }
+        }
+    }
+    Some(total)
+}
+
+/// The highest commit index any of `servers` reports (`None`: none
+/// answered).
+async fn commit_index(servers: &[String], tls: Option<&copycat_client::ClientTls>) -> Option<u64> {
+    let asks = servers
+        .iter()
+        .map(|server| crate::cluster::status_of(server, Duration::from_secs(2), tls));
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .filter_map(|status| status.ok().map(|s| s.commit))
+        .max()
+}
+
+/// Sessions opened at once while the run starts.
+const OPENING: usize = 64;
 
 fn key(options: &BenchOptions, n: u64) -> String {
     let index = if options.sequential {
@@ -230,6 +332,9 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
     if options.total.is_none() && options.duration.is_none() {
         bail!("give --total or --duration");
     }
+    if options.workload == Workload::Idle && options.duration.is_none() {
+        bail!("the idle workload takes --duration");
+    }
     if let Workload::Mixed(ratio) = options.workload {
         if !(0.0..=1.0).contains(&ratio) {
             bail!("--read-ratio must be between 0 and 1");
@@ -240,46 +345,78 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
         // would wait for itself.
         bail!("the lock workload takes --concurrency 1 (use --clients for contention)");
     }
-    let mut clients = Vec::new();
-    for _ in 0..options.clients {
+    let sets: Vec<Connections> = (0..options.connections)
+        .map(|_| match &options.tls {
+            Some(tls) => Connections::with_tls(tls.clone()),
+            None => Connections::new(),
+        })
+        .collect();
+    let open = |n: usize| {
         let mut builder = Client::builder()
             .servers(options.servers.clone())
             .request_timeout(options.request_timeout)
             .consistency(options.consistency);
-        if let Some(tls) = &options.tls {
-            builder = builder.tls(tls.clone());
+        match (sets.get(n % sets.len().max(1)), &options.tls) {
+            (Some(set), _) => builder = builder.connections(set),
+            (None, Some(tls)) => builder = builder.tls(tls.clone()),
+            (None, None) => {}
         }
-        let client = builder
-            .connect()
-            .await
-            .map_err(|e| anyhow!("cannot open a session: {e}"))?;
-        let primitives = Primitives::new(client.clone());
-        let target = Target::open(&primitives, &options).await?;
-        clients.push((client, primitives, target));
+        let options = &options;
+        async move {
+            let client = builder
+                .connect()
+                .await
+                .map_err(|e| anyhow!("cannot open a session: {e}"))?;
+            let primitives = Primitives::new(client.clone());
+            let target = Target::open(&primitives, options).await?;
+            Ok::<_, anyhow::Error>((client, primitives, target))
+        }
+    };
+    let mut clients = Vec::with_capacity(options.clients);
+    let mut opening = futures_util::stream::iter(0..options.clients)
+        .map(open)
+        .buffer_unordered(OPENING);
+    while let Some(opened) = opening.next().await {
+        clients.push(opened?);
+        if options.progress && options.clients >= 100 && std::io::stderr().is_terminal() {
+            eprint!("\r{}/{} sessions open   ", clients.len(), options.clients);
+        }
+    }
+    drop(opening);
+    if options.progress && options.clients >= 100 && std::io::stderr().is_terminal() {
+        eprintln!();
     }
     let options = Arc::new(options);
+    let commit_before = commit_index(&options.servers, options.tls.as_ref()).await;
+    let switches_before = context_switches();
     let issued = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = options.duration.map(|d| started + d);
-    let progress = (options.progress && std::io::stderr().is_terminal()).then(|| {
-        let done = Arc::clone(&done);
-        let total = options.total;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let n = done.load(Ordering::Relaxed);
-                let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
-                match total {
-                    Some(total) => eprint!("\r{n}/{total} requests, {rate:.0}/s   "),
-                    None => eprint!("\r{n} requests, {rate:.0}/s   "),
-                }
-            }
-        })
-    });
+    let progress =
+        (options.progress && options.workload != Workload::Idle && std::io::stderr().is_terminal())
+            .then(|| {
+                let done = Arc::clone(&done);
+                let total = options.total;
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        let n = done.load(Ordering::Relaxed);
+                        let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                        match total {
+                            Some(total) => eprint!("\r{n}/{total} requests, {rate:.0}/s   "),
+                            None => eprint!("\r{n} requests, {rate:.0}/s   "),
+                        }
+                    }
+                })
+            });
     let value = "x".repeat(options.value_size);
     let mut workers = Vec::new();
-    for (_, _, target) in &clients {
+    if let (Workload::Idle, Some(duration)) = (options.workload, options.duration) {
+        tokio::time::sleep(duration).await;
+    }
+    for (session, (_, _, target)) in clients.iter().enumerate() {
+        let Some(target) = target else { continue };
         for _ in 0..options.concurrency {
             let target = target.clone();
             let options = Arc::clone(&options);
@@ -317,15 +454,19 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
                     }
                     done.fetch_add(1, Ordering::Relaxed);
                 }
-                (histogram, errors, first_error)
+                (session, histogram, errors, first_error)
             }));
         }
     }
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
     let mut errors = 0;
     let mut first_error = None;
+    let mut served = std::collections::BTreeSet::new();
     for worker in workers {
-        let (h, e, first) = worker.await?;
+        let (session, h, e, first) = worker.await?;
+        if !h.is_empty() {
+            served.insert(session);
+        }
         histogram
             .add(&h)
             .map_err(|e| anyhow!("merging histograms: {e}"))?;
@@ -335,18 +476,29 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let switches_after = context_switches();
+    let commit_after = commit_index(&options.servers, options.tls.as_ref()).await;
     if let Some(progress) = progress {
         progress.abort();
         eprintln!();
     }
-    for (client, primitives, target) in clients {
+    let sessions_lost = clients
+        .iter()
+        .filter(|(client, _, _)| client.status().state == ClientState::Closed)
+        .count();
+    let per_second = |before: Option<u64>, after: Option<u64>| {
+        Some(after?.saturating_sub(before?) as f64 / seconds.max(1e-9))
+    };
+    let closing = clients.into_iter().map(|(client, primitives, target)| {
         drop((target, primitives));
-        client.close().await;
-    }
+        client.close()
+    });
+    futures_util::future::join_all(closing).await;
     let requests = histogram.len();
     Ok(Report {
         workload: options.workload.name().to_string(),
         clients: options.clients,
+        connections: options.connections,
         concurrency: options.concurrency,
         requests,
         errors,
@@ -361,5 +513,9 @@ pub async fn run(options: BenchOptions) -> Result<Report> {
             p999: histogram.value_at_quantile(0.999),
             max: histogram.max(),
         },
+        log_entries_per_second: per_second(commit_before, commit_after),
+        wakeups_per_second: per_second(switches_before, switches_after),
+        sessions_lost,
+        sessions_served: served.len(),
     })
 }

@@ -360,6 +360,9 @@ enum BenchWorkload {
     Counter,
     /// Offer-and-poll pairs on the queue `bench-queue`.
     Queue,
+    /// Nothing but keep-alives for --duration: what idle sessions cost
+    /// (log entries per second, this process's wake-ups per second).
+    Idle,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -377,9 +380,13 @@ struct BenchArgs {
     /// What to send.
     #[arg(value_enum, default_value = "put")]
     workload: BenchWorkload,
-    /// Sessions, each a client with its own connections to the servers.
+    /// Sessions (clients).
     #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// Sets of connections the sessions share, round robin, each one
+    /// connection to every server; 0 gives each session its own.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
     /// Requests in flight per session.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
@@ -943,6 +950,7 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
         BenchWorkload::Lock => Workload::Lock,
         BenchWorkload::Counter => Workload::Counter,
         BenchWorkload::Queue => Workload::Queue,
+        BenchWorkload::Idle => Workload::Idle,
     };
     let consistency = match args.consistency {
         ConsistencyArg::Linearizable => Consistency::Linearizable,
@@ -962,6 +970,7 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
         servers: args.servers,
         workload,
         clients: args.clients,
+        connections: args.connections,
         concurrency: args.concurrency,
         key_size: args.key_size,
         value_size: args.value_size,

@@ -412,6 +412,43 @@ fn bench_reports_throughput_and_latency_as_json() {
         assert!(0 < p50 && p50 <= p99 && p99 <= max, "{report}");
         assert!(report["throughput"].as_f64().unwrap() > 0.0);
     }
+    // Sessions of their own connections, and idle sessions: what they cost
+    // is reported, and none of them is lost.
+    let out = copycat()
+        .args(["bench", "--server", &addr, "put", "--total", "50"])
+        .args(["--clients", "3", "--connections", "0", "--json"])
+        .output()
+        .unwrap();
+    let own: serde_json::Value = serde_json::from_str(&ok(&out)).expect("JSON report");
+    assert_eq!(
+        (own["requests"].as_u64(), own["connections"].as_u64()),
+        (Some(50), Some(0))
+    );
+    assert_eq!(own["sessions_served"], 3, "{own}");
+    let out = copycat()
+        .args(["bench", "--server", &addr, "idle", "--duration", "1.5"])
+        .args(["--clients", "20", "--json"])
+        .output()
+        .unwrap();
+    let idle: serde_json::Value = serde_json::from_str(&ok(&out)).expect("JSON report");
+    assert_eq!(idle["workload"], "idle");
+    assert_eq!(
+        (idle["requests"].as_u64(), idle["errors"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(idle["sessions_lost"], 0, "{idle}");
+    assert_eq!(idle["connections"], 1, "{idle}");
+    assert!(idle["log_entries_per_second"].as_f64().is_some(), "{idle}");
+    assert!(idle["wakeups_per_second"].as_f64().unwrap() > 0.0, "{idle}");
+    let refused = copycat()
+        .args(["bench", "--server", &addr, "idle", "--total", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&refused.stderr).contains("takes --duration"),
+        "{}",
+        text(&refused.stderr)
+    );
     // The primitive workloads: every increment counted once, every offered
     // item polled again, the lock free at the end.
     for workload in ["lock", "counter", "queue"] {
