@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -257,6 +258,7 @@ impl ClientBuilder {
             let (tx, rx) = mpsc::channel(self.event_buffer);
             (Some(tx), Some(rx))
         };
+        let delivered = Arc::new(AtomicU64::new(0));
         let (status_tx, status) = watch::channel(ClientStatus {
             state: ClientState::Connected,
             session: None,
@@ -276,6 +278,7 @@ impl ClientBuilder {
             waiting: BTreeMap::new(),
             outbox: VecDeque::new(),
             events_tx,
+            delivered: delivered.clone(),
             status: status_tx,
             closing: Vec::new(),
             ops_closed: false,
@@ -295,6 +298,7 @@ impl ClientBuilder {
             ops: ops_tx,
             status,
             events: Arc::new(Mutex::new(events_rx)),
+            delivered,
             consistency: self.consistency,
         };
         let wait = self.connect_timeout.unwrap_or(self.request_timeout);
@@ -364,6 +368,8 @@ pub struct Client {
     ops: mpsc::Sender<Op>,
     status: watch::Receiver<ClientStatus>,
     events: Arc<Mutex<Option<mpsc::Receiver<Vec<Event>>>>>,
+    /// The index of the last event handed to the event stream.
+    delivered: Arc<AtomicU64>,
     consistency: Consistency,
 }
 
@@ -427,6 +433,15 @@ impl Client {
             rx,
             current: VecDeque::new(),
         }
+    }
+
+    /// The log index of the last event handed to the [`events`](Self::events)
+    /// stream (0 before the first). Events are handed over before the
+    /// result of any later command or query, so once a call has returned,
+    /// every event published before its result is at or below this index:
+    /// a consumer that has seen an event at this index has seen them all.
+    pub fn delivered_event_index(&self) -> u64 {
+        self.delivered.load(AtomicOrdering::Acquire)
     }
 
     /// The latest state.
@@ -594,6 +609,8 @@ struct Driver {
     waiting: BTreeMap<OperationId, Waiting>,
     outbox: VecDeque<Delivery>,
     events_tx: Option<mpsc::Sender<Vec<Event>>>,
+    /// Shared with [`Client::delivered_event_index`].
+    delivered: Arc<AtomicU64>,
     status: watch::Sender<ClientStatus>,
     closing: Vec<oneshot::Sender<()>>,
     ops_closed: bool,
@@ -993,8 +1010,13 @@ impl Driver {
                 }
                 Delivery::Events(group) => {
                     let Some(tx) = &self.events_tx else { continue };
+                    let last = group.last().map(|e| e.index.0);
                     match tx.try_send(group) {
-                        Ok(()) => {}
+                        Ok(()) => {
+                            if let Some(last) = last {
+                                self.delivered.fetch_max(last, AtomicOrdering::Release);
+                            }
+                        }
                         Err(mpsc::error::TrySendError::Full(group)) => {
                             self.outbox.push_front(Delivery::Events(group));
                             return;

@@ -65,8 +65,8 @@ pub use crate::core::{
 #[cfg(feature = "client")]
 pub use client::{
     CountDownLatch, Election, Error, Group, GroupChange, GroupMessage, Lock, Long, Map, MapChange,
-    MultiMap, Primitives, Queue, QueueChange, Receipt, Semaphore, Set, SetChange, Subscription,
-    Topic, TopicMessage, Value, ValueChange,
+    MultiMap, NearCache, Primitives, Queue, QueueChange, Receipt, Semaphore, Set, SetChange,
+    Subscription, Topic, TopicMessage, Value, ValueChange,
 };
 pub use error::ResourceError;
 #[cfg(feature = "client")]

@@ -610,3 +610,95 @@ async fn dropped_waits_are_withdrawn_and_nothing_is_lost() {
     other.client().clone().close().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_cache_follows_its_map_never_goes_back_and_reads_its_own_writes() {
+    let cluster = Cluster::start().await;
+    let reader = cluster.client().await;
+    let writer = cluster.client().await;
+    let key = |k: &str| k.to_string();
+    let theirs: Map<String, u64> = Map::open(&writer, "near").await.expect("open");
+    theirs.put(&key("before"), &1).await.expect("put");
+    let ours: Map<String, u64> = Map::open(&reader, "near").await.expect("open");
+    let cache = ours.near_cache().await.expect("near cache");
+
+    // Loaded when made.
+    assert_eq!(cache.get(&key("before")).expect("read"), Some(1));
+    assert_eq!(cache.len().expect("read"), 1);
+    // Its own writes, through the cache or (after sync) through the map.
+    assert_eq!(cache.put(&key("mine"), &7).await.expect("put"), None);
+    assert_eq!(cache.get(&key("mine")).expect("read"), Some(7));
+    ours.put(&key("direct"), &8).await.expect("put");
+    cache.sync().await.expect("sync");
+    assert_eq!(cache.get(&key("direct")).expect("read"), Some(8));
+    assert_eq!(cache.remove(&key("direct")).await.expect("remove"), Some(8));
+    assert!(!cache.contains_key(&key("direct")).expect("read"));
+
+    // Another client's changes arrive in order: a counter read from the
+    // copy never goes down, and reaches the last value written.
+    let writes = tokio::spawn(async move {
+        for i in 1..=300u64 {
+            theirs.put(&key("counter"), &i).await.expect("put");
+        }
+        theirs.remove(&key("before")).await.expect("remove");
+        theirs
+    });
+    let mut last = 0;
+    within("the copy to reach 300", async {
+        while last < 300 {
+            let now = cache.get(&key("counter")).expect("read").unwrap_or(0);
+            assert!(now >= last, "the copy went back from {last} to {now}");
+            last = now;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let theirs = within("the writer", writes).await.expect("writer task");
+    wait_until("the removal to arrive", || async {
+        !cache.contains_key(&key("before")).expect("read")
+    })
+    .await;
+
+    // An entry whose TTL runs out leaves the copy too.
+    theirs
+        .put_with_ttl(&key("brief"), &5, Duration::from_millis(300))
+        .await
+        .expect("put with ttl");
+    wait_until("the expiry to arrive", || async {
+        !cache.contains_key(&key("brief")).expect("read")
+    })
+    .await;
+
+    // After a sync the copy is the map.
+    cache.sync().await.expect("sync");
+    assert_eq!(
+        cache.entries().expect("read"),
+        ours.entries().await.expect("entries")
+    );
+    // A second cache made now starts from the same state.
+    let second = ours.near_cache().await.expect("second cache");
+    assert_eq!(
+        second.entries().expect("read"),
+        cache.entries().expect("read")
+    );
+
+    // Deleting the map ends the copy: reads fail instead of going stale.
+    assert!(writer.delete("near").await.expect("delete"));
+    wait_until("the deletion to arrive", || async {
+        matches!(cache.get(&key("mine")), Err(Error::Deleted(_)))
+    })
+    .await;
+
+    // So does the end of the session.
+    let other: Map<String, u64> = Map::open(&reader, "near2").await.expect("open");
+    other.put(&key("x"), &1).await.expect("put");
+    let cache2 = other.near_cache().await.expect("near cache");
+    assert_eq!(cache2.get(&key("x")).expect("read"), Some(1));
+    reader.client().clone().close().await;
+    wait_until("the session's end to reach the copy", || async {
+        matches!(cache2.get(&key("x")), Err(Error::SessionEnded))
+    })
+    .await;
+    writer.client().clone().close().await;
+    cluster.shutdown().await;
+}

@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{
-    decode, encode, millis, unexpected, Base, Primitives, Result, Subscription, Typed, Undo, Waited,
+    decode, encode, millis, unexpected, Base, NearCache, Primitives, Result, Subscription, Typed,
+    Undo, Waited,
 };
 use crate::long::{LongCommand, LongEvent, LongOutput, LongQuery};
 use crate::map::{MapCommand, MapEvent, MapEventKind, MapOutput, MapQuery};
@@ -513,6 +514,15 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Map<K, V>
     /// Every entry, in key order (read page by page; each page is one
     /// read, so a map changing meanwhile may be seen across changes).
     pub async fn entries(&self) -> Result<Vec<(K, V)>> {
+        self.raw_entries()
+            .await?
+            .into_iter()
+            .map(|(k, v)| Ok((decode(&k)?, decode(&v)?)))
+            .collect()
+    }
+
+    /// [`entries`](Self::entries), still encoded.
+    async fn raw_entries(&self) -> Result<Vec<(Bytes, Bytes)>> {
         let mut all = Vec::new();
         let mut after = None;
         loop {
@@ -524,9 +534,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Map<K, V>
                 .await?
             {
                 MapOutput::Entries(page) => {
-                    for (k, v) in page.items {
-                        all.push((decode(&k)?, decode(&v)?));
-                    }
+                    all.extend(page.items);
                     match page.next {
                         Some(next) => after = Some(next),
                         None => return Ok(all),
@@ -545,6 +553,45 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> Map<K, V>
     /// Every value, in key order.
     pub async fn values(&self) -> Result<Vec<V>> {
         Ok(self.entries().await?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// A near cache of this map: a copy held by this client, loaded now
+    /// and kept current by the map's events, for reads that never leave
+    /// the process ([`NearCache`] says what they may see).
+    pub async fn near_cache(&self) -> Result<NearCache<K, V>> {
+        let name = &self.base.name;
+        let command = |command| Command::Map {
+            name: name.clone(),
+            command,
+        };
+        // Listen first, then read: every change after the read point is
+        // then an event, and every change between the listen and the read
+        // is both in the image and an event, which rewrites it with the
+        // same or a later value.
+        let events = self
+            .base
+            .primitives
+            .subscribe(
+                name,
+                Some(command(MapCommand::Listen(None))),
+                Some(command(MapCommand::Unlisten(None))),
+                Box::new(|e| matches!(e, Event::Map(_))),
+                |event| Some(Ok(event)),
+            )
+            .await?;
+        let entries = self.raw_entries().await?;
+        self.base.primitives.caught_up().await;
+        Ok(NearCache::start(self.clone(), entries, events))
+    }
+
+    /// The resource's name.
+    pub fn name(&self) -> &str {
+        &self.base.name
+    }
+
+    /// The primitives this handle uses.
+    pub(crate) fn primitives(&self) -> &Primitives {
+        &self.base.primitives
     }
 
     /// Changes of every entry from now on.

@@ -9,6 +9,7 @@
 
 mod collections;
 mod group;
+mod near;
 mod sync;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ pub use collections::{
     ValueChange,
 };
 pub use group::{Group, GroupChange, GroupMessage, Receipt};
+pub use near::NearCache;
 pub use sync::{CountDownLatch, Election, Lock, Semaphore};
 
 /// Why a primitive operation failed.
@@ -147,6 +149,9 @@ struct Inner {
     api: MachineClient<ResourcesApi>,
     next_id: AtomicU64,
     routes: Mutex<Routes>,
+    /// The index of the last client event the dispatcher has routed
+    /// (`u64::MAX` once it has stopped).
+    routed: tokio::sync::watch::Sender<u64>,
     dispatcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -177,6 +182,7 @@ impl Primitives {
             client,
             next_id: AtomicU64::new(1),
             routes: Mutex::new(Routes::default()),
+            routed: tokio::sync::watch::Sender::new(0),
             dispatcher: Mutex::new(None),
         });
         let weak = Arc::downgrade(&inner);
@@ -269,6 +275,18 @@ impl Primitives {
             Output::Opened { .. } => Ok(()),
             other => unexpected(other),
         }
+    }
+
+    /// Wait until every event the client had handed over when this was
+    /// called has been routed to the handles' streams. After a call has
+    /// returned, this makes the events published before its result (its
+    /// own among them) visible to a reader of those streams.
+    pub(crate) async fn caught_up(&self) {
+        let target = self.inner.client.delivered_event_index();
+        let mut routed = self.inner.routed.subscribe();
+        // The sender lives as long as `inner`, so this ends when the
+        // dispatcher gets there or stops (u64::MAX).
+        let _ = routed.wait_for(|index| *index >= target).await;
     }
 
     fn next_id(&self) -> u64 {
@@ -626,6 +644,13 @@ fn end_all(inner: &Inner) {
     routes.streams.clear();
 }
 
+/// The dispatcher stops: end everything, and release whoever waits for it
+/// to catch up.
+fn stop(inner: &Inner) {
+    end_all(inner);
+    inner.routed.send_replace(u64::MAX);
+}
+
 async fn dispatch(
     inner: std::sync::Weak<Inner>,
     mut events: copycat_client::Events,
@@ -637,25 +662,29 @@ async fn dispatch(
             event = events.next() => {
                 let Some(inner) = inner.upgrade() else { return };
                 let Some(event) = event else {
-                    end_all(&inner);
+                    stop(&inner);
                     return;
                 };
-                if event.name != EVENT_NAME {
-                    continue;
-                }
-                match event.decode::<Notice>() {
-                    Ok(notice) => {
-                        let primitives = Primitives { inner: inner.clone() };
-                        route(&inner, &primitives, notice);
+                if event.name == EVENT_NAME {
+                    match event.decode::<Notice>() {
+                        Ok(notice) => {
+                            let primitives = Primitives { inner: inner.clone() };
+                            route(&inner, &primitives, notice);
+                        }
+                        Err(error) => tracing::warn!("an undecodable primitives event: {error}"),
                     }
-                    Err(error) => tracing::warn!("an undecodable primitives event: {error}"),
                 }
+                inner.routed.send_if_modified(|routed| {
+                    let before = *routed;
+                    *routed = before.max(event.index.0);
+                    *routed != before
+                });
             }
             changed = status.changed() => {
                 let Some(inner) = inner.upgrade() else { return };
                 match changed {
                     Ok(now) if now.state == ClientState::Closed => {
-                        end_all(&inner);
+                        stop(&inner);
                         return;
                     }
                     Ok(now) => {
@@ -668,7 +697,7 @@ async fn dispatch(
                         session = now.session;
                     }
                     Err(_) => {
-                        end_all(&inner);
+                        stop(&inner);
                         return;
                     }
                 }
