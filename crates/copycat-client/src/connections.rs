@@ -17,21 +17,18 @@
 //! The connection tasks run on the tokio runtime of the first client that
 //! needed them: share a `Connections` only among clients of one runtime.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use copycat_net::{framed, Backoff, ClientTls, Stream as NetStream};
-use copycat_proto::{
-    decode_frame, encode_frame, ClientRequest, Hello, RequestId, Response, ServerHello,
-    ServerMessage, SessionId,
-};
+use copycat_proto::{decode_frame, encode_frame, ClientRequest, Hello, ServerHello, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::Unavailable;
-use crate::session::{ServerId, MAX_REQUEST_ID_PREFIX, REQUEST_ID_COUNTER_BITS};
+use crate::session::{ServerId, SessionRoutes, MAX_REQUEST_ID_PREFIX};
 
 /// Frames queued for one connection before new ones are dropped (the
 /// sessions resend after their timeout).
@@ -127,10 +124,8 @@ struct State {
     drivers: BTreeMap<u32, mpsc::Sender<NetEvent>>,
     free_slots: BTreeSet<u32>,
     next_slot: u32,
-    /// Which slot each session belongs to, learned from the answers to
-    /// registrations (events name their session, not a request).
-    session_slots: HashMap<SessionId, u32>,
-    slot_sessions: HashMap<u32, SessionId>,
+    /// Which slot each message is for.
+    routes: SessionRoutes,
     /// The state of each connection, replayed to drivers that attach later.
     links: BTreeMap<SocketAddr, Option<NetEvent>>,
     /// Messages dropped because a driver's queue was full.
@@ -274,21 +269,7 @@ impl Shared {
     /// Hand a message to the session it is for.
     fn route(&self, server: ServerId, message: ServerMessage) {
         let mut state = self.lock();
-        let slot = match &message {
-            ServerMessage::Response { id, result } => {
-                let slot = slot_of(*id);
-                if let Ok(Response::Registered { session, .. }) = result {
-                    if let Some(old) = state.slot_sessions.insert(slot, *session) {
-                        if old != *session {
-                            state.session_slots.remove(&old);
-                        }
-                    }
-                    state.session_slots.insert(*session, slot);
-                }
-                Some(slot)
-            }
-            ServerMessage::Events(batch) => state.session_slots.get(&batch.session).copied(),
-        };
+        let slot = state.routes.route(&message);
         let Some(driver) = slot.and_then(|slot| state.drivers.get(&slot)) else {
             return;
         };
@@ -300,10 +281,6 @@ impl Shared {
             );
         }
     }
-}
-
-fn slot_of(id: RequestId) -> u32 {
-    (id.0 >> REQUEST_ID_COUNTER_BITS) as u32
 }
 
 /// A session driver's place on a [`Connections`]; detaches when dropped.
@@ -324,9 +301,7 @@ impl Drop for Attachment {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.drivers.remove(&self.slot);
-        if let Some(session) = state.slot_sessions.remove(&self.slot) {
-            state.session_slots.remove(&session);
-        }
+        state.routes.forget(self.slot);
         state.free_slots.insert(self.slot);
     }
 }

@@ -114,6 +114,62 @@ pub const REQUEST_ID_COUNTER_BITS: u32 = 40;
 /// The largest [`ClientConfig::request_id_prefix`].
 pub const MAX_REQUEST_ID_PREFIX: u32 = (1 << (64 - REQUEST_ID_COUNTER_BITS)) - 1;
 
+/// The [`ClientConfig::request_id_prefix`] a request id carries.
+pub fn request_id_prefix(id: RequestId) -> u32 {
+    (id.0 >> REQUEST_ID_COUNTER_BITS) as u32
+}
+
+/// Which of the sessions sharing one connection a server's message is for
+/// (sans-IO: the async client's shared connections and the simulator use
+/// the same table). An answer carries the prefix of its request's id; an
+/// event batch names its session, whose prefix is learned from the answer
+/// that registered it.
+#[derive(Clone, Debug, Default)]
+pub struct SessionRoutes {
+    session_prefixes: BTreeMap<SessionId, u32>,
+    prefix_sessions: BTreeMap<u32, SessionId>,
+    #[cfg(feature = "planted-bugs")]
+    newest: Option<u32>,
+}
+
+impl SessionRoutes {
+    /// The prefix of the session `message` is for, if known.
+    pub fn route(&mut self, message: &ServerMessage) -> Option<u32> {
+        match message {
+            ServerMessage::Response { id, result } => {
+                let prefix = request_id_prefix(*id);
+                if let Ok(Response::Registered { session, .. }) = result {
+                    if let Some(old) = self.prefix_sessions.insert(prefix, *session) {
+                        if old != *session {
+                            self.session_prefixes.remove(&old);
+                        }
+                    }
+                    self.session_prefixes.insert(*session, prefix);
+                    #[cfg(feature = "planted-bugs")]
+                    {
+                        self.newest = Some(prefix);
+                    }
+                }
+                Some(prefix)
+            }
+            ServerMessage::Events(batch) => {
+                #[cfg(feature = "planted-bugs")]
+                if copycat_planted::active(copycat_planted::PlantedBug::EventsToNewestSession) {
+                    return self.newest;
+                }
+                self.session_prefixes.get(&batch.session).copied()
+            }
+        }
+    }
+
+    /// The session at `prefix` left the connection: forget it.
+    pub fn forget(&mut self, prefix: u32) {
+        if let Some(session) = self.prefix_sessions.remove(&prefix) {
+            self.session_prefixes.remove(&session);
+        }
+    }
+}
+
 impl ClientConfig {
     /// Defaults for `client`: 5 s sessions, 1/1/2/3/5 s backoff.
     pub fn new(client: ClientId) -> Self {

@@ -154,6 +154,9 @@ planted_bugs! {
     DeliverBeforeEvents,
     /// Queries do not carry the highest index the client has seen.
     QueryWithoutIndex,
+    /// On a connection shared by several sessions, event batches go to the
+    /// session registered last instead of the one they name.
+    EventsToNewestSession,
     // ----- Replicated primitives (copycat-primitives) -----
     /// A semaphore release is not checked against the permits the session
     /// holds: releasing more than it holds puts them all back in the pool.

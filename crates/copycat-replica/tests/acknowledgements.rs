@@ -79,3 +79,64 @@ fn an_acknowledgement_beyond_what_was_applied_is_clamped() {
     assert_eq!(run(&mut replica, 40, |sequence| sequence + 100), None);
     assert_eq!(replica.machine().0.value, 40);
 }
+
+/// A retry that was sent before its answer arrived can reach the log after
+/// a later command has acknowledged that answer (and so dropped its cached
+/// result): it must not run again, and whatever it is answered, the client
+/// already has the real result.
+#[test]
+fn a_retry_that_crosses_its_own_acknowledgement_is_not_applied_again() {
+    let mut replica = replica(16);
+    assert_eq!(run(&mut replica, 5, |sequence| sequence - 1), None);
+    // Command 6 acknowledges 5: the result of 5 leaves the cache.
+    let six = LogBody::Command {
+        session: SessionId(1),
+        sequence: Sequence(6),
+        acked: Sequence(5),
+        payload: codec::encode(&TestCommand::Add(1)),
+    };
+    assert!(matches!(
+        apply(&mut replica, 7, six),
+        Outcome::Command { result: Ok(_), .. }
+    ));
+    assert_eq!(replica.machine().0.value, 6);
+    // The stale retry of 5 (it still carries acked = 4) arrives now.
+    let retry = LogBody::Command {
+        session: SessionId(1),
+        sequence: Sequence(5),
+        acked: Sequence(4),
+        payload: codec::encode(&TestCommand::Add(1)),
+    };
+    let outcome = apply(&mut replica, 8, retry);
+    assert_eq!(
+        replica.machine().0.value,
+        6,
+        "the retry ran a second time: {outcome:?}"
+    );
+    // And the session goes on: command 7 runs once.
+    assert_eq!(
+        run_from(&mut replica, 7, 9),
+        None,
+        "the session still takes new commands"
+    );
+    assert_eq!(replica.machine().0.value, 7);
+}
+
+fn run_from(
+    replica: &mut Replica<Typed<TestMachine>>,
+    sequence: u64,
+    index: u64,
+) -> Option<ClientError> {
+    let body = LogBody::Command {
+        session: SessionId(1),
+        sequence: Sequence(sequence),
+        acked: Sequence(sequence - 1),
+        payload: codec::encode(&TestCommand::Add(1)),
+    };
+    match apply(replica, index, body) {
+        Outcome::Command {
+            result: Err(error), ..
+        } => Some(error),
+        _ => None,
+    }
+}

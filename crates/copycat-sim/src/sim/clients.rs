@@ -107,6 +107,7 @@ pub(super) struct SimClient {
 impl SimClient {
     pub(super) fn new(client: usize, params: &SimParams, rng: &mut impl Rng) -> Self {
         let mut config = ClientConfig::new(ClientId(client as u128 + 1));
+        config.request_id_prefix = params.prefix_of(client);
         config.session_timeout_ms = 20 * params.election_timeout_ms;
         config.request_timeout_ms = 3 * params.election_timeout_ms;
         config.backoff_ms = vec![10, 20, 50, params.election_timeout_ms];
@@ -428,14 +429,35 @@ impl Simulation {
         }
     }
 
-    pub(super) fn on_client_reply(&mut self, client: usize, node: usize, message: ServerMessage) {
-        if self.cuts.client_cut(client, node) || self.clients[client].dead {
-            return;
-        }
+    /// A server's message on a client connection: to the session it is
+    /// for, found as the async client finds it (the request id's prefix,
+    /// or the session an event batch names).
+    pub(super) fn on_connection_reply(
+        &mut self,
+        connection: usize,
+        node: usize,
+        message: ServerMessage,
+    ) {
         if let ServerMessage::Response { id, result } = &message {
+            // The checker's final reads carry ids of their own.
             if self.on_final_read(node, *id, result) {
                 return;
             }
+        }
+        let prefix = self.routes.entry(connection).or_default().route(&message);
+        let Some(client) = prefix.and_then(|p| self.params.client_at(connection, p)) else {
+            self.trace(format_args!(
+                "n{} -> connection {connection}: for no session of it",
+                node + 1
+            ));
+            return;
+        };
+        self.on_client_reply(client, node, message);
+    }
+
+    fn on_client_reply(&mut self, client: usize, node: usize, message: ServerMessage) {
+        if self.cuts.client_cut(client, node) || self.clients[client].dead {
+            return;
         }
         self.clients[client]
             .session

@@ -76,13 +76,18 @@ impl Simulation {
     }
 
     /// A server's message for a client connection.
-    pub(super) fn send_to_client(&mut self, client: usize, node: usize, message: ServerMessage) {
+    pub(super) fn send_to_client(
+        &mut self,
+        connection: usize,
+        node: usize,
+        message: ServerMessage,
+    ) {
         if let ServerMessage::Response { id, result } = &message {
-            if let Some(floor) = self.nodes[node].read_floors.remove(&(client, *id)) {
+            if let Some(floor) = self.nodes[node].read_floors.remove(&(connection, *id)) {
                 if let Ok(copycat_proto::Response::Query { index, .. }) = result {
                     if *index < floor.0 {
                         self.fail(format!(
-                            "read index: n{} answered a linearizable read of client {client} from the state at {index}, but had committed {floor:?} when the read arrived",
+                            "read index: n{} answered a linearizable read on connection {connection} from the state at {index}, but had committed {floor:?} when the read arrived",
                             node + 1
                         ));
                         return;
@@ -92,7 +97,7 @@ impl Simulation {
         }
         match &message {
             ServerMessage::Response { id, result } => self.trace(format_args!(
-                "n{} -> client {client} {id:?} {}",
+                "n{} -> connection {connection} {id:?} {}",
                 node + 1,
                 match result {
                     Ok(_) => "ok".to_string(),
@@ -100,7 +105,7 @@ impl Simulation {
                 }
             )),
             ServerMessage::Events(batch) => self.trace(format_args!(
-                "n{} -> client {client} events {:?} of {:?}",
+                "n{} -> connection {connection} events {:?} of {:?}",
                 node + 1,
                 batch.event_index,
                 batch.session
@@ -113,7 +118,7 @@ impl Simulation {
         self.schedule(
             delay,
             Event::ClientReply {
-                client,
+                connection,
                 node,
                 message,
             },

@@ -668,17 +668,18 @@ impl Simulation {
             }
             _ => None,
         };
+        let connection = self.params.connection_of(client);
         if let Some(floor) = read_floor {
             let floors = &mut self.nodes[node].read_floors;
             if floors.len() >= 10_000 {
                 floors.pop_first();
             }
-            floors.insert((client, request.id), floor);
+            floors.insert((connection, request.id), floor);
         }
         let Some(live) = self.nodes[node].live.as_mut() else {
             return;
         };
-        let path = live.shell.on_request(client as u64, request, now);
+        let path = live.shell.on_request(connection as u64, request, now);
         // Lease safety: while this leader relies on its lease, no server
         // leads a later term (checked at that instant).
         if path == Some(ReadPath::Lease) {

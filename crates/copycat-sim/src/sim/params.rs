@@ -91,12 +91,39 @@ pub struct SimParams {
     pub primitives: f64,
     /// The leader's keep-alive batching window (zero: a batch per tick).
     pub keep_alive_batch_ms: u64,
+    /// Sessions per client connection: clients `c` with the same
+    /// `c / sessions_per_connection` share one connection to each server,
+    /// told apart by their request-id prefixes as in the async client.
+    pub sessions_per_connection: usize,
 }
 
 impl SimParams {
+    /// The connection client `client` uses.
+    pub fn connection_of(&self, client: usize) -> usize {
+        client / self.sessions_per_connection
+    }
+
+    /// The request-id prefix of client `client` on its connection.
+    pub fn prefix_of(&self, client: usize) -> u32 {
+        (client % self.sessions_per_connection) as u32
+    }
+
+    /// The client at `prefix` on `connection`, if there is one.
+    pub fn client_at(&self, connection: usize, prefix: u32) -> Option<usize> {
+        let client = connection
+            .checked_mul(self.sessions_per_connection)?
+            .checked_add(prefix as usize)?;
+        (prefix < self.sessions_per_connection as u32 && (client as u64) < self.clients)
+            .then_some(client)
+    }
+
     /// Draw parameters from `seed`.
     pub fn from_seed(seed: u64) -> Self {
         let mut params = Self::draw(seed);
+        // At most every client on one connection.
+        params.sessions_per_connection = params
+            .sessions_per_connection
+            .clamp(1, params.clients.max(1) as usize);
         if !params.pre_vote && !params.check_quorum {
             params.pre_vote = true;
         }
@@ -214,6 +241,7 @@ impl SimParams {
             primitives: 0.0,
             // Drawn last: the other parameters stay as they were per seed.
             keep_alive_batch_ms: [0, 10, 50, 200][rng.gen_range(0..4)],
+            sessions_per_connection: [1, 1, 2, 3, usize::MAX][rng.gen_range(0..5)],
         }
     }
 }
@@ -225,7 +253,7 @@ impl std::fmt::Display for SimParams {
             "seed={} nodes={} clients={} election={}ms heartbeat={}ms batch={} inflight={} \
              snapshot_every={} trailing={} chunk={}B segment={}B write_buffer={}B delay={}..{}ms loss={:.3} dup={:.3} \
              disk={}ms power_loss={:.4} faults_every~{}ms clock_spread={:.4} pre_vote={} check_quorum={} lease_reads={} \
-             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2} keep_alive_batch={}ms\n  faults: {}",
+             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2} keep_alive_batch={}ms sessions_per_connection={}\n  faults: {}",
             self.seed,
             self.nodes,
             self.clients,
@@ -258,6 +286,7 @@ impl std::fmt::Display for SimParams {
             self.safety_ms,
             self.primitives,
             self.keep_alive_batch_ms,
+            self.sessions_per_connection,
             self.faults,
         )
     }

@@ -92,8 +92,10 @@ pub(super) enum Event {
         client: usize,
         request: ClientRequest,
     },
+    /// A server's message on a client connection (shared by the clients
+    /// of [`SimParams::sessions_per_connection`]).
     ClientReply {
-        client: usize,
+        connection: usize,
         node: usize,
         message: ServerMessage,
     },
@@ -147,6 +149,8 @@ pub struct Simulation {
     pub(super) raft_template: Config,
     pub(super) final_reads: super::liveness::FinalReads,
     pub(super) primitive_clients: super::primitives::PrimitiveClients,
+    /// Per client connection, which of its sessions a message is for.
+    pub(super) routes: BTreeMap<usize, copycat_client::session::SessionRoutes>,
 }
 
 impl Simulation {
@@ -223,6 +227,7 @@ impl Simulation {
             raft_template,
             final_reads: Default::default(),
             primitive_clients: Default::default(),
+            routes: BTreeMap::new(),
         };
         for node in 0..sim.nodes.len() {
             sim.start_node(node);
@@ -393,10 +398,10 @@ impl Simulation {
                 }
             }
             Event::ClientReply {
-                client,
+                connection,
                 node,
                 message,
-            } => self.on_client_reply(client, node, message),
+            } => self.on_connection_reply(connection, node, message),
             Event::Fault => {
                 if self.safety {
                     self.inject_fault();
