@@ -15,10 +15,14 @@
 # Environment:
 #   BENCH_SCALE=F          multiply every run's total by F (default 1: one
 #                          round takes a few minutes; 0.1 for a smoke test)
-#   BENCH_WORKLOADS="..."  which comparisons, of: lock put get
-#                          (default: all three); and "sessions" (Copycat
-#                          alone): 10 processes of 1,000 sessions each,
-#                          first all writing, then all idle
+#   BENCH_WORKLOADS="..."  which comparisons, of: lock put get single
+#                          memory (default: lock put get); "sessions"
+#                          (Copycat alone): 10 processes of 1,000 sessions
+#                          each, first all writing, then all idle
+#   BENCH_KEYS=N, BENCH_VALUE=B   key space and value size of put and get
+#                          (default 100000 keys, 256-byte values)
+#   MEMORY_REPEATS=N       runs of 1,000,000 puts in "memory" (default 5);
+#                          after each, VmRSS and Threads of every server
 #   COPYCAT_ALONE=0        skip the Copycat-only runs (queue, counter) at the end
 #   COPYCAT_BIN, ETCD_BENCH_BIN   use these binaries instead
 #
@@ -82,11 +86,25 @@ done
 etcd_endpoints=(--endpoint 127.0.0.1:23791 --endpoint 127.0.0.1:23792 --endpoint 127.0.0.1:23793)
 copycat_servers=(--server 127.0.0.1:25701 --server 127.0.0.1:25702 --server 127.0.0.1:25703)
 
+keys=${BENCH_KEYS:-100000}
+value=${BENCH_VALUE:-256}
 total() { awk -v n="$1" -v s="$scale" 'BEGIN { t = int(n * s); print (t < 1 ? 1 : t) }'; }
 tag() {
   local loadavg
   loadavg=$(cut -d' ' -f1-3 /proc/loadavg)
   sed "s/^{/{\"system\":\"$1\",\"round\":$2,\"load1\":${loadavg%% *},\"loadavg\":\"$loadavg\",/"
+}
+# memory SYSTEM ROUND REPEAT PIDS...: one line of every server's VmRSS (MB)
+# and thread count.
+memory() {
+  local system=$1 round=$2 repeat=$3 rss=() threads=()
+  shift 3
+  for pid in "$@"; do
+    rss+=("$(awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status")")
+    threads+=("$(awk '/^Threads/ { print $2 }' "/proc/$pid/status")")
+  done
+  local IFS=,
+  echo "{\"system\":\"$system\",\"round\":$round,\"memory_after_repeat\":$repeat,\"rss_mb\":[${rss[*]}],\"threads\":[${threads[*]}],\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
 }
 # pair ROUND ARGS...: the same run against each system, order by round.
 pair() {
@@ -114,14 +132,41 @@ for round in $(seq "$rounds"); do
         done ;;
       put)
         for clients in 1 64 1000; do
-          pair "$round" put --clients "$clients" --concurrency 1 --value-size 64 \
-            --key-space 10000 --total "$(total $((clients == 1 ? 1000 : clients == 64 ? 10000 : 20000)))"
+          pair "$round" put --clients "$clients" --concurrency 1 --value-size "$value" \
+            --key-space "$keys" --total "$(total $((clients == 1 ? 1000 : clients == 64 ? 10000 : 20000)))"
         done ;;
       get)
-        # After the puts above most of the 10,000 keys exist in both.
+        # After the puts above the same keys exist in both.
         for clients in 1 64 1000; do
           pair "$round" get --clients "$clients" --concurrency 1 --consistency linearizable \
-            --key-space 10000 --total "$(total $((clients == 1 ? 1000 : clients == 64 ? 10000 : 20000)))"
+            --key-space "$keys" --total "$(total $((clients == 1 ? 1000 : clients == 64 ? 10000 : 20000)))"
+        done ;;
+      single)
+        # One session (etcd: one connection) with one task, then with 64
+        # tasks pipelining on it.
+        pair "$round" put --clients 1 --concurrency 1 --value-size "$value" \
+          --key-space "$keys" --total "$(total 100000)"
+        pair "$round" put --clients 1 --concurrency 64 --value-size "$value" \
+          --key-space "$keys" --total "$(total 200000)"
+        ;;
+      memory)
+        # RSS after each of MEMORY_REPEATS runs of 1,000,000 puts of 256 B
+        # to 100,000 keys, the systems taking turns within each repeat
+        # (repeat 0: before any of them).
+        memory etcd "$round" 0 "${pids[@]:0:3}"
+        memory copycat "$round" 0 "${pids[@]:3:3}"
+        for repeat in $(seq "${MEMORY_REPEATS:-5}"); do
+          for system in etcd copycat; do
+            if [[ $system == etcd ]]; then
+              "$etcd_bench" "${etcd_endpoints[@]}" put --clients 64 --concurrency 4 --value-size 256 \
+                --key-space 100000 --total "$(total 1000000)" --json | tag etcd "$round"
+              memory etcd "$round" "$repeat" "${pids[@]:0:3}"
+            else
+              "$bin" bench "${copycat_servers[@]}" put --clients 64 --concurrency 4 --value-size 256 \
+                --key-space 100000 --total "$(total 1000000)" --json | tag copycat "$round"
+              memory copycat "$round" "$repeat" "${pids[@]:3:3}"
+            fi
+          done
         done ;;
       sessions)
         # 10,000 sessions from 10 processes (Copycat only: etcd has no
