@@ -18,6 +18,7 @@
 pub mod cluster;
 pub mod nemesis;
 pub mod net;
+pub mod proxy;
 pub mod recorder;
 pub mod report;
 pub mod runner;
