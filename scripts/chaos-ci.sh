@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The chaos runs CI makes (a few minutes): every workload for a short time
-# under every nemesis combined, then each planted bug the harness must
+# under every nemesis combined, the register workload under the proxy's
+# link faults alone, then each planted bug the harness must
 # catch, each expected to make a check fail (--expect-failure succeeds
 # only then). Usage: scripts/chaos-ci.sh [SECONDS] (default 15 per run).
 # Results go to target/chaos-ci.
@@ -12,6 +13,9 @@ cargo build -q -p copycat-chaos
 chaos=(target/debug/copycat-chaos --copycat target/debug/copycat --dir target/chaos-ci)
 
 "${chaos[@]}" --time "$secs" --workload all --nemesis all --seed 1
+# The proxy's faults alone, so that each strikes within a short run:
+# frames delayed, duplicated and reordered, connections reset.
+"${chaos[@]}" --time "$secs" --workload register --nemesis link --seed 6
 
 # A retried command applied twice: the counter overshoots.
 "${chaos[@]}" --time 20 --workload counter --nemesis partition,kill \

@@ -146,7 +146,9 @@ fn outer(args: RunArgs) -> Result<ExitCode> {
         let mode = if net::iptables_works() {
             Mode::Netns
         } else {
-            eprintln!("iptables does not work in namespace {name}: the TCP proxy makes the partitions");
+            eprintln!(
+                "iptables does not work in namespace {name}: the TCP proxy makes the partitions"
+            );
             Mode::Host
         };
         return inside(args, mode);

@@ -607,7 +607,8 @@ impl Faults {
             }
             Undo::HealLinks(links) => {
                 for (from, to) in links {
-                    self.proxy.set(from, to, crate::proxy::LinkFaults::clear_link);
+                    self.proxy
+                        .set(from, to, crate::proxy::LinkFaults::clear_link);
                 }
                 Ok(())
             }
@@ -800,7 +801,9 @@ mod tests {
             ]
         );
         assert!(link.iter().all(|n| n.kind() == Kind::Link));
-        assert!(Nemesis::ALL.iter().all(|n| n.kind() != Kind::Link || link.contains(n)));
+        assert!(Nemesis::ALL
+            .iter()
+            .all(|n| n.kind() != Kind::Link || link.contains(n)));
         assert_eq!(
             Nemesis::parse_list("delay,duplicate,reorder,reset").unwrap(),
             link

@@ -390,7 +390,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Opti
 
 /// Close `stream` with an RST.
 fn abort(stream: &TcpStream) {
-    let _ = stream.set_linger(Some(Duration::ZERO));
+    let _ = stream.set_zero_linger();
 }
 
 async fn connection(inner: Arc<Inner>, to: u64, mut down: TcpStream, upstream: SocketAddr) {
@@ -446,8 +446,7 @@ async fn peer(
     }
     let reset = {
         let (down_read, mut down_write) = down.split();
-        let (up_read, mut up_write) = up.split();
-        let mut up_read = up_read;
+        let (mut up_read, mut up_write) = up.split();
         let rng = inner.connection_rng();
         tokio::select! {
             _ = resets.changed() => true,
@@ -642,7 +641,10 @@ mod tests {
     /// frames span several reads).
     fn numbered(i: u32) -> Bytes {
         let mut body = i.to_be_bytes().to_vec();
-        body.extend(std::iter::repeat_n((i % 251) as u8, (i as usize * 977) % 70_000));
+        body.extend(std::iter::repeat_n(
+            (i % 251) as u8,
+            (i as usize * 977) % 70_000,
+        ));
         framed(&body)
     }
 
@@ -714,7 +716,11 @@ mod tests {
         assert_eq!(got.len(), 200 + duplicated);
         let mut distinct = got.clone();
         distinct.dedup();
-        assert_eq!(distinct, (0..200).collect::<Vec<_>>(), "each once or twice, in order");
+        assert_eq!(
+            distinct,
+            (0..200).collect::<Vec<_>>(),
+            "each once or twice, in order"
+        );
     }
 
     #[tokio::test]
@@ -765,12 +771,16 @@ mod tests {
     async fn connections_of_a_link_with_reset_every_are_reset() {
         let s = setup(LinkFaults::default()).await;
         let mut client = s.client;
-        s.proxy.set(1, 2, |f| f.reset_every = Some(Duration::from_millis(100)));
+        s.proxy
+            .set(1, 2, |f| f.reset_every = Some(Duration::from_millis(100)));
         let mut buffer = [0u8; 16];
         let read = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buffer))
             .await
             .expect("reset within the period");
-        assert!(read.is_err() || read.as_ref().is_ok_and(|n| *n == 0), "{read:?}");
+        assert!(
+            read.is_err() || read.as_ref().is_ok_and(|n| *n == 0),
+            "{read:?}"
+        );
         assert!(s.proxy.stats().resets >= 1);
     }
 
@@ -843,7 +853,11 @@ mod tests {
         send_all(&mut s.client, 20).await;
         let got = receive(&mut s.server, 20, Duration::from_secs(10)).await;
         assert_eq!(got, (0..20).collect::<Vec<_>>());
-        assert!(started.elapsed() >= RETRANSMISSION, "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= RETRANSMISSION,
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -347,9 +347,8 @@ impl Sources {
         let advertise = if advertise_text.is_empty() {
             None
         } else {
-            split_address(&advertise_text).map_err(|rule| {
-                invalid("advertise", &advertise_text, rule, &advertise_origin)
-            })?;
+            split_address(&advertise_text)
+                .map_err(|rule| invalid("advertise", &advertise_text, rule, &advertise_origin))?;
             Some(advertise_text)
         };
         let http_listen = match self.get("http-listen") {
@@ -765,7 +764,9 @@ mod tests {
         .unwrap();
         assert_eq!(settings.listen, "127.0.0.1:5700");
         assert_eq!(settings.advertise.as_deref(), Some("127.0.0.1:5800"));
-        assert!(settings.to_toml().contains("advertise = \"127.0.0.1:5800\"\n"));
+        assert!(settings
+            .to_toml()
+            .contains("advertise = \"127.0.0.1:5800\"\n"));
         let error = sources(&[("members", members)], &[])
             .settings()
             .unwrap_err()

@@ -603,7 +603,7 @@ mod tests {
     async fn a_reset_or_a_cut_frame_is_a_lost_connection_not_a_bad_frame() {
         // Reset (SO_LINGER 0, as a proxy or a middlebox resets it).
         let (client, mut server) = pair().await;
-        client.set_linger(Some(Duration::ZERO)).unwrap();
+        client.set_zero_linger().unwrap();
         drop(client);
         let error = read_frame(&mut server).await.unwrap_err();
         assert!(connection_lost(&error), "{error:?}");
