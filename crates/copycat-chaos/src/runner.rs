@@ -105,7 +105,7 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
         Proxy::start(
             &routes,
             Arc::new(|from| Some(std::net::IpAddr::V4(cluster::node_ip(from)))),
-            spec.seed ^ 0x7072_6f78_79,
+            spec.seed ^ 0x0070_726f_7879,
         )
         .await
         .context("starting the proxy")?,
