@@ -13,8 +13,8 @@ cargo build -q -p copycat-chaos
 chaos=(target/debug/copycat-chaos --copycat target/debug/copycat --dir target/chaos-ci)
 
 "${chaos[@]}" --time "$secs" --workload all --nemesis all --seed 1
-# The proxy's faults alone, so that each strikes within a short run:
-# frames delayed, duplicated and reordered, connections reset.
+# The proxy's faults alone (frames delayed, duplicated and reordered,
+# connections reset), which among all the nemeses strike only now and then.
 "${chaos[@]}" --time "$secs" --workload register --nemesis link --seed 6
 
 # A retried command applied twice: the counter overshoots.
