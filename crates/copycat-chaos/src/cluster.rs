@@ -1,5 +1,7 @@
 //! The cluster under test: real `copycat server` processes, each with its
-//! own loopback address, data directory and log file.
+//! own loopback address, data directory and log file, each advertising the
+//! address of the proxy in front of it (`crate::proxy`), so that peers
+//! reach one another through the proxy.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -25,6 +27,16 @@ pub fn node_ip(id: u64) -> Ipv4Addr {
 /// `HOST:PORT` of server `id`.
 pub fn node_addr(id: u64) -> String {
     format!("{}:{PORT}", node_ip(id))
+}
+
+/// The fault-injecting proxy in front of every server listens on this
+/// port, on the server's address.
+pub const PROXY_PORT: u16 = 5800;
+
+/// `HOST:PORT` of the proxy in front of server `id`: what the server
+/// advertises (`--advertise`), so its peers reach it through the proxy.
+pub fn proxy_addr(id: u64) -> String {
+    format!("{}:{PROXY_PORT}", node_ip(id))
 }
 
 /// How to start the servers.
@@ -184,7 +196,7 @@ impl Cluster {
     pub fn start(&mut self, id: u64) -> Result<()> {
         let spec = self.spec.clone();
         let members: Vec<String> = (1..=spec.nodes)
-            .map(|m| format!("--member={m}={}", node_addr(m)))
+            .map(|m| format!("--member={m}={}", proxy_addr(m)))
             .collect();
         let node = self.nodes.get_mut(&id).expect("node id");
         let log = OpenOptions::new()
@@ -197,6 +209,7 @@ impl Cluster {
             .arg("server")
             .arg(format!("--id={id}"))
             .arg(format!("--listen={}", node_addr(id)))
+            .arg(format!("--advertise={}", proxy_addr(id)))
             .arg(format!("--http-listen={}:{HTTP_PORT}", node_ip(id)))
             .arg("--data-dir")
             .arg(&node.data_dir)

@@ -15,8 +15,9 @@ use copycat_chaos::workloads::{self, Workload};
 /// Jepsen-style tests of real copycat server processes.
 ///
 /// Starts a cluster of `copycat server` processes in a network namespace of
-/// its own (as root; otherwise on the host loopback without network
-/// faults), runs each workload while the nemeses strike, heals, checks,
+/// its own (as root; otherwise on the host loopback, with partitions made
+/// by its TCP proxy), every peer connection through a fault-injecting TCP
+/// proxy, runs each workload while the nemeses strike, heals, checks,
 /// and prints a report per run and `N passed, N failed` at the end. Each
 /// run's history, report, latency plot and server logs stay in its
 /// directory under --dir.
@@ -54,9 +55,11 @@ struct RunArgs {
     #[arg(long, default_value_t = 60)]
     time: u64,
     /// Faults to inject, comma-separated: all, none, partition (every
-    /// network fault), or names: partition-one, partition-leader,
-    /// partition-halves, bridge, ring, one-way-loss, kill, pause, power-loss, clock,
-    /// membership, disk-full. Repeat the flag to run each set in turn.
+    /// partition and loss), link (every proxy fault on live links), or
+    /// names: partition-one, partition-leader, partition-halves, bridge,
+    /// ring, one-way-loss, kill, pause, power-loss, clock, membership,
+    /// disk-full, delay, duplicate, reorder, reset. Repeat the flag to run
+    /// each set in turn.
     #[arg(long, default_value = "all")]
     nemesis: Vec<String>,
     /// Workloads, comma-separated: all, or register, set, counter, queue,
@@ -84,8 +87,8 @@ struct RunArgs {
     /// Succeed only if some check fails (to show a planted bug is caught).
     #[arg(long)]
     expect_failure: bool,
-    /// Do not create a network namespace: run on the host loopback without
-    /// network faults.
+    /// Do not create a network namespace: run on the host loopback, the TCP
+    /// proxy making the partitions too.
     #[arg(long)]
     no_netns: bool,
     /// Raft election timeout of the servers.
@@ -143,7 +146,9 @@ fn outer(args: RunArgs) -> Result<ExitCode> {
         let mode = if net::iptables_works() {
             Mode::Netns
         } else {
-            eprintln!("iptables does not work in namespace {name}: network faults are skipped");
+            eprintln!(
+                "iptables does not work in namespace {name}: the TCP proxy makes the partitions"
+            );
             Mode::Host
         };
         return inside(args, mode);
@@ -170,7 +175,7 @@ fn outer(args: RunArgs) -> Result<ExitCode> {
         }
         Err(error) => {
             eprintln!(
-                "no network namespace ({error:#}): running on the host loopback; network faults are skipped"
+                "no network namespace ({error:#}): running on the host loopback; the TCP proxy makes the partitions"
             );
             inside(args, Mode::Host)
         }

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 
 use crate::cluster::{self, node_addr, Cluster};
 use crate::net::Firewall;
+use crate::proxy::Proxy;
 use crate::recorder::Recorder;
 
 /// One kind of fault.
@@ -47,6 +48,30 @@ pub enum Nemesis {
     /// Fill the disk of the server whose data directory is on a small
     /// filesystem of its own; free it at the heal.
     DiskFull,
+    /// Delay every frame on some links (fixed plus jitter), through the
+    /// proxy.
+    Delay,
+    /// Deliver a share of the frames on some links twice, through the
+    /// proxy.
+    Duplicate,
+    /// Deliver a share of the frames on some links after the frame that
+    /// followed them, through the proxy.
+    Reorder,
+    /// Reset (RST both sides) the connections of some links every so
+    /// often, through the proxy.
+    Reset,
+}
+
+/// What a nemesis acts on; two faults strike together only if their kinds
+/// differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Partitions and loss (iptables, or the proxy's dropped links).
+    Partition,
+    /// The proxy's faults on live links.
+    Link,
+    /// Processes, clocks, disks, membership.
+    Other,
 }
 
 impl Nemesis {
@@ -64,6 +89,10 @@ impl Nemesis {
         Nemesis::Clock,
         Nemesis::Membership,
         Nemesis::DiskFull,
+        Nemesis::Delay,
+        Nemesis::Duplicate,
+        Nemesis::Reorder,
+        Nemesis::Reset,
     ];
 
     /// Its name on the command line.
@@ -81,10 +110,34 @@ impl Nemesis {
             Nemesis::Clock => "clock",
             Nemesis::Membership => "membership",
             Nemesis::DiskFull => "disk-full",
+            Nemesis::Delay => "delay",
+            Nemesis::Duplicate => "duplicate",
+            Nemesis::Reorder => "reorder",
+            Nemesis::Reset => "reset",
         }
     }
 
-    /// Whether it needs packet filters (a network namespace).
+    /// What it acts on.
+    pub fn kind(self) -> Kind {
+        if self.is_network() {
+            Kind::Partition
+        } else if self.is_link() {
+            Kind::Link
+        } else {
+            Kind::Other
+        }
+    }
+
+    /// Whether it is one of the proxy's faults on live links (`link`).
+    pub fn is_link(self) -> bool {
+        matches!(
+            self,
+            Nemesis::Delay | Nemesis::Duplicate | Nemesis::Reorder | Nemesis::Reset
+        )
+    }
+
+    /// Whether it partitions or loses packets (`partition`): iptables in a
+    /// namespace, the proxy on the host.
     pub fn is_network(self) -> bool {
         matches!(
             self,
@@ -97,8 +150,9 @@ impl Nemesis {
         )
     }
 
-    /// Parse a comma-separated list: names, `partition` (every network
-    /// nemesis), `none`, or `all`.
+    /// Parse a comma-separated list: names, `partition` (every partition
+    /// and loss), `link` (every proxy fault on live links), `none`, or
+    /// `all`.
     pub fn parse_list(text: &str) -> Result<Vec<Nemesis>> {
         let mut list = Vec::new();
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -106,6 +160,7 @@ impl Nemesis {
                 "all" => list.extend_from_slice(Nemesis::ALL),
                 "none" => {}
                 "partition" => list.extend(Nemesis::ALL.iter().filter(|n| n.is_network())),
+                "link" => list.extend(Nemesis::ALL.iter().filter(|n| n.is_link())),
                 name => list.push(name.parse()?),
             }
         }
@@ -130,7 +185,7 @@ impl FromStr for Nemesis {
             None => {
                 let names: Vec<&str> = Nemesis::ALL.iter().map(|n| n.name()).collect();
                 bail!(
-                    "unknown nemesis {name:?}: expected all, none, partition or one of {}",
+                    "unknown nemesis {name:?}: expected all, none, partition, link or one of {}",
                     names.join(", ")
                 )
             }
@@ -160,6 +215,7 @@ enum Undo {
     Promote(u64),
     Rejoin(u64),
     FreeDisk(std::path::PathBuf),
+    HealLinks(Vec<(u64, u64)>),
     Nothing,
 }
 
@@ -169,6 +225,8 @@ pub struct Faults {
     pub cluster: Arc<Mutex<Cluster>>,
     /// Its packet filters.
     pub firewall: Mutex<Firewall>,
+    /// The proxy every peer connection goes through.
+    pub proxy: Arc<Proxy>,
     /// Windows of the faults so far.
     pub windows: std::sync::Mutex<Vec<FaultWindow>>,
     /// Things that went wrong injecting or healing faults (not failures of
@@ -342,6 +400,9 @@ impl Faults {
                 ))
             }
             Nemesis::Membership => self.membership(rng, &ids).await,
+            Nemesis::Delay | Nemesis::Duplicate | Nemesis::Reorder | Nemesis::Reset => {
+                self.link_fault(nemesis, rng, &ids).await
+            }
             Nemesis::DiskFull => {
                 let cluster = self.cluster.lock().await;
                 let Some((id, mount)) = cluster.small_disk.clone() else {
@@ -358,6 +419,77 @@ impl Faults {
                 ))
             }
         }
+    }
+
+    /// A proxy fault on the links from and to one server (often the
+    /// leader), or on every link.
+    async fn link_fault(
+        &self,
+        nemesis: Nemesis,
+        rng: &mut ChaCha8Rng,
+        ids: &[u64],
+    ) -> Result<(String, Undo)> {
+        let (links, scope) = if rng.gen_bool(0.5) {
+            let (target, tag) = self.pick_target(rng, ids).await;
+            let links: Vec<(u64, u64)> = ids
+                .iter()
+                .filter(|id| **id != target)
+                .flat_map(|other| [(target, *other), (*other, target)])
+                .collect();
+            (links, format!("links of {target}{tag}"))
+        } else {
+            let links: Vec<(u64, u64)> = ids
+                .iter()
+                .flat_map(|a| ids.iter().filter(move |b| *b != a).map(move |b| (*a, *b)))
+                .collect();
+            (links, "every link".to_string())
+        };
+        let detail = match nemesis {
+            Nemesis::Delay => {
+                let delay = Duration::from_millis(rng.gen_range(5..=150));
+                let jitter = delay.mul_f64(rng.gen_range(0.0..1.0));
+                for (from, to) in &links {
+                    self.proxy.set(*from, *to, |f| {
+                        f.delay = delay;
+                        f.jitter = jitter;
+                    });
+                }
+                format!(
+                    "{scope}: frames delayed {} ms + up to {} ms",
+                    delay.as_millis(),
+                    jitter.as_millis()
+                )
+            }
+            Nemesis::Duplicate => {
+                let share = [0.1, 0.3, 0.5][rng.gen_range(0..3)];
+                for (from, to) in &links {
+                    self.proxy.set(*from, *to, |f| f.duplicate = share);
+                }
+                format!("{scope}: {:.0}% of frames delivered twice", share * 100.0)
+            }
+            Nemesis::Reorder => {
+                let share = [0.1, 0.3, 0.5][rng.gen_range(0..3)];
+                for (from, to) in &links {
+                    self.proxy.set(*from, *to, |f| f.reorder = share);
+                }
+                format!(
+                    "{scope}: {:.0}% of frames delivered after the next one",
+                    share * 100.0
+                )
+            }
+            _ => {
+                let every = Duration::from_millis(rng.gen_range(200..=1500));
+                for (from, to) in &links {
+                    self.proxy.reset(*from, *to);
+                    self.proxy.set(*from, *to, |f| f.reset_every = Some(every));
+                }
+                format!(
+                    "{scope}: connections reset now and about every {} ms",
+                    every.as_millis()
+                )
+            }
+        };
+        Ok((detail, Undo::HealLinks(links)))
     }
 
     async fn membership(&self, rng: &mut ChaCha8Rng, ids: &[u64]) -> Result<(String, Undo)> {
@@ -473,6 +605,13 @@ impl Faults {
                 std::fs::remove_file(&filler)?;
                 Ok(())
             }
+            Undo::HealLinks(links) => {
+                for (from, to) in links {
+                    self.proxy
+                        .set(from, to, crate::proxy::LinkFaults::clear_link);
+                }
+                Ok(())
+            }
             Undo::Nothing => Ok(()),
         }
     }
@@ -498,7 +637,7 @@ impl Faults {
             let mut chosen = vec![*nemeses.choose(&mut rng).expect("nemeses")];
             if nemeses.len() > 1 && rng.gen_bool(0.3) {
                 let second = *nemeses.choose(&mut rng).expect("nemeses");
-                if second.is_network() != chosen[0].is_network() {
+                if second.kind() != chosen[0].kind() {
                     chosen.push(second);
                 }
             }
@@ -545,6 +684,8 @@ impl Faults {
     /// reset the clocks, re-add removed servers and promote demoted ones.
     pub async fn heal_all(&self) -> Result<()> {
         self.firewall.lock().await.heal()?;
+        self.proxy.heal_partitions();
+        self.proxy.heal_links();
         let ids = {
             let mut cluster = self.cluster.lock().await;
             cluster.resume_all()?;
@@ -648,6 +789,24 @@ mod tests {
         assert_eq!(
             Nemesis::parse_list("kill, pause,kill").unwrap(),
             [Nemesis::Kill, Nemesis::Pause]
+        );
+        let link = Nemesis::parse_list("link").unwrap();
+        assert_eq!(
+            link,
+            [
+                Nemesis::Delay,
+                Nemesis::Duplicate,
+                Nemesis::Reorder,
+                Nemesis::Reset
+            ]
+        );
+        assert!(link.iter().all(|n| n.kind() == Kind::Link));
+        assert!(Nemesis::ALL
+            .iter()
+            .all(|n| n.kind() != Kind::Link || link.contains(n)));
+        assert_eq!(
+            Nemesis::parse_list("delay,duplicate,reorder,reset").unwrap(),
+            link
         );
         let error = Nemesis::parse_list("kill,explode").unwrap_err().to_string();
         assert!(

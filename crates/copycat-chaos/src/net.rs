@@ -1,12 +1,16 @@
 //! The network the cluster runs on: a network namespace of its own, whose
-//! loopback carries every packet, and packet filters on it for faults.
+//! loopback carries every packet, and packet filters on it for partitions;
+//! or, without one, the host's loopback with partitions made by the proxy
+//! (`crate::proxy`), which makes the other link faults in both modes.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
 use crate::cluster::node_ip;
+use crate::proxy::Proxy;
 
 /// The variable that tells a re-executed harness it already runs inside
 /// the namespace (its value is the namespace's name).
@@ -16,10 +20,11 @@ pub const INSIDE_VAR: &str = "COPYCAT_CHAOS_NETNS";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// A network namespace of the harness's own, with iptables rules on its
-    /// loopback: real packet-level partitions and loss.
+    /// loopback: real packet-level partitions and loss; the TCP proxy
+    /// delays, duplicates, reorders and resets.
     Netns,
-    /// The host's loopback, without packet filters: network faults are
-    /// skipped (no root, or no `ip netns`).
+    /// The host's loopback, without packet filters (no root, or no `ip
+    /// netns`): the TCP proxy makes every network fault, partitions too.
     Host,
 }
 
@@ -27,10 +32,22 @@ impl Mode {
     /// How the report names it.
     pub fn describe(self) -> &'static str {
         match self {
-            Mode::Netns => {
-                "netns (own network namespace; iptables partitions and loss on its loopback)"
+            Mode::Netns => "netns (own network namespace; every peer connection through the TCP proxy)",
+            Mode::Host => {
+                "host loopback (no network namespace available; every peer connection through the TCP proxy)"
             }
-            Mode::Host => "host (no network namespace available: network faults skipped)",
+        }
+    }
+
+    /// What makes the network faults, as the report says it.
+    pub fn faults_by(self) -> &'static str {
+        match self {
+            Mode::Netns => {
+                "iptables in namespace (partitions, loss); TCP proxy (delay, duplicate, reorder, reset)"
+            }
+            Mode::Host => {
+                "TCP proxy (partitions as dropped links, loss as retransmission stalls, delay, duplicate, reorder, reset)"
+            }
         }
     }
 }
@@ -83,27 +100,29 @@ pub fn iptables_works() -> bool {
     run("iptables", &["-w", "-L", "INPUT", "-n"]).is_ok()
 }
 
-/// The packet filters of the namespace: which directed pairs of servers
-/// are cut, and which lose a share of their packets.
-#[derive(Debug, Default)]
+/// The partitions: packet filters of the namespace (iptables), or, on the
+/// host, dropped links of the proxy. Keeps the book of which directed
+/// pairs of servers are cut either way.
 pub struct Firewall {
     /// (from, to) pairs whose packets are dropped.
     pub cut: BTreeSet<(u64, u64)>,
-    enabled: bool,
+    iptables: bool,
+    proxy: Arc<Proxy>,
 }
 
 impl Firewall {
-    /// Filters that act (`enabled`) or only keep the book (host mode).
-    pub fn new(enabled: bool) -> Self {
+    /// Partitions through iptables (`iptables`), else through `proxy`.
+    pub fn new(iptables: bool, proxy: Arc<Proxy>) -> Self {
         Self {
             cut: BTreeSet::new(),
-            enabled,
+            iptables,
+            proxy,
         }
     }
 
-    /// Whether rules reach the packets.
-    pub fn enabled(&self) -> bool {
-        self.enabled
+    /// Whether iptables rules make the partitions.
+    pub fn iptables(&self) -> bool {
+        self.iptables
     }
 
     /// Drop every packet from server `from` to server `to`.
@@ -113,13 +132,19 @@ impl Firewall {
         Ok(())
     }
 
-    /// Drop packets from `from` to `to` with probability `share`.
+    /// Drop packets from `from` to `to` with probability `share` (through
+    /// the proxy: stall that share of the frames by a retransmission
+    /// timeout, which is what the loss costs a TCP stream).
     pub fn lose_packets(&mut self, from: u64, to: u64, share: f64) -> Result<()> {
         self.rule(from, to, Some(share))
     }
 
     fn rule(&mut self, from: u64, to: u64, share: Option<f64>) -> Result<()> {
-        if !self.enabled {
+        if !self.iptables {
+            self.proxy.set(from, to, |faults| match share {
+                None => faults.drop = true,
+                Some(share) => faults.loss = share,
+            });
             return Ok(());
         }
         let source = node_ip(from).to_string();
@@ -150,11 +175,13 @@ impl Firewall {
         Ok(())
     }
 
-    /// Remove every rule.
+    /// Remove every rule (or heal every dropped link).
     pub fn heal(&mut self) -> Result<()> {
         self.cut.clear();
-        if self.enabled {
+        if self.iptables {
             run("iptables", &["-w", "-F", "INPUT"])?;
+        } else {
+            self.proxy.heal_partitions();
         }
         Ok(())
     }

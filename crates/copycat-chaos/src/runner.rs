@@ -14,6 +14,7 @@ use tokio::sync::{watch, Mutex};
 use crate::cluster::{self, Cluster, ClusterSpec};
 use crate::nemesis::{Faults, Nemesis};
 use crate::net::{Firewall, Mode};
+use crate::proxy::{Proxy, Route};
 use crate::recorder::Recorder;
 use crate::report;
 use crate::workloads::{Check, Ctx, Workload};
@@ -66,7 +67,6 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
         .nemeses
         .iter()
         .copied()
-        .filter(|n| spec.mode == Mode::Netns || !n.is_network())
         .filter(|n| *n != Nemesis::Clock || spec.cluster.faketime.is_some())
         .filter(|n| *n != Nemesis::DiskFull || spec.mode == Mode::Netns)
         .collect();
@@ -88,6 +88,28 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
         .collect();
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
     let servers = cluster.addresses();
+    // Every peer connection goes through the proxy (servers advertise its
+    // addresses); it reaches server B on behalf of A from A's address, so
+    // iptables rules on the servers' addresses cut both legs.
+    let routes: Vec<Route> = ids
+        .iter()
+        .map(|id| -> Result<Route> {
+            Ok(Route {
+                to: *id,
+                listen: cluster::proxy_addr(*id).parse()?,
+                upstream: cluster::node_addr(*id).parse()?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let proxy = Arc::new(
+        Proxy::start(
+            &routes,
+            Arc::new(|from| Some(std::net::IpAddr::V4(cluster::node_ip(from)))),
+            spec.seed ^ 0x0070_726f_7879,
+        )
+        .await
+        .context("starting the proxy")?,
+    );
     eprintln!(
         "[{}] starting {} servers ({}) in {}",
         spec.workload,
@@ -115,7 +137,8 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
     let recorder = Recorder::new(start);
     let faults = Arc::new(Faults {
         cluster: cluster.clone(),
-        firewall: Mutex::new(Firewall::new(spec.mode == Mode::Netns)),
+        firewall: Mutex::new(Firewall::new(spec.mode == Mode::Netns, proxy.clone())),
+        proxy: proxy.clone(),
         windows: Default::default(),
         errors: Default::default(),
         recorder: recorder.clone(),
@@ -281,6 +304,20 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
     let mut text = String::new();
     let _ = writeln!(text, "== {title}");
     let _ = writeln!(text, "network: {}", spec.mode.describe());
+    let _ = writeln!(text, "network faults by: {}", spec.mode.faults_by());
+    let stats = proxy.stats();
+    let _ = writeln!(
+        text,
+        "proxy: {} peer connections ({} reset), {} frames ({} delayed, {} duplicated, {} reordered, {} discarded on dropped links); {} other connections passed through",
+        stats.peer_connections,
+        stats.resets,
+        stats.frames,
+        stats.delayed,
+        stats.duplicated,
+        stats.reordered,
+        stats.discarded,
+        stats.other_connections
+    );
     if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
         let load: Vec<&str> = load.split_whitespace().take(3).collect();
         let _ = writeln!(text, "load average at the end: {}", load.join(" "));

@@ -23,6 +23,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "address for peers and clients (HOST:PORT)",
     ),
     (
+        "advertise",
+        "the listen address",
+        "address peers and clients reach this server at (HOST:PORT), recorded in the cluster configuration: set it when they reach it through a proxy or NAT",
+    ),
+    (
         "http-listen",
         "the listen host, port + 1000",
         "address of /metrics, /health and /ready (HOST:PORT), or \"off\"",
@@ -178,6 +183,9 @@ pub struct Settings {
     pub id: u64,
     /// Where it listens for peers and clients.
     pub listen: String,
+    /// The address it is reached at, when not `listen` (recorded in the
+    /// cluster configuration; peers dial it).
+    pub advertise: Option<String>,
     /// Where it serves HTTP (`None`: off).
     pub http_listen: Option<String>,
     /// Its data directory.
@@ -335,6 +343,14 @@ impl Sources {
         let (listen, listen_origin) = r.raw("listen", "127.0.0.1:5700");
         let (listen_host, listen_port) = split_address(&listen)
             .map_err(|rule| invalid("listen", &listen, rule, &listen_origin))?;
+        let (advertise_text, advertise_origin) = r.raw("advertise", "");
+        let advertise = if advertise_text.is_empty() {
+            None
+        } else {
+            split_address(&advertise_text)
+                .map_err(|rule| invalid("advertise", &advertise_text, rule, &advertise_origin))?;
+            Some(advertise_text)
+        };
         let http_listen = match self.get("http-listen") {
             Some((value, origin)) => {
                 if value.eq_ignore_ascii_case("off") || value.is_empty() {
@@ -395,13 +411,28 @@ impl Sources {
         }
         if !members.is_empty() {
             if let Some(own) = members.get(&id) {
-                if *own != listen && listen_port != 0 {
-                    return Err(invalid(
-                        "members",
-                        &members_text,
-                        format!("lists this server (id {id}) at {own}, but listen is {listen}"),
-                        &origin,
-                    ));
+                match &advertise {
+                    Some(advertised) if own != advertised => {
+                        return Err(invalid(
+                            "members",
+                            &members_text,
+                            format!(
+                                "lists this server (id {id}) at {own}, but advertise is {advertised}"
+                            ),
+                            &origin,
+                        ));
+                    }
+                    None if *own != listen && listen_port != 0 => {
+                        return Err(invalid(
+                            "members",
+                            &members_text,
+                            format!(
+                                "lists this server (id {id}) at {own}, but listen is {listen} (set advertise if it is reached at another address)"
+                            ),
+                            &origin,
+                        ));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -478,6 +509,7 @@ impl Sources {
         Ok(Settings {
             id,
             listen,
+            advertise,
             http_listen,
             data_dir: PathBuf::from(data_dir),
             members,
@@ -550,6 +582,9 @@ impl Settings {
         let mut text = String::new();
         text.push_str(&format!("id = {}\n", self.id));
         text.push_str(&format!("listen = {:?}\n", self.listen));
+        if let Some(advertise) = &self.advertise {
+            text.push_str(&format!("advertise = {advertise:?}\n"));
+        }
         text.push_str(&format!(
             "http-listen = {:?}\n",
             self.http_listen.as_deref().unwrap_or("off")
@@ -716,6 +751,50 @@ mod tests {
         assert_eq!(settings.election_timeout_ms, 750);
         assert_eq!(settings.snapshot_every_bytes, 64 << 20);
         assert_eq!(settings.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn advertise_is_where_the_member_list_must_name_this_server() {
+        let members = "1=127.0.0.1:5800,2=127.0.0.2:5800";
+        let settings = sources(
+            &[("advertise", "127.0.0.1:5800"), ("members", members)],
+            &[],
+        )
+        .settings()
+        .unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:5700");
+        assert_eq!(settings.advertise.as_deref(), Some("127.0.0.1:5800"));
+        assert!(settings
+            .to_toml()
+            .contains("advertise = \"127.0.0.1:5800\"\n"));
+        let error = sources(&[("members", members)], &[])
+            .settings()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("at 127.0.0.1:5800, but listen is 127.0.0.1:5700")
+                && error.contains("set advertise"),
+            "{error}"
+        );
+        let error = sources(
+            &[("advertise", "127.0.0.1:5900"), ("members", members)],
+            &[],
+        )
+        .settings()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("at 127.0.0.1:5800, but advertise is 127.0.0.1:5900"),
+            "{error}"
+        );
+        let error = sources(&[("advertise", "nowhere")], &[])
+            .settings()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("advertise = nowhere: must be HOST:PORT"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub struct ServerSpec {
     /// Join the cluster of this member (when the data directory is new)
     /// instead of bootstrapping one from `members`.
     pub join: Option<String>,
+    /// The address peers and clients reach this server at, recorded in the
+    /// configuration (`None`: the listener's address).
+    pub advertise: Option<String>,
     /// TLS on every connection (`None`: plain TCP).
     pub tls: Option<ServerTls>,
 }
@@ -84,6 +87,7 @@ impl ServerSpec {
             session_timeout_ms: 5_000,
             http: None,
             join: None,
+            advertise: None,
             tls: None,
         }
     }
@@ -109,6 +113,7 @@ pub async fn start_server(
         session_timeout_ms,
         http,
         join,
+        advertise,
         tls,
     } = spec;
     let mut builder = Server::builder(Resources::default());
@@ -117,6 +122,9 @@ pub async fn start_server(
     }
     if let Some(http) = http {
         builder = builder.http_listener(http);
+    }
+    if let Some(address) = advertise {
+        builder = builder.advertise(address);
     }
     builder = match join {
         Some(address) => builder.join(address),

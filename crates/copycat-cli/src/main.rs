@@ -224,6 +224,12 @@ struct ServerArgs {
     /// Address for peers and clients [default: 127.0.0.1:5700] [env: COPYCAT_LISTEN]
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
+    /// Address peers and clients reach this server at, recorded in the
+    /// cluster configuration (when it differs from --listen: a proxy, NAT
+    /// or port forward in between; the member list must name this server
+    /// at it) [default: the listen address] [env: COPYCAT_ADVERTISE]
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
     /// Address of /metrics, /health and /ready, or "off" [default: the listen host, port + 1000] [env: COPYCAT_HTTP_LISTEN]
     #[arg(long, value_name = "HOST:PORT")]
     http_listen: Option<String>,
@@ -574,6 +580,7 @@ fn settings(args: &ServerArgs, verbose: bool) -> Result<(Settings, bool)> {
     let flags = [
         ("id", &args.id),
         ("listen", &args.listen),
+        ("advertise", &args.advertise),
         ("http-listen", &args.http_listen),
         ("data-dir", &args.data_dir),
         ("fsync", &args.fsync),
@@ -651,8 +658,14 @@ async fn server(args: ServerArgs, verbose: bool) -> Result<ExitCode> {
             .with_context(|| format!("members: cannot resolve {address}"))?;
         members.insert(*id, addr[0]);
     }
-    if settings.join.is_none() {
-        members.entry(settings.id).or_insert(local);
+    if settings.join.is_none() && !members.contains_key(&settings.id) {
+        let own = match &settings.advertise {
+            Some(address) => copycat_net::resolve(address)
+                .await
+                .with_context(|| format!("advertise: cannot resolve {address}"))?[0],
+            None => local,
+        };
+        members.insert(settings.id, own);
     }
     let mut spec = ServerSpec::new(
         settings.id,
@@ -668,6 +681,7 @@ async fn server(args: ServerArgs, verbose: bool) -> Result<ExitCode> {
     spec.max_connections = settings.max_connections;
     spec.http = http;
     spec.join = settings.join.clone();
+    spec.advertise = settings.advertise.clone();
     spec.tls = tls;
     let server = start_server(spec, listener).await?;
     println!(

@@ -95,6 +95,72 @@ fn a_fourth_server_joins_is_promoted_another_is_removed_and_leadership_moves() {
 }
 
 #[test]
+fn an_advertised_address_is_what_the_configuration_records_and_peers_dial() {
+    // Each server listens on one port and advertises another that only
+    // forwards to it (a stand-in for a proxy): peers must dial the
+    // advertised addresses (the forwarders see their connections; the
+    // commands below go to the listen addresses), and the configuration
+    // names them.
+    let root = tempfile::tempdir().expect("temp dir");
+    let listens = addresses(3);
+    let advertised = addresses(3);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let forwarded = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for (from, to) in advertised.iter().zip(&listens) {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(from.as_str()))
+            .expect("bind forwarder");
+        let to = to.clone();
+        let forwarded = forwarded.clone();
+        runtime.spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                forwarded.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let to = to.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+    }
+    let flags = member_flags(&advertised);
+    let _procs: Vec<Proc> = (1..=3)
+        .map(|id| {
+            let mut extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+            extra.extend(["--advertise", &advertised[id - 1]]);
+            start(root.path(), id as u64, &listens[id - 1], &extra)
+        })
+        .collect();
+    wait_for(LONG, "a leader", || leader_seen_from(&listens[0]));
+    let members = ok(&cluster_cmd(&listens[0], &["--json", "members"]));
+    let members: Vec<serde_json::Value> = serde_json::from_str(&members).expect("json");
+    let recorded: Vec<&str> = members
+        .iter()
+        .filter_map(|m| m["address"].as_str())
+        .collect();
+    let expected: Vec<&str> = advertised.iter().map(String::as_str).collect();
+    assert_eq!(recorded, expected, "{members:?}");
+    assert!(
+        forwarded.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "peers did not dial the advertised addresses"
+    );
+    // A fourth server joins with its own advertised address.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let fourth = format!("127.0.0.1:{}", free_port());
+    let _joined = start(
+        root.path(),
+        4,
+        &listen,
+        &["--join", &listens[0], "--advertise", &fourth],
+    );
+    let members = ok(&cluster_cmd(&listens[0], &["--json", "members"]));
+    assert!(members.contains(&format!("\"{fourth}\"")), "{members}");
+    let listed = ok(&copycat().args(["server", "--help"]).output().expect("help"));
+    assert!(listed.contains("--advertise <HOST:PORT>"), "{listed}");
+}
+
+#[test]
 fn a_server_restarted_with_a_wrong_member_list_does_not_stall_the_cluster() {
     let root = tempfile::tempdir().expect("temp dir");
     let (addrs, mut procs) = three(root.path());

@@ -188,11 +188,31 @@ pub(crate) async fn accept<M: RawStateMachine + Send + 'static>(
 }
 
 /// Read one frame; `None` at a clean end of stream.
-async fn read_frame(framed: &mut FramedStream) -> Result<Option<Bytes>, String> {
+async fn read_frame(framed: &mut FramedStream) -> Result<Option<Bytes>, std::io::Error> {
     match framed.next().await {
         None => Ok(None),
         Some(Ok(frame)) => Ok(Some(frame.freeze())),
-        Some(Err(error)) => Err(error.to_string()),
+        Some(Err(error)) => Err(error),
+    }
+}
+
+/// Whether a read error is the connection going away (reset by the other
+/// side or something in between, aborted, or ended mid-frame) rather than
+/// bytes that break the protocol: the first is what networks do, the
+/// second a bug or a stranger.
+pub(crate) fn connection_lost(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe
+        | ErrorKind::UnexpectedEof
+        | ErrorKind::TimedOut
+        | ErrorKind::NotConnected => true,
+        // The codec's "bytes remaining on stream": the connection ended
+        // inside a frame.
+        ErrorKind::Other => error.to_string().contains("bytes remaining on stream"),
+        _ => false,
     }
 }
 
@@ -212,6 +232,10 @@ async fn read_message<T: serde::de::DeserializeOwned>(
             }
         },
         Ok(None) => None,
+        Err(error) if connection_lost(&error) => {
+            tracing::debug!(%addr, %error, "connection lost ({what})");
+            None
+        }
         Err(error) => {
             tracing::error!(%addr, %error, "bad frame ({what}); closing the connection");
             None
@@ -558,5 +582,41 @@ pub(crate) async fn peer_sender(
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (TcpStream, FramedStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, framed(Stream::Plain(server)))
+    }
+
+    #[tokio::test]
+    async fn a_reset_or_a_cut_frame_is_a_lost_connection_not_a_bad_frame() {
+        // Reset (SO_LINGER 0, as a proxy or a middlebox resets it).
+        let (client, mut server) = pair().await;
+        client.set_zero_linger().unwrap();
+        drop(client);
+        let error = read_frame(&mut server).await.unwrap_err();
+        assert!(connection_lost(&error), "{error:?}");
+        // Ended in the middle of a frame.
+        let (mut client, mut server) = pair().await;
+        client.write_all(&[0, 0, 0, 10, 1, 2]).await.unwrap();
+        drop(client);
+        let error = read_frame(&mut server).await.unwrap_err();
+        assert!(connection_lost(&error), "{error:?}");
+        // A length over the limit is a protocol error.
+        let (mut client, mut server) = pair().await;
+        client.write_all(&[0xff, 0xff, 0xff, 0xff]).await.unwrap();
+        let error = read_frame(&mut server).await.unwrap_err();
+        assert!(!connection_lost(&error), "{error:?}");
     }
 }
