@@ -1011,13 +1011,20 @@ impl<M: RawStateMachine> ServerNode<M> {
 
     /// Install the image prepared for the pending restore, then apply the
     /// entries held back after it and serve the queries waiting. Returns
-    /// `false` (and changes nothing) for an image that is not the one
-    /// awaited (a newer snapshot superseded it).
-    pub fn install_restore(&mut self, prepared: PreparedImage) -> Result<bool, SnapshotError> {
+    /// `None` (and changes nothing) for an image that is not the one
+    /// awaited (a newer snapshot superseded it); otherwise, with `digest`,
+    /// the replica digest at the snapshot's index (before the entries held
+    /// back are applied).
+    pub fn install_restore(
+        &mut self,
+        prepared: PreparedImage,
+        digest: bool,
+    ) -> Result<Option<Option<u32>>, SnapshotError> {
         if self.restoring != Some(prepared.index()) {
-            return Ok(false);
+            return Ok(None);
         }
         self.replica.install_prepared(prepared)?;
+        let digest = digest.then(|| self.replica.digest());
         self.restoring = None;
         self.bytes_since_snapshot = 0;
         for entry in std::mem::take(&mut self.held_back) {
@@ -1027,7 +1034,7 @@ impl<M: RawStateMachine> ServerNode<M> {
             self.apply(&entry);
         }
         self.serve_queries();
-        Ok(true)
+        Ok(Some(digest))
     }
 
     /// The role of the Raft core.

@@ -964,13 +964,14 @@ impl<M: RawStateMachine> Shell<M> {
             tracing::debug!(id = ?self.id(), index = ?meta.index, "dropping the restore of a superseded snapshot");
             return Ok(None);
         }
-        let installed = self.server.install_restore(prepared?)?;
-        debug_assert!(installed, "the pending restore's image");
+        let Some(digest) = self
+            .server
+            .install_restore(prepared?, self.compute_digests)?
+        else {
+            unreachable!("the image of the pending restore");
+        };
         tracing::info!(id = ?self.id(), index = ?meta.index, "restored a snapshot from the leader");
-        Ok(Some(SnapshotReport {
-            digest: self.compute_digests.then(|| self.server.replica().digest()),
-            meta,
-        }))
+        Ok(Some(SnapshotReport { meta, digest }))
     }
 
     /// Snapshots wait: this one, and the next for [`DISK_FULL_RETRY_MS`].
