@@ -311,7 +311,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         // Until a snapshot of the others purged what it would need.
         let waiting = Instant::now();
-        while servers.iter().any(|s| s.status().snapshot.0 < stopped_at.0 + 20) {
+        while servers
+            .iter()
+            .any(|s| s.status().snapshot.0 < stopped_at.0 + 20)
+        {
             if waiting.elapsed() > Duration::from_secs(120) {
                 return Err("no snapshot past the stopped follower".into());
             }
