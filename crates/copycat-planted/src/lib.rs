@@ -131,6 +131,10 @@ planted_bugs! {
     /// Messages that must wait for the sync (votes, append acknowledgements)
     /// are sent as soon as the batch is written.
     SendBeforeSync,
+    /// While a snapshot received from the leader is still being decoded,
+    /// the entries committed after it are applied to the state from before
+    /// it instead of waiting for the restore.
+    ApplyBeforeRestore,
     // ----- Primitives (copycat-primitives) -----
     /// A lock request finds the holder's session silent for more than half
     /// its timeout on the replicated clock and hands the lock on at once,

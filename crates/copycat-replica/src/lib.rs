@@ -141,9 +141,9 @@ mod timers;
 pub use config::{ReplicaConfig, ReplicaConfigError};
 pub use image::ReplicaImage;
 pub use machine::{
-    ApplyContext, DeferredSnapshot, QueryContext, RawStateMachine, RestoreError, StateMachine,
-    Typed,
+    prepared_as, ApplyContext, DeferredSnapshot, PreparedRestore, QueryContext, RawStateMachine,
+    RestoreError, StateMachine, Typed,
 };
-pub use replica::{Applied, Outcome, QueryOutcome, Replica, SnapshotError};
+pub use replica::{Applied, Outcome, PreparedImage, QueryOutcome, Replica, SnapshotError};
 pub use sessions::SessionInfo;
 pub use timers::{TimerId, TooManyTimers};

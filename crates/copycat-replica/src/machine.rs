@@ -221,11 +221,54 @@ pub trait StateMachine {
 
     /// Replace the state with one produced by [`StateMachine::snapshot`].
     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError>;
+
+    /// Optionally, decode an image produced by [`snapshot`](Self::snapshot)
+    /// on another thread, with no access to the state machine: return the
+    /// decoded state (anything `Send`), which
+    /// [`install_prepared`](Self::install_prepared) then swaps in cheaply
+    /// on the server's main thread. The server then restores a large state
+    /// received from the leader without pausing Raft. The default (`None`)
+    /// restores with [`restore`](Self::restore) on the server's main
+    /// thread. Must accept and refuse exactly the images `restore` does.
+    fn prepare_restore(data: &[u8]) -> Option<Result<PreparedRestore, RestoreError>>
+    where
+        Self: Sized,
+    {
+        let _ = data;
+        None
+    }
+
+    /// Replace the state with what [`prepare_restore`](Self::prepare_restore)
+    /// returned (called only with its values; keep it cheap: a move, not a
+    /// decode). Leaves the state as [`restore`](Self::restore) of the same
+    /// image would.
+    fn install_prepared(&mut self, prepared: PreparedRestore) -> Result<(), RestoreError> {
+        let _ = prepared;
+        Err(not_prepared())
+    }
 }
 
 /// A state machine image to be encoded later, anywhere; see
 /// [`StateMachine::deferred_snapshot`].
 pub type DeferredSnapshot = Box<dyn FnOnce() -> Bytes + Send>;
+
+/// A state machine image decoded ahead of time, anywhere; see
+/// [`StateMachine::prepare_restore`].
+pub type PreparedRestore = Box<dyn std::any::Any + Send>;
+
+fn not_prepared() -> RestoreError {
+    RestoreError("this state machine does not prepare restores".into())
+}
+
+/// Take the value of type `T` out of a [`PreparedRestore`] (in
+/// [`StateMachine::install_prepared`]); a value of another type is a
+/// [`RestoreError`].
+pub fn prepared_as<T: 'static>(prepared: PreparedRestore) -> Result<T, RestoreError> {
+    prepared
+        .downcast::<T>()
+        .map(|value| *value)
+        .map_err(|_| RestoreError("a prepared restore of another type".into()))
+}
 
 /// The byte-oriented interface the replica drives. Implement it directly to
 /// use your own encoding; [`Typed`] implements it for any [`StateMachine`].
@@ -254,6 +297,19 @@ pub trait RawStateMachine {
     }
     /// See [`StateMachine::restore`].
     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError>;
+    /// See [`StateMachine::prepare_restore`].
+    fn prepare_restore(data: &[u8]) -> Option<Result<PreparedRestore, RestoreError>>
+    where
+        Self: Sized,
+    {
+        let _ = data;
+        None
+    }
+    /// See [`StateMachine::install_prepared`].
+    fn install_prepared(&mut self, prepared: PreparedRestore) -> Result<(), RestoreError> {
+        let _ = prepared;
+        Err(not_prepared())
+    }
 }
 
 /// Adapts a typed [`StateMachine`] to [`RawStateMachine`], decoding commands
@@ -313,5 +369,13 @@ impl<S: StateMachine> RawStateMachine for Typed<S> {
 
     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
         self.0.restore(data)
+    }
+
+    fn prepare_restore(data: &[u8]) -> Option<Result<PreparedRestore, RestoreError>> {
+        S::prepare_restore(data)
+    }
+
+    fn install_prepared(&mut self, prepared: PreparedRestore) -> Result<(), RestoreError> {
+        self.0.install_prepared(prepared)
     }
 }

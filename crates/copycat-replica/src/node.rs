@@ -29,7 +29,7 @@ use copycat_raft::{
 use crate::config::{ReplicaConfig, ReplicaConfigError};
 use crate::image::ReplicaImage;
 use crate::machine::RawStateMachine;
-use crate::replica::{Applied, Outcome, QueryOutcome, Replica, SnapshotError};
+use crate::replica::{Applied, Outcome, PreparedImage, QueryOutcome, Replica, SnapshotError};
 
 /// A client connection, named by the shell.
 pub type ConnectionId = u64;
@@ -154,6 +154,12 @@ pub struct ServerNode<M> {
     /// What applying each entry did, kept for an observer that asked for it
     /// ([`ServerNode::record_applied`]); `None` in production.
     applied_records: Option<Vec<Applied>>,
+    /// The index of the snapshot installed in the core whose image is
+    /// being decoded elsewhere (see [`ServerNode::begin_restore`]).
+    restoring: Option<LogIndex>,
+    /// Committed entries handed out while a restore is pending: applied
+    /// once the snapshot's image is installed (those it covers skipped).
+    held_back: Vec<Entry>,
 }
 
 impl<M: RawStateMachine> ServerNode<M> {
@@ -197,6 +203,8 @@ impl<M: RawStateMachine> ServerNode<M> {
             was_leader: false,
             proposed_in: None,
             applied_records: None,
+            restoring: None,
+            held_back: Vec::new(),
         })
     }
 
@@ -535,13 +543,19 @@ impl<M: RawStateMachine> ServerNode<M> {
                             return None;
                         }
                         // Answered now if it can be; only a query that
-                        // must wait counts against the bound.
-                        match self.replica.query(
-                            query.session,
-                            query.sequence,
-                            LogIndex(query.index),
-                            &query.payload,
-                        ) {
+                        // must wait counts against the bound. While a
+                        // restore is pending, every query waits for it.
+                        let outcome = if self.restoring.is_some() {
+                            QueryOutcome::Wait
+                        } else {
+                            self.replica.query(
+                                query.session,
+                                query.sequence,
+                                LogIndex(query.index),
+                                &query.payload,
+                            )
+                        };
+                        match outcome {
                             QueryOutcome::Done(result) => self.respond(connection, id, result),
                             QueryOutcome::Wait => match self.too_many_waiting() {
                                 Some(error) => self.respond(connection, id, Err(error)),
@@ -585,6 +599,12 @@ impl<M: RawStateMachine> ServerNode<M> {
             } => {
                 if let Some(error) = self.not_replicating() {
                     self.respond(connection, id, Err(error));
+                    return None;
+                }
+                if self.restoring.is_some() {
+                    // The retained events are from before the snapshot.
+                    let error = "installing a snapshot; retry shortly".to_string();
+                    self.respond(connection, id, Err(ClientError::Unavailable(error)));
                     return None;
                 }
                 self.bindings.insert(session, connection);
@@ -727,6 +747,11 @@ impl<M: RawStateMachine> ServerNode<M> {
         } else {
             read_states
         };
+        let committed = if self.restoring.is_some() {
+            self.hold_back(committed)
+        } else {
+            committed
+        };
         for entry in committed {
             if entry.index <= self.replica.applied_index() {
                 continue;
@@ -757,6 +782,19 @@ impl<M: RawStateMachine> ServerNode<M> {
             }
         }
         self.serve_queries();
+    }
+
+    /// While a restore is pending, committed entries wait for it: they
+    /// follow the snapshot, and applying them to the state from before it
+    /// would skip everything it covers. Returns what to apply now (nothing,
+    /// but with the planted `ApplyBeforeRestore`).
+    fn hold_back(&mut self, committed: Vec<Entry>) -> Vec<Entry> {
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::ApplyBeforeRestore) {
+            return committed;
+        }
+        self.held_back.extend(committed);
+        Vec::new()
     }
 
     fn apply(&mut self, entry: &Entry) {
@@ -842,8 +880,12 @@ impl<M: RawStateMachine> ServerNode<M> {
         }
     }
 
-    /// Answer every waiting query whose conditions now hold.
+    /// Answer every waiting query whose conditions now hold. None does
+    /// while a restore is pending: the state is from before the snapshot.
     fn serve_queries(&mut self) {
+        if self.restoring.is_some() {
+            return;
+        }
         let waiting = std::mem::take(&mut self.waiting_queries);
         for query in waiting {
             match self.replica.query(
@@ -886,6 +928,9 @@ impl<M: RawStateMachine> ServerNode<M> {
     /// once the snapshot is durable, [`snapshot_stored`](Self::snapshot_stored)
     /// records it (only then may the core purge the entries it covers).
     pub fn snapshot_if_due(&self) -> Option<(SnapshotMeta, ReplicaImage)> {
+        if self.restoring.is_some() {
+            return None;
+        }
         let applied = self.replica.applied_index();
         let last = self.raw.snapshot_meta().index;
         let by_entries = applied.0 >= last.0 + self.config.snapshot_every_entries;
@@ -941,6 +986,55 @@ impl<M: RawStateMachine> ServerNode<M> {
         self.bytes_since_snapshot = 0;
         self.serve_queries();
         Ok(())
+    }
+
+    /// The core installed the snapshot at `index` (its file is durable)
+    /// and its image is being decoded elsewhere ([`Replica::prepare`]):
+    /// until [`install_restore`](Self::install_restore) gets it, the core
+    /// keeps running (heartbeats, votes, appends) but committed entries are
+    /// held back, queries wait (the state is from before the snapshot; a
+    /// sequential query too), and no snapshot is taken. A newer snapshot
+    /// installed meanwhile supersedes it: only its image is installed.
+    pub fn begin_restore(&mut self, index: LogIndex) {
+        self.restoring = Some(index);
+    }
+
+    /// The index of the snapshot whose image is awaited, if one is.
+    pub fn restore_pending(&self) -> Option<LogIndex> {
+        self.restoring
+    }
+
+    /// Committed entries held back for a pending restore.
+    pub fn held_back_entries(&self) -> usize {
+        self.held_back.len()
+    }
+
+    /// Install the image prepared for the pending restore, then apply the
+    /// entries held back after it and serve the queries waiting. Returns
+    /// `None` (and changes nothing) for an image that is not the one
+    /// awaited (a newer snapshot superseded it); otherwise, with `digest`,
+    /// the replica digest at the snapshot's index (before the entries held
+    /// back are applied).
+    pub fn install_restore(
+        &mut self,
+        prepared: PreparedImage,
+        digest: bool,
+    ) -> Result<Option<Option<u32>>, SnapshotError> {
+        if self.restoring != Some(prepared.index()) {
+            return Ok(None);
+        }
+        self.replica.install_prepared(prepared)?;
+        let digest = digest.then(|| self.replica.digest());
+        self.restoring = None;
+        self.bytes_since_snapshot = 0;
+        for entry in std::mem::take(&mut self.held_back) {
+            if entry.index <= self.replica.applied_index() {
+                continue;
+            }
+            self.apply(&entry);
+        }
+        self.serve_queries();
+        Ok(Some(digest))
     }
 
     /// The role of the Raft core.

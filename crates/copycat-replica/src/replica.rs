@@ -26,7 +26,7 @@ use thiserror::Error;
 
 use crate::config::{ReplicaConfig, ReplicaConfigError};
 use crate::image::ReplicaImage;
-use crate::machine::{ApplyContext, QueryContext, RawStateMachine, RestoreError};
+use crate::machine::{ApplyContext, PreparedRestore, QueryContext, RawStateMachine, RestoreError};
 use crate::sessions::{Admission, Gone, SessionInfo, SessionTable};
 use crate::timers::{TimerId, Timers};
 
@@ -142,6 +142,122 @@ struct SnapshotImageRef<'a> {
     state: State,
     #[serde(borrow)]
     machine: &'a [u8],
+}
+
+/// A replica snapshot image decoded and checked ahead of time, on any
+/// thread ([`Replica::prepare`]), to be swapped in by
+/// [`Replica::install_prepared`] on the thread that owns the replica.
+pub struct PreparedImage {
+    index: LogIndex,
+    state: State,
+    machine: PreparedMachine,
+}
+
+enum PreparedMachine {
+    /// Decoded by [`RawStateMachine::prepare_restore`].
+    Decoded(PreparedRestore),
+    /// The state machine prepares no restores: its image, for
+    /// [`RawStateMachine::restore`] at install time.
+    Image(Bytes),
+}
+
+impl std::fmt::Debug for PreparedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let machine = match &self.machine {
+            PreparedMachine::Decoded(_) => "decoded".to_string(),
+            PreparedMachine::Image(image) => format!("{} bytes to restore", image.len()),
+        };
+        f.debug_struct("PreparedImage")
+            .field("index", &self.index)
+            .field("machine", &machine)
+            .finish()
+    }
+}
+
+impl PreparedImage {
+    /// The index whose state it is.
+    pub fn index(&self) -> LogIndex {
+        self.index
+    }
+
+    /// Whether installing it only swaps a decoded state machine in (the
+    /// state machine implements [`RawStateMachine::prepare_restore`]);
+    /// otherwise install restores the state machine from its image.
+    pub fn is_decoded(&self) -> bool {
+        matches!(self.machine, PreparedMachine::Decoded(_))
+    }
+}
+
+/// Decode a snapshot image's replica state and check it (format version,
+/// the index it must be the state at, the replica invariants), borrowing
+/// the machine image from `data`.
+fn decode_image<'a>(
+    config: &ReplicaConfig,
+    data: &'a [u8],
+    index: Option<LogIndex>,
+) -> Result<SnapshotImageRef<'a>, SnapshotError> {
+    let (&version, body) = data.split_first().ok_or(DecodeError::Empty)?;
+    if version != SNAPSHOT_VERSION {
+        return Err(DecodeError::UnknownVersion {
+            found: version,
+            supported: SNAPSHOT_VERSION,
+        }
+        .into());
+    }
+    // The machine image is borrowed from `data`, not copied.
+    let image: SnapshotImageRef<'_> =
+        postcard::from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if let Some(index) = index {
+        if image.state.applied_index != index {
+            return Err(SnapshotError::Inconsistent(format!(
+                "the image is the state at index {}, the snapshot is at {}",
+                image.state.applied_index.0, index.0
+            )));
+        }
+    }
+    image
+        .state
+        .validate(config)
+        .map_err(SnapshotError::Inconsistent)?;
+    Ok(image)
+}
+
+/// Whether `prefix`, the first bytes of an image of `total` bytes, starts
+/// like a [`Replica::snapshot`] image of the state at `index`: its version,
+/// and its replica state (decoded and checked as a restore checks it; the
+/// state machine's image is not looked at). `Ok(false)` when the prefix is
+/// too short to tell: ask again with more.
+pub fn check_image_head(
+    config: &ReplicaConfig,
+    prefix: &[u8],
+    total: u64,
+    index: LogIndex,
+) -> Result<bool, SnapshotError> {
+    let (&version, body) = prefix.split_first().ok_or(DecodeError::Empty)?;
+    if version != SNAPSHOT_VERSION {
+        return Err(DecodeError::UnknownVersion {
+            found: version,
+            supported: SNAPSHOT_VERSION,
+        }
+        .into());
+    }
+    let state = match postcard::take_from_bytes::<State>(body) {
+        Ok((state, _)) => state,
+        Err(postcard::Error::DeserializeUnexpectedEnd) if (prefix.len() as u64) < total => {
+            return Ok(false)
+        }
+        Err(e) => return Err(DecodeError::Malformed(e.to_string()).into()),
+    };
+    if state.applied_index != index {
+        return Err(SnapshotError::Inconsistent(format!(
+            "the image is the state at index {}, the snapshot is at {}",
+            state.applied_index.0, index.0
+        )));
+    }
+    state
+        .validate(config)
+        .map_err(SnapshotError::Inconsistent)?;
+    Ok(true)
 }
 
 /// Work collected while applying one entry.
@@ -666,31 +782,48 @@ impl<M: RawStateMachine> Replica<M> {
         data: &[u8],
         index: Option<LogIndex>,
     ) -> Result<(), SnapshotError> {
-        let (&version, body) = data.split_first().ok_or(DecodeError::Empty)?;
-        if version != SNAPSHOT_VERSION {
-            return Err(DecodeError::UnknownVersion {
-                found: version,
-                supported: SNAPSHOT_VERSION,
-            }
-            .into());
-        }
-        // The machine image is borrowed from `data`, not copied.
-        let image: SnapshotImageRef<'_> =
-            postcard::from_bytes(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        if let Some(index) = index {
-            if image.state.applied_index != index {
-                return Err(SnapshotError::Inconsistent(format!(
-                    "the image is the state at index {}, the snapshot is at {}",
-                    image.state.applied_index.0, index.0
-                )));
-            }
-        }
-        image
-            .state
-            .validate(&self.config)
-            .map_err(SnapshotError::Inconsistent)?;
+        let image = decode_image(&self.config, data, index)?;
         self.machine.restore(image.machine)?;
         self.state = image.state;
+        Ok(())
+    }
+
+    /// Everything [`restore_at`](Self::restore_at) does that does not touch
+    /// the replica, on any thread: decode the image that must be the state
+    /// at `index` and check it as `restore_at` does, and decode the state
+    /// machine's image with [`RawStateMachine::prepare_restore`] if it
+    /// implements it. A large image takes long: call it off the thread
+    /// that drives Raft, then hand the result to
+    /// [`install_prepared`](Self::install_prepared).
+    pub fn prepare(
+        config: &ReplicaConfig,
+        data: Bytes,
+        index: LogIndex,
+    ) -> Result<PreparedImage, SnapshotError> {
+        let image = decode_image(config, &data, Some(index))?;
+        let machine = match M::prepare_restore(image.machine) {
+            Some(decoded) => PreparedMachine::Decoded(decoded?),
+            // Kept without a copy: a slice of `data`.
+            None => PreparedMachine::Image(data.slice_ref(image.machine)),
+        };
+        Ok(PreparedImage {
+            index,
+            state: image.state,
+            machine,
+        })
+    }
+
+    /// Replace the whole replica state with a [`prepare`](Self::prepare)d
+    /// image: cheap when the state machine decoded its part ahead of time,
+    /// a [`RawStateMachine::restore`] otherwise. On error the replica is
+    /// unchanged unless the state machine failed half-way (then it must not
+    /// be used).
+    pub fn install_prepared(&mut self, prepared: PreparedImage) -> Result<(), SnapshotError> {
+        match prepared.machine {
+            PreparedMachine::Decoded(decoded) => self.machine.install_prepared(decoded)?,
+            PreparedMachine::Image(image) => self.machine.restore(&image)?,
+        }
+        self.state = prepared.state;
         Ok(())
     }
 

@@ -27,8 +27,27 @@
 //! place; [`Shell::process_batches`] leaves snapshots to the caller.
 //!
 //! A snapshot received from the leader is streamed to its temp file chunk
-//! by chunk; when the last arrives, the file is installed and the replica
-//! restored from it.
+//! by chunk; when the last arrives, the file is installed (durably) and the
+//! Raft core told, which resets its log to the snapshot. The replica is
+//! restored from the file in two phases, so that decoding a large image can
+//! leave the shell's thread too:
+//!
+//! 1. [`Shell::take_restore_job`]: the [`RestoreJob`] (`Send`) of the
+//!    snapshot installed; the server holds back committed entries and
+//!    queries until it is done, while the core keeps running (heartbeats,
+//!    votes, appends).
+//! 2. [`RestoreJob::run`], on any thread: the file is read, the replica
+//!    image decoded and checked, and the state machine's image decoded
+//!    ([`crate::StateMachine::prepare_restore`], if it implements it).
+//! 3. [`Shell::finish_restore`], on the shell's thread: the image is
+//!    swapped in and the entries held back are applied. A result for a
+//!    snapshot that a newer one superseded meanwhile is dropped.
+//!
+//! [`Shell::process`] runs them in place. Before the file is installed, the
+//! replica state at the start of the image is read back and checked on the
+//! shell's thread (it is small): an image refused there leaves the state
+//! and the disk as they were. A state machine image refused in phase 2
+//! fails the shell in phase 3, its file installed by then.
 //!
 //! # A full disk
 //!
@@ -59,13 +78,15 @@ use copycat_raft::{
     Configuration, Entry, LogIndex, Message, NodeId, ReadState, Ready, SnapshotMeta, Term, Time,
 };
 use copycat_storage::{
-    Disk, Identity, SealedSnapshot, SnapshotWriter, Storage, StorageError, StorageOptions,
+    Disk, Identity, SealedSnapshot, SnapshotFile, SnapshotWriter, Storage, StorageError,
+    StorageOptions,
 };
 
+use crate::config::ReplicaConfig;
 use crate::image::ReplicaImage;
 use crate::machine::RawStateMachine;
 use crate::node::{ConnectionId, ServerConfig, ServerError, ServerNode};
-use crate::replica::SnapshotError;
+use crate::replica::{check_image_head, PreparedImage, Replica, SnapshotError};
 
 /// Why a shell could not start or carry out a batch. After an error from
 /// [`Shell::process`] the shell must be dropped (fail-stop): its durable
@@ -215,9 +236,10 @@ pub struct Written {
     /// Committed entries applied while writing (before installing a
     /// snapshot, everything committed earlier is applied first).
     pub applied: Vec<Entry>,
-    /// A snapshot received from the leader was installed (with the replica
-    /// digest right after restoring it).
-    pub installed: Option<SnapshotReport>,
+    /// A snapshot received from the leader was installed in the storage
+    /// and the core; its image is restored by the job that
+    /// [`Shell::take_restore_job`] returns.
+    pub received: Option<SnapshotMeta>,
     /// When a snapshot install made the shell sync in the middle of the
     /// write, the log's durable index after that sync.
     pub synced_through: Option<LogIndex>,
@@ -298,6 +320,69 @@ impl SnapshotJob {
     }
 }
 
+/// Phase 2 of restoring a snapshot received from the leader (see the
+/// module docs): the installed file and what decoding it needs, made when
+/// the snapshot was installed and taken with [`Shell::take_restore_job`].
+/// [`run`](Self::run) it on any thread and hand the result to
+/// [`Shell::finish_restore`].
+pub struct RestoreJob {
+    file: SnapshotFile,
+    config: ReplicaConfig,
+    prepare: PrepareFn,
+}
+
+type PrepareFn = fn(&ReplicaConfig, Bytes, LogIndex) -> Result<PreparedImage, SnapshotError>;
+
+impl std::fmt::Debug for RestoreJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoreJob")
+            .field("meta", self.file.meta())
+            .field("bytes", &self.file.data_len())
+            .finish()
+    }
+}
+
+impl RestoreJob {
+    /// The snapshot's description.
+    pub fn meta(&self) -> &SnapshotMeta {
+        self.file.meta()
+    }
+
+    /// Bytes of the image.
+    pub fn image_len(&self) -> u64 {
+        self.file.data_len()
+    }
+
+    /// Read the image and decode and check it (the slow part of a
+    /// restore). Touches nothing but the file.
+    pub fn run(self) -> RestoredImage {
+        let meta = self.file.meta().clone();
+        let prepared = self
+            .file
+            .read_data()
+            .map_err(ShellError::from)
+            .and_then(|data| {
+                (self.prepare)(&self.config, Bytes::from(data), meta.index)
+                    .map_err(ShellError::from)
+            });
+        RestoredImage { meta, prepared }
+    }
+}
+
+/// A [`RestoreJob`]'s result, for [`Shell::finish_restore`].
+#[derive(Debug)]
+pub struct RestoredImage {
+    meta: SnapshotMeta,
+    prepared: Result<PreparedImage, ShellError>,
+}
+
+impl RestoredImage {
+    /// The snapshot's description.
+    pub fn meta(&self) -> &SnapshotMeta {
+        &self.meta
+    }
+}
+
 /// A [`SnapshotJob`]'s temp file, written and synced, for
 /// [`Shell::finish_snapshot`].
 #[derive(Debug)]
@@ -360,6 +445,8 @@ pub struct Shell<M> {
     incoming: Option<SnapshotWriter>,
     /// The snapshot taken and not yet finished.
     taking: Option<SnapshotMeta>,
+    /// The restore of the snapshot received last, until taken.
+    restore_job: Option<RestoreJob>,
     compute_digests: bool,
     now: Time,
     syncs: u64,
@@ -442,6 +529,7 @@ impl<M: RawStateMachine> Shell<M> {
             out: Outputs::default(),
             incoming: None,
             taking: None,
+            restore_job: None,
             compute_digests,
             now,
             syncs: 0,
@@ -572,10 +660,16 @@ impl<M: RawStateMachine> Shell<M> {
     /// that promise durability and apply the committed entries; repeat
     /// while that produced more work. A snapshot that falls due is taken,
     /// written and installed in place (all three phases), unless one
-    /// started with [`start_snapshot`](Self::start_snapshot) is in flight.
+    /// started with [`start_snapshot`](Self::start_snapshot) is in flight;
+    /// a snapshot received from the leader is restored in place (unless
+    /// its job was taken with [`take_restore_job`](Self::take_restore_job)).
     pub fn process(&mut self) -> Result<Outputs, ShellError> {
         loop {
             self.carry_out()?;
+            if let Some(job) = self.take_restore_job() {
+                self.finish_restore(job.run())?;
+                continue;
+            }
             let Some(job) = self.start_snapshot()? else {
                 break;
             };
@@ -843,6 +937,43 @@ impl<M: RawStateMachine> Shell<M> {
         }))
     }
 
+    /// Phase 1 of restoring a snapshot received from the leader (see the
+    /// module docs): the job of the one installed last, once. A job taken
+    /// earlier whose snapshot a newer one superseded may still be run; its
+    /// result is dropped.
+    pub fn take_restore_job(&mut self) -> Option<RestoreJob> {
+        self.restore_job.take()
+    }
+
+    /// The index of the snapshot whose image is being restored, if one is.
+    pub fn restore_pending(&self) -> Option<LogIndex> {
+        self.server.restore_pending()
+    }
+
+    /// Phase 3 of restoring a snapshot: swap the decoded image in and apply
+    /// the entries held back meanwhile (carry out the batches this produced
+    /// with [`process_batches`](Self::process_batches)). Returns the
+    /// snapshot, or `None` for a result a newer snapshot superseded. An
+    /// image that could not be read or was refused fails the shell.
+    pub fn finish_restore(
+        &mut self,
+        restored: RestoredImage,
+    ) -> Result<Option<SnapshotReport>, ShellError> {
+        let RestoredImage { meta, prepared } = restored;
+        if self.server.restore_pending() != Some(meta.index) {
+            tracing::debug!(id = ?self.id(), index = ?meta.index, "dropping the restore of a superseded snapshot");
+            return Ok(None);
+        }
+        let Some(digest) = self
+            .server
+            .install_restore(prepared?, self.compute_digests)?
+        else {
+            unreachable!("the image of the pending restore");
+        };
+        tracing::info!(id = ?self.id(), index = ?meta.index, "restored a snapshot from the leader");
+        Ok(Some(SnapshotReport { meta, digest }))
+    }
+
     /// Snapshots wait: this one, and the next for [`DISK_FULL_RETRY_MS`].
     fn snapshot_did_not_fit(&mut self, error: &StorageError) {
         tracing::warn!(
@@ -974,50 +1105,75 @@ impl<M: RawStateMachine> Shell<M> {
             if chunk.done {
                 let writer = self.incoming.take().expect("a snapshot is being received");
                 let sealed = writer.seal()?;
-                let older = self
+                if self
                     .storage
                     .snapshots()
                     .latest()
-                    .is_some_and(|latest| latest.index > chunk.meta.index);
-                // Read back what was written, once (the chunks were not
-                // kept), and restore it before it replaces the snapshot on
-                // disk: an image that is refused (it decodes but breaks an
-                // invariant) leaves both the state and the disk as they were,
-                // so the server still restarts.
-                let restored = if older {
-                    Err(ShellError::Install(format!(
+                    .is_some_and(|latest| latest.index > chunk.meta.index)
+                {
+                    if let Err(abort) = self.storage.abort_sealed_snapshot(sealed) {
+                        tracing::warn!(error = %abort, "could not remove a refused snapshot");
+                    }
+                    return Err(ShellError::Install(format!(
                         "snapshot at {:?} is older than the one installed",
                         chunk.meta.index
-                    )))
-                } else {
-                    sealed
-                        .read_data()
-                        .map_err(ShellError::from)
-                        .and_then(|data| {
-                            self.server
-                                .restore_at(&data, chunk.meta.index)
-                                .map_err(ShellError::from)
-                        })
-                };
-                if let Err(error) = restored {
+                    )));
+                }
+                // The replica state at the start of the image (sessions,
+                // timers: small next to the state machine's image) is
+                // checked before the image replaces the snapshot on disk: a
+                // refused one leaves the state and the disk as they were,
+                // so the server still restarts. The rest is decoded and
+                // checked by the restore job.
+                if let Err(error) = self.check_received_head(&sealed) {
                     if let Err(abort) = self.storage.abort_sealed_snapshot(sealed) {
                         tracing::warn!(error = %abort, "could not remove a refused snapshot");
                     }
                     return Err(error);
                 }
+                // Durable first (a crash now restarts from it), then the
+                // core resets its log to it and moves on; the image is
+                // decoded by the restore job meanwhile, while the server
+                // holds back what the core commits after it.
                 self.storage.install_sealed_snapshot(sealed)?;
-                written.installed = Some(SnapshotReport {
-                    meta: chunk.meta.clone(),
-                    digest: self.compute_digests.then(|| self.server.replica().digest()),
-                });
                 self.server
                     .raft_mut()
                     .snapshot_installed(&chunk.meta)
                     .map_err(|e| ShellError::Install(e.to_string()))?;
+                self.server.begin_restore(chunk.meta.index);
+                let file = self
+                    .storage
+                    .snapshots()
+                    .latest_file()
+                    .expect("the snapshot just installed");
+                let superseded = self.restore_job.replace(RestoreJob {
+                    file,
+                    config: self.server.replica().config().clone(),
+                    prepare: Replica::<M>::prepare,
+                });
+                if let Some(old) = superseded {
+                    tracing::debug!(id = ?self.id(), index = ?old.meta().index, "a newer snapshot supersedes one not restored yet");
+                }
+                written.received = Some(chunk.meta.clone());
                 tracing::info!(id = ?self.id(), index = ?chunk.meta.index, "installed a snapshot from the leader");
             }
         }
         Ok(())
+    }
+
+    /// Read the start of a received image back and check its replica
+    /// state ([`check_image_head`]), reading more while it is too short.
+    fn check_received_head(&self, sealed: &SealedSnapshot) -> Result<(), ShellError> {
+        let total = sealed.data_len();
+        let config = self.server.replica().config();
+        let mut len = 64 << 10;
+        loop {
+            let prefix = sealed.read_prefix(len)?;
+            if check_image_head(config, &prefix, total, sealed.meta().index)? {
+                return Ok(());
+            }
+            len = len.saturating_mul(4);
+        }
     }
 
     /// One sync for every written batch, then steps 2 to 4 of each. (The
@@ -1132,6 +1288,12 @@ mod tests {
         manual_snapshots: BTreeSet<u64>,
         /// Shells cut off from their peers.
         isolated: BTreeSet<u64>,
+        /// Shells whose restores of snapshots from the leader finish this
+        /// many milliseconds after the snapshot was installed (as if
+        /// decoded on another thread), not in place.
+        slow_restores: BTreeMap<u64, u64>,
+        /// Their restores under way: shell, when done, the job.
+        restores: Vec<(u64, u64, RestoreJob)>,
     }
 
     impl Cluster {
@@ -1149,6 +1311,8 @@ mod tests {
                 done: Vec::new(),
                 manual_snapshots: BTreeSet::new(),
                 isolated: BTreeSet::new(),
+                slow_restores: BTreeMap::new(),
+                restores: Vec::new(),
             }
         }
 
@@ -1157,14 +1321,35 @@ mod tests {
             let now = self.now;
             let mut peer = Vec::new();
             let mut to_client = Vec::new();
+            let (due, later) = std::mem::take(&mut self.restores)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(_, at, _)| *at <= now);
+            self.restores = later;
+            for (id, _, job) in due {
+                if let Some(shell) = self.shells.get_mut(&id) {
+                    shell.finish_restore(job.run()).expect("restore");
+                }
+            }
             for (id, shell) in self.shells.iter_mut() {
                 shell.tick(Time(now), now);
-                let out = if self.manual_snapshots.contains(id) {
+                // Shells that take their own snapshots restore by hand too
+                // (at the next step).
+                let slow = self
+                    .slow_restores
+                    .get(id)
+                    .copied()
+                    .or(self.manual_snapshots.contains(id).then_some(0));
+                let out = if self.manual_snapshots.contains(id) || slow.is_some() {
                     shell.process_batches()
                 } else {
                     shell.process()
                 };
                 let out = out.expect("process");
+                if let Some(delay) = slow {
+                    if let Some(job) = shell.take_restore_job() {
+                        self.restores.push((*id, now + delay, job));
+                    }
+                }
                 peer.extend(out.peer_messages);
                 let from = shell.id().0;
                 to_client.extend(out.client_messages.into_iter().map(|(_, m)| (from, m)));
@@ -1458,6 +1643,64 @@ mod tests {
         assert!(cluster.snapshot_temp_files(follower).is_empty());
         assert_eq!(
             shell.server().replica().digest(),
+            cluster.shells[&leader].server().replica().digest()
+        );
+    }
+
+    #[test]
+    fn a_pending_restore_keeps_raft_running_and_holds_back_entries() {
+        let mut cluster = cluster(&[]);
+        let leader = cluster.start();
+        let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+        cluster.isolated.insert(follower);
+        cluster.add(40, 1);
+        let term = cluster.shells[&leader].server().raft().term();
+        let election_timeout = cluster.shells[&follower]
+            .server()
+            .raft()
+            .config()
+            .election_timeout_ms;
+        // The follower's restore takes three election timeouts.
+        let delay = 3 * election_timeout;
+        cluster.slow_restores.insert(follower, delay);
+        cluster.isolated.clear();
+        cluster.run_until(4_000, |c| c.shells[&follower].restore_pending().is_some());
+        let snapshot = cluster.shells[&follower]
+            .restore_pending()
+            .expect("pending");
+        let pending_since = cluster.now;
+        let before = cluster.shells[&follower].server().replica().applied_index();
+        assert!(before < snapshot, "the replica is from before the snapshot");
+        // Commands commit meanwhile (the follower acknowledges appends and
+        // heartbeats: it is a voter of the quorum the leader counts).
+        cluster.add(10, 2);
+        let mut held_back = 0;
+        while cluster.shells[&follower].restore_pending().is_some() {
+            let shell = &cluster.shells[&follower];
+            held_back = held_back.max(shell.server().held_back_entries());
+            assert_eq!(
+                shell.server().replica().applied_index(),
+                before,
+                "nothing applied while the restore is pending"
+            );
+            assert!(cluster.now - pending_since <= delay + 5);
+            cluster.step();
+        }
+        assert!(cluster.now - pending_since >= delay, "the restore was held");
+        assert!(held_back >= 10, "the commands committed meanwhile waited");
+        // Raft ran all along: no election (the follower heard the leader and
+        // never campaigned), and the follower's log moved past the snapshot.
+        assert_eq!(cluster.leader(), leader);
+        assert_eq!(cluster.shells[&leader].server().raft().term(), term);
+        assert_eq!(cluster.shells[&follower].server().raft().term(), term);
+        let shell = &cluster.shells[&follower];
+        assert!(shell.server().raft().commit_index() > snapshot);
+        assert_eq!(shell.server().held_back_entries(), 0, "applied at install");
+        let applied = |c: &Cluster, id: u64| c.shells[&id].server().replica().applied_index();
+        cluster.run_until(400, |c| applied(c, follower) == applied(c, leader));
+        assert_eq!(cluster.value(follower), 60);
+        assert_eq!(
+            cluster.shells[&follower].server().replica().digest(),
             cluster.shells[&leader].server().replica().digest()
         );
     }

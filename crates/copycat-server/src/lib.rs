@@ -81,6 +81,6 @@ pub use copycat_proto::{
 pub use copycat_raft::{MemberRole, NodeId, Role};
 pub use copycat_replica::node::ServerConfig;
 pub use copycat_replica::{
-    codec, ApplyContext, DeferredSnapshot, QueryContext, RawStateMachine, RestoreError,
-    SessionInfo, StateMachine, TimerId, TooManyTimers, Typed,
+    codec, prepared_as, ApplyContext, DeferredSnapshot, PreparedRestore, QueryContext,
+    RawStateMachine, RestoreError, SessionInfo, StateMachine, TimerId, TooManyTimers, Typed,
 };

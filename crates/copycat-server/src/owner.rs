@@ -11,6 +11,12 @@
 //! the image; installing the file and telling the core): a snapshot thread
 //! writes and syncs the file in between, one at a time, and hands the
 //! result back as an input.
+//!
+//! Restoring a snapshot received from the leader likewise: once its file is
+//! installed and the core told, a restore thread reads and decodes the
+//! image (the shell's `RestoreJob`) while this thread keeps driving Raft
+//! (the server holds back committed entries and queries meanwhile); the
+//! decoded image comes back as an input and is swapped in here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,7 +28,7 @@ use copycat_net::TICK;
 use copycat_proto::{encode_frame, ClientRequest, ServerHello, ServerMessage};
 use copycat_raft::{Configuration, LogIndex, Message, NodeId, Time};
 use copycat_replica::node::ConnectionId;
-use copycat_replica::shell::{Shell, ShellError, WrittenSnapshot};
+use copycat_replica::shell::{RestoredImage, Shell, ShellError, WrittenSnapshot};
 use copycat_replica::RawStateMachine;
 use copycat_storage::StorageError;
 use tokio::sync::{mpsc, watch};
@@ -52,6 +58,8 @@ pub(crate) enum Input<M> {
     Call(Call<M>),
     /// The snapshot thread wrote and synced the snapshot file (or failed).
     SnapshotWritten(Result<WrittenSnapshot, StorageError>),
+    /// A restore thread decoded a snapshot received from the leader.
+    Restored(RestoredImage),
     Stop,
 }
 
@@ -227,6 +235,11 @@ pub(crate) struct Owner<M> {
     pub(crate) snapshot_thread: Option<JoinHandle<()>>,
     /// The snapshot thread's result, to finish before the next batch.
     pub(crate) written: Option<Result<WrittenSnapshot, StorageError>>,
+    /// The restore thread of the latest snapshot received, while one runs
+    /// (one superseded by a newer snapshot is left to end on its own).
+    pub(crate) restore_thread: Option<JoinHandle<()>>,
+    /// Restore threads' results, to finish before the next batch.
+    pub(crate) restored: Vec<RestoredImage>,
     /// The last message from the leader: who sent it, when it was handled.
     pub(crate) leader_seen: Option<(NodeId, Instant)>,
     /// The data directory lock, released when the thread ends.
@@ -294,6 +307,9 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
         if let Some(thread) = self.snapshot_thread.take() {
             let _ = thread.join();
         }
+        if let Some(thread) = self.restore_thread.take() {
+            let _ = thread.join();
+        }
         // Nothing touches the directory any more: another process may.
         drop(self.lock.take());
         tracing::info!(?id, "server stopped");
@@ -333,6 +349,7 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
             Input::Tick => {}
             Input::Call(call) => calls.push(call),
             Input::SnapshotWritten(written) => self.written = Some(written),
+            Input::Restored(restored) => self.restored.push(restored),
             Input::Stop => return true,
         }
         false
@@ -355,7 +372,15 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
                 .snapshot_finished(self.core.shell.id().0, index, bytes.unwrap_or(0));
             took = index.is_some();
         }
+        for restored in std::mem::take(&mut self.restored) {
+            let index = restored.meta().index;
+            let started = Instant::now();
+            if self.core.shell.finish_restore(restored)?.is_some() {
+                tracing::info!(id = ?self.core.shell.id(), ?index, install = ?started.elapsed(), "snapshot from the leader restored");
+            }
+        }
         let outputs = self.core.shell.process_batches()?;
+        self.start_restore()?;
         let config = self.core.shell.server().raft().configuration();
         self.core.peers.follow(config);
         for message in outputs.peer_messages {
@@ -396,6 +421,29 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
             *old = current;
             changed
         });
+        Ok(())
+    }
+
+    /// The restore of a snapshot received from the leader, if one was:
+    /// its image is read and decoded on a thread of its own.
+    fn start_restore(&mut self) -> Result<(), ShellError> {
+        let Some(job) = self.core.shell.take_restore_job() else {
+            return Ok(());
+        };
+        let Some(inputs) = self.inputs_tx.upgrade() else {
+            // The loop is about to end: restore here, as the shell would.
+            self.core.shell.finish_restore(job.run())?;
+            return Ok(());
+        };
+        tracing::info!(id = ?self.core.shell.id(), index = ?job.meta().index, bytes = job.image_len(), "restoring a snapshot from the leader on a restore thread");
+        let thread = std::thread::Builder::new()
+            .name(format!("copycat-restore-{}", self.core.shell.id().0))
+            .spawn(move || {
+                let restored = job.run();
+                let _ = inputs.blocking_send(Input::Restored(restored));
+            })?;
+        // A thread still decoding a superseded snapshot ends on its own.
+        self.restore_thread = Some(thread);
         Ok(())
     }
 

@@ -504,6 +504,8 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             inputs_tx: inputs.downgrade(),
             snapshot_thread: None,
             written: None,
+            restore_thread: None,
+            restored: Vec::new(),
             leader_seen: None,
             lock,
             observer: Observer::new(Arc::clone(&metrics)),

@@ -99,6 +99,6 @@ pub use log::{
 };
 pub use meta::{Identity, Meta, MetaStore, META_MAGIC, META_VERSION};
 pub use snapshot::{
-    SealedSnapshot, SnapshotStore, SnapshotWriter, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
+    SealedSnapshot, SnapshotFile, SnapshotStore, SnapshotWriter, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
 };
 pub use storage::{RecoveryReport, Storage, StorageOptions};

@@ -85,6 +85,40 @@ pub struct SnapshotWriter {
     disk: Arc<dyn Disk>,
 }
 
+/// An installed snapshot's data, to read on any thread (a restore decodes
+/// a large image off the thread that owns the store). Made by
+/// [`SnapshotStore::latest_file`]. Reading fails once the store removed
+/// the file (a newer snapshot replaced it beyond the retention).
+#[derive(Clone, Debug)]
+pub struct SnapshotFile {
+    meta: SnapshotMeta,
+    path: PathBuf,
+    data_start: u64,
+    data_len: u64,
+    disk: Arc<dyn Disk>,
+}
+
+impl SnapshotFile {
+    /// The snapshot's metadata.
+    pub fn meta(&self) -> &SnapshotMeta {
+        &self.meta
+    }
+
+    /// Bytes of data it holds.
+    pub fn data_len(&self) -> u64 {
+        self.data_len
+    }
+
+    /// Reads its whole data.
+    pub fn read_data(&self) -> Result<Vec<u8>> {
+        let mut data = vec![0u8; self.data_len as usize];
+        self.disk
+            .read_exact_at(&self.path, self.data_start, &mut data)
+            .map_err(io_error("read", &self.path))?;
+        Ok(data)
+    }
+}
+
 /// A snapshot whose temp file is complete and durable (data, trailer,
 /// fdatasync) but not yet installed: a crash now leaves the previous
 /// snapshot current. Made by [`SnapshotWriter::seal`]; installed by
@@ -108,6 +142,16 @@ impl SealedSnapshot {
     /// Bytes of data it holds.
     pub fn data_len(&self) -> u64 {
         self.data_len
+    }
+
+    /// Reads the first `len` bytes of its data back (at most all of it),
+    /// to check the start of an image before installing it.
+    pub fn read_prefix(&self, len: u64) -> Result<Vec<u8>> {
+        let mut data = vec![0u8; len.min(self.data_len) as usize];
+        self.disk
+            .read_exact_at(&self.temp_path, self.data_start, &mut data)
+            .map_err(io_error("read", &self.temp_path))?;
+        Ok(data)
     }
 
     /// Reads its whole data back (to check an image before installing it).
@@ -526,6 +570,18 @@ impl SnapshotStore {
             .read_exact_at(&latest.path, latest.data_start + offset, &mut chunk)
             .map_err(io_error("read", &latest.path))?;
         Ok((chunk, offset + len == latest.data_len))
+    }
+
+    /// The latest snapshot's file, to read on any thread; `None` if there
+    /// is no snapshot.
+    pub fn latest_file(&self) -> Option<SnapshotFile> {
+        self.installed.last().map(|latest| SnapshotFile {
+            meta: latest.meta.clone(),
+            path: latest.path.clone(),
+            data_start: latest.data_start,
+            data_len: latest.data_len,
+            disk: Arc::clone(&self.disk),
+        })
     }
 
     /// Reads the whole data of the latest snapshot (for restoring a state

@@ -865,3 +865,90 @@ fn snapshot_restore_reproduces_the_state_and_the_future() {
         ))
     ));
 }
+
+/// [`TestMachine`] decoding its images ahead of time.
+#[derive(Default)]
+struct Preparing(Typed<TestMachine>);
+
+impl RawStateMachine for Preparing {
+    fn apply(
+        &mut self,
+        ctx: &mut ApplyContext<'_>,
+        command: &[u8],
+    ) -> Result<Bytes, CommandFailure> {
+        self.0.apply(ctx, command)
+    }
+    fn query(&self, ctx: &QueryContext, query: &[u8]) -> Result<Bytes, CommandFailure> {
+        self.0.query(ctx, query)
+    }
+    fn on_timer(&mut self, ctx: &mut ApplyContext<'_>, timer: TimerId) {
+        self.0.on_timer(ctx, timer);
+    }
+    fn session_opened(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId) {
+        self.0.session_opened(ctx, session);
+    }
+    fn session_expired(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId) {
+        self.0.session_expired(ctx, session);
+    }
+    fn session_closed(&mut self, ctx: &mut ApplyContext<'_>, session: SessionId) {
+        self.0.session_closed(ctx, session);
+    }
+    fn snapshot(&self) -> Bytes {
+        self.0.snapshot()
+    }
+    fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
+        self.0.restore(data)
+    }
+    fn prepare_restore(data: &[u8]) -> Option<Result<PreparedRestore, RestoreError>> {
+        Some(
+            codec::decode::<TestMachine>(data)
+                .map(|m| Box::new(m) as PreparedRestore)
+                .map_err(|e| RestoreError(e.to_string())),
+        )
+    }
+    fn install_prepared(&mut self, prepared: PreparedRestore) -> Result<(), RestoreError> {
+        self.0 .0 = crate::machine::prepared_as::<TestMachine>(prepared)?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_prepared_image_installs_the_state_restore_at_gives() {
+    let mut h = Harness::new();
+    let a = h.register(0, 1, 1_000);
+    h.command(1, a, 1, TestCommand::Add(5));
+    h.entry(EntryPayload::Noop);
+    let index = h.replica.applied_index();
+    let image = h.replica.snapshot();
+    let config = ReplicaConfig::default();
+
+    // Decoded ahead of time by the state machine: install is a swap.
+    let prepared = Replica::<Preparing>::prepare(&config, image.clone(), index).unwrap();
+    assert!(prepared.is_decoded());
+    assert_eq!(prepared.index(), index);
+    let mut copy = Replica::new(config.clone(), Preparing::default()).unwrap();
+    copy.install_prepared(prepared).unwrap();
+    assert_eq!(copy.snapshot(), image);
+    assert_eq!(copy.machine().0 .0.value, 5);
+
+    // A state machine that prepares nothing is restored at install.
+    let prepared = Replica::<Typed<TestMachine>>::prepare(&config, image.clone(), index).unwrap();
+    assert!(!prepared.is_decoded());
+    let mut plain = Replica::new(config.clone(), Typed(TestMachine::default())).unwrap();
+    plain.install_prepared(prepared).unwrap();
+    assert_eq!(plain.digest(), h.replica.digest());
+
+    // The checks restore_at makes happen while preparing.
+    assert!(matches!(
+        Replica::<Preparing>::prepare(&config, image.clone(), index.next()),
+        Err(SnapshotError::Inconsistent(_))
+    ));
+    assert!(matches!(
+        Replica::<Preparing>::prepare(&config, Bytes::new(), index),
+        Err(SnapshotError::Decode(_))
+    ));
+    let mut damaged = image.to_vec();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    assert!(Replica::<Preparing>::prepare(&config, Bytes::from(damaged), index).is_err());
+}

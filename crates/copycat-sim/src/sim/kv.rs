@@ -229,6 +229,26 @@ impl copycat_replica::StateMachine for KvMachine {
             postcard::from_bytes(data).map_err(|e| copycat_replica::RestoreError(e.to_string()))?;
         Ok(())
     }
+
+    /// The simulator decodes received snapshots ahead of time, as a server
+    /// with a large state would (see `Simulation::complete_restore`).
+    fn prepare_restore(
+        data: &[u8],
+    ) -> Option<Result<copycat_replica::PreparedRestore, copycat_replica::RestoreError>> {
+        Some(
+            postcard::from_bytes::<KvMachine>(data)
+                .map(|machine| Box::new(machine) as copycat_replica::PreparedRestore)
+                .map_err(|e| copycat_replica::RestoreError(e.to_string())),
+        )
+    }
+
+    fn install_prepared(
+        &mut self,
+        prepared: copycat_replica::PreparedRestore,
+    ) -> Result<(), copycat_replica::RestoreError> {
+        *self = copycat_replica::prepared_as::<KvMachine>(prepared)?;
+        Ok(())
+    }
 }
 
 /// The resource manager inside [`KvMachine`], encoded in the machine's

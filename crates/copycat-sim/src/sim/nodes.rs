@@ -10,7 +10,9 @@ use std::sync::Arc;
 use copycat_proto::ClientRequest;
 use copycat_raft::{Entry, LogIndex, MessageBody, NodeId, ReadPath, Role, Term, Time};
 use copycat_replica::node::ServerConfig;
-use copycat_replica::shell::{Bootstrap, Shell, ShellConfig, SnapshotJob, SnapshotReport, Written};
+use copycat_replica::shell::{
+    Bootstrap, RestoreJob, Shell, ShellConfig, SnapshotJob, SnapshotReport, Written,
+};
 use copycat_replica::{Applied, Typed};
 use copycat_storage::{Disk, FaultDisk, LogOptions, StorageOptions};
 use rand::Rng;
@@ -30,6 +32,11 @@ pub(super) struct LiveNode {
     /// A snapshot taken and being written (phase 2, modelled as taking a
     /// disk latency and a millisecond; see `complete_snapshot`).
     snapshot_job: Option<SnapshotJob>,
+    /// Restores of snapshots received from the leader, decoding "on
+    /// another thread": each completes after a random delay (see
+    /// `complete_restore`), the server holding back entries meanwhile. A
+    /// newer one supersedes those before it.
+    restore_jobs: std::collections::VecDeque<RestoreJob>,
     /// Entries written but not yet synced: index to term.
     written: BTreeMap<LogIndex, Term>,
     last_role: Role,
@@ -201,6 +208,7 @@ impl Simulation {
             shell,
             sync_scheduled: false,
             snapshot_job: None,
+            restore_jobs: std::collections::VecDeque::new(),
             written: BTreeMap::new(),
             last_role: Role::Follower,
             last_term: Term(0),
@@ -356,12 +364,7 @@ impl Simulation {
             self.nodes[node].durable.terms.extend(durable);
         }
         self.observe_applied(node, &written.applied)?;
-        if let Some(SnapshotReport { meta, digest }) = &written.installed {
-            let digest = digest.expect("the simulator computes digests");
-            self.observer.on_snapshot(id, meta.index, digest)?;
-            let live = self.nodes[node].live.as_ref().expect("live");
-            self.observer
-                .check_restored(id, live.shell.server().replica(), "snapshot install")?;
+        if let Some(meta) = &written.received {
             // Entries after a snapshot that conflicts with the log were
             // discarded with it (they could not match the leader's).
             let sim_node = &mut self.nodes[node];
@@ -373,6 +376,14 @@ impl Simulation {
             live.written.retain(kept);
             sim_node.durable.snapshot = sim_node.durable.snapshot.max(meta.index);
             sim_node.durable.terms.retain(kept);
+            // Its image is decoded "elsewhere" and installed after a delay
+            // of up to an election timeout, while the node keeps going.
+            if let Some(job) = live.shell.take_restore_job() {
+                live.restore_jobs.push_back(job);
+                let incarnation = sim_node.incarnation;
+                let delay = self.rng.gen_range(0..=self.params.election_timeout_ms);
+                self.schedule(delay, Event::RestoreDone { node, incarnation });
+            }
             self.trace(format_args!("{id:?} installed snapshot {:?}", meta.index));
         }
         Ok(())
@@ -503,6 +514,53 @@ impl Simulation {
             )),
             Err(error) => {
                 self.fail(format!("{id:?} snapshot: {error}"));
+                return;
+            }
+        }
+        self.after_step(node);
+        self.process(node);
+    }
+
+    /// The oldest restore job of the node ran: install its image (or drop
+    /// it, when a newer snapshot superseded it), apply what was held back,
+    /// and check the restored replica.
+    pub(super) fn complete_restore(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        let live = self.nodes[node].live.as_mut().expect("live");
+        let Some(job) = live.restore_jobs.pop_front() else {
+            return;
+        };
+        let index = job.meta().index;
+        let finished = live.shell.finish_restore(job.run());
+        match finished {
+            Ok(Some(SnapshotReport { meta, digest })) => {
+                let digest = digest.expect("the simulator computes digests");
+                if let Err(failure) = self.observer.on_snapshot(id, meta.index, digest) {
+                    self.fail(failure);
+                    return;
+                }
+                let live = self.nodes[node].live.as_ref().expect("live");
+                if let Err(failure) = self.observer.check_restored(
+                    id,
+                    live.shell.server().replica(),
+                    "snapshot install",
+                ) {
+                    self.fail(failure);
+                    return;
+                }
+                // The entries held back were reported when committed;
+                // what applying them did is checked now.
+                if let Err(failure) = self.observe_applied(node, &[]) {
+                    self.fail(failure);
+                    return;
+                }
+                self.trace(format_args!("{id:?} restored snapshot {:?}", meta.index));
+            }
+            Ok(None) => self.trace(format_args!(
+                "{id:?} dropped the restore of snapshot {index:?} (a newer one superseded it)"
+            )),
+            Err(error) => {
+                self.fail(format!("{id:?} restore: {error}"));
                 return;
             }
         }

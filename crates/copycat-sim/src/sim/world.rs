@@ -84,6 +84,11 @@ pub(super) enum Event {
         node: usize,
         incarnation: u64,
     },
+    /// A node's oldest restore job has decoded its snapshot's image.
+    RestoreDone {
+        node: usize,
+        incarnation: u64,
+    },
     ClientWake {
         client: usize,
     },
@@ -387,6 +392,11 @@ impl Simulation {
                     self.complete_snapshot(node);
                 }
             }
+            Event::RestoreDone { node, incarnation } => {
+                if self.nodes[node].incarnation == incarnation && self.nodes[node].live.is_some() {
+                    self.complete_restore(node);
+                }
+            }
             Event::ClientWake { client } => self.client_wake(client),
             Event::ClientRequest {
                 node,
@@ -441,6 +451,7 @@ fn event_target(event: &Event) -> Option<usize> {
         Event::Sync { node, .. }
         | Event::Process { node, .. }
         | Event::SnapshotWritten { node, .. }
+        | Event::RestoreDone { node, .. }
         | Event::ClientRequest { node, .. } => Some(*node),
         _ => None,
     }
