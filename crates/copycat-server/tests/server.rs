@@ -48,6 +48,11 @@ async fn membership_changes_and_transfers_through_the_handle() {
         let mut cluster = Cluster::start(3).await;
         let leader = cluster.leader().await;
         let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+        // The follower learns who leads from the leader's first message
+        // (the test's deadline bounds the wait).
+        while cluster.servers[&follower].status().leader != Some(NodeId(leader)) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         // Only the leader takes them.
         let refused = cluster.servers[&follower].remove(leader).await;
         assert!(
