@@ -306,6 +306,35 @@ impl<M: RawStateMachine + Send + 'static> Admin<M> {
                     MemberKind::Passive => MembershipChange::AddPassive(NodeId(id)),
                     MemberKind::Reserve => MembershipChange::AddReserve(NodeId(id)),
                 };
+                // A join retried after its answer was lost finds itself
+                // in the configuration already (a voter-to-be as a
+                // learner): it has joined. The leader answers that, so
+                // the configuration it reads is the one that counts.
+                let current = self
+                    .inspect(|server| {
+                        let raft = server.raft();
+                        (raft.is_leader(), members_of(raft.configuration().1))
+                    })
+                    .await;
+                let already = current.ok().filter(|(leader, members)| {
+                    *leader
+                        && members.iter().any(|m| {
+                            m.id == id
+                                && m.address.as_deref() == Some(address.as_str())
+                                && match kind {
+                                    MemberKind::Voter | MemberKind::Learner => {
+                                        m.kind == MemberKind::Learner
+                                    }
+                                    other => m.kind == other,
+                                }
+                        })
+                });
+                if let Some((_, members)) = already {
+                    return AdminResponse::Joined {
+                        cluster: self.cluster,
+                        members,
+                    };
+                }
                 if id == 0 {
                     Err(AdminError::Refused("server id 0 is reserved".into()))
                 } else {

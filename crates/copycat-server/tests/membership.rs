@@ -379,3 +379,68 @@ async fn peer_connections_come_from_the_listen_ip() {
     .await
     .expect("test deadline");
 }
+
+/// A joining server whose answer was lost asks again: the leader finds it
+/// in the configuration already (as a learner, at that address) and answers
+/// `Joined` again rather than refusing a change that changes nothing. The
+/// same id at another address is still a change, and a voter is not
+/// "joined" by a second request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_asked_again_after_a_lost_answer_is_answered_joined() {
+    tokio::time::timeout(TEST_DEADLINE, async {
+        let cluster = Cluster::start(3).await;
+        let leader = cluster.leader().await;
+        let leader_addr = cluster.addrs[&leader].to_string();
+        let limit = Duration::from_secs(10);
+        // A log longer than the promotion lag, so that the new member
+        // (nobody runs at its address) stays a learner.
+        let client = copycat_client::Client::builder()
+            .servers(cluster.addresses())
+            .connect()
+            .await
+            .expect("connect");
+        let machine = client.machine::<support::NotifierApi>();
+        for _ in 0..200 {
+            machine
+                .command(support::NotifierCommand::Add(1))
+                .await
+                .expect("add");
+        }
+        let join = AdminRequest::Join {
+            id: 4,
+            address: "127.0.0.1:9".into(),
+            kind: MemberKind::Voter,
+        };
+        for attempt in 1..=2 {
+            let answer = admin_call(&leader_addr, &join, limit)
+                .await
+                .expect("answer");
+            let AdminResponse::Joined { members, .. } = answer else {
+                panic!("attempt {attempt}: expected Joined, got {answer:?}");
+            };
+            assert!(
+                members
+                    .iter()
+                    .any(|m| m.id == 4 && m.kind == MemberKind::Learner),
+                "attempt {attempt}: {members:?}"
+            );
+        }
+        // A voter asking to join is not a lost answer: refused as before.
+        let voter = AdminRequest::Join {
+            id: leader,
+            address: leader_addr.clone(),
+            kind: MemberKind::Voter,
+        };
+        let refused = admin_call(&leader_addr, &voter, limit)
+            .await
+            .expect("answer");
+        assert!(
+            matches!(refused, AdminResponse::Failed(_)),
+            "a voter's join: {refused:?}"
+        );
+        client.close().await;
+        cluster.shutdown().await;
+    })
+    .await
+    .expect("test finished in time");
+}
