@@ -133,3 +133,40 @@ fn a_configuration_with_an_address_of_a_non_member_is_not_well_formed() {
     let config = Configuration::with_voters([NodeId(1)]).with_address(NodeId(1), "h1:1");
     assert!(config.is_well_formed());
 }
+
+/// A learner is promoted only after it has acknowledged an append: a server
+/// that was added but never answered must not become a voter just because
+/// the leader's log is short (it would count towards quorums it cannot
+/// join, and two such additions would stop the cluster).
+#[test]
+fn a_learner_that_never_answered_is_not_promoted() {
+    let mut cluster = Cluster::new(&[1, 2, 3], config(), 11);
+    let leader = cluster.elect(10, 10_000).expect("leader");
+    cluster.stabilize();
+    cluster.add_node(NodeId(4), PersistentState::default());
+    cluster.crash(4);
+    cluster
+        .node_mut(leader.0)
+        .raw
+        .change_membership_at(MembershipChange::AddVoter(NodeId(4)), None, None)
+        .expect("add 4");
+    settle(&mut cluster);
+    for id in [1, 2, 3] {
+        let config = cluster.node(id).raw.configuration().1.clone();
+        assert_eq!(
+            config.role(NodeId(4)),
+            Some(MemberRole::Learner),
+            "promoted without an answer: {config:?}"
+        );
+    }
+    // Once it answers, it catches up and is promoted.
+    cluster.restart(4);
+    settle(&mut cluster);
+    for config in addresses_everywhere(&cluster) {
+        assert_eq!(
+            config.role(NodeId(4)),
+            Some(MemberRole::Voter),
+            "{config:?}"
+        );
+    }
+}

@@ -178,7 +178,12 @@ impl LeaderState {
         let Some(progress) = self.progress.get(&id) else {
             return;
         };
-        if progress.match_index.0 + core.config.promote_lag_entries < core.log.last_index().0 {
+        // It must have acknowledged an append (a learner that never
+        // answered has match index zero, which a short log would otherwise
+        // count as caught up) and be within the lag of our last entry.
+        if progress.match_index == LogIndex::ZERO
+            || progress.match_index.0 + core.config.promote_lag_entries < core.log.last_index().0
+        {
             return;
         }
         let mut next: Configuration = config.clone();
