@@ -433,8 +433,8 @@ pub const MAX_PAGE_BYTES: usize = 1 << 20;
 
 /// Listing of a sorted map's keys from `after` (exclusive): at most `limit`
 /// items, and no more once [`MAX_PAGE_BYTES`] (counted by `size`) are in.
-pub(crate) fn page_of<'m, V: 'm, T>(
-    map: &'m std::collections::BTreeMap<Bytes, V>,
+pub(crate) fn page_of<'m, V: Clone + 'm, T>(
+    map: &'m imbl::OrdMap<Bytes, V>,
     after: Option<Bytes>,
     limit: u32,
     size: impl Fn(&Bytes, &V) -> usize,
@@ -469,8 +469,6 @@ pub(crate) fn page_of<'m, V: 'm, T>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use bytes::Bytes;
 
     use super::*;
@@ -490,7 +488,7 @@ mod tests {
     #[test]
     fn a_page_stops_at_its_byte_budget_but_holds_one_item() {
         let big = Bytes::from(vec![0u8; MAX_PAGE_BYTES * 3 / 5]);
-        let map: BTreeMap<Bytes, Bytes> = ["a", "b", "c"]
+        let map: imbl::OrdMap<Bytes, Bytes> = ["a", "b", "c"]
             .into_iter()
             .map(|k| (Bytes::from(k), big.clone()))
             .collect();
@@ -500,7 +498,10 @@ mod tests {
         assert_eq!(page.next, Some(Bytes::from("b")));
         let rest = page_of(&map, page.next, 10, size, |k, _| k.clone()).expect("page");
         assert_eq!((rest.items, rest.next), (vec![Bytes::from("c")], None));
-        let huge = BTreeMap::from([(Bytes::from("x"), Bytes::from(vec![0u8; MAX_PAGE_BYTES * 2]))]);
+        let huge = imbl::OrdMap::from_iter([(
+            Bytes::from("x"),
+            Bytes::from(vec![0u8; MAX_PAGE_BYTES * 2]),
+        )]);
         let one = page_of(&huge, None, 10, size, |k, _| k.clone()).expect("page");
         assert_eq!(
             one.items.len(),

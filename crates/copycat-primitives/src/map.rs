@@ -169,14 +169,17 @@ struct MapEntry {
 /// that have an expiry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapState {
-    entries: BTreeMap<Bytes, MapEntry>,
-    expiries: BTreeSet<(u64, Bytes)>,
+    entries: imbl::OrdMap<Bytes, MapEntry>,
+    expiries: imbl::OrdSet<(u64, Bytes)>,
     listen_all: BTreeSet<SessionId>,
     listen_keys: BTreeMap<Bytes, BTreeSet<SessionId>>,
 }
 
 impl MapState {
     fn notify(&self, ctx: &mut Ctx<'_, MapEvent>, event: MapEvent) {
+        if self.listen_all.is_empty() && self.listen_keys.is_empty() {
+            return;
+        }
         let mut to: BTreeSet<SessionId> = self.listen_all.clone();
         if let Some(keyed) = self.listen_keys.get(&event.key) {
             to.extend(keyed.iter().copied());
@@ -411,7 +414,7 @@ impl Resource for MapState {
     }
 
     fn advance(&mut self, ctx: &mut Ctx<'_, MapEvent>) {
-        while let Some((at, key)) = self.expiries.first().cloned() {
+        while let Some((at, key)) = self.expiries.get_min().cloned() {
             if at > ctx.time_ms() {
                 break;
             }
@@ -420,7 +423,7 @@ impl Resource for MapState {
     }
 
     fn next_deadline(&self) -> Option<u64> {
-        self.expiries.first().map(|(at, _)| *at)
+        self.expiries.get_min().map(|(at, _)| *at)
     }
 
     fn session_closed(&mut self, _ctx: &mut Ctx<'_, MapEvent>, session: SessionId) {
@@ -440,7 +443,7 @@ impl Resource for MapState {
     }
 
     fn validate(&self, _fence: u64) -> Result<(), String> {
-        let expected: BTreeSet<(u64, Bytes)> = self
+        let expected: imbl::OrdSet<(u64, Bytes)> = self
             .entries
             .iter()
             .filter_map(|(k, e)| e.expires_at.map(|at| (at, k.clone())))

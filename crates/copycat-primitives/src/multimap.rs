@@ -2,7 +2,7 @@
 //! ordered naturally (by bytes) or by insertion as chosen when the multimap
 //! is created, each pair with an optional TTL.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use copycat_proto::SessionId;
@@ -91,7 +91,7 @@ struct Pair {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MultiMapState {
     order: ValueOrder,
-    entries: BTreeMap<Bytes, Vec<Pair>>,
+    entries: imbl::OrdMap<Bytes, Vec<Pair>>,
     expiries: BTreeSet<(u64, Bytes, Bytes)>,
     size: usize,
 }

@@ -106,7 +106,7 @@ pub enum QueueEvent {
 /// Invariant: takers wait only while the queue is empty.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueState {
-    items: VecDeque<Bytes>,
+    items: imbl::Vector<Bytes>,
     takers: VecDeque<Waiter>,
     listeners: BTreeSet<SessionId>,
 }

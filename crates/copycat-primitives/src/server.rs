@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use copycat_proto::SessionId;
-use copycat_replica::{codec, ApplyContext, QueryContext, RestoreError, StateMachine, TimerId};
+use copycat_replica::{
+    codec, prepared_as, ApplyContext, DeferredSnapshot, PreparedRestore, QueryContext,
+    RestoreError, StateMachine, TimerId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::election::*;
@@ -149,7 +152,7 @@ struct Image {
     fence: u64,
     /// The one replica timer the manager keeps, and the deadline it is for.
     timer: Option<(TimerId, u64)>,
-    resources: BTreeMap<String, Slot>,
+    resources: imbl::OrdMap<String, Slot>,
 }
 
 /// The resource manager: one [`StateMachine`] holding any number of named
@@ -539,7 +542,7 @@ impl Resources {
     }
 
     /// Decode and check an image from [`StateMachine::snapshot`].
-    fn decode_image(&self, data: &[u8]) -> Result<Image, String> {
+    fn decode_image(data: &[u8]) -> Result<Image, String> {
         let image: Image = codec::decode(data).map_err(|e| e.to_string())?;
         for (name, slot) in &image.resources {
             if name.is_empty() {
@@ -641,8 +644,41 @@ impl StateMachine for Resources {
         codec::encode(&self.image)
     }
 
+    /// The image's collections are persistent (structurally shared), so
+    /// this clone is a few reference counts: the snapshot thread encodes
+    /// the state as it is now while commands go on changing it (each
+    /// change copies only the tree nodes on its path, once).
+    fn deferred_snapshot(&self) -> Option<DeferredSnapshot> {
+        let frozen = self.image.clone();
+        Some(Box::new(move || codec::encode(&frozen)))
+    }
+
     fn restore(&mut self, data: &[u8]) -> Result<(), RestoreError> {
-        let image = self.decode_image(data).map_err(RestoreError)?;
+        let image = Self::decode_image(data).map_err(RestoreError)?;
+        self.install(image);
+        Ok(())
+    }
+
+    /// Decode and check the image on the restore thread; installing it is
+    /// a move and a pass over the resource names.
+    fn prepare_restore(data: &[u8]) -> Option<Result<PreparedRestore, RestoreError>> {
+        Some(
+            Self::decode_image(data)
+                .map(|image| Box::new(image) as PreparedRestore)
+                .map_err(RestoreError),
+        )
+    }
+
+    fn install_prepared(&mut self, prepared: PreparedRestore) -> Result<(), RestoreError> {
+        self.install(prepared_as::<Image>(prepared)?);
+        Ok(())
+    }
+}
+
+impl Resources {
+    /// Replace the image with a decoded, checked one and rebuild what is
+    /// derived from it.
+    fn install(&mut self, image: Image) {
         self.image = image;
         self.deadlines.clear();
         self.deadline_of.clear();
@@ -650,7 +686,6 @@ impl StateMachine for Resources {
         for name in names {
             self.refresh(&name);
         }
-        Ok(())
     }
 }
 
@@ -755,5 +790,130 @@ mod tests {
             .0
             .contains("empty name"));
         assert!(Resources::default().restore(b"\xff\xff\xff").is_err());
+    }
+
+    /// Restore by `prepare_restore` and `install_prepared`, as a server
+    /// does off its Raft thread.
+    fn restore_prepared(image: &[u8]) -> Result<Resources, RestoreError> {
+        let prepared = Resources::prepare_restore(image).expect("the manager prepares")?;
+        let mut manager = Resources::default();
+        manager.install_prepared(prepared)?;
+        Ok(manager)
+    }
+
+    #[test]
+    fn a_prepared_restore_accepts_and_refuses_what_restore_does() {
+        let image = image_with_lock();
+        let mut restored = Resources::default();
+        restored.restore(&codec::encode(&image)).expect("restores");
+        assert_eq!(
+            restore_prepared(&codec::encode(&image)).expect("prepared"),
+            restored
+        );
+
+        let mut bad_fence = image.clone();
+        bad_fence.fence = 0;
+        let mut bad_spec = image.clone();
+        bad_spec.resources.get_mut("v").expect("v").spec = Spec::Map;
+        let mut empty_name = image.clone();
+        let slot = empty_name.resources.remove("v").expect("v");
+        empty_name.resources.insert(String::new(), slot);
+        for bad in [
+            codec::encode(&bad_fence),
+            codec::encode(&bad_spec),
+            codec::encode(&empty_name),
+            Bytes::from_static(b"\xff\xff\xff"),
+        ] {
+            let direct = Resources::default().restore(&bad).expect_err("refused");
+            let prepared = restore_prepared(&bad).expect_err("refused prepared");
+            assert_eq!(direct, prepared);
+        }
+    }
+
+    /// A deferred image is the state when it was taken, whatever is applied
+    /// before it is encoded; and it is byte for byte what `snapshot` gave.
+    #[test]
+    fn a_deferred_image_is_frozen_when_taken() {
+        let mut replica =
+            Replica::new(ReplicaConfig::default(), Typed(Resources::default())).expect("config");
+        let mut index = 0;
+        let mut apply = |replica: &mut Replica<Typed<Resources>>, body: LogBody| {
+            index += 1;
+            let data = LogCommand {
+                timestamp_ms: 1_000 + index,
+                body,
+            }
+            .encode();
+            replica.apply(&testing::command_entry(index, data))
+        };
+        apply(
+            &mut replica,
+            LogBody::Register {
+                client: ClientId(1),
+                timeout_ms: 0,
+            },
+        );
+        let mut sequence = 0;
+        let mut command = |replica: &mut Replica<Typed<Resources>>, command: Command| {
+            sequence += 1;
+            apply(
+                replica,
+                LogBody::Command {
+                    session: SessionId(1),
+                    sequence: Sequence(sequence),
+                    acked: Sequence(sequence - 1),
+                    payload: codec::encode(&command),
+                },
+            );
+        };
+        let put = |key: u64, value: &str, ttl_ms: Option<u64>| Command::Map {
+            name: "m".into(),
+            command: MapCommand::Put {
+                key: Bytes::from(key.to_be_bytes().to_vec()),
+                value: Bytes::from(value.to_string()),
+                ttl_ms,
+            },
+        };
+        for name in ["m", "s"] {
+            let spec = if name == "m" { Spec::Map } else { Spec::Set };
+            command(
+                &mut replica,
+                Command::Open {
+                    name: name.into(),
+                    spec,
+                },
+            );
+        }
+        for key in 0..2_000 {
+            let ttl = (key % 7 == 0).then_some(1_000_000);
+            command(&mut replica, put(key, "first", ttl));
+        }
+        let manager = &replica.machine().0;
+        let expected = manager.snapshot();
+        let deferred = manager.deferred_snapshot().expect("the manager defers");
+        // Change every part the image holds: entries, expiries, a new
+        // resource, a removed one.
+        for key in 0..3_000 {
+            let ttl = (key % 5 == 0).then_some(2_000_000);
+            command(&mut replica, put(key, "second", ttl));
+        }
+        command(&mut replica, Command::Delete { name: "s".into() });
+        command(
+            &mut replica,
+            Command::Open {
+                name: "q".into(),
+                spec: Spec::Queue,
+            },
+        );
+        let later = replica.machine().0.snapshot();
+        assert_ne!(later, expected, "the state changed");
+        assert_eq!(
+            deferred(),
+            expected,
+            "the deferred image is the state it was taken at"
+        );
+        // Both images restore to the states they were taken at.
+        let restored = restore_prepared(&later).expect("restores");
+        assert_eq!(restored, replica.machine().0);
     }
 }

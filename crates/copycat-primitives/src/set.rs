@@ -1,7 +1,7 @@
 //! A replicated set of byte values, with per-member TTLs, paged iteration
 //! and add/remove/expire events.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use copycat_proto::SessionId;
@@ -79,8 +79,8 @@ pub enum SetEvent {
 /// that have one.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetState {
-    members: BTreeMap<Bytes, Option<u64>>,
-    expiries: BTreeSet<(u64, Bytes)>,
+    members: imbl::OrdMap<Bytes, Option<u64>>,
+    expiries: imbl::OrdSet<(u64, Bytes)>,
     listeners: BTreeSet<SessionId>,
 }
 
@@ -179,7 +179,7 @@ impl Resource for SetState {
     }
 
     fn advance(&mut self, ctx: &mut Ctx<'_, SetEvent>) {
-        while let Some((at, value)) = self.expiries.first().cloned() {
+        while let Some((at, value)) = self.expiries.get_min().cloned() {
             if at > ctx.time_ms() {
                 break;
             }
@@ -189,7 +189,7 @@ impl Resource for SetState {
     }
 
     fn next_deadline(&self) -> Option<u64> {
-        self.expiries.first().map(|(at, _)| *at)
+        self.expiries.get_min().map(|(at, _)| *at)
     }
 
     fn session_closed(&mut self, _ctx: &mut Ctx<'_, SetEvent>, session: SessionId) {
@@ -201,7 +201,7 @@ impl Resource for SetState {
     }
 
     fn validate(&self, _fence: u64) -> Result<(), String> {
-        let expected: BTreeSet<(u64, Bytes)> = self
+        let expected: imbl::OrdSet<(u64, Bytes)> = self
             .members
             .iter()
             .filter_map(|(k, at)| at.map(|at| (at, k.clone())))
