@@ -240,6 +240,8 @@ pub struct Faults {
     pub seen: Arc<AtomicU64>,
     /// Faults in effect now.
     pub active: Arc<AtomicU64>,
+    /// When a fault last ended (ms on the run's clock).
+    pub last_healed_ms: Arc<AtomicU64>,
 }
 
 impl Faults {
@@ -650,6 +652,8 @@ impl Faults {
                     Ok((detail, undo)) => active.push((nemesis, detail, start_ms, undo)),
                     Err(error) => {
                         self.active.fetch_sub(1, Ordering::SeqCst);
+                        self.last_healed_ms
+                            .store(self.recorder.now_ms(), Ordering::SeqCst);
                         self.error(format!("{nemesis}: {error:#}"))
                     }
                 }
@@ -662,6 +666,8 @@ impl Faults {
                     self.error(format!("healing {nemesis} ({detail}): {error:#}"));
                 }
                 self.active.fetch_sub(1, Ordering::SeqCst);
+                self.last_healed_ms
+                    .store(self.recorder.now_ms(), Ordering::SeqCst);
                 self.windows.lock().expect("windows").push(FaultWindow {
                     nemesis,
                     detail,

@@ -145,6 +145,7 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
         election_timeout: election,
         seen: Arc::new(AtomicU64::new(0)),
         active: Arc::new(AtomicU64::new(0)),
+        last_healed_ms: Arc::new(AtomicU64::new(0)),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (healed_tx, healed_rx) = watch::channel(false);
@@ -162,6 +163,7 @@ pub async fn run(spec: RunSpec) -> Result<RunResult> {
         healed: healed_rx,
         faults_seen: faults.seen.clone(),
         faults_active: faults.active.clone(),
+        faults_last_healed_ms: faults.last_healed_ms.clone(),
         sessions_lost: Arc::new(AtomicU64::new(0)),
     });
     eprintln!(

@@ -129,6 +129,23 @@ impl<M: RawStateMachine + Send + 'static> Admin<M> {
                 .call(move |core| {
                     let raft = core.shell.server_mut().raft_mut();
                     let term = raft.term();
+                    // Promoting or demoting names a member; a server that
+                    // is not one (removed meanwhile) would come back with
+                    // no address, and nobody could reach it.
+                    let added = match change {
+                        MembershipChange::AddVoter(id)
+                        | MembershipChange::AddPassive(id)
+                        | MembershipChange::AddReserve(id) => Some(id),
+                        MembershipChange::Remove(_) => None,
+                    };
+                    if let Some(id) = added {
+                        if address.is_none() && raft.configuration().1.role(id).is_none() {
+                            return Err(ConfigChangeError::Invalid(format!(
+                                "server {} is not a member: add it with its address",
+                                id.0
+                            )));
+                        }
+                    }
                     raft.change_membership_at(change, address, None)
                         .map(|index| (index, term))
                 })

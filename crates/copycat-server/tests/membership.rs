@@ -275,6 +275,26 @@ async fn admin_requests_over_the_network() {
             .await
             .expect("answer");
         assert_eq!(removed, AdminResponse::Done);
+        // Promoting or demoting a server that is no longer a member is
+        // refused: it would come back with no address, unreachable.
+        for kind in [MemberKind::Voter, MemberKind::Passive, MemberKind::Reserve] {
+            let answer = admin_call(
+                &leader_addr,
+                &AdminRequest::SetKind { id: follower, kind },
+                limit,
+            )
+            .await
+            .expect("answer");
+            let AdminResponse::Failed(AdminFailure::Refused(reason)) = &answer else {
+                panic!("SetKind {kind:?} of a removed server: {answer:?}");
+            };
+            assert!(reason.contains("not a member"), "{reason}");
+        }
+        let role = cluster.servers[&leader]
+            .inspect(move |node| node.raft().configuration().1.role(NodeId(follower)))
+            .await
+            .expect("running");
+        assert_eq!(role, None, "the removed server stays out");
         // The others close its connections and refuse new ones, saying
         // why: it is not a member any more.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

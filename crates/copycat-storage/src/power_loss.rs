@@ -430,13 +430,26 @@ pub(crate) mod record {
         path.parent().unwrap_or_else(|| Path::new(""))
     }
 
-    /// Appends `line` (which ends in a newline) with one `write`.
+    /// Serializes appends, so that a failed one can be taken back.
+    static APPENDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Appends `line` (which ends in a newline) with one `write`. A write
+    /// cut short (a full disk) is taken back: a partial record followed by
+    /// the next one would make the journal unreadable.
     fn append(dir: &Path, line: &str) -> io::Result<()> {
-        OpenOptions::new()
+        let _serialized = APPENDS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(journal_of(dir))?
-            .write_all(line.as_bytes())
+            .open(journal_of(dir))?;
+        let len = file.metadata()?.len();
+        let written = file.write_all(line.as_bytes());
+        if written.is_err() {
+            let _ = file.set_len(len);
+        }
+        written
     }
 
     /// `path` was just created or truncated to nothing, through `file`.

@@ -180,6 +180,10 @@ pub struct Ctx {
     pub faults_seen: Arc<AtomicU64>,
     /// Faults in effect now.
     pub faults_active: Arc<AtomicU64>,
+    /// When a fault last ended (ms on the recorder's clock): its effects
+    /// (a session whose keep-alives failed, a new leader still settling)
+    /// outlast it for a while.
+    pub faults_last_healed_ms: Arc<AtomicU64>,
     /// Client sessions the cluster expired during the run.
     pub sessions_lost: Arc<AtomicU64>,
 }

@@ -232,7 +232,17 @@ pub async fn run(ctx: Arc<Ctx>) -> Result<Vec<Check>> {
     while !ctx.stopping() {
         let long = rng.gen_bool(0.5);
         let faults_before = ctx.faults_seen.load(Ordering::SeqCst);
-        let quiet = ctx.faults_active.load(Ordering::SeqCst) == 0;
+        // Quiet for a whole session timeout before the round too: a
+        // session whose keep-alives failed during a fault that just ended
+        // (the leader paused, a partition) may have been silent for most
+        // of its timeout when the round starts.
+        let since_fault = ctx
+            .recorder
+            .now_ms()
+            .saturating_sub(ctx.faults_last_healed_ms.load(Ordering::SeqCst));
+        let quiet = ctx.faults_active.load(Ordering::SeqCst) == 0
+            && (ctx.faults_seen.load(Ordering::SeqCst) == 0
+                || since_fault >= ctx.session_timeout.as_millis() as u64);
         let (round, next) = round(&ctx, &mut holder, token, long, &mut process).await?;
         let clean = quiet && ctx.faults_seen.load(Ordering::SeqCst) == faults_before;
         let mut round = round;
