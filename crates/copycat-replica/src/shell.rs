@@ -17,11 +17,11 @@
 //!    applied index is encoded (one pass) and its temp file begun; the
 //!    result is a [`SnapshotJob`], which is `Send`.
 //! 2. [`SnapshotJob::run`], on any thread: the image is written to the temp
-//!    file, which is sealed (trailer, fdatasync). The shell meanwhile keeps
-//!    carrying out batches.
-//! 3. [`Shell::finish_snapshot`], on the shell's thread: the sealed file is
-//!    renamed into place (directory sync), and only then is the Raft core
-//!    told, so it never purges entries that no durable snapshot covers.
+//!    file, which is sealed (trailer, fdatasync) and renamed into place
+//!    (directory sync). The shell meanwhile keeps carrying out batches.
+//! 3. [`Shell::finish_snapshot`], on the shell's thread: the store records
+//!    the durable file, and only then is the Raft core told, so it never
+//!    purges entries that no durable snapshot covers.
 //!
 //! One job is in flight at a time. [`Shell::process`] runs all three in
 //! place; [`Shell::process_batches`] leaves snapshots to the caller.
@@ -294,8 +294,9 @@ impl SnapshotJob {
     }
 
     /// Encode a deferred state machine image, write the image to the temp
-    /// file and seal it (trailer, fdatasync). Touches nothing but that file,
-    /// which is removed if this fails.
+    /// file, seal it (trailer, fdatasync) and publish it (rename into place,
+    /// directory sync: on a busy disk these wait behind other writeback).
+    /// Touches nothing but that file, which is removed if this fails.
     pub fn run(self) -> Result<WrittenSnapshot, StorageError> {
         let Self {
             mut writer,
@@ -313,10 +314,9 @@ impl SnapshotJob {
             }
         }
         drop(image);
-        Ok(WrittenSnapshot {
-            sealed: writer.seal()?,
-            digest,
-        })
+        let mut sealed = writer.seal()?;
+        sealed.publish()?;
+        Ok(WrittenSnapshot { sealed, digest })
     }
 }
 
@@ -879,8 +879,8 @@ impl<M: RawStateMachine> Shell<M> {
         self.taking.as_ref()
     }
 
-    /// Phase 3 of taking a snapshot: install the file `written` (rename,
-    /// directory sync), then tell the core, which may now purge its log.
+    /// Phase 3 of taking a snapshot: install the file `written` (already
+    /// renamed into place by [`SnapshotJob::run`]), then tell the core, which may now purge its log.
     /// Returns the snapshot, or `None` if a newer one was installed from
     /// the leader meanwhile (the file is then removed). An error from
     /// [`SnapshotJob::run`] is returned as it is: the shell must be dropped.

@@ -47,6 +47,10 @@ pub const TESTS: &[(&str, ConformanceTest)] = &[
         "snapshot_sealed_on_another_thread",
         snapshot_sealed_on_another_thread,
     ),
+    (
+        "snapshot_published_on_another_thread",
+        snapshot_published_on_another_thread,
+    ),
     ("storage_bootstrap_and_open", storage_bootstrap_and_open),
     ("storage_install_snapshot", storage_install_snapshot),
     ("group_commit_threads", group_commit_threads),
@@ -446,6 +450,77 @@ pub fn snapshot_sealed_on_another_thread(disk: Arc<dyn Disk>, dir: &Path) {
     drop(store);
     let (store, removed) = SnapshotStore::open(disk, dir, Durability::Fsync, 0).unwrap();
     assert!(removed.is_empty());
+    assert_eq!(store.latest(), Some(&meta(20)));
+    assert_eq!(store.read_all().unwrap().unwrap(), data);
+}
+
+/// A snapshot sealed and published (renamed into place, directory synced)
+/// on another thread is the latest on disk at once, before the store
+/// installs it: a store opened then finds it. Installing it renames
+/// nothing more. A published snapshot older than the latest is refused and
+/// removed; an abandoned one leaves no file, except when an installed
+/// snapshot has its name (the same snapshot, installed meanwhile), which
+/// stays.
+pub fn snapshot_published_on_another_thread(disk: Arc<dyn Disk>, dir: &Path) {
+    let (mut store, _) = SnapshotStore::open(Arc::clone(&disk), dir, Durability::Fsync, 0).unwrap();
+    let meta = |index: u64| SnapshotMeta {
+        index: LogIndex(index),
+        term: Term(3),
+        config: Configuration::with_voters([NodeId(1)]),
+    };
+    let data: Vec<u8> = (0..30_000u32).map(|i| (i % 239) as u8).collect();
+    let first = store.begin(meta(10)).unwrap();
+    store.install(first).unwrap();
+    let mut writer = store.begin(meta(20)).unwrap();
+    let sealed = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                writer.write(&data).unwrap();
+                let mut sealed = writer.seal().unwrap();
+                assert!(!sealed.is_published());
+                sealed.publish().unwrap();
+                assert!(sealed.is_published());
+                sealed
+            })
+            .join()
+            .unwrap()
+    });
+    assert_eq!(
+        store.latest(),
+        Some(&meta(10)),
+        "published is not installed"
+    );
+    {
+        // What a crash now would find.
+        let (reopened, _) =
+            SnapshotStore::open(Arc::clone(&disk), dir, Durability::Fsync, 1).unwrap();
+        assert_eq!(reopened.latest(), Some(&meta(20)));
+        assert_eq!(reopened.read_all().unwrap().unwrap(), data);
+    }
+    assert_eq!(store.install_sealed(sealed).unwrap(), meta(20));
+    assert_eq!(store.latest(), Some(&meta(20)));
+    assert_eq!(store.read_all().unwrap().unwrap(), data);
+
+    let mut older = store.begin(meta(15)).unwrap().seal().unwrap();
+    older.publish().unwrap();
+    assert!(store.install_sealed(older).is_err());
+    let mut abandoned = store.begin(meta(30)).unwrap().seal().unwrap();
+    abandoned.publish().unwrap();
+    store.abort_sealed(abandoned).unwrap();
+    // The same snapshot as the installed one, published and abandoned.
+    let mut same = store.begin(meta(20)).unwrap();
+    same.write(&data).unwrap();
+    let mut same = same.seal().unwrap();
+    same.publish().unwrap();
+    store.abort_sealed(same).unwrap();
+    let names = disk.list_dir(dir).unwrap();
+    assert_eq!(
+        names.len(),
+        1,
+        "only the latest snapshot is left: {names:?}"
+    );
+    drop(store);
+    let (store, _) = SnapshotStore::open(disk, dir, Durability::Fsync, 0).unwrap();
     assert_eq!(store.latest(), Some(&meta(20)));
     assert_eq!(store.read_all().unwrap().unwrap(), data);
 }

@@ -15,11 +15,17 @@
 //! its final name and the directory synced. Temp files left by a crash are
 //! removed on open. The latest snapshot is verified in full on open.
 //!
-//! Installing is two steps that may run on different threads: sealing
+//! Installing is steps that may run on different threads: sealing
 //! ([`SnapshotWriter::seal`]: trailer and fdatasync of the temp file, the
-//! slow part, touching nothing but that file) and installing the sealed file
-//! ([`SnapshotStore::install_sealed`]: rename, directory sync, retention).
-//! [`SnapshotStore::install`] does both.
+//! slow part, touching nothing but that file), optionally publishing it
+//! ([`SealedSnapshot::publish`]: rename to its final name and directory
+//! sync, which may wait behind other writeback), and installing it in the
+//! store ([`SnapshotStore::install_sealed`]: the rename and directory sync
+//! unless published, then retention). [`SnapshotStore::install`] does all.
+//! A published snapshot not yet installed is on disk as any installed one
+//! is: a crash then leaves it the latest, which is as safe as a crash right
+//! after an install (its state is the state machine's at a committed
+//! index, and the log still holds every entry after it).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,13 +133,50 @@ impl SnapshotFile {
 #[derive(Debug)]
 pub struct SealedSnapshot {
     meta: SnapshotMeta,
+    /// The temp file, or the final name once published.
     temp_path: PathBuf,
     data_start: u64,
     data_len: u64,
+    durability: Durability,
+    published: bool,
     disk: Arc<dyn Disk>,
 }
 
 impl SealedSnapshot {
+    /// Renames the file to its final name and syncs the directory, on any
+    /// thread: what [`SnapshotStore::install_sealed`] would do first, done
+    /// ahead so that the store's thread does not wait for it. On error the
+    /// file is removed.
+    pub fn publish(&mut self) -> Result<()> {
+        if self.published {
+            return Ok(());
+        }
+        let dir = self
+            .temp_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let path = dir.join(file_name(&self.meta));
+        if let Err(error) = self.disk.rename(&self.temp_path, &path) {
+            let _ = self.disk.remove(&self.temp_path);
+            return Err(io_error("rename", &self.temp_path)(error));
+        }
+        self.temp_path = path;
+        self.published = true;
+        if self.durability == Durability::Fsync {
+            if let Err(error) = self.disk.sync_dir(&dir) {
+                let _ = self.disk.remove(&self.temp_path);
+                return Err(io_error("sync directory", &dir)(error));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether [`publish`](Self::publish) has run.
+    pub fn is_published(&self) -> bool {
+        self.published
+    }
+
     /// The metadata of the sealed snapshot.
     pub fn meta(&self) -> &SnapshotMeta {
         &self.meta
@@ -252,6 +295,8 @@ impl SnapshotWriter {
             temp_path: self.temp_path,
             data_start: self.data_start,
             data_len: self.data_len,
+            durability: self.durability,
+            published: false,
             disk: self.disk,
         })
     }
@@ -501,10 +546,12 @@ impl SnapshotStore {
         }
         let temp = &sealed.temp_path;
         let path = self.dir.join(file_name(&sealed.meta));
-        self.disk
-            .rename(temp, &path)
-            .map_err(io_error("rename", temp))?;
-        self.sync_dir()?;
+        if !sealed.published {
+            self.disk
+                .rename(temp, &path)
+                .map_err(io_error("rename", temp))?;
+            self.sync_dir()?;
+        }
         self.installed.retain(|installed| installed.path != path);
         self.installed.push(Installed {
             meta: sealed.meta.clone(),
@@ -534,8 +581,13 @@ impl SnapshotStore {
             .map_err(io_error("remove", &writer.temp_path))
     }
 
-    /// Abandons a sealed snapshot and removes its temp file.
+    /// Abandons a sealed snapshot and removes its temp file (or, once
+    /// published, its file, unless an installed snapshot of the same index
+    /// and term has that name: the same snapshot, received meanwhile).
     pub fn abort_sealed(&self, sealed: SealedSnapshot) -> Result<()> {
+        if sealed.published && self.installed.iter().any(|i| i.path == sealed.temp_path) {
+            return Ok(());
+        }
         sealed
             .disk
             .remove(&sealed.temp_path)
