@@ -552,6 +552,13 @@ async fn a_group_elects_messages_and_survives_a_members_session() {
     cluster.shutdown().await;
 }
 
+/// Poll `future` once (sending its command), then drop it; whether it was
+/// still pending.
+async fn dropped_after_one_poll<F: std::future::Future>(future: F) -> bool {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx).is_pending())).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_waits_are_withdrawn_and_nothing_is_lost() {
     let cluster = Cluster::start().await;
@@ -605,6 +612,37 @@ async fn dropped_waits_are_withdrawn_and_nothing_is_lost() {
     })
     .await;
     assert_eq!(queue.poll().await.expect("poll"), Some(5));
+
+    // Acquisitions granted at once, in the answer to a call dropped before
+    // the answer came (no event follows such a grant): each is undone, and
+    // the session that made them lives on.
+    let free = Lock::open(&other, "free").await.expect("open");
+    let sem = Semaphore::open(&other, "sem", 2).await.expect("open");
+    assert!(producer.offer(&7).await.expect("offer"));
+    for _ in 0..3 {
+        assert!(dropped_after_one_poll(free.lock()).await);
+        assert!(dropped_after_one_poll(sem.acquire(2)).await);
+    }
+    assert!(dropped_after_one_poll(queue.take()).await);
+    let contender = Lock::open(&holder, "free").await.expect("open");
+    let token = within("the undone lock to be granted elsewhere", contender.lock())
+        .await
+        .expect("lock");
+    assert!(token > 0);
+    contender.unlock().await.expect("unlock");
+    let permits = Semaphore::open(&holder, "sem", 2).await.expect("open");
+    wait_until("every permit to come back", || async {
+        permits.available().await.expect("available") == 2
+    })
+    .await;
+    wait_until("the taken item to be offered again", || async {
+        producer.size().await.expect("size") == 1
+    })
+    .await;
+    assert_eq!(producer.poll().await.expect("poll"), Some(7));
+    // The session that dropped them lives on.
+    assert!(!free.is_locked().await.expect("the session lives on"));
+    assert_eq!(sem.available().await.expect("the session lives on"), 2);
 
     holder.client().clone().close().await;
     other.client().clone().close().await;

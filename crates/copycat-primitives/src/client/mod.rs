@@ -314,16 +314,40 @@ impl Primitives {
             }
             routes.waiters.insert((name.to_string(), req), tx);
         }
+        // The command runs in a task of its own, so that its answer is seen
+        // even if this call is dropped first: an acquisition granted at once
+        // (in the answer, with no event to follow) is then undone.
+        let (answer_tx, answer_rx) = oneshot::channel();
+        {
+            let primitives = self.clone();
+            let command = command(req);
+            let name = name.to_string();
+            tokio::spawn(async move {
+                let answer = primitives.command(command).await;
+                if let Err(Ok(output)) = answer_tx.send(answer) {
+                    primitives.undo_answer(&name, req, undo, &output);
+                }
+            });
+        }
         let mut guard = WaitGuard {
             primitives: self.clone(),
             name: name.to_string(),
             req,
             rx: Some(rx),
+            answer: Some(answer_rx),
             cancel,
             undo,
             armed: true,
         };
-        let output = match self.command(command(req)).await {
+        let answer = guard
+            .answer
+            .as_mut()
+            .expect("answer receiver present until answered");
+        let answer = answer
+            .await
+            .unwrap_or(Err(Error::Client(copycat_client::Error::Closed)));
+        guard.answer = None;
+        let output = match answer {
             Ok(output) => output,
             Err(error) => {
                 if !error.outcome_unknown() {
@@ -401,6 +425,45 @@ impl Primitives {
         }
     }
 
+    /// Undo an acquisition the answer to a dropped wait made at once.
+    fn undo_answer(&self, name: &str, req: u64, undo: Undo, output: &Output) {
+        let todo = match (undo, output) {
+            (Undo::Unlock, Output::Lock(crate::lock::LockOutput::Acquired(_))) => {
+                Some(Command::Lock {
+                    name: name.to_string(),
+                    command: LockCommand::Unlock,
+                })
+            }
+            (Undo::Resign, Output::Election(crate::election::ElectionOutput::Elected(_))) => {
+                Some(Command::Election {
+                    name: name.to_string(),
+                    command: ElectionCommand::Resign,
+                })
+            }
+            (
+                Undo::Release(permits),
+                Output::Semaphore(crate::semaphore::SemaphoreOutput::Acquired),
+            ) => Some(Command::Semaphore {
+                name: name.to_string(),
+                command: SemaphoreCommand::Release { permits },
+            }),
+            (Undo::Offer, Output::Queue(crate::queue::QueueOutput::Value(Some(value)))) => {
+                Some(Command::Queue {
+                    name: name.to_string(),
+                    command: QueueCommand::Offer(value.clone()),
+                })
+            }
+            _ => None,
+        };
+        if let Some(command) = todo {
+            // Answered at once: no event will come for it.
+            let mut routes = self.inner.routes.lock().expect("routes lock");
+            routes.abandoned.remove(&(name.to_string(), req));
+            drop(routes);
+            self.spawn_command(command);
+        }
+    }
+
     fn undo(&self, name: &str, undo: Undo, event: &Event) {
         let command = |command| Some(command);
         let name = name.to_string();
@@ -448,6 +511,8 @@ struct WaitGuard {
     name: String,
     req: u64,
     rx: Option<oneshot::Receiver<Event>>,
+    /// The command's answer, until it is read.
+    answer: Option<oneshot::Receiver<Result<Output>>>,
     cancel: fn(String, u64) -> Command,
     undo: Undo,
     armed: bool,
@@ -463,6 +528,14 @@ impl WaitGuard {
 
 impl Drop for WaitGuard {
     fn drop(&mut self) {
+        if let Some(mut answer) = self.answer.take() {
+            // Answered, but dropped before the answer was read (an answer
+            // still to come is seen by the command's task).
+            if let Ok(Ok(output)) = answer.try_recv() {
+                self.primitives
+                    .undo_answer(&self.name, self.req, self.undo, &output);
+            }
+        }
         if !self.armed {
             return;
         }
