@@ -526,9 +526,15 @@ impl Faults {
                     limit,
                 )
                 .await?;
+                // Refused (not a member: removed meanwhile): nothing to undo.
+                let undo = if matches!(answer, AdminResponse::Done) {
+                    Undo::Promote(target)
+                } else {
+                    Undo::Nothing
+                };
                 Ok((
                     format!("demoted {target} to passive: {}", describe(&answer)),
-                    Undo::Promote(target),
+                    undo,
                 ))
             }
             _ => {
