@@ -269,6 +269,7 @@ impl ClientBuilder {
         let mut driver = Driver {
             session,
             start: Instant::now(),
+            last_tick_ms: 0,
             ops,
             net,
             connections,
@@ -595,6 +596,8 @@ struct Waiting {
 struct Driver {
     session: ClientSession,
     start: Instant,
+    /// When the session core last ticked (ms since `start`).
+    last_tick_ms: u64,
     ops: mpsc::Receiver<Op>,
     /// This session's place on the connections it uses.
     net: Attachment,
@@ -628,21 +631,34 @@ struct Driver {
     close_deadline: Option<tokio::time::Instant>,
 }
 
+/// When a driver whose session core next has work at `deadline`, that
+/// last ticked at `last_tick`, wakes at the latest (see
+/// [`Driver::wake_at`]); times in ms since the driver started.
+fn wake_ms(deadline: Option<u64>, last_tick: u64, now: u64) -> u64 {
+    deadline.unwrap_or(u64::MAX).clamp(
+        last_tick + TICK.as_millis() as u64,
+        now + MAX_IDLE.as_millis() as u64,
+    )
+}
+
 impl Driver {
     fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
 
     /// When the session core next has work that waits on time: its own
-    /// deadline, but at least a tick from now (work due that could not go
-    /// out yet is retried at the old pace, not in a busy loop) and at most
-    /// [`MAX_IDLE`] from now. An idle client wakes about once a second
-    /// instead of a hundred times.
+    /// deadline, but at least a tick after the last tick (work due that
+    /// could not go out yet is retried at the old pace, not in a busy loop)
+    /// and at most [`MAX_IDLE`] from now. An idle client wakes about once a
+    /// second instead of a hundred times. The lower bound counts from the
+    /// last tick, not from now: counted from now, a client busy with
+    /// inputs more often than a tick would put its tick off for ever (no
+    /// request timeout, no retry while the traffic lasts).
     fn wake_at(&self) -> tokio::time::Instant {
-        let now = self.now_ms();
-        let due = self.session.next_deadline().unwrap_or(u64::MAX).clamp(
-            now + TICK.as_millis() as u64,
-            now + MAX_IDLE.as_millis() as u64,
+        let due = wake_ms(
+            self.session.next_deadline(),
+            self.last_tick_ms,
+            self.now_ms(),
         );
         tokio::time::Instant::from_std(self.start) + Duration::from_millis(due)
     }
@@ -674,10 +690,14 @@ impl Driver {
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {
                     let now = self.now_ms();
+                    self.last_tick_ms = now;
                     self.session.tick(now);
                 }
                 op = self.ops.recv(), if !self.ops_closed => match op {
-                    Some(op) => self.on_op(op),
+                    Some(op) => {
+                        self.session.observe_time(self.now_ms());
+                        self.on_op(op)
+                    }
                     None => {
                         // Every handle is gone: close the session.
                         self.ops_closed = true;
@@ -685,7 +705,10 @@ impl Driver {
                     }
                 },
                 event = self.net.rx.recv() => match event {
-                    Some(event) => self.on_net(event),
+                    Some(event) => {
+                        self.session.observe_time(self.now_ms());
+                        self.on_net(event)
+                    }
                     None => break,
                 },
                 room = reserve(events_tx), if events_blocked => {
@@ -1075,5 +1098,29 @@ fn operation_error(error: OperationError) -> Error {
         OperationError::Rejected(other) => Error::Rejected(other),
         OperationError::Refused(message) => Error::Rejected(ClientError::Unavailable(message)),
         OperationError::Closed => Error::Closed,
+    }
+}
+
+#[cfg(test)]
+mod wake_tests {
+    use super::*;
+
+    /// Work already due wakes the driver a tick after its last tick, however
+    /// many inputs came since (each input recomputes the wake-up: counted
+    /// from the input, it would move on with every one of them).
+    #[test]
+    fn work_due_is_not_put_off_by_inputs() {
+        let tick = TICK.as_millis() as u64;
+        let mut now = 1_000;
+        let last_tick = now;
+        let due = Some(now + 1);
+        for _ in 0..100 {
+            now += tick / 2;
+            assert!(wake_ms(due, last_tick, now) <= last_tick + tick);
+        }
+        // Not more often than a tick, and at most MAX_IDLE ahead when idle.
+        assert_eq!(wake_ms(Some(0), now, now), now + tick);
+        assert_eq!(wake_ms(None, now, now), now + MAX_IDLE.as_millis() as u64);
+        assert_eq!(wake_ms(Some(now + 300), now, now), now + 300);
     }
 }

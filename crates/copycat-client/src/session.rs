@@ -479,6 +479,16 @@ impl ClientSession {
         self.pump();
     }
 
+    /// The time is now `now_ms` (it never goes back), without doing what
+    /// falls due ([`tick`](Self::tick) does that). A driver that ticks only
+    /// when [`next_deadline`](Self::next_deadline) comes calls this before
+    /// every other input, so that what the input sends is stamped with the
+    /// time it is sent at: a request stamped with an older time would look
+    /// unanswered for too long at the next tick.
+    pub fn observe_time(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
     /// Time passes: keep-alives, request timeouts, retries, suspension.
     pub fn tick(&mut self, now_ms: u64) {
         self.now_ms = self.now_ms.max(now_ms);
@@ -506,6 +516,15 @@ impl ClientSession {
         for (id, server) in expired {
             // No answer in time: the server may be down or cut off from us;
             // try the next one.
+            if let Some(flight) = self.in_flight.get(&id) {
+                tracing::debug!(
+                    ?id,
+                    kind = ?flight.kind,
+                    ?server,
+                    waited_ms = now.saturating_sub(flight.sent_ms),
+                    "no answer in time; trying the next server"
+                );
+            }
             self.move_past(server);
             self.lose(id, 1);
         }

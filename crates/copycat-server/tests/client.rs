@@ -340,3 +340,76 @@ async fn a_dropped_client_closes_its_session() {
     .await
     .expect("test finished in time");
 }
+
+/// A client kept busy by eight tasks stays on the leader and connected:
+/// nothing it sends looks unanswered for longer than it was, and it never
+/// goes looking for another server. (The unit tests `wake_tests` and
+/// `a_request_sent_between_ticks_is_stamped_with_the_time_it_is_sent_at`
+/// pin the two causes of such resends seen in a release build's benchmark:
+/// a tick put off by every input, and requests stamped with the time of
+/// the last tick.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_client_is_never_suspended_and_never_resends() {
+    tokio::time::timeout(TEST_DEADLINE, async {
+        let cluster = Cluster::start(3).await;
+        let client = Client::builder()
+            .servers(cluster.addresses())
+            .session_timeout(Duration::from_secs(2))
+            .resend_after(Duration::from_millis(400))
+            .request_timeout(Duration::from_secs(20))
+            .connect()
+            .await
+            .expect("connect");
+        let machine = client.machine::<NotifierApi>();
+        machine.command(NotifierCommand::Add(1)).await.expect("add");
+        let watched = client.clone();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                let status = watched.status();
+                let seen_now = (status.state, status.server);
+                if seen.last() != Some(&seen_now) {
+                    seen.push(seen_now);
+                }
+                if (&mut stopped).now_or_never().is_some() {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        // Eight tasks, so that answers come more often than the client's
+        // tick.
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let machine = machine.clone();
+                tokio::spawn(async move {
+                    let start = tokio::time::Instant::now();
+                    let mut slowest = Duration::ZERO;
+                    while start.elapsed() < Duration::from_secs(4) {
+                        let sent = tokio::time::Instant::now();
+                        machine.command(NotifierCommand::Add(1)).await.expect("add");
+                        slowest = slowest.max(sent.elapsed());
+                    }
+                    slowest
+                })
+            })
+            .collect();
+        let mut slowest = Duration::ZERO;
+        for task in tasks {
+            slowest = slowest.max(task.await.expect("task"));
+        }
+        stop.send(()).expect("watcher runs");
+        let seen = watcher.await.expect("watcher");
+        assert_eq!(
+            seen.len(),
+            1,
+            "state and server changed while busy: {seen:?} (slowest command {slowest:?})"
+        );
+        assert_eq!(seen[0].0, ClientState::Connected);
+        client.close().await;
+        cluster.shutdown().await;
+    })
+    .await
+    .expect("test finished in time");
+}

@@ -872,3 +872,30 @@ fn a_tick_before_the_next_deadline_has_nothing_to_do() {
         }
     }
 }
+
+/// A request is stamped with the time it is sent at when the driver tells
+/// the core the time before each input (`observe_time`), as a driver that
+/// ticks only when something falls due does: the next tick does not take
+/// it for one unanswered since an older time, and resends nothing.
+#[test]
+fn a_request_sent_between_ticks_is_stamped_with_the_time_it_is_sent_at() {
+    let mut client = registered(config());
+    client.tick(100);
+    client.take_outputs();
+    // 450 ms later, with no tick in between, a command goes out.
+    client.observe_time(550);
+    client.submit_command(Bytes::from_static(b"a")).unwrap();
+    let sent = command_sends(&client.take_outputs());
+    assert_eq!(sent.len(), 1);
+    // 100 ms after it was sent (600 ms after the last tick; the resend
+    // timeout is 500 ms) it is still waiting, not sent again.
+    client.tick(650);
+    let resent = command_sends(&client.take_outputs());
+    assert!(resent.is_empty(), "resent 100 ms after sending: {resent:?}");
+    // Past its own timeout it is sent again (after the backoff).
+    client.tick(1_100);
+    let mut resent = command_sends(&client.take_outputs());
+    client.tick(1_300);
+    resent.extend(command_sends(&client.take_outputs()));
+    assert_eq!(resent.len(), 1, "{resent:?}");
+}
