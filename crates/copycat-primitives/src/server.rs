@@ -696,28 +696,59 @@ mod tests {
 
     use super::*;
 
-    /// A manager with a held lock "l" and a value "v", as a snapshot image.
-    fn image_with_lock() -> Image {
-        let mut replica =
-            Replica::new(ReplicaConfig::default(), Typed(Resources::default())).expect("config");
-        let mut index = 0;
-        let mut apply = |replica: &mut Replica<Typed<Resources>>, body: LogBody| {
-            index += 1;
+    /// A manager in a replica with one session (client 1, session 1),
+    /// fed entries one index at a time.
+    struct OneSession {
+        replica: Replica<Typed<Resources>>,
+        index: u64,
+        sequence: u64,
+    }
+
+    impl OneSession {
+        fn new() -> Self {
+            let replica = Replica::new(ReplicaConfig::default(), Typed(Resources::default()))
+                .expect("config");
+            let mut one = Self {
+                replica,
+                index: 0,
+                sequence: 0,
+            };
+            one.apply(LogBody::Register {
+                client: ClientId(1),
+                timeout_ms: 0,
+            });
+            one
+        }
+
+        fn apply(&mut self, body: LogBody) {
+            self.index += 1;
             let data = LogCommand {
-                timestamp_ms: 1_000,
+                timestamp_ms: 1_000 + self.index,
                 body,
             }
             .encode();
-            replica.apply(&testing::command_entry(index, data))
-        };
-        apply(
-            &mut replica,
-            LogBody::Register {
-                client: ClientId(1),
-                timeout_ms: 0,
-            },
-        );
-        let session = SessionId(1);
+            self.replica
+                .apply(&testing::command_entry(self.index, data));
+        }
+
+        fn command(&mut self, command: &Command) {
+            self.sequence += 1;
+            self.apply(LogBody::Command {
+                session: SessionId(1),
+                sequence: Sequence(self.sequence),
+                acked: Sequence(self.sequence - 1),
+                payload: codec::encode(command),
+            });
+        }
+
+        fn manager(&self) -> &Resources {
+            &self.replica.machine().0
+        }
+    }
+
+    /// A manager with a held lock "l" and a value "v", as a snapshot image.
+    fn image_with_lock() -> Image {
+        let mut one = OneSession::new();
         let commands = [
             Command::Open {
                 name: "l".into(),
@@ -735,18 +766,10 @@ mod tests {
                 spec: Spec::Value,
             },
         ];
-        for (sequence, command) in commands.iter().enumerate() {
-            apply(
-                &mut replica,
-                LogBody::Command {
-                    session,
-                    sequence: Sequence(sequence as u64 + 1),
-                    acked: Sequence(sequence as u64),
-                    payload: codec::encode(command),
-                },
-            );
+        for command in &commands {
+            one.command(command);
         }
-        let image: Image = codec::decode(&replica.machine().0.snapshot()).expect("image");
+        let image: Image = codec::decode(&one.manager().snapshot()).expect("image");
         assert_eq!(image.resources.len(), 2);
         assert!(image.fence > 0, "the lock was granted");
         image
@@ -834,38 +857,7 @@ mod tests {
     /// before it is encoded; and it is byte for byte what `snapshot` gave.
     #[test]
     fn a_deferred_image_is_frozen_when_taken() {
-        let mut replica =
-            Replica::new(ReplicaConfig::default(), Typed(Resources::default())).expect("config");
-        let mut index = 0;
-        let mut apply = |replica: &mut Replica<Typed<Resources>>, body: LogBody| {
-            index += 1;
-            let data = LogCommand {
-                timestamp_ms: 1_000 + index,
-                body,
-            }
-            .encode();
-            replica.apply(&testing::command_entry(index, data))
-        };
-        apply(
-            &mut replica,
-            LogBody::Register {
-                client: ClientId(1),
-                timeout_ms: 0,
-            },
-        );
-        let mut sequence = 0;
-        let mut command = |replica: &mut Replica<Typed<Resources>>, command: Command| {
-            sequence += 1;
-            apply(
-                replica,
-                LogBody::Command {
-                    session: SessionId(1),
-                    sequence: Sequence(sequence),
-                    acked: Sequence(sequence - 1),
-                    payload: codec::encode(&command),
-                },
-            );
-        };
+        let mut one = OneSession::new();
         let put = |key: u64, value: &str, ttl_ms: Option<u64>| Command::Map {
             name: "m".into(),
             command: MapCommand::Put {
@@ -876,36 +868,30 @@ mod tests {
         };
         for name in ["m", "s"] {
             let spec = if name == "m" { Spec::Map } else { Spec::Set };
-            command(
-                &mut replica,
-                Command::Open {
-                    name: name.into(),
-                    spec,
-                },
-            );
+            one.command(&Command::Open {
+                name: name.into(),
+                spec,
+            });
         }
         for key in 0..2_000 {
             let ttl = (key % 7 == 0).then_some(1_000_000);
-            command(&mut replica, put(key, "first", ttl));
+            one.command(&put(key, "first", ttl));
         }
-        let manager = &replica.machine().0;
+        let manager = one.manager();
         let expected = manager.snapshot();
         let deferred = manager.deferred_snapshot().expect("the manager defers");
         // Change every part the image holds: entries, expiries, a new
         // resource, a removed one.
         for key in 0..3_000 {
             let ttl = (key % 5 == 0).then_some(2_000_000);
-            command(&mut replica, put(key, "second", ttl));
+            one.command(&put(key, "second", ttl));
         }
-        command(&mut replica, Command::Delete { name: "s".into() });
-        command(
-            &mut replica,
-            Command::Open {
-                name: "q".into(),
-                spec: Spec::Queue,
-            },
-        );
-        let later = replica.machine().0.snapshot();
+        one.command(&Command::Delete { name: "s".into() });
+        one.command(&Command::Open {
+            name: "q".into(),
+            spec: Spec::Queue,
+        });
+        let later = one.manager().snapshot();
         assert_ne!(later, expected, "the state changed");
         assert_eq!(
             deferred(),
@@ -914,6 +900,6 @@ mod tests {
         );
         // Both images restore to the states they were taken at.
         let restored = restore_prepared(&later).expect("restores");
-        assert_eq!(restored, replica.machine().0);
+        assert_eq!(&restored, one.manager());
     }
 }

@@ -24,8 +24,8 @@ use copycat_raft::{
 };
 
 use crate::{
-    Disk, Durability, GroupCommit, Identity, LogOptions, LogStore, Meta, MetaStore, SnapshotStore,
-    Storage, StorageOptions,
+    Disk, Durability, GroupCommit, Identity, LogOptions, LogStore, Meta, MetaStore, SealedSnapshot,
+    SnapshotStore, Storage, StorageOptions,
 };
 
 /// One test of the suite: a fresh disk and the directory to work in.
@@ -404,32 +404,55 @@ pub fn snapshot_roundtrip(disk: Arc<dyn Disk>, dir: &Path) {
     assert!(store.read_chunk(read.len() as u64 + 1, 10).is_err());
 }
 
-/// A snapshot is filled and sealed on another thread than the store's, then
-/// installed by the store; until then the previous snapshot stays current.
-/// A sealed snapshot older than the latest is refused and removed, and an
-/// abandoned one leaves no file.
-pub fn snapshot_sealed_on_another_thread(disk: Arc<dyn Disk>, dir: &Path) {
-    let (mut store, _) = SnapshotStore::open(Arc::clone(&disk), dir, Durability::Fsync, 0).unwrap();
-    let meta = |index: u64| SnapshotMeta {
+/// A snapshot at `index`, term 3, of a one-voter configuration.
+fn one_voter_meta(index: u64) -> SnapshotMeta {
+    SnapshotMeta {
         index: LogIndex(index),
         term: Term(3),
         config: Configuration::with_voters([NodeId(1)]),
-    };
-    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 241) as u8).collect();
-    let first = store.begin(meta(10)).unwrap();
+    }
+}
+
+/// A store whose latest snapshot is at index 10, and the snapshot at index
+/// 20 holding `data`, written and sealed (and published if `publish`) on
+/// another thread.
+fn sealed_elsewhere(
+    disk: &Arc<dyn Disk>,
+    dir: &Path,
+    data: &[u8],
+    publish: bool,
+) -> (SnapshotStore, SealedSnapshot) {
+    let (mut store, _) = SnapshotStore::open(Arc::clone(disk), dir, Durability::Fsync, 0).unwrap();
+    let first = store.begin(one_voter_meta(10)).unwrap();
     store.install(first).unwrap();
-    let mut writer = store.begin(meta(20)).unwrap();
+    let mut writer = store.begin(one_voter_meta(20)).unwrap();
     let sealed = std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 for chunk in data.chunks(7_000) {
                     writer.write(chunk).unwrap();
                 }
-                writer.seal().unwrap()
+                let mut sealed = writer.seal().unwrap();
+                assert!(!sealed.is_published());
+                if publish {
+                    sealed.publish().unwrap();
+                }
+                sealed
             })
             .join()
             .unwrap()
     });
+    (store, sealed)
+}
+
+/// A snapshot is filled and sealed on another thread than the store's, then
+/// installed by the store; until then the previous snapshot stays current.
+/// A sealed snapshot older than the latest is refused and removed, and an
+/// abandoned one leaves no file.
+pub fn snapshot_sealed_on_another_thread(disk: Arc<dyn Disk>, dir: &Path) {
+    let meta = one_voter_meta;
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 241) as u8).collect();
+    let (mut store, sealed) = sealed_elsewhere(&disk, dir, &data, false);
     assert_eq!(sealed.meta(), &meta(20));
     assert_eq!(sealed.data_len(), data.len() as u64);
     assert_eq!(store.latest(), Some(&meta(10)), "sealed is not installed");
@@ -462,29 +485,10 @@ pub fn snapshot_sealed_on_another_thread(disk: Arc<dyn Disk>, dir: &Path) {
 /// snapshot has its name (the same snapshot, installed meanwhile), which
 /// stays.
 pub fn snapshot_published_on_another_thread(disk: Arc<dyn Disk>, dir: &Path) {
-    let (mut store, _) = SnapshotStore::open(Arc::clone(&disk), dir, Durability::Fsync, 0).unwrap();
-    let meta = |index: u64| SnapshotMeta {
-        index: LogIndex(index),
-        term: Term(3),
-        config: Configuration::with_voters([NodeId(1)]),
-    };
+    let meta = one_voter_meta;
     let data: Vec<u8> = (0..30_000u32).map(|i| (i % 239) as u8).collect();
-    let first = store.begin(meta(10)).unwrap();
-    store.install(first).unwrap();
-    let mut writer = store.begin(meta(20)).unwrap();
-    let sealed = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                writer.write(&data).unwrap();
-                let mut sealed = writer.seal().unwrap();
-                assert!(!sealed.is_published());
-                sealed.publish().unwrap();
-                assert!(sealed.is_published());
-                sealed
-            })
-            .join()
-            .unwrap()
-    });
+    let (mut store, sealed) = sealed_elsewhere(&disk, dir, &data, true);
+    assert!(sealed.is_published());
     assert_eq!(
         store.latest(),
         Some(&meta(10)),
