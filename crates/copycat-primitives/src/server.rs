@@ -541,6 +541,18 @@ impl Resources {
         Ok(Output::Names { names, next })
     }
 
+    /// Replace the image with a decoded, checked one and rebuild what is
+    /// derived from it.
+    fn install(&mut self, image: Image) {
+        self.image = image;
+        self.deadlines.clear();
+        self.deadline_of.clear();
+        let names: Vec<String> = self.image.resources.keys().cloned().collect();
+        for name in names {
+            self.refresh(&name);
+        }
+    }
+
     /// Decode and check an image from [`StateMachine::snapshot`].
     fn decode_image(data: &[u8]) -> Result<Image, String> {
         let image: Image = codec::decode(data).map_err(|e| e.to_string())?;
@@ -672,20 +684,6 @@ impl StateMachine for Resources {
     fn install_prepared(&mut self, prepared: PreparedRestore) -> Result<(), RestoreError> {
         self.install(prepared_as::<Image>(prepared)?);
         Ok(())
-    }
-}
-
-impl Resources {
-    /// Replace the image with a decoded, checked one and rebuild what is
-    /// derived from it.
-    fn install(&mut self, image: Image) {
-        self.image = image;
-        self.deadlines.clear();
-        self.deadline_of.clear();
-        let names: Vec<String> = self.image.resources.keys().cloned().collect();
-        for name in names {
-            self.refresh(&name);
-        }
     }
 }
 

@@ -880,7 +880,8 @@ impl<M: RawStateMachine> Shell<M> {
     }
 
     /// Phase 3 of taking a snapshot: install the file `written` (already
-    /// renamed into place by [`SnapshotJob::run`]), then tell the core, which may now purge its log.
+    /// renamed into place by [`SnapshotJob::run`]), then tell the core,
+    /// which may now purge its log.
     /// Returns the snapshot, or `None` if a newer one was installed from
     /// the leader meanwhile (the file is then removed). An error from
     /// [`SnapshotJob::run`] is returned as it is: the shell must be dropped.

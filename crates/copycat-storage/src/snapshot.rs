@@ -133,8 +133,8 @@ impl SnapshotFile {
 #[derive(Debug)]
 pub struct SealedSnapshot {
     meta: SnapshotMeta,
-    /// The temp file, or the final name once published.
-    temp_path: PathBuf,
+    /// The temp file, or the file at its final name once published.
+    path: PathBuf,
     data_start: u64,
     data_len: u64,
     durability: Durability,
@@ -152,24 +152,21 @@ impl SealedSnapshot {
             return Ok(());
         }
         let dir = self
-            .temp_path
+            .path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let path = dir.join(file_name(&self.meta));
-        if let Err(error) = self.disk.rename(&self.temp_path, &path) {
-            let _ = self.disk.remove(&self.temp_path);
-            return Err(io_error("rename", &self.temp_path)(error));
-        }
-        self.temp_path = path;
-        self.published = true;
-        if self.durability == Durability::Fsync {
-            if let Err(error) = self.disk.sync_dir(&dir) {
-                let _ = self.disk.remove(&self.temp_path);
-                return Err(io_error("sync directory", &dir)(error));
+        match rename_into_place(&*self.disk, &self.path, &dir, &self.meta, self.durability) {
+            Ok(path) => {
+                self.path = path;
+                self.published = true;
+                Ok(())
+            }
+            Err((error, left)) => {
+                let _ = self.disk.remove(&left);
+                Err(error)
             }
         }
-        Ok(())
     }
 
     /// Whether [`publish`](Self::publish) has run.
@@ -192,8 +189,8 @@ impl SealedSnapshot {
     pub fn read_prefix(&self, len: u64) -> Result<Vec<u8>> {
         let mut data = vec![0u8; len.min(self.data_len) as usize];
         self.disk
-            .read_exact_at(&self.temp_path, self.data_start, &mut data)
-            .map_err(io_error("read", &self.temp_path))?;
+            .read_exact_at(&self.path, self.data_start, &mut data)
+            .map_err(io_error("read", &self.path))?;
         Ok(data)
     }
 
@@ -201,10 +198,30 @@ impl SealedSnapshot {
     pub fn read_data(&self) -> Result<Vec<u8>> {
         let mut data = vec![0u8; self.data_len as usize];
         self.disk
-            .read_exact_at(&self.temp_path, self.data_start, &mut data)
-            .map_err(io_error("read", &self.temp_path))?;
+            .read_exact_at(&self.path, self.data_start, &mut data)
+            .map_err(io_error("read", &self.path))?;
         Ok(data)
     }
+}
+
+/// Rename the sealed file `from` to the name of `meta` in `dir`, then (under
+/// [`Durability::Fsync`]) sync the directory. Returns the new path; on
+/// error, also the path the file is left at.
+fn rename_into_place(
+    disk: &dyn Disk,
+    from: &Path,
+    dir: &Path,
+    meta: &SnapshotMeta,
+    durability: Durability,
+) -> std::result::Result<PathBuf, (StorageError, PathBuf)> {
+    let path = dir.join(file_name(meta));
+    disk.rename(from, &path)
+        .map_err(|error| (io_error("rename", from)(error), from.to_path_buf()))?;
+    if durability == Durability::Fsync {
+        disk.sync_dir(dir)
+            .map_err(|error| (io_error("sync directory", dir)(error), path.clone()))?;
+    }
+    Ok(path)
 }
 
 fn file_name(meta: &SnapshotMeta) -> String {
@@ -292,7 +309,7 @@ impl SnapshotWriter {
         }
         Ok(SealedSnapshot {
             meta: self.meta,
-            temp_path: self.temp_path,
+            path: self.temp_path,
             data_start: self.data_start,
             data_len: self.data_len,
             durability: self.durability,
@@ -544,14 +561,18 @@ impl SnapshotStore {
             self.abort_sealed(sealed)?;
             return Err(older_than_latest());
         }
-        let temp = &sealed.temp_path;
-        let path = self.dir.join(file_name(&sealed.meta));
-        if !sealed.published {
-            self.disk
-                .rename(temp, &path)
-                .map_err(io_error("rename", temp))?;
-            self.sync_dir()?;
-        }
+        let path = if sealed.published {
+            sealed.path.clone()
+        } else {
+            rename_into_place(
+                &*self.disk,
+                &sealed.path,
+                &self.dir,
+                &sealed.meta,
+                self.durability,
+            )
+            .map_err(|(error, _)| error)?
+        };
         self.installed.retain(|installed| installed.path != path);
         self.installed.push(Installed {
             meta: sealed.meta.clone(),
@@ -585,13 +606,13 @@ impl SnapshotStore {
     /// published, its file, unless an installed snapshot of the same index
     /// and term has that name: the same snapshot, received meanwhile).
     pub fn abort_sealed(&self, sealed: SealedSnapshot) -> Result<()> {
-        if sealed.published && self.installed.iter().any(|i| i.path == sealed.temp_path) {
+        if sealed.published && self.installed.iter().any(|i| i.path == sealed.path) {
             return Ok(());
         }
         sealed
             .disk
-            .remove(&sealed.temp_path)
-            .map_err(io_error("remove", &sealed.temp_path))
+            .remove(&sealed.path)
+            .map_err(io_error("remove", &sealed.path))
     }
 
     fn sync_dir(&self) -> Result<()> {

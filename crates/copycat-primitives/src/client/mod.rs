@@ -29,11 +29,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::election::{ElectionCommand, ElectionEvent};
+use crate::election::{ElectionCommand, ElectionEvent, ElectionOutput};
 use crate::latch::LatchEvent;
-use crate::lock::{LockCommand, LockEvent};
-use crate::queue::{QueueCommand, QueueEvent};
-use crate::semaphore::{SemaphoreCommand, SemaphoreEvent};
+use crate::lock::{LockCommand, LockEvent, LockOutput};
+use crate::queue::{QueueCommand, QueueEvent, QueueOutput};
+use crate::semaphore::{SemaphoreCommand, SemaphoreEvent, SemaphoreOutput};
 use crate::{Command, Event, Notice, Output, Query, ResourceError, ResourcesApi, Spec, EVENT_NAME};
 
 pub use collections::{
@@ -120,6 +120,33 @@ pub(crate) enum Undo {
     Offer,
     /// Nothing to undo.
     Nothing,
+}
+
+impl Undo {
+    /// The command that gives back what a wait on resource `name` got
+    /// (`taken`: the item, for a queue take).
+    fn command(self, name: &str, taken: Option<&Bytes>) -> Option<Command> {
+        let name = name.to_string();
+        match self {
+            Undo::Unlock => Some(Command::Lock {
+                name,
+                command: LockCommand::Unlock,
+            }),
+            Undo::Resign => Some(Command::Election {
+                name,
+                command: ElectionCommand::Resign,
+            }),
+            Undo::Release(permits) => Some(Command::Semaphore {
+                name,
+                command: SemaphoreCommand::Release { permits },
+            }),
+            Undo::Offer => taken.map(|value| Command::Queue {
+                name,
+                command: QueueCommand::Offer(value.clone()),
+            }),
+            Undo::Nothing => None,
+        }
+    }
 }
 
 type Filter = Box<dyn Fn(&Event) -> bool + Send>;
@@ -427,35 +454,21 @@ impl Primitives {
 
     /// Undo an acquisition the answer to a dropped wait made at once.
     fn undo_answer(&self, name: &str, req: u64, undo: Undo, output: &Output) {
-        let todo = match (undo, output) {
-            (Undo::Unlock, Output::Lock(crate::lock::LockOutput::Acquired(_))) => {
-                Some(Command::Lock {
-                    name: name.to_string(),
-                    command: LockCommand::Unlock,
-                })
-            }
-            (Undo::Resign, Output::Election(crate::election::ElectionOutput::Elected(_))) => {
-                Some(Command::Election {
-                    name: name.to_string(),
-                    command: ElectionCommand::Resign,
-                })
-            }
-            (
-                Undo::Release(permits),
-                Output::Semaphore(crate::semaphore::SemaphoreOutput::Acquired),
-            ) => Some(Command::Semaphore {
-                name: name.to_string(),
-                command: SemaphoreCommand::Release { permits },
-            }),
-            (Undo::Offer, Output::Queue(crate::queue::QueueOutput::Value(Some(value)))) => {
-                Some(Command::Queue {
-                    name: name.to_string(),
-                    command: QueueCommand::Offer(value.clone()),
-                })
-            }
+        let granted = matches!(
+            (undo, output),
+            (Undo::Unlock, Output::Lock(LockOutput::Acquired(_)))
+                | (Undo::Resign, Output::Election(ElectionOutput::Elected(_)))
+                | (
+                    Undo::Release(_),
+                    Output::Semaphore(SemaphoreOutput::Acquired)
+                )
+                | (Undo::Offer, Output::Queue(QueueOutput::Value(Some(_))))
+        );
+        let taken = match output {
+            Output::Queue(QueueOutput::Value(value)) => value.as_ref(),
             _ => None,
         };
-        if let Some(command) = todo {
+        if let Some(command) = granted.then(|| undo.command(name, taken)).flatten() {
             // Answered at once: no event will come for it.
             let mut routes = self.inner.routes.lock().expect("routes lock");
             routes.abandoned.remove(&(name.to_string(), req));
@@ -464,35 +477,23 @@ impl Primitives {
         }
     }
 
+    /// Undo what an event granted to a wait nobody awaits any more.
     fn undo(&self, name: &str, undo: Undo, event: &Event) {
-        let command = |command| Some(command);
-        let name = name.to_string();
-        let todo = match (undo, event) {
-            (Undo::Unlock, Event::Lock(LockEvent::Granted { .. })) => command(Command::Lock {
-                name,
-                command: LockCommand::Unlock,
-            }),
-            (Undo::Resign, Event::Election(ElectionEvent::Elected { .. })) => {
-                command(Command::Election {
-                    name,
-                    command: ElectionCommand::Resign,
-                })
-            }
-            (Undo::Release(permits), Event::Semaphore(SemaphoreEvent::Acquired { .. })) => {
-                command(Command::Semaphore {
-                    name,
-                    command: SemaphoreCommand::Release { permits },
-                })
-            }
-            (Undo::Offer, Event::Queue(QueueEvent::Taken { value, .. })) => {
-                command(Command::Queue {
-                    name,
-                    command: QueueCommand::Offer(value.clone()),
-                })
-            }
+        let granted = matches!(
+            (undo, event),
+            (Undo::Unlock, Event::Lock(LockEvent::Granted { .. }))
+                | (Undo::Resign, Event::Election(ElectionEvent::Elected { .. }))
+                | (
+                    Undo::Release(_),
+                    Event::Semaphore(SemaphoreEvent::Acquired { .. })
+                )
+                | (Undo::Offer, Event::Queue(QueueEvent::Taken { .. }))
+        );
+        let taken = match event {
+            Event::Queue(QueueEvent::Taken { value, .. }) => Some(value),
             _ => None,
         };
-        if let Some(command) = todo {
+        if let Some(command) = granted.then(|| undo.command(name, taken)).flatten() {
             self.spawn_command(command);
         }
     }
