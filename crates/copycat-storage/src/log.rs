@@ -41,6 +41,12 @@ const SEGMENT_SUFFIX: &str = ".log";
 const MARKER_LEN: u32 = 0x8000_0008;
 /// Bytes of a sync marker: header and the marker's own offset.
 const MARKER_BYTES: u64 = RECORD_HEADER_BYTES + 8;
+/// Length field of a sync marker that names the end of the durable bytes
+/// as well (written when a sync that ran beside further appends ends:
+/// the bytes between that end and the marker were not covered).
+const MARKER_AT_LEN: u32 = 0x8000_0010;
+/// Bytes of such a marker: header, its own offset, the durable end.
+const MARKER_AT_BYTES: u64 = RECORD_HEADER_BYTES + 16;
 /// Bytes read per call when recovery scans a segment.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 
@@ -177,6 +183,99 @@ pub struct LogStore {
     dir_dirty: bool,
     durable_index: LogIndex,
     poisoned: Option<String>,
+    /// Writes to segment files so far (appends flushed, truncations, new
+    /// segments): a sync that ran elsewhere covers the files only as they
+    /// were when it began.
+    writes: u64,
+    /// Segment files created or removed so far.
+    dir_changes: u64,
+    /// Syncs begun with [`LogStore::begin_sync`] so far.
+    sync_generation: u64,
+    /// The latest sync begun with [`LogStore::begin_sync`] and not finished.
+    in_flight: Option<InFlight>,
+}
+
+/// A sync of the log that runs away from the store (on another thread):
+/// begun by [`LogStore::begin_sync`], carried out by [`LogSync::run`],
+/// finished by [`LogStore::finish_sync`]. The store takes appends and
+/// truncations meanwhile; the sync makes durable what was written when it
+/// began, and no more is claimed.
+#[derive(Debug)]
+pub struct LogSync {
+    disk: Arc<dyn Disk>,
+    /// Segment files to sync (none when the log does not fsync).
+    files: Vec<PathBuf>,
+    /// The directory, when a segment was created or removed.
+    dir: Option<PathBuf>,
+    generation: u64,
+    writes: u64,
+    dir_changes: u64,
+    through: LogIndex,
+}
+
+impl LogSync {
+    /// The last index this sync makes durable.
+    pub fn through(&self) -> LogIndex {
+        self.through
+    }
+
+    /// Whether it has nothing to ask of the disk (nothing was written, or
+    /// the log does not fsync): it may as well be finished at once.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.dir.is_none()
+    }
+
+    /// Sync the files (this is the part that waits for the disk). A segment
+    /// removed since the sync began needs no sync.
+    pub fn run(self) -> LogSynced {
+        let mut result = Ok(());
+        for path in &self.files {
+            match self.disk.sync_data(path) {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    result = Err(io_error("sync", path)(error));
+                    break;
+                }
+                Ok(()) => {}
+            }
+        }
+        if result.is_ok() {
+            if let Some(dir) = &self.dir {
+                result = self
+                    .disk
+                    .sync_dir(dir)
+                    .map_err(io_error("sync directory", dir));
+            }
+        }
+        LogSynced {
+            generation: self.generation,
+            writes: self.writes,
+            dir_changes: self.dir_changes,
+            through: self.through,
+            result,
+        }
+    }
+}
+
+/// What a [`LogSync`] did, for [`LogStore::finish_sync`].
+#[derive(Debug)]
+pub struct LogSynced {
+    generation: u64,
+    writes: u64,
+    dir_changes: u64,
+    through: LogIndex,
+    result: Result<()>,
+}
+
+/// The sync in flight, as the store tracks it.
+#[derive(Debug)]
+struct InFlight {
+    generation: u64,
+    /// The last index when it began, lowered by every truncation since.
+    floor: LogIndex,
+    /// The active segment when it began and its length then.
+    segment: LogIndex,
+    end: u64,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -356,8 +455,9 @@ struct ScanStop {
 /// What a valid record at some offset is.
 enum Record {
     Entry(Slot),
-    /// A sync marker: everything before it was durable when it was written.
-    Marker,
+    /// A sync marker of this many bytes: everything before the durable end
+    /// it names was durable when it was written.
+    Marker(u64),
 }
 
 /// The bytes of the sync marker written at `offset`.
@@ -372,13 +472,53 @@ fn marker_record(offset: u64) -> [u8; MARKER_BYTES as usize] {
     record
 }
 
-/// Whether a valid sync marker starts anywhere in `[from, file_len)`. A
-/// marker names its own offset, so garbage does not pass for one.
-fn marker_after(reader: &mut WindowReader<'_>, from: u64, file_len: u64) -> Result<bool> {
-    let mut position = from;
+/// The bytes of the sync marker written at `offset` after a sync that made
+/// the file durable up to `durable` (`durable < offset`).
+fn marker_at_record(offset: u64, durable: u64) -> [u8; MARKER_AT_BYTES as usize] {
+    let len_bytes = MARKER_AT_LEN.to_le_bytes();
+    let mut payload = [0u8; 16];
+    payload[0..8].copy_from_slice(&offset.to_le_bytes());
+    payload[8..16].copy_from_slice(&durable.to_le_bytes());
+    let crc = record_crc(len_bytes, &payload);
+    let mut record = [0u8; MARKER_AT_BYTES as usize];
+    record[0..4].copy_from_slice(&len_bytes);
+    record[4..8].copy_from_slice(&crc.to_le_bytes());
+    record[8..24].copy_from_slice(&payload);
+    record
+}
+
+/// The durable end named by a valid sync marker of either kind at
+/// `offset`, if one starts there. A marker names its own offset, so
+/// garbage does not pass for one.
+fn marker_durable_end(reader: &mut WindowReader<'_>, offset: u64) -> Result<Option<u64>> {
+    let Some(header) = reader.get(offset, 4)? else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+    if len == MARKER_LEN {
+        if let Some(bytes) = reader.get(offset, MARKER_BYTES as usize)? {
+            if bytes == marker_record(offset) {
+                return Ok(Some(offset));
+            }
+        }
+    } else if len == MARKER_AT_LEN {
+        if let Some(bytes) = reader.get(offset, MARKER_AT_BYTES as usize)? {
+            let durable = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+            if durable < offset && bytes == marker_at_record(offset, durable) {
+                return Ok(Some(durable));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a valid sync marker after `damaged` (anywhere in
+/// `(damaged, file_len)`) says that the byte at `damaged` was durable.
+fn marker_after(reader: &mut WindowReader<'_>, damaged: u64, file_len: u64) -> Result<bool> {
+    let mut position = damaged + 1;
     while position + MARKER_BYTES <= file_len {
-        if let Some(bytes) = reader.get(position, MARKER_BYTES as usize)? {
-            if bytes[0..4] == MARKER_LEN.to_le_bytes() && bytes == marker_record(position) {
+        if let Some(durable) = marker_durable_end(reader, position)? {
+            if durable > damaged {
                 return Ok(true);
             }
         }
@@ -464,7 +604,7 @@ fn check_buffered_entries(
     while let Some((header, after)) = rest.split_first_chunk::<{ RECORD_HEADER_BYTES as usize }>() {
         let len_bytes = [header[0], header[1], header[2], header[3]];
         let len = u32::from_le_bytes(len_bytes);
-        if len == 0 || len > record_size_max || len == MARKER_LEN {
+        if len == 0 || len > record_size_max || len == MARKER_LEN || len == MARKER_AT_LEN {
             break;
         }
         let Some(payload) = after.get(..len as usize) else {
@@ -500,11 +640,18 @@ fn check_record(
     let len_bytes: [u8; 4] = header[0..4].try_into().expect("4 bytes");
     let len = u32::from_le_bytes(len_bytes);
     let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-    if len == MARKER_LEN {
-        return Ok(match reader.get(offset, MARKER_BYTES as usize)? {
-            Some(bytes) if bytes == marker_record(offset) => Ok(Record::Marker),
-            Some(_) => Err("damaged sync marker".into()),
-            None => Err("incomplete sync marker".into()),
+    if len == MARKER_LEN || len == MARKER_AT_LEN {
+        let bytes = if len == MARKER_LEN {
+            MARKER_BYTES
+        } else {
+            MARKER_AT_BYTES
+        };
+        if reader.get(offset, bytes as usize)?.is_none() {
+            return Ok(Err("incomplete sync marker".into()));
+        }
+        return Ok(match marker_durable_end(reader, offset)? {
+            Some(_) => Ok(Record::Marker(bytes)),
+            None => Err("damaged sync marker".into()),
         });
     }
     if len == 0 {
@@ -627,7 +774,7 @@ fn scan_segment(
                 slots.push(slot);
                 expected = expected.next();
             }
-            Ok(Record::Marker) => offset += MARKER_BYTES,
+            Ok(Record::Marker(bytes)) => offset += bytes,
             Err(reason) => {
                 // A torn write damages only bytes that were never synced;
                 // a sync marker further on proves the damaged bytes were
@@ -635,7 +782,7 @@ fn scan_segment(
                 // that is corruption of durable data. Valid-looking records
                 // after the damage prove nothing: a disk may persist the
                 // sectors of an unsynced write in any order.
-                let before_marker = marker_after(&mut reader, offset + 1, file_len)?;
+                let before_marker = marker_after(&mut reader, offset, file_len)?;
                 return Ok(ScanResult {
                     slots,
                     end_offset: offset,
@@ -701,6 +848,10 @@ impl LogStore {
             dir_dirty: false,
             durable_index: LogIndex::ZERO,
             poisoned: None,
+            writes: 0,
+            dir_changes: 0,
+            sync_generation: 0,
+            in_flight: None,
         };
 
         let count = found.len();
@@ -953,6 +1104,8 @@ impl LogStore {
         segment.slots.truncate(position);
         segment.written_bytes = offset;
         segment.dirty = true;
+        self.writes += 1;
+        self.lower_in_flight_floor();
         self.invariants();
         Ok(())
     }
@@ -1047,6 +1200,7 @@ impl LogStore {
             .map_err(io_error("write", &segment.path))?;
         segment.written_bytes += self.buffer.len() as u64;
         segment.dirty = true;
+        self.writes += 1;
         self.buffer.clear();
         Ok(())
     }
@@ -1101,6 +1255,8 @@ impl LogStore {
             slots: Vec::new(),
         });
         self.dir_dirty = true;
+        self.writes += 1;
+        self.dir_changes += 1;
         Ok(())
     }
 
@@ -1134,6 +1290,109 @@ impl LogStore {
         self.guard(result)
     }
 
+    /// Begin a sync that runs elsewhere ([`LogSync::run`], on any thread)
+    /// while the store goes on taking appends: the buffer is written to the
+    /// file now, and [`finish_sync`](Self::finish_sync) later makes durable
+    /// what the log held at this point (less anything truncated since). A
+    /// sync begun while another is in flight supersedes it; an inline
+    /// [`sync`](Self::sync) covers both.
+    pub fn begin_sync(&mut self) -> Result<LogSync> {
+        self.check_poisoned()?;
+        let flushed = self.flush_buffer();
+        self.guard(flushed)?;
+        #[allow(unused_mut)]
+        let mut fsync = self.options.durability == Durability::Fsync;
+        #[cfg(feature = "planted-bugs")]
+        if copycat_planted::active(copycat_planted::PlantedBug::SyncSkipsFsync) {
+            fsync = false;
+        }
+        let files = if fsync {
+            self.segments
+                .iter()
+                .filter(|segment| segment.dirty)
+                .map(|segment| segment.path.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let dir = (fsync && self.dir_dirty).then(|| self.dir.clone());
+        self.sync_generation += 1;
+        let active = self.active();
+        self.in_flight = Some(InFlight {
+            generation: self.sync_generation,
+            floor: self.last_index(),
+            segment: active.first_index,
+            end: active.written_bytes,
+        });
+        Ok(LogSync {
+            disk: Arc::clone(&self.disk),
+            files,
+            dir,
+            generation: self.sync_generation,
+            writes: self.writes,
+            dir_changes: self.dir_changes,
+            through: self.last_index(),
+        })
+    }
+
+    /// Finish a sync begun by [`begin_sync`](Self::begin_sync) and run:
+    /// the entries it covered (those it began with and no truncation
+    /// removed since) are durable. Returns the durable index. A sync that
+    /// was superseded changes nothing, unless it failed: a failed sync is
+    /// handled like one that failed inline (back to the durable state on a
+    /// full disk, poisoned otherwise), whichever it was, since the pages it
+    /// could not write may be gone.
+    pub fn finish_sync(&mut self, synced: LogSynced) -> Result<LogIndex> {
+        self.check_poisoned()?;
+        let current = self
+            .in_flight
+            .as_ref()
+            .is_some_and(|flight| flight.generation == synced.generation);
+        if let Err(error) = synced.result {
+            if current {
+                self.in_flight = None;
+            }
+            return self.guard(Err(error));
+        }
+        if !current {
+            return Ok(self.durable_index);
+        }
+        let flight = self.in_flight.take().expect("current");
+        let fsync = self.options.durability == Durability::Fsync;
+        if synced.writes == self.writes {
+            // Nothing was written since it began: every file is clean.
+            for segment in &mut self.segments {
+                segment.dirty = false;
+                if fsync {
+                    segment.marker_unsynced = false;
+                }
+            }
+        }
+        if synced.dir_changes == self.dir_changes {
+            self.dir_dirty = false;
+        }
+        let through = synced.through.min(flight.floor).min(self.last_index());
+        if through <= self.durable_index {
+            return Ok(self.durable_index);
+        }
+        self.durable_index = through;
+        let active = self.active();
+        if fsync && through == synced.through && active.first_index == flight.segment {
+            let result = self.flush_buffer().and_then(|()| self.write_marker(flight.end));
+            self.guard(result)?;
+        }
+        Ok(self.durable_index)
+    }
+
+    /// A truncation or roll-back lowered the last index: a sync in flight
+    /// makes no more than what is left durable.
+    fn lower_in_flight_floor(&mut self) {
+        let last = self.last_index();
+        if let Some(flight) = &mut self.in_flight {
+            flight.floor = flight.floor.min(last);
+        }
+    }
+
     fn sync_inner(&mut self) -> Result<LogIndex> {
         self.flush_buffer()?;
         let wrote = self.segments.last().is_some_and(|segment| segment.dirty);
@@ -1145,7 +1404,8 @@ impl LogStore {
         }
         self.durable_index = self.last_index();
         if wrote && self.options.durability == Durability::Fsync {
-            self.write_marker()?;
+            let end = self.active().written_bytes;
+            self.write_marker(end)?;
         }
         Ok(self.durable_index)
     }
@@ -1155,16 +1415,26 @@ impl LogStore {
     /// write. The marker itself becomes durable with the next sync (or at a
     /// roll); if a crash loses it, recovery treats damage in the last batch
     /// as a torn write, which is the one case it cannot tell apart.
-    fn write_marker(&mut self) -> Result<()> {
+    /// `durable_end` is where the bytes the sync covered end in the active
+    /// segment: its current end, unless more was written while the sync
+    /// ran (then the marker names that end too).
+    fn write_marker(&mut self, durable_end: u64) -> Result<()> {
         let segment = self
             .segments
             .last_mut()
             .expect("a log always has a segment");
         let offset = segment.written_bytes;
-        if let Err(error) = self
-            .disk
-            .write_at(&segment.path, offset, &marker_record(offset))
-        {
+        debug_assert!(durable_end <= offset);
+        let short;
+        let long;
+        let record: &[u8] = if durable_end == offset {
+            short = marker_record(offset);
+            &short
+        } else {
+            long = marker_at_record(offset, durable_end);
+            &long
+        };
+        if let Err(error) = self.disk.write_at(&segment.path, offset, record) {
             if !crate::error::is_disk_full_io(&error) {
                 return Err(io_error("write", &segment.path)(error));
             }
@@ -1176,7 +1446,7 @@ impl LogStore {
                 .map_err(io_error("truncate", &segment.path))?;
             return Ok(());
         }
-        segment.written_bytes += MARKER_BYTES;
+        segment.written_bytes += record.len() as u64;
         segment.marker_unsynced = true;
         Ok(())
     }
@@ -1343,9 +1613,11 @@ impl LogStore {
         }
         segment.written_bytes = offset;
         segment.dirty = true;
+        self.writes += 1;
         let keep_slots = (index.get() - segment.first_index.get()) as usize;
         segment.slots.truncate(keep_slots);
         self.durable_index = self.durable_index.min(self.last_index());
+        self.lower_in_flight_floor();
         Ok(())
     }
 
@@ -1399,6 +1671,7 @@ impl LogStore {
             self.remove_file_durably(&segment.path)?;
         }
         self.first_index = next_index;
+        self.lower_in_flight_floor();
         self.create_segment(next_index)?;
         self.sync_inner()?;
         Ok(())

@@ -17,7 +17,7 @@ use copycat_raft::{
 
 use crate::disk::Disk;
 use crate::error::{io_error, Result, StorageError};
-use crate::log::{LogOptions, LogRecovery, LogStore};
+use crate::log::{LogOptions, LogRecovery, LogStore, LogSync, LogSynced};
 use crate::meta::{Identity, Meta, MetaStore};
 use crate::snapshot::{SealedSnapshot, SnapshotStore, SnapshotWriter};
 
@@ -296,6 +296,18 @@ impl Storage {
     /// Makes all appended entries durable; returns the durable last index.
     pub fn sync(&mut self) -> Result<LogIndex> {
         self.log.sync()
+    }
+
+    /// Begins a sync of the log to run on another thread (see
+    /// [`LogStore::begin_sync`]).
+    pub fn begin_sync(&mut self) -> Result<LogSync> {
+        self.log.begin_sync()
+    }
+
+    /// Finishes a sync begun by [`Storage::begin_sync`] (see
+    /// [`LogStore::finish_sync`]); returns the durable last index.
+    pub fn finish_sync(&mut self, synced: LogSynced) -> Result<LogIndex> {
+        self.log.finish_sync(synced)
     }
 
     /// Checks the invariants tying the snapshot to the log; panics if one is
