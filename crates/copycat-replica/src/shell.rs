@@ -8,6 +8,27 @@
 //! `copycat-server`, the simulator, a test) feeds it time, peer messages and
 //! client requests, and sends what [`Shell::process`] returns.
 //!
+//! # The log sync on another thread
+//!
+//! [`Shell::sync`] syncs in place. A caller that must not wait for the disk
+//! on the shell's thread (the server's owner thread sends heartbeats) syncs
+//! in three steps instead:
+//!
+//! 1. [`Shell::begin_sync`]: every batch written so far is covered by one
+//!    [`LogSync`] (`Send`); the log's buffer is written to the file.
+//! 2. [`LogSync::run`], on any thread: the fdatasync. The shell meanwhile
+//!    writes further batches (their messages that need no durability go
+//!    out at once: heartbeats keep going while the disk is slow).
+//! 3. [`Shell::finish_sync`], on the shell's thread: the log records what
+//!    the sync made durable (what it began with, less anything truncated
+//!    since), and the batches it covered are released in order: their
+//!    messages that promise durability, their committed entries applied,
+//!    the core told what is durable. Batches written meanwhile wait for
+//!    the next sync.
+//!
+//! One sync is in flight at a time. A sync in place while one is in flight
+//! (before installing a snapshot received) covers both.
+//!
 //! # Snapshots
 //!
 //! Taking a snapshot has three phases, so that the slow one (writing and
@@ -78,8 +99,8 @@ use copycat_raft::{
     Configuration, Entry, LogIndex, Message, NodeId, ReadState, Ready, SnapshotMeta, Term, Time,
 };
 use copycat_storage::{
-    Disk, Identity, SealedSnapshot, SnapshotFile, SnapshotWriter, Storage, StorageError,
-    StorageOptions,
+    Disk, Identity, LogSync, LogSynced, SealedSnapshot, SnapshotFile, SnapshotWriter, Storage,
+    StorageError, StorageOptions,
 };
 
 use crate::config::ReplicaConfig;
@@ -418,6 +439,14 @@ struct Pending {
     reads: Vec<ReadState>,
 }
 
+/// The batches a log sync in flight covers.
+#[derive(Debug)]
+struct Syncing {
+    batches: Vec<Pending>,
+    /// Entries it makes durable (for the observer).
+    entries: u64,
+}
+
 /// Watches the shell's disk work, for metrics. The shell never reads a
 /// clock: an observer that times the syncs reads its own. Every method
 /// has an empty default.
@@ -439,6 +468,8 @@ pub struct Shell<M> {
     recovered: Recovered,
     /// Batches written and waiting for the sync.
     pending: Vec<Pending>,
+    /// The batches the log sync in flight covers (see the module docs).
+    syncing: Option<Syncing>,
     /// Outputs gathered for the caller of `process` / `write` / `sync`.
     out: Outputs,
     /// The snapshot being received from the leader.
@@ -526,6 +557,7 @@ impl<M: RawStateMachine> Shell<M> {
             storage,
             recovered,
             pending: Vec::new(),
+            syncing: None,
             out: Outputs::default(),
             incoming: None,
             taking: None,
@@ -733,6 +765,14 @@ impl<M: RawStateMachine> Shell<M> {
         // Requests waiting for this server's proposals are told to go
         // elsewhere now, not left to time out.
         self.server.refuse_proposals(ClientError::DiskFull);
+        // Batches a sync in flight covered wait again, first in line: the
+        // log went back to its durable state, and the sync in place after
+        // the retry covers them.
+        if let Some(syncing) = self.syncing.take() {
+            let mut batches = syncing.batches;
+            batches.append(&mut self.pending);
+            self.pending = batches;
+        }
         // What was appended and is not durable is gone from the log.
         self.unsynced = false;
         self.unsynced_entries = 0;
@@ -844,6 +884,93 @@ impl<M: RawStateMachine> Shell<M> {
                 Ok(Synced::default())
             }
         }
+    }
+
+    /// Step 1 of a sync on another thread (see the module docs): if batches
+    /// wait for a sync and none is in flight, cover them all with one
+    /// [`LogSync`] to [`run`](LogSync::run) anywhere and hand back to
+    /// [`finish_sync`](Self::finish_sync). Batches that appended nothing
+    /// get a job too ([`LogSync::is_empty`]: nothing for the disk), so
+    /// they are released in order with the others.
+    pub fn begin_sync(&mut self) -> Result<Option<LogSync>, ShellError> {
+        if self.stall.is_some()
+            || self.syncing.is_some()
+            || (self.pending.is_empty() && !self.unsynced)
+        {
+            return Ok(None);
+        }
+        if let Some(observer) = self.observer.as_mut() {
+            observer.sync_started();
+        }
+        match self.storage.begin_sync() {
+            Ok(job) => {
+                self.syncing = Some(Syncing {
+                    batches: std::mem::take(&mut self.pending),
+                    entries: std::mem::take(&mut self.unsynced_entries),
+                });
+                self.unsynced = false;
+                Ok(Some(job))
+            }
+            Err(error) => {
+                if let Some(observer) = self.observer.as_mut() {
+                    observer.sync_finished(false, 0);
+                }
+                self.stall_or_fail(error.into(), None)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Whether a sync begun with [`begin_sync`](Self::begin_sync) has not
+    /// been finished yet.
+    pub fn sync_in_flight(&self) -> bool {
+        self.syncing.is_some()
+    }
+
+    /// Step 3 of a sync on another thread: record what it made durable and
+    /// release the batches it covered, in order (their messages that
+    /// promise durability, their committed entries applied, the core told).
+    /// A sync that a sync in place superseded releases nothing more. A
+    /// failed sync is handled like one that failed in place: a full disk
+    /// stalls the shell, any other error fails it.
+    pub fn finish_sync(&mut self, synced: LogSynced) -> Result<Synced, ShellError> {
+        let Some(syncing) = self.syncing.take() else {
+            match self.storage.finish_sync(synced) {
+                Ok(_) => {}
+                // Already stalled by what this sync's failure also saw.
+                Err(error) if error.is_disk_full() && self.stall.is_some() => {}
+                Err(error) => self.stall_or_fail(error.into(), None)?,
+            }
+            return Ok(Synced::default());
+        };
+        let result = self.storage.finish_sync(synced);
+        if let Some(observer) = self.observer.as_mut() {
+            observer.sync_finished(result.is_ok(), syncing.entries);
+        }
+        if let Err(error) = result {
+            self.syncing = Some(syncing);
+            self.stall_or_fail(error.into(), None)?;
+            return Ok(Synced::default());
+        }
+        self.syncs += 1;
+        let applied = self.release(syncing.batches);
+        Ok(Synced { applied })
+    }
+
+    /// Steps 2 to 4 of written batches once their sync is done: the
+    /// messages that promise durability, the committed entries applied, the
+    /// core told what is durable. Returns the entries applied.
+    fn release(&mut self, batches: Vec<Pending>) -> Vec<Entry> {
+        let mut applied = Vec::new();
+        for batch in batches {
+            self.out.peer_messages.extend(batch.after_persist);
+            applied.extend(batch.committed.iter().cloned());
+            self.server.after_persist(batch.committed, batch.reads);
+            if let Some((index, term)) = batch.persisted {
+                self.server.raft_mut().persisted(index, term);
+            }
+        }
+        applied
     }
 
     /// Phase 1 of taking a snapshot (see the module docs): if one is due
@@ -1181,11 +1308,13 @@ impl<M: RawStateMachine> Shell<M> {
     /// hard state, purges and snapshots are durable when their calls
     /// return; appends and truncations wait for the sync, which is skipped
     /// when there were none.) Returns the entries applied.
+    /// A sync in flight is covered too: its batches come first, and its
+    /// own end later releases nothing more.
     fn sync_and_release(&mut self) -> Result<Vec<Entry>, ShellError> {
-        if self.pending.is_empty() && !self.unsynced {
+        if self.pending.is_empty() && !self.unsynced && self.syncing.is_none() {
             return Ok(Vec::new());
         }
-        if self.unsynced {
+        if self.unsynced || self.syncing.is_some() {
             if let Some(observer) = self.observer.as_mut() {
                 observer.sync_started();
             }
@@ -1198,16 +1327,13 @@ impl<M: RawStateMachine> Shell<M> {
             self.syncs += 1;
             self.unsynced = false;
         }
-        let mut applied = Vec::new();
-        for batch in std::mem::take(&mut self.pending) {
-            self.out.peer_messages.extend(batch.after_persist);
-            applied.extend(batch.committed.iter().cloned());
-            self.server.after_persist(batch.committed, batch.reads);
-            if let Some((index, term)) = batch.persisted {
-                self.server.raft_mut().persisted(index, term);
-            }
-        }
-        Ok(applied)
+        let mut batches = self
+            .syncing
+            .take()
+            .map(|syncing| syncing.batches)
+            .unwrap_or_default();
+        batches.append(&mut self.pending);
+        Ok(self.release(batches))
     }
 }
 
@@ -1295,6 +1421,14 @@ mod tests {
         slow_restores: BTreeMap<u64, u64>,
         /// Their restores under way: shell, when done, the job.
         restores: Vec<(u64, u64, RestoreJob)>,
+        /// Shells that sync their log "on another thread": a sync begun in
+        /// one step is run and finished in the next.
+        sync_elsewhere: BTreeSet<u64>,
+        /// Their syncs under way.
+        sync_jobs: BTreeMap<u64, LogSync>,
+        /// Steps in which a shell wrote a batch while its sync ran, and the
+        /// most entries its log held beyond its durable index then.
+        overlapped: (u64, u64),
     }
 
     impl Cluster {
@@ -1314,6 +1448,9 @@ mod tests {
                 isolated: BTreeSet::new(),
                 slow_restores: BTreeMap::new(),
                 restores: Vec::new(),
+                sync_elsewhere: BTreeSet::new(),
+                sync_jobs: BTreeMap::new(),
+                overlapped: (0, 0),
             }
         }
 
@@ -1340,7 +1477,24 @@ mod tests {
                     .get(id)
                     .copied()
                     .or(self.manual_snapshots.contains(id).then_some(0));
-                let out = if self.manual_snapshots.contains(id) || slow.is_some() {
+                let out = if self.sync_elsewhere.contains(id) {
+                    // Written while the sync begun in the last step runs.
+                    let written = shell.write().expect("write");
+                    if written.pending && shell.sync_in_flight() {
+                        let log = shell.storage().log();
+                        let ahead = log.last_index().0 - log.durable_index().0;
+                        self.overlapped.0 += 1;
+                        self.overlapped.1 = self.overlapped.1.max(ahead);
+                    }
+                    if let Some(job) = self.sync_jobs.remove(id) {
+                        shell.finish_sync(job.run()).expect("finish sync");
+                    }
+                    shell.write().expect("write");
+                    if let Some(job) = shell.begin_sync().expect("begin sync") {
+                        self.sync_jobs.insert(*id, job);
+                    }
+                    Ok(shell.take_outputs())
+                } else if self.manual_snapshots.contains(id) || slow.is_some() {
                     shell.process_batches()
                 } else {
                     shell.process()
@@ -1704,6 +1858,44 @@ mod tests {
             cluster.shells[&follower].server().replica().digest(),
             cluster.shells[&leader].server().replica().digest()
         );
+    }
+
+    /// Every shell syncs its log on "another thread" (a step later): the
+    /// shells keep writing batches while a sync runs, the batches are
+    /// released in order once theirs is done, and every command applies
+    /// once, in order, on every replica.
+    #[test]
+    fn shells_that_sync_elsewhere_keep_writing_and_release_in_order() {
+        let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
+        let shells = (1..=3).map(|id| (id, open(&disk, id, 0))).collect();
+        let mut cluster = Cluster::new(shells, disk);
+        cluster.sync_elsewhere = (1..=3).collect();
+        cluster.start();
+        // One command a step: new entries arrive while syncs run.
+        for _ in 0..50 {
+            cluster
+                .session
+                .submit_command(codec::encode(&TestCommand::Add(3)))
+                .expect("submit");
+            cluster.step();
+        }
+        cluster.run_until(4_000, |c| c.done.len() == 50);
+        let outputs: Vec<i64> = cluster
+            .done
+            .iter()
+            .map(|r| codec::decode(r.as_ref().expect("command ok")).expect("decode"))
+            .collect();
+        assert_eq!(outputs, (1..=50).map(|i| 3 * i).collect::<Vec<i64>>());
+        cluster.run_until(2_000, |c| (1..=3).all(|id| c.value(id) == 150));
+        let (overlaps, ahead) = cluster.overlapped;
+        assert!(
+            overlaps > 0 && ahead > 0,
+            "batches were written while a sync ran ({overlaps} times, up to {ahead} entries ahead of the durable index)"
+        );
+        for shell in cluster.shells.values() {
+            shell.storage().invariants();
+            assert!(shell.syncs() > 0);
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ use copycat_raft::{Configuration, LogIndex, Message, NodeId, Time};
 use copycat_replica::node::ConnectionId;
 use copycat_replica::shell::{RestoredImage, Shell, ShellError, WrittenSnapshot};
 use copycat_replica::RawStateMachine;
-use copycat_storage::StorageError;
+use copycat_storage::{LogSync, LogSynced, StorageError};
 use tokio::sync::{mpsc, watch};
 
 use crate::lock::DirLock;
@@ -60,6 +60,8 @@ pub(crate) enum Input<M> {
     SnapshotWritten(Result<WrittenSnapshot, StorageError>),
     /// A restore thread decoded a snapshot received from the leader.
     Restored(RestoredImage),
+    /// The log sync thread synced the log (or failed).
+    LogSynced(LogSynced),
     Stop,
 }
 
@@ -240,6 +242,10 @@ pub(crate) struct Owner<M> {
     pub(crate) restore_thread: Option<JoinHandle<()>>,
     /// Restore threads' results, to finish before the next batch.
     pub(crate) restored: Vec<RestoredImage>,
+    /// The log sync thread's queue, once started (see `run`).
+    pub(crate) log_sync: Option<std::sync::mpsc::Sender<LogSync>>,
+    /// The log sync thread's result, to finish before the next batch.
+    pub(crate) synced: Option<LogSynced>,
     /// The last message from the leader: who sent it, when it was handled.
     pub(crate) leader_seen: Option<(NodeId, Instant)>,
     /// The data directory lock, released when the thread ends.
@@ -259,6 +265,7 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
     /// retries on its own every second (the ticks keep the loop running).
     pub(crate) fn run(mut self) -> Result<(), ShellError> {
         let id = self.core.shell.id();
+        let log_sync_thread = self.start_log_sync_thread()?;
         let mut last_tick = Instant::now() - TICK;
         let mut calls = Vec::new();
         let result = loop {
@@ -310,6 +317,11 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
         if let Some(thread) = self.restore_thread.take() {
             let _ = thread.join();
         }
+        // Its queue closes: it ends after the sync it may be running.
+        drop(self.log_sync.take());
+        if let Some(thread) = log_sync_thread {
+            let _ = thread.join();
+        }
         // Nothing touches the directory any more: another process may.
         drop(self.lock.take());
         tracing::info!(?id, "server stopped");
@@ -350,6 +362,7 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
             Input::Call(call) => calls.push(call),
             Input::SnapshotWritten(written) => self.written = Some(written),
             Input::Restored(restored) => self.restored.push(restored),
+            Input::LogSynced(synced) => self.synced = Some(synced),
             Input::Stop => return true,
         }
         false
@@ -379,7 +392,11 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
                 tracing::info!(id = ?self.core.shell.id(), ?index, install = ?started.elapsed(), "snapshot from the leader restored");
             }
         }
-        let outputs = self.core.shell.process_batches()?;
+        if let Some(synced) = self.synced.take() {
+            self.core.shell.finish_sync(synced)?;
+        }
+        self.write_and_sync()?;
+        let outputs = self.core.shell.take_outputs();
         self.start_restore()?;
         let config = self.core.shell.server().raft().configuration();
         self.core.peers.follow(config);
@@ -422,6 +439,68 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
             changed
         });
         Ok(())
+    }
+
+    /// Write every batch the server has, and begin the log sync that covers
+    /// them on the sync thread unless one is running there (batches written
+    /// meanwhile wait for the next). The owner thread never waits for the
+    /// log's fdatasync: heartbeats and answers that need no durability go
+    /// out while the disk is slow. A sync with nothing for the disk (the
+    /// batches appended nothing, or the log does not fsync) is finished
+    /// here.
+    fn write_and_sync(&mut self) -> Result<(), ShellError> {
+        loop {
+            let written = self.core.shell.write()?;
+            if !written.pending || self.core.shell.sync_in_flight() {
+                return Ok(());
+            }
+            let Some(job) = self.core.shell.begin_sync()? else {
+                return Ok(());
+            };
+            if job.is_empty() {
+                self.core.shell.finish_sync(job.run())?;
+                continue;
+            }
+            match &self.log_sync {
+                Some(queue) => {
+                    if let Err(returned) = queue.send(job) {
+                        // The thread is gone (the loop is ending): here.
+                        self.core.shell.finish_sync(returned.0.run())?;
+                        continue;
+                    }
+                    return Ok(());
+                }
+                None => {
+                    self.core.shell.finish_sync(job.run())?;
+                }
+            }
+        }
+    }
+
+    /// The thread that runs the log's syncs ([`LogSync::run`]) and hands
+    /// each result back as an input. Without a way back (every handle is
+    /// gone) the owner syncs in place.
+    fn start_log_sync_thread(&mut self) -> Result<Option<JoinHandle<()>>, ShellError> {
+        let Some(inputs) = self.inputs_tx.upgrade() else {
+            return Ok(None);
+        };
+        let inputs = inputs.downgrade();
+        let (queue, jobs) = std::sync::mpsc::channel::<LogSync>();
+        let thread = std::thread::Builder::new()
+            .name(format!("copycat-log-sync-{}", self.core.shell.id().0))
+            .spawn(move || {
+                for job in jobs {
+                    let synced = job.run();
+                    let Some(inputs) = inputs.upgrade() else {
+                        return;
+                    };
+                    if inputs.blocking_send(Input::LogSynced(synced)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        self.log_sync = Some(queue);
+        Ok(Some(thread))
     }
 
     /// The restore of a snapshot received from the leader, if one was:

@@ -506,6 +506,8 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             written: None,
             restore_thread: None,
             restored: Vec::new(),
+            log_sync: None,
+            synced: None,
             leader_seen: None,
             lock,
             observer: Observer::new(Arc::clone(&metrics)),

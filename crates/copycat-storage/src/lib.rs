@@ -94,8 +94,8 @@ pub use error::{is_disk_full_io, Result, StorageError};
 pub use fault::FaultDisk;
 pub use group::GroupCommit;
 pub use log::{
-    Discarded, Durability, LogOptions, LogRecovery, LogStore, LogSync, LogSynced, RECORD_HEADER_BYTES,
-    SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
+    Discarded, Durability, LogOptions, LogRecovery, LogStore, LogSync, LogSynced,
+    RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 pub use meta::{Identity, Meta, MetaStore, META_MAGIC, META_VERSION};
 pub use snapshot::{

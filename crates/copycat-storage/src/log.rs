@@ -252,6 +252,7 @@ impl LogSync {
             writes: self.writes,
             dir_changes: self.dir_changes,
             through: self.through,
+            files: self.files,
             result,
         }
     }
@@ -264,6 +265,8 @@ pub struct LogSynced {
     writes: u64,
     dir_changes: u64,
     through: LogIndex,
+    /// The files it synced.
+    files: Vec<PathBuf>,
     result: Result<()>,
 }
 
@@ -1360,10 +1363,12 @@ impl LogStore {
         let flight = self.in_flight.take().expect("current");
         let fsync = self.options.durability == Durability::Fsync;
         if synced.writes == self.writes {
-            // Nothing was written since it began: every file is clean.
+            // Nothing was written since it began: the files it synced are
+            // clean, markers included (the others were clean already, but
+            // a marker in one is not synced yet).
             for segment in &mut self.segments {
-                segment.dirty = false;
-                if fsync {
+                if synced.files.contains(&segment.path) {
+                    segment.dirty = false;
                     segment.marker_unsynced = false;
                 }
             }
@@ -1378,7 +1383,9 @@ impl LogStore {
         self.durable_index = through;
         let active = self.active();
         if fsync && through == synced.through && active.first_index == flight.segment {
-            let result = self.flush_buffer().and_then(|()| self.write_marker(flight.end));
+            let result = self
+                .flush_buffer()
+                .and_then(|()| self.write_marker(flight.end));
             self.guard(result)?;
         }
         Ok(self.durable_index)
@@ -1434,6 +1441,9 @@ impl LogStore {
             long = marker_at_record(offset, durable_end);
             &long
         };
+        // A sync in flight does not cover the marker (nor a cut after a
+        // failed write of it).
+        self.writes += 1;
         if let Err(error) = self.disk.write_at(&segment.path, offset, record) {
             if !crate::error::is_disk_full_io(&error) {
                 return Err(io_error("write", &segment.path)(error));

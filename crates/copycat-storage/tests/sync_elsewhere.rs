@@ -63,7 +63,11 @@ fn sync_beside_appends(disk: &FaultDisk, dir: &Path) -> LogStore {
     assert!(!job.is_empty(), "the segment has writes to sync");
     log.append(&conformance::entries(11, 20, 1)).unwrap();
     log.flush().unwrap();
-    assert_eq!(log.durable_index(), LogIndex::ZERO, "nothing before it ends");
+    assert_eq!(
+        log.durable_index(),
+        LogIndex::ZERO,
+        "nothing before it ends"
+    );
     let synced = std::thread::spawn(move || job.run()).join().unwrap();
     assert_eq!(log.finish_sync(synced).unwrap(), LogIndex(10));
     assert_eq!(log.durable_index(), LogIndex(10));
@@ -104,7 +108,10 @@ fn a_truncation_while_a_sync_runs_lowers_what_it_makes_durable() {
     let log = open(&disk, dir).unwrap();
     let mut expected = conformance::entries(1, 5, 1);
     expected.extend(conformance::entries(6, 8, 2));
-    assert_eq!(log.entries(LogIndex(1), LogIndex(9), None).unwrap(), expected);
+    assert_eq!(
+        log.entries(LogIndex(1), LogIndex(9), None).unwrap(),
+        expected
+    );
 }
 
 #[test]

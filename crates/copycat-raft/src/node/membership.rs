@@ -42,6 +42,15 @@ impl Core {
         version > self.log.commit && self.log.voter_since(self.log.commit, self.config.id)
     }
 
+    /// The leader of our term replicates its log to us, so its latest
+    /// configuration makes us a replicating member: from now on the log's
+    /// configurations are ours. A reserve view learned earlier may come
+    /// from a configuration that never committed (its leader lost it), and
+    /// must not outrank the log for ever.
+    pub(super) fn forget_reserve_view(&mut self) {
+        self.reserve_view = None;
+    }
+
     /// The log's configuration may have changed: a reserve view it caught up
     /// with is no longer needed.
     pub(super) fn after_config_change(&mut self) {

@@ -419,6 +419,7 @@ impl RawNode {
         read_round: u64,
     ) {
         self.on_leader_contact(from);
+        self.core.forget_reserve_view();
         let body = match self.core.log.try_append(prev_index, prev_term, entries) {
             Ok(last_new) => {
                 // §5.3: commit up to the leader's commit, but never past what
@@ -451,6 +452,7 @@ impl RawNode {
 
     pub(super) fn on_heartbeat(&mut self, from: NodeId, commit: LogIndex, read_round: u64) {
         self.on_leader_contact(from);
+        self.core.forget_reserve_view();
         // The leader sends min(its commit, our match), so the entries up to
         // there are the leader's; still never go past what we hold.
         let commit = commit.min(self.core.log.last_index());

@@ -14,7 +14,7 @@ use copycat_replica::shell::{
     Bootstrap, RestoreJob, Shell, ShellConfig, SnapshotJob, SnapshotReport, Written,
 };
 use copycat_replica::{Applied, Typed};
-use copycat_storage::{Disk, FaultDisk, LogOptions, StorageOptions};
+use copycat_storage::{Disk, FaultDisk, LogOptions, LogSync, StorageOptions};
 use rand::Rng;
 
 use super::kv::KvMachine;
@@ -39,6 +39,12 @@ pub(super) struct LiveNode {
     restore_jobs: std::collections::VecDeque<RestoreJob>,
     /// Entries written but not yet synced: index to term.
     written: BTreeMap<LogIndex, Term>,
+    /// A log sync begun "on another thread" (`Shell::begin_sync`), run and
+    /// finished when its disk latency is over; batches written meanwhile
+    /// wait for the next one.
+    sync_job: Option<LogSync>,
+    /// The entries it covers (written when it began, not truncated since).
+    syncing: BTreeMap<LogIndex, Term>,
     last_role: Role,
     last_term: Term,
     last_commit: LogIndex,
@@ -210,6 +216,8 @@ impl Simulation {
             snapshot_job: None,
             restore_jobs: std::collections::VecDeque::new(),
             written: BTreeMap::new(),
+            sync_job: None,
+            syncing: BTreeMap::new(),
             last_role: Role::Follower,
             last_term: Term(0),
             last_commit: commit,
@@ -322,6 +330,24 @@ impl Simulation {
         let live = self.nodes[node].live.as_mut().expect("live");
         if written.pending && !live.sync_scheduled {
             live.sync_scheduled = true;
+            // The sync runs elsewhere from now (the server's way), or in
+            // place when the latency is over, covering every batch written
+            // until then.
+            if self.rng.gen_bool(self.params.sync_elsewhere) {
+                match live.shell.begin_sync() {
+                    Ok(job) => {
+                        live.sync_job = job;
+                        if live.sync_job.is_some() {
+                            let written = std::mem::take(&mut live.written);
+                            live.syncing.extend(written);
+                        }
+                    }
+                    Err(error) => {
+                        self.fail(format!("{id:?} begin sync: {error}"));
+                        return;
+                    }
+                }
+            }
             let incarnation = self.nodes[node].incarnation;
             let latency = self.params.disk_latency_ms;
             self.schedule(latency, Event::Sync { node, incarnation });
@@ -348,6 +374,7 @@ impl Simulation {
                 .retain(|index, _| *index < first.index);
             let live = self.nodes[node].live.as_mut().expect("live");
             live.written.retain(|index, _| *index < first.index);
+            live.syncing.retain(|index, _| *index < first.index);
         }
         for entry in &written.entries {
             let live = self.nodes[node].live.as_mut().expect("live");
@@ -358,9 +385,11 @@ impl Simulation {
         if let Some(synced) = written.synced_through {
             // The shell synced in the middle of this write (before a
             // snapshot install): what it had written is durable.
+            // A sync in flight is covered too.
             let live = self.nodes[node].live.as_mut().expect("live");
             let still_unsynced = live.written.split_off(&synced.next());
-            let durable = std::mem::replace(&mut live.written, still_unsynced);
+            let mut durable = std::mem::replace(&mut live.written, still_unsynced);
+            durable.append(&mut live.syncing);
             self.nodes[node].durable.terms.extend(durable);
         }
         self.observe_applied(node, &written.applied)?;
@@ -450,14 +479,25 @@ impl Simulation {
         let id = self.nodes[node].id;
         let live = self.nodes[node].live.as_mut().expect("live");
         live.sync_scheduled = false;
-        let synced = match live.shell.sync() {
+        let (synced, written) = match live.sync_job.take() {
+            Some(job) => {
+                let synced = live.shell.finish_sync(job.run());
+                (synced, std::mem::take(&mut live.syncing))
+            }
+            None => {
+                let synced = live.shell.sync();
+                let mut written = std::mem::take(&mut live.written);
+                written.append(&mut live.syncing);
+                (synced, written)
+            }
+        };
+        let synced = match synced {
             Ok(synced) => synced,
             Err(error) => {
                 self.fail(format!("{id:?} sync: {error}"));
                 return;
             }
         };
-        let written = std::mem::take(&mut live.written);
         live.shell.storage().invariants();
         self.nodes[node].durable.terms.extend(written);
         if let Err(failure) = self.observe_applied(node, &synced.applied) {

@@ -48,6 +48,11 @@ pub struct SimParams {
     pub power_loss: f64,
     /// Time an fsync takes (ms).
     pub disk_latency_ms: u64,
+    /// Probability that a log sync runs "on another thread" (begun at once,
+    /// finished after the disk latency, batches written meanwhile waiting
+    /// for the next), as the server runs it; otherwise it runs in place
+    /// after the latency and covers every batch written until then.
+    pub sync_elsewhere: f64,
     /// Mean time between injected faults (ms).
     pub fault_interval_ms: u64,
     /// Which faults this seed injects, how often and for how long.
@@ -242,6 +247,7 @@ impl SimParams {
             // Drawn last: the other parameters stay as they were per seed.
             keep_alive_batch_ms: [0, 10, 50, 200][rng.gen_range(0..4)],
             sessions_per_connection: [1, 1, 2, 3, usize::MAX][rng.gen_range(0..5)],
+            sync_elsewhere: [0.0, 0.5, 1.0, 1.0][rng.gen_range(0..4)],
         }
     }
 }
@@ -253,7 +259,7 @@ impl std::fmt::Display for SimParams {
             "seed={} nodes={} clients={} election={}ms heartbeat={}ms batch={} inflight={} \
              snapshot_every={} trailing={} chunk={}B segment={}B write_buffer={}B delay={}..{}ms loss={:.3} dup={:.3} \
              disk={}ms power_loss={:.4} faults_every~{}ms clock_spread={:.4} pre_vote={} check_quorum={} lease_reads={} \
-             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2} keep_alive_batch={}ms sessions_per_connection={}\n  faults: {}",
+             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2} keep_alive_batch={}ms sessions_per_connection={} sync_elsewhere={:.1}\n  faults: {}",
             self.seed,
             self.nodes,
             self.clients,
@@ -287,6 +293,7 @@ impl std::fmt::Display for SimParams {
             self.primitives,
             self.keep_alive_batch_ms,
             self.sessions_per_connection,
+            self.sync_elsewhere,
             self.faults,
         )
     }
