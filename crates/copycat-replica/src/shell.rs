@@ -99,8 +99,8 @@ use copycat_raft::{
     Configuration, Entry, LogIndex, Message, NodeId, ReadState, Ready, SnapshotMeta, Term, Time,
 };
 use copycat_storage::{
-    Disk, Identity, LogSync, LogSynced, SealedSnapshot, SnapshotFile, SnapshotWriter, Storage,
-    StorageError, StorageOptions,
+    Disk, Identity, LogSync, LogSynced, Removals, SealedSnapshot, SnapshotFile, SnapshotWriter,
+    Storage, StorageError, StorageOptions,
 };
 
 use crate::config::ReplicaConfig;
@@ -919,6 +919,19 @@ impl<M: RawStateMachine> Shell<M> {
                 Ok(None)
             }
         }
+    }
+
+    /// Leave the files the storage no longer needs (purged log segments,
+    /// old snapshots) for [`take_removals`](Self::take_removals), to remove
+    /// on another thread: unlinking a large file can take tens of
+    /// milliseconds on a busy disk.
+    pub fn defer_removals(&mut self) {
+        self.storage.defer_removals(true);
+    }
+
+    /// The files to remove elsewhere ([`Removals::run`]), if any.
+    pub fn take_removals(&mut self) -> Option<Removals> {
+        self.storage.take_removals()
     }
 
     /// Whether a sync begun with [`begin_sync`](Self::begin_sync) has not

@@ -30,7 +30,7 @@ use copycat_raft::{Configuration, LogIndex, Message, NodeId, Time};
 use copycat_replica::node::ConnectionId;
 use copycat_replica::shell::{RestoredImage, Shell, ShellError, WrittenSnapshot};
 use copycat_replica::RawStateMachine;
-use copycat_storage::{LogSync, LogSynced, StorageError};
+use copycat_storage::{LogSync, LogSynced, Removals, StorageError};
 use tokio::sync::{mpsc, watch};
 
 use crate::lock::DirLock;
@@ -246,6 +246,8 @@ pub(crate) struct Owner<M> {
     pub(crate) log_sync: Option<std::sync::mpsc::Sender<LogSync>>,
     /// The log sync thread's result, to finish before the next batch.
     pub(crate) synced: Option<LogSynced>,
+    /// The removal thread's queue, once started (see `run`).
+    pub(crate) removals: Option<std::sync::mpsc::Sender<Removals>>,
     /// The last message from the leader: who sent it, when it was handled.
     pub(crate) leader_seen: Option<(NodeId, Instant)>,
     /// The data directory lock, released when the thread ends.
@@ -266,6 +268,7 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
     pub(crate) fn run(mut self) -> Result<(), ShellError> {
         let id = self.core.shell.id();
         let log_sync_thread = self.start_log_sync_thread()?;
+        let removal_thread = self.start_removal_thread()?;
         let mut last_tick = Instant::now() - TICK;
         let mut calls = Vec::new();
         let result = loop {
@@ -320,6 +323,12 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
         // Its queue closes: it ends after the sync it may be running.
         drop(self.log_sync.take());
         if let Some(thread) = log_sync_thread {
+            let _ = thread.join();
+        }
+        // Removals still queued are done first (what a crash leaves, the
+        // stores clean up on the next open).
+        drop(self.removals.take());
+        if let Some(thread) = removal_thread {
             let _ = thread.join();
         }
         // Nothing touches the directory any more: another process may.
@@ -396,6 +405,9 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
             self.core.shell.finish_sync(synced)?;
         }
         self.write_and_sync()?;
+        if let Some(removals) = self.core.shell.take_removals() {
+            self.remove(removals);
+        }
         let outputs = self.core.shell.take_outputs();
         self.start_restore()?;
         let config = self.core.shell.server().raft().configuration();
@@ -501,6 +513,43 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
             })?;
         self.log_sync = Some(queue);
         Ok(Some(thread))
+    }
+
+    /// The thread that removes the files the storage no longer needs (old
+    /// snapshots, purged log segments): unlinking a 200 MB file takes tens
+    /// of milliseconds on a busy disk, which the owner thread must not
+    /// spend. From then on the storage leaves them to it.
+    fn start_removal_thread(&mut self) -> Result<Option<JoinHandle<()>>, ShellError> {
+        let id = self.core.shell.id().0;
+        let (queue, jobs) = std::sync::mpsc::channel::<Removals>();
+        let thread = std::thread::Builder::new()
+            .name(format!("copycat-remove-{id}"))
+            .spawn(move || {
+                for removals in jobs {
+                    let files = removals.len();
+                    if let Err(error) = removals.run() {
+                        // The files left are removed when the directory is
+                        // next opened (old snapshots by the next install).
+                        tracing::warn!(id, files, error = %chain(&error), "could not remove files the storage no longer needs");
+                    }
+                }
+            })?;
+        self.core.shell.defer_removals();
+        self.removals = Some(queue);
+        Ok(Some(thread))
+    }
+
+    fn remove(&mut self, removals: Removals) {
+        let returned = match &self.removals {
+            Some(queue) => match queue.send(removals) {
+                Ok(()) => return,
+                Err(returned) => returned.0,
+            },
+            None => removals,
+        };
+        if let Err(error) = returned.run() {
+            tracing::warn!(id = ?self.core.shell.id(), error = %chain(&error), "could not remove files the storage no longer needs");
+        }
     }
 
     /// The restore of a snapshot received from the leader, if one was:

@@ -508,6 +508,7 @@ impl<M: RawStateMachine + Send + 'static> ServerBuilder<M> {
             restored: Vec::new(),
             log_sync: None,
             synced: None,
+            removals: None,
             leader_seen: None,
             lock,
             observer: Observer::new(Arc::clone(&metrics)),

@@ -86,6 +86,7 @@ mod group;
 mod log;
 mod meta;
 pub mod power_loss;
+mod removal;
 mod snapshot;
 mod storage;
 
@@ -98,6 +99,7 @@ pub use log::{
     RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
 pub use meta::{Identity, Meta, MetaStore, META_MAGIC, META_VERSION};
+pub use removal::Removals;
 pub use snapshot::{
     SealedSnapshot, SnapshotFile, SnapshotStore, SnapshotWriter, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
 };

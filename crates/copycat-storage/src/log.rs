@@ -25,6 +25,7 @@ use copycat_raft::{Entry, LogIndex, Term};
 
 use crate::disk::Disk;
 use crate::error::{io_error, Result, StorageError};
+use crate::removal::StoreRemovals;
 
 /// Magic bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CCATLOG\0";
@@ -193,6 +194,20 @@ pub struct LogStore {
     sync_generation: u64,
     /// The latest sync begun with [`LogStore::begin_sync`] and not finished.
     in_flight: Option<InFlight>,
+    /// Purged segments are left for [`LogStore::take_removals`] instead of
+    /// being removed in place.
+    defer_removals: bool,
+    /// Purged segments not taken yet, oldest first, and the first segment
+    /// that survived the latest purge.
+    removals: Vec<PathBuf>,
+    removal_first: Option<PathBuf>,
+    /// Purged segments handed out whose removal is not known to be done:
+    /// a reset removes them first, so that no crash leaves them before a
+    /// gap. Numbered by the batch they were handed out in.
+    unconfirmed: Vec<(u64, PathBuf)>,
+    removal_batches: u64,
+    /// Batches whose removal finished (reported by their removals).
+    removals_done: Arc<std::sync::Mutex<Vec<u64>>>,
 }
 
 /// A sync of the log that runs away from the store (on another thread):
@@ -855,6 +870,12 @@ impl LogStore {
             dir_changes: 0,
             sync_generation: 0,
             in_flight: None,
+            defer_removals: false,
+            removals: Vec::new(),
+            removal_first: None,
+            unconfirmed: Vec::new(),
+            removal_batches: 0,
+            removals_done: Arc::default(),
         };
 
         let count = found.len();
@@ -1239,6 +1260,12 @@ impl LogStore {
 
     fn create_segment(&mut self, first_index: LogIndex) -> Result<()> {
         let path = self.dir.join(segment_name(first_index));
+        // New segments start past every purged one (purges stop below the
+        // latest snapshot; resets and rolls start above it).
+        debug_assert!(
+            !self.removals.contains(&path) && !self.unconfirmed.iter().any(|(_, p)| *p == path),
+            "a new segment has the name of a purged one"
+        );
         self.disk.create(&path).map_err(io_error("create", &path))?;
         if let Err(error) = self
             .disk
@@ -1389,6 +1416,43 @@ impl LogStore {
             self.guard(result)?;
         }
         Ok(self.durable_index)
+    }
+
+    /// The disk it writes to.
+    pub(crate) fn disk(&self) -> Arc<dyn Disk> {
+        Arc::clone(&self.disk)
+    }
+
+    /// Leave purged segments to `Storage::take_removals`
+    /// instead of removing them in place (see `Storage::defer_removals`).
+    pub fn defer_removals(&mut self, defer: bool) {
+        self.defer_removals = defer;
+    }
+
+    /// The purged segments to remove elsewhere, if any.
+    pub(crate) fn take_removals(&mut self) -> Option<StoreRemovals> {
+        self.prune_confirmed();
+        if self.removals.is_empty() {
+            return None;
+        }
+        self.removal_batches += 1;
+        let batch = self.removal_batches;
+        let files = std::mem::take(&mut self.removals);
+        self.unconfirmed
+            .extend(files.iter().map(|path| (batch, path.clone())));
+        Some(StoreRemovals {
+            dir: self.dir.clone(),
+            sync_first: self.removal_first.take(),
+            files,
+            done: Some((batch, Arc::clone(&self.removals_done))),
+        })
+    }
+
+    fn prune_confirmed(&mut self) {
+        let done = std::mem::take(&mut *crate::disk::lock(&self.removals_done));
+        if !done.is_empty() {
+            self.unconfirmed.retain(|(batch, _)| !done.contains(batch));
+        }
     }
 
     /// A truncation or roll-back lowered the last index: a sync in flight
@@ -1647,6 +1711,17 @@ impl LogStore {
         if self.segments.len() < 2 || self.segments[1].first_index.get() > index.get() + 1 {
             return Ok(());
         }
+        if self.defer_removals {
+            // Removed elsewhere, after a sync of the first survivor and the
+            // directory (see `removal.rs`), for the same reason as below.
+            while self.segments.len() > 1 && self.segments[1].first_index.get() <= index.get() + 1 {
+                let segment = self.segments.remove(0);
+                self.removals.push(segment.path);
+                self.first_index = self.segments[0].first_index;
+            }
+            self.removal_first = Some(self.segments[0].path.clone());
+            return Ok(());
+        }
         // The first surviving segment's header records the new first index:
         // make it (and everything before the purge) durable before removing
         // anything, so a crash cannot leave a log that starts later than
@@ -1674,6 +1749,23 @@ impl LogStore {
 
     fn reset_inner(&mut self, next_index: LogIndex) -> Result<()> {
         self.buffer.clear();
+        // Purged segments whose removal elsewhere may not be done go first
+        // (oldest first, each durably): left behind by a crash, they would
+        // sit before a gap.
+        self.prune_confirmed();
+        let leftovers: Vec<PathBuf> = std::mem::take(&mut self.unconfirmed)
+            .into_iter()
+            .map(|(_, path)| path)
+            .chain(std::mem::take(&mut self.removals))
+            .collect();
+        self.removal_first = None;
+        for path in leftovers {
+            match self.disk.remove(&path) {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                other => other.map_err(io_error("remove", &path))?,
+            }
+            self.sync_dir()?;
+        }
         // Newest first, each removal durable: a crash leaves a prefix of the
         // old log, which `Storage::open` recognises as older than the
         // snapshot and resets again.

@@ -36,6 +36,7 @@ use copycat_raft::{LogIndex, SnapshotMeta, Term};
 use crate::disk::Disk;
 use crate::error::{io_error, Result, StorageError};
 use crate::log::Durability;
+use crate::removal::StoreRemovals;
 
 /// Magic bytes at the start of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"CCATSNAP";
@@ -69,6 +70,10 @@ pub struct SnapshotStore {
     retained_old: usize,
     /// Oldest first; the last is the latest.
     installed: Vec<Installed>,
+    /// Old snapshots are left for [`SnapshotStore::take_removals`] instead
+    /// of being removed in place.
+    defer_removals: bool,
+    removals: Vec<PathBuf>,
     /// Numbers the temp files of writers, so that two writers of the same
     /// snapshot (a local one and one received from the leader, at the same
     /// index and term) never share a file.
@@ -483,6 +488,8 @@ impl SnapshotStore {
                 durability,
                 retained_old,
                 installed,
+                defer_removals: false,
+                removals: Vec::new(),
                 temp_serial: AtomicU64::new(0),
             },
             removed,
@@ -582,12 +589,37 @@ impl SnapshotStore {
         });
         while self.installed.len() > self.retained_old + 1 {
             let old = self.installed.remove(0);
+            if self.defer_removals {
+                self.removals.push(old.path);
+                continue;
+            }
             self.disk
                 .remove(&old.path)
                 .map_err(io_error("remove", &old.path))?;
             self.sync_dir()?;
         }
         Ok(sealed.meta)
+    }
+
+    /// Leave snapshots beyond the retention to
+    /// [`take_removals`](Self::take_removals) instead of removing them in
+    /// place (see `Storage::defer_removals`). Left behind by a crash, they
+    /// are installed older snapshots again, removed by the next install.
+    pub fn defer_removals(&mut self, defer: bool) {
+        self.defer_removals = defer;
+    }
+
+    /// The old snapshots to remove elsewhere, if any.
+    pub(crate) fn take_removals(&mut self) -> Option<StoreRemovals> {
+        if self.removals.is_empty() {
+            return None;
+        }
+        Some(StoreRemovals {
+            dir: self.dir.clone(),
+            sync_first: None,
+            files: std::mem::take(&mut self.removals),
+            done: None,
+        })
     }
 
     fn is_older_than_latest(&self, meta: &SnapshotMeta) -> bool {

@@ -19,6 +19,7 @@ use crate::disk::Disk;
 use crate::error::{io_error, Result, StorageError};
 use crate::log::{LogOptions, LogRecovery, LogStore, LogSync, LogSynced};
 use crate::meta::{Identity, Meta, MetaStore};
+use crate::removal::Removals;
 use crate::snapshot::{SealedSnapshot, SnapshotStore, SnapshotWriter};
 
 /// Options of a [`Storage`].
@@ -296,6 +297,30 @@ impl Storage {
     /// Makes all appended entries durable; returns the durable last index.
     pub fn sync(&mut self) -> Result<LogIndex> {
         self.log.sync()
+    }
+
+    /// Leave the files the stores no longer need (purged log segments, old
+    /// snapshots) for [`take_removals`](Self::take_removals), to remove on
+    /// another thread, instead of removing them in place. Off by default.
+    pub fn defer_removals(&mut self, defer: bool) {
+        self.log.defer_removals(defer);
+        self.snapshots.defer_removals(defer);
+    }
+
+    /// The files to remove elsewhere ([`Removals::run`]), if any.
+    pub fn take_removals(&mut self) -> Option<Removals> {
+        let stores: Vec<_> = [self.snapshots.take_removals(), self.log.take_removals()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if stores.is_empty() {
+            return None;
+        }
+        Some(Removals {
+            disk: self.log.disk(),
+            fsync: self.log.options().durability == crate::log::Durability::Fsync,
+            stores,
+        })
     }
 
     /// Begins a sync of the log to run on another thread (see

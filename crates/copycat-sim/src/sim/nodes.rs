@@ -14,7 +14,7 @@ use copycat_replica::shell::{
     Bootstrap, RestoreJob, Shell, ShellConfig, SnapshotJob, SnapshotReport, Written,
 };
 use copycat_replica::{Applied, Typed};
-use copycat_storage::{Disk, FaultDisk, LogOptions, LogSync, StorageOptions};
+use copycat_storage::{Disk, FaultDisk, LogOptions, LogSync, Removals, StorageOptions};
 use rand::Rng;
 
 use super::kv::KvMachine;
@@ -45,6 +45,9 @@ pub(super) struct LiveNode {
     sync_job: Option<LogSync>,
     /// The entries it covers (written when it began, not truncated since).
     syncing: BTreeMap<LogIndex, Term>,
+    /// Files the storage no longer needs, removed "on another thread": at
+    /// the node's next sync (a crash before leaves them on the disk).
+    removals: Vec<Removals>,
     last_role: Role,
     last_term: Term,
     last_commit: LogIndex,
@@ -151,6 +154,9 @@ impl Simulation {
             }
         };
         shell.server_mut().record_applied();
+        if self.params.defer_removals {
+            shell.defer_removals();
+        }
         // Term and vote are saved before any message that depends on them
         // is sent (Raft Figure 2): a vote granted survives the crash.
         let hard_state = shell.server().raft().hard_state();
@@ -218,6 +224,7 @@ impl Simulation {
             written: BTreeMap::new(),
             sync_job: None,
             syncing: BTreeMap::new(),
+            removals: Vec::new(),
             last_role: Role::Follower,
             last_term: Term(0),
             last_commit: commit,
@@ -479,6 +486,17 @@ impl Simulation {
         let id = self.nodes[node].id;
         let live = self.nodes[node].live.as_mut().expect("live");
         live.sync_scheduled = false;
+        for removals in std::mem::take(&mut live.removals) {
+            let files = removals.len();
+            if let Err(error) = removals.run() {
+                self.fail(format!("{id:?} removals: {error}"));
+                return;
+            }
+            self.trace(format_args!(
+                "{id:?} removed {files} files it no longer needs"
+            ));
+        }
+        let live = self.nodes[node].live.as_mut().expect("live");
         let (synced, written) = match live.sync_job.take() {
             Some(job) => {
                 let synced = live.shell.finish_sync(job.run());
@@ -618,6 +636,9 @@ impl Simulation {
             return;
         };
         live.shell.server().raft().invariants();
+        if let Some(removals) = live.shell.take_removals() {
+            live.removals.push(removals);
+        }
         let raft = live.shell.server().raft();
         let vote = raft.hard_state().vote;
         let term = raft.term();

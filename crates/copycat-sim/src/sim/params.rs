@@ -53,6 +53,10 @@ pub struct SimParams {
     /// for the next), as the server runs it; otherwise it runs in place
     /// after the latency and covers every batch written until then.
     pub sync_elsewhere: f64,
+    /// Whether purged log segments and old snapshots are removed "on
+    /// another thread" (at the node's next sync; a crash before leaves
+    /// them), as the server removes them, or in place.
+    pub defer_removals: bool,
     /// Mean time between injected faults (ms).
     pub fault_interval_ms: u64,
     /// Which faults this seed injects, how often and for how long.
@@ -248,6 +252,7 @@ impl SimParams {
             keep_alive_batch_ms: [0, 10, 50, 200][rng.gen_range(0..4)],
             sessions_per_connection: [1, 1, 2, 3, usize::MAX][rng.gen_range(0..5)],
             sync_elsewhere: [0.0, 0.5, 1.0, 1.0][rng.gen_range(0..4)],
+            defer_removals: rng.gen_bool(0.7),
         }
     }
 }
@@ -259,7 +264,7 @@ impl std::fmt::Display for SimParams {
             "seed={} nodes={} clients={} election={}ms heartbeat={}ms batch={} inflight={} \
              snapshot_every={} trailing={} chunk={}B segment={}B write_buffer={}B delay={}..{}ms loss={:.3} dup={:.3} \
              disk={}ms power_loss={:.4} faults_every~{}ms clock_spread={:.4} pre_vote={} check_quorum={} lease_reads={} \
-             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2} keep_alive_batch={}ms sessions_per_connection={} sync_elsewhere={:.1}\n  faults: {}",
+             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2} keep_alive_batch={}ms sessions_per_connection={} sync_elsewhere={:.1} defer_removals={}\n  faults: {}",
             self.seed,
             self.nodes,
             self.clients,
@@ -294,6 +299,7 @@ impl std::fmt::Display for SimParams {
             self.keep_alive_batch_ms,
             self.sessions_per_connection,
             self.sync_elsewhere,
+            self.defer_removals,
             self.faults,
         )
     }
