@@ -200,17 +200,23 @@ impl MapState {
         value: Bytes,
         expires_at: Option<u64>,
     ) -> Option<Bytes> {
-        let old = self.take(&key);
-        if let Some(at) = expires_at {
-            self.expiries.insert((at, key.clone()));
-        }
-        self.entries.insert(
+        // One walk down the tree: the entry replaced comes back.
+        let previous = self.entries.insert(
             key.clone(),
             MapEntry {
                 value: value.clone(),
                 expires_at,
             },
         );
+        let old = previous.map(|entry| {
+            if let Some(at) = entry.expires_at {
+                self.expiries.remove(&(at, key.clone()));
+            }
+            entry.value
+        });
+        if let Some(at) = expires_at {
+            self.expiries.insert((at, key.clone()));
+        }
         let kind = if old.is_some() {
             MapEventKind::Updated
         } else {
@@ -264,10 +270,11 @@ impl MapState {
     ) -> Result<(), ResourceError> {
         ctx.limits().check_value(key)?;
         ctx.limits().check_value(value)?;
-        if !self.entries.contains_key(key) {
-            ctx.limits().check_entries(self.entries.len())?;
+        // Only a full map needs the lookup: replacing a key adds no entry.
+        match ctx.limits().check_entries(self.entries.len()) {
+            Err(error) if !self.entries.contains_key(key) => Err(error),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -48,8 +48,17 @@ pub struct ServerConfig {
     /// proposing it again (the first may have been lost in a leader change).
     pub expire_retry_ms: u64,
     /// Take a snapshot once this many entries were applied since the last
-    /// one (see [`ServerNode::snapshot_if_due`]).
+    /// one (see [`ServerNode::snapshot_if_due`]), and the command payloads
+    /// applied since reach [`snapshot_log_percent`](Self::snapshot_log_percent)
+    /// of the last snapshot's size; at ten times this many entries in any
+    /// case.
     pub snapshot_every_entries: u64,
+    /// A large state is not written out again for a few small commands: a
+    /// snapshot by entry count also waits until the payloads applied since
+    /// the last snapshot reach this percentage of its size, so that the
+    /// cost of snapshots stays in proportion to what is written (0: by
+    /// entry count alone).
+    pub snapshot_log_percent: u64,
     /// Or once this many bytes of command payloads were applied since the
     /// last one, whichever comes first: a log of large entries is
     /// compacted before it fills memory and disk.
@@ -83,6 +92,7 @@ impl ServerConfig {
             idle_tick_ms,
             expire_retry_ms,
             snapshot_every_entries: 10_000,
+            snapshot_log_percent: 50,
             snapshot_every_bytes: 64 << 20,
             max_waiting_queries: 10_000,
             keep_alive_batch_ms: 200,
@@ -129,6 +139,8 @@ pub struct ServerNode<M> {
     last_proposed_ms: u64,
     /// Bytes of command payloads applied since the last snapshot.
     bytes_since_snapshot: u64,
+    /// Bytes of the latest snapshot's image (see `snapshot_size_is`).
+    snapshot_bytes: u64,
     expiring: BTreeMap<SessionId, Time>,
     /// Requests waiting for the entry this server proposed for them, by the
     /// entry's index: only that entry answers them (an older entry of the
@@ -189,6 +201,7 @@ impl<M: RawStateMachine> ServerNode<M> {
             last_proposal: now,
             last_proposed_ms: 0,
             bytes_since_snapshot: 0,
+            snapshot_bytes: 0,
             expiring: BTreeMap::new(),
             pending_entries: BTreeMap::new(),
             registering: BTreeMap::new(),
@@ -933,7 +946,11 @@ impl<M: RawStateMachine> ServerNode<M> {
         }
         let applied = self.replica.applied_index();
         let last = self.raw.snapshot_meta().index;
-        let by_entries = applied.0 >= last.0 + self.config.snapshot_every_entries;
+        let every = self.config.snapshot_every_entries;
+        let in_proportion = u128::from(self.bytes_since_snapshot) * 100
+            >= u128::from(self.snapshot_bytes) * u128::from(self.config.snapshot_log_percent);
+        let by_entries = (applied.0 >= last.0.saturating_add(every) && in_proportion)
+            || applied.0 >= last.0.saturating_add(every.saturating_mul(10));
         let by_bytes = self.bytes_since_snapshot >= self.config.snapshot_every_bytes;
         if applied <= last || !(by_entries || by_bytes) {
             return None;
@@ -947,6 +964,13 @@ impl<M: RawStateMachine> ServerNode<M> {
             config: self.raw.configurations_since(applied).into_iter().next()?,
         };
         Some((meta, self.replica.image()))
+    }
+
+    /// The latest snapshot's image is this many bytes (the shell tells it
+    /// after taking, receiving or recovering one): what
+    /// [`ServerConfig::snapshot_log_percent`] is a percentage of.
+    pub fn snapshot_size_is(&mut self, bytes: u64) {
+        self.snapshot_bytes = bytes;
     }
 
     /// The snapshot `meta` from [`snapshot_if_due`](Self::snapshot_if_due)

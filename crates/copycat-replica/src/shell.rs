@@ -543,7 +543,7 @@ impl<M: RawStateMachine> Shell<M> {
         };
         let snapshot_data = storage.snapshots().read_all()?.unwrap_or_default();
         let compute_digests = config.compute_digests;
-        let server = ServerNode::new(
+        let mut server = ServerNode::new(
             config.server,
             state,
             &snapshot_data,
@@ -552,6 +552,7 @@ impl<M: RawStateMachine> Shell<M> {
             now,
             wall_ms,
         )?;
+        server.snapshot_size_is(snapshot_data.len() as u64);
         Ok(Self {
             server,
             storage,
@@ -1071,6 +1072,8 @@ impl<M: RawStateMachine> Shell<M> {
         self.server
             .snapshot_stored(&meta)
             .map_err(|e| ShellError::Install(e.to_string()))?;
+        let bytes = self.storage.snapshots().latest_data_len().unwrap_or(0);
+        self.server.snapshot_size_is(bytes);
         tracing::debug!(id = ?self.id(), index = ?meta.index, "took a snapshot");
         Ok(Some(SnapshotReport {
             meta,
@@ -1246,6 +1249,7 @@ impl<M: RawStateMachine> Shell<M> {
             if chunk.done {
                 let writer = self.incoming.take().expect("a snapshot is being received");
                 let sealed = writer.seal()?;
+                let sealed_len = sealed.data_len();
                 if self
                     .storage
                     .snapshots()
@@ -1282,6 +1286,7 @@ impl<M: RawStateMachine> Shell<M> {
                     .snapshot_installed(&chunk.meta)
                     .map_err(|e| ShellError::Install(e.to_string()))?;
                 self.server.begin_restore(chunk.meta.index);
+                self.server.snapshot_size_is(sealed_len);
                 let file = self
                     .storage
                     .snapshots()
@@ -1610,6 +1615,7 @@ mod tests {
             .map(|id| {
                 let shell = open_with(&disk, id, 0, |config| {
                     config.server.raft.snapshot_trailing_entries = 2;
+                    config.server.snapshot_log_percent = 0;
                     config.compute_digests = true;
                 });
                 (id, shell)
@@ -1618,6 +1624,43 @@ mod tests {
         let mut cluster = Cluster::new(shells, disk);
         cluster.manual_snapshots = manual.iter().copied().collect();
         cluster
+    }
+
+    /// By entry count, a snapshot waits until the payloads applied since
+    /// the last one are in proportion to its size (or ten times the count
+    /// went by): a large state is not written again for a few commands.
+    #[test]
+    fn a_snapshot_by_entries_waits_for_payloads_in_proportion_to_its_size() {
+        let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
+        let shells = (1..=3)
+            .map(|id| {
+                let shell = open_with(&disk, id, 0, |config| {
+                    config.server.snapshot_every_entries = 20;
+                    config.server.snapshot_log_percent = 1_000;
+                });
+                (id, shell)
+            })
+            .collect();
+        let mut cluster = Cluster::new(shells, disk);
+        let leader = cluster.start();
+        let snapshot = |c: &Cluster| c.shells[&leader].server().raft().snapshot_meta().index;
+        // No snapshot yet: the first comes after 20 entries (its size is 0).
+        cluster.add(25, 1);
+        let first = snapshot(&cluster);
+        assert!(first > LogIndex(0), "the first snapshot by entry count");
+        let size = cluster.shells[&leader]
+            .storage()
+            .snapshots()
+            .latest_data_len()
+            .expect("a snapshot");
+        // 20 small commands are far less than ten times its size.
+        let payload = codec::encode(&TestCommand::Add(1)).len() as u64;
+        assert!(25 * payload < 10 * size, "{payload} B commands, {size} B image");
+        cluster.add(25, 1);
+        assert_eq!(snapshot(&cluster), first, "not yet in proportion");
+        // Ten times the entry count: taken anyway.
+        cluster.add(200, 1);
+        assert!(snapshot(&cluster) > first, "taken at ten times the count");
     }
 
     #[test]

@@ -242,6 +242,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .fsync(true)
         .configure(move |c| {
             c.snapshot_every_entries = every;
+            c.snapshot_log_percent = 0;
             // A short tail behind a snapshot, so a follower that was down
             // for a few snapshots needs the leader's (`--restore`).
             c.raft.snapshot_trailing_entries = 10;

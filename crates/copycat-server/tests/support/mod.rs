@@ -178,6 +178,7 @@ impl Cluster {
             config.raft.election_timeout_ms = 300;
             config.raft.heartbeat_interval_ms = 50;
             config.snapshot_every_entries = 500;
+            config.snapshot_log_percent = 0;
             config.raft.snapshot_trailing_entries = 100;
         })
     }

@@ -825,6 +825,7 @@ impl Simulation {
 pub(super) fn server_config(raft: copycat_raft::Config, params: &SimParams) -> ServerConfig {
     let mut config = ServerConfig::new(raft);
     config.snapshot_every_entries = params.snapshot_every;
+    config.snapshot_log_percent = params.snapshot_log_percent;
     config.keep_alive_batch_ms = params.keep_alive_batch_ms;
     // Session timeouts are the clients' (20 election timeouts); allow them.
     config.replica.max_session_timeout_ms = config

@@ -57,6 +57,10 @@ pub struct SimParams {
     /// another thread" (at the node's next sync; a crash before leaves
     /// them), as the server removes them, or in place.
     pub defer_removals: bool,
+    /// A snapshot by entry count also waits until the payloads applied
+    /// since the last one reach this percentage of its size (0: by count
+    /// alone).
+    pub snapshot_log_percent: u64,
     /// Mean time between injected faults (ms).
     pub fault_interval_ms: u64,
     /// Which faults this seed injects, how often and for how long.
@@ -253,6 +257,7 @@ impl SimParams {
             sessions_per_connection: [1, 1, 2, 3, usize::MAX][rng.gen_range(0..5)],
             sync_elsewhere: [0.0, 0.5, 1.0, 1.0][rng.gen_range(0..4)],
             defer_removals: rng.gen_bool(0.7),
+            snapshot_log_percent: [0, 0, 50, 200][rng.gen_range(0..4)],
         }
     }
 }
@@ -264,7 +269,7 @@ impl std::fmt::Display for SimParams {
             "seed={} nodes={} clients={} election={}ms heartbeat={}ms batch={} inflight={} \
              snapshot_every={} trailing={} chunk={}B segment={}B write_buffer={}B delay={}..{}ms loss={:.3} dup={:.3} \
              disk={}ms power_loss={:.4} faults_every~{}ms clock_spread={:.4} pre_vote={} check_quorum={} lease_reads={} \
-             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2} keep_alive_batch={}ms sessions_per_connection={} sync_elsewhere={:.1} defer_removals={}\n  faults: {}",
+             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2} keep_alive_batch={}ms sessions_per_connection={} sync_elsewhere={:.1} defer_removals={} snapshot_log_percent={}\n  faults: {}",
             self.seed,
             self.nodes,
             self.clients,
@@ -300,6 +305,7 @@ impl std::fmt::Display for SimParams {
             self.sessions_per_connection,
             self.sync_elsewhere,
             self.defer_removals,
+            self.snapshot_log_percent,
             self.faults,
         )
     }
