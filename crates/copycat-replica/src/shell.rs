@@ -1655,7 +1655,10 @@ mod tests {
             .expect("a snapshot");
         // 20 small commands are far less than ten times its size.
         let payload = codec::encode(&TestCommand::Add(1)).len() as u64;
-        assert!(25 * payload < 10 * size, "{payload} B commands, {size} B image");
+        assert!(
+            25 * payload < 10 * size,
+            "{payload} B commands, {size} B image"
+        );
         cluster.add(25, 1);
         assert_eq!(snapshot(&cluster), first, "not yet in proportion");
         // Ten times the entry count: taken anyway.
