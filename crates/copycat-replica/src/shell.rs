@@ -769,11 +769,7 @@ impl<M: RawStateMachine> Shell<M> {
         // Batches a sync in flight covered wait again, first in line: the
         // log went back to its durable state, and the sync in place after
         // the retry covers them.
-        if let Some(syncing) = self.syncing.take() {
-            let mut batches = syncing.batches;
-            batches.append(&mut self.pending);
-            self.pending = batches;
-        }
+        self.pending = self.waiting_batches();
         // What was appended and is not durable is gone from the log.
         self.unsynced = false;
         self.unsynced_entries = 0;
@@ -969,6 +965,18 @@ impl<M: RawStateMachine> Shell<M> {
         self.syncs += 1;
         let applied = self.release(syncing.batches);
         Ok(Synced { applied })
+    }
+
+    /// Every written batch not released yet, in the order written: those a
+    /// sync in flight covers, then the rest.
+    fn waiting_batches(&mut self) -> Vec<Pending> {
+        let mut batches = self
+            .syncing
+            .take()
+            .map(|syncing| syncing.batches)
+            .unwrap_or_default();
+        batches.append(&mut self.pending);
+        batches
     }
 
     /// Steps 2 to 4 of written batches once their sync is done: the
@@ -1249,7 +1257,6 @@ impl<M: RawStateMachine> Shell<M> {
             if chunk.done {
                 let writer = self.incoming.take().expect("a snapshot is being received");
                 let sealed = writer.seal()?;
-                let sealed_len = sealed.data_len();
                 if self
                     .storage
                     .snapshots()
@@ -1286,12 +1293,12 @@ impl<M: RawStateMachine> Shell<M> {
                     .snapshot_installed(&chunk.meta)
                     .map_err(|e| ShellError::Install(e.to_string()))?;
                 self.server.begin_restore(chunk.meta.index);
-                self.server.snapshot_size_is(sealed_len);
                 let file = self
                     .storage
                     .snapshots()
                     .latest_file()
                     .expect("the snapshot just installed");
+                self.server.snapshot_size_is(file.data_len());
                 let superseded = self.restore_job.replace(RestoreJob {
                     file,
                     config: self.server.replica().config().clone(),
@@ -1345,12 +1352,7 @@ impl<M: RawStateMachine> Shell<M> {
             self.syncs += 1;
             self.unsynced = false;
         }
-        let mut batches = self
-            .syncing
-            .take()
-            .map(|syncing| syncing.batches)
-            .unwrap_or_default();
-        batches.append(&mut self.pending);
+        let batches = self.waiting_batches();
         Ok(self.release(batches))
     }
 }

@@ -328,9 +328,7 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
         // Removals still queued are done first (what a crash leaves, the
         // stores clean up on the next open).
         drop(self.removals.take());
-        if let Some(thread) = removal_thread {
-            let _ = thread.join();
-        }
+        let _ = removal_thread.join();
         // Nothing touches the directory any more: another process may.
         drop(self.lock.take());
         tracing::info!(?id, "server stopped");
@@ -466,26 +464,19 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
             if !written.pending || self.core.shell.sync_in_flight() {
                 return Ok(());
             }
-            let Some(job) = self.core.shell.begin_sync()? else {
+            let Some(mut job) = self.core.shell.begin_sync()? else {
                 return Ok(());
             };
-            if job.is_empty() {
-                self.core.shell.finish_sync(job.run())?;
-                continue;
-            }
-            match &self.log_sync {
-                Some(queue) => {
-                    if let Err(returned) = queue.send(job) {
-                        // The thread is gone (the loop is ending): here.
-                        self.core.shell.finish_sync(returned.0.run())?;
-                        continue;
-                    }
-                    return Ok(());
-                }
-                None => {
-                    self.core.shell.finish_sync(job.run())?;
+            let queue = self.log_sync.as_ref().filter(|_| !job.is_empty());
+            if let Some(queue) = queue {
+                match queue.send(job) {
+                    Ok(()) => return Ok(()),
+                    // The thread is gone (the loop is ending).
+                    Err(returned) => job = returned.0,
                 }
             }
+            // Nothing for the disk, or no sync thread: here, and on.
+            self.core.shell.finish_sync(job.run())?;
         }
     }
 
@@ -519,7 +510,7 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
     /// snapshots, purged log segments): unlinking a 200 MB file takes tens
     /// of milliseconds on a busy disk, which the owner thread must not
     /// spend. From then on the storage leaves them to it.
-    fn start_removal_thread(&mut self) -> Result<Option<JoinHandle<()>>, ShellError> {
+    fn start_removal_thread(&mut self) -> Result<JoinHandle<()>, ShellError> {
         let id = self.core.shell.id().0;
         let (queue, jobs) = std::sync::mpsc::channel::<Removals>();
         let thread = std::thread::Builder::new()
@@ -536,7 +527,7 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
             })?;
         self.core.shell.defer_removals();
         self.removals = Some(queue);
-        Ok(Some(thread))
+        Ok(thread)
     }
 
     fn remove(&mut self, removals: Removals) {

@@ -25,7 +25,7 @@ use copycat_raft::{Entry, LogIndex, Term};
 
 use crate::disk::Disk;
 use crate::error::{io_error, Result, StorageError};
-use crate::removal::StoreRemovals;
+use crate::removal::{remove_if_present, StoreRemovals};
 
 /// Magic bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CCATLOG\0";
@@ -1240,14 +1240,18 @@ impl LogStore {
         self.create_segment(first_index)
     }
 
-    fn sync_segment(&mut self, position: usize) -> Result<()> {
-        let segment = &mut self.segments[position];
-        #[allow(unused_mut)]
-        let mut fsync = self.options.durability == Durability::Fsync;
+    /// Whether syncs reach the disk (the durability, or a planted bug).
+    fn fsyncs(&self) -> bool {
         #[cfg(feature = "planted-bugs")]
         if copycat_planted::active(copycat_planted::PlantedBug::SyncSkipsFsync) {
-            fsync = false;
+            return false;
         }
+        self.options.durability == Durability::Fsync
+    }
+
+    fn sync_segment(&mut self, position: usize) -> Result<()> {
+        let fsync = self.fsyncs();
+        let segment = &mut self.segments[position];
         if segment.dirty && fsync {
             self.disk
                 .sync_data(&segment.path)
@@ -1330,12 +1334,7 @@ impl LogStore {
         self.check_poisoned()?;
         let flushed = self.flush_buffer();
         self.guard(flushed)?;
-        #[allow(unused_mut)]
-        let mut fsync = self.options.durability == Durability::Fsync;
-        #[cfg(feature = "planted-bugs")]
-        if copycat_planted::active(copycat_planted::PlantedBug::SyncSkipsFsync) {
-            fsync = false;
-        }
+        let fsync = self.fsyncs();
         let files = if fsync {
             self.segments
                 .iter()
@@ -1431,10 +1430,10 @@ impl LogStore {
 
     /// The purged segments to remove elsewhere, if any.
     pub(crate) fn take_removals(&mut self) -> Option<StoreRemovals> {
-        self.prune_confirmed();
         if self.removals.is_empty() {
             return None;
         }
+        self.prune_confirmed();
         self.removal_batches += 1;
         let batch = self.removal_batches;
         let files = std::mem::take(&mut self.removals);
@@ -1711,28 +1710,27 @@ impl LogStore {
         if self.segments.len() < 2 || self.segments[1].first_index.get() > index.get() + 1 {
             return Ok(());
         }
-        if self.defer_removals {
-            // Removed elsewhere, after a sync of the first survivor and the
-            // directory (see `removal.rs`), for the same reason as below.
-            while self.segments.len() > 1 && self.segments[1].first_index.get() <= index.get() + 1 {
-                let segment = self.segments.remove(0);
-                self.removals.push(segment.path);
-                self.first_index = self.segments[0].first_index;
-            }
-            self.removal_first = Some(self.segments[0].path.clone());
-            return Ok(());
-        }
         // The first surviving segment's header records the new first index:
         // make it (and everything before the purge) durable before removing
         // anything, so a crash cannot leave a log that starts later than
-        // its first durable segment says.
-        self.sync_inner()?;
+        // its first durable segment says. Removed elsewhere, the files go
+        // after a sync of that segment and the directory (`removal.rs`).
+        if !self.defer_removals {
+            self.sync_inner()?;
+        }
         while self.segments.len() > 1 && self.segments[1].first_index.get() <= index.get() + 1 {
             // Oldest first, each removal durable, so the survivors are
             // always contiguous.
             let segment = self.segments.remove(0);
-            self.remove_file_durably(&segment.path)?;
+            if self.defer_removals {
+                self.removals.push(segment.path);
+            } else {
+                self.remove_file_durably(&segment.path)?;
+            }
             self.first_index = self.segments[0].first_index;
+        }
+        if self.defer_removals {
+            self.removal_first = Some(self.segments[0].path.clone());
         }
         Ok(())
     }
@@ -1760,10 +1758,7 @@ impl LogStore {
             .collect();
         self.removal_first = None;
         for path in leftovers {
-            match self.disk.remove(&path) {
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                other => other.map_err(io_error("remove", &path))?,
-            }
+            remove_if_present(self.disk.as_ref(), &path)?;
             self.sync_dir()?;
         }
         // Newest first, each removal durable: a crash leaves a prefix of the

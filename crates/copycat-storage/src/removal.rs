@@ -13,11 +13,19 @@
 //! it was at the purge (its first surviving segment and the directory)
 //! before any of its segments goes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::disk::Disk;
 use crate::error::{io_error, Result};
+
+/// Remove `path` unless it is gone already (removed by another thread).
+pub(crate) fn remove_if_present(disk: &dyn Disk, path: &Path) -> Result<()> {
+    match disk.remove(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other.map_err(io_error("remove", path)),
+    }
+}
 
 /// One store's files to remove, in order.
 #[derive(Debug)]
@@ -78,10 +86,7 @@ impl Removals {
             self.sync_dir(store)?;
         }
         for file in &store.files {
-            match self.disk.remove(file) {
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                other => other.map_err(io_error("remove", file))?,
-            }
+            remove_if_present(self.disk.as_ref(), file)?;
             if self.fsync {
                 self.sync_dir(store)?;
             }

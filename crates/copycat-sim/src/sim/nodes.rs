@@ -342,13 +342,11 @@ impl Simulation {
             // until then.
             if self.rng.gen_bool(self.params.sync_elsewhere) {
                 match live.shell.begin_sync() {
-                    Ok(job) => {
-                        live.sync_job = job;
-                        if live.sync_job.is_some() {
-                            let written = std::mem::take(&mut live.written);
-                            live.syncing.extend(written);
-                        }
+                    Ok(Some(job)) => {
+                        live.sync_job = Some(job);
+                        live.syncing.append(&mut live.written);
                     }
+                    Ok(None) => {}
                     Err(error) => {
                         self.fail(format!("{id:?} begin sync: {error}"));
                         return;
