@@ -702,6 +702,12 @@ async fn a_near_cache_follows_its_map_never_goes_back_and_reads_its_own_writes()
         .put_with_ttl(&key("brief"), &5, Duration::from_millis(300))
         .await
         .expect("put with ttl");
+    // The put reaches the copy first (another client's change arrives in
+    // its own time: without this wait, the wait below could pass before it).
+    wait_until("the entry to arrive", || async {
+        cache.contains_key(&key("brief")).expect("read")
+    })
+    .await;
     wait_until("the expiry to arrive", || async {
         !cache.contains_key(&key("brief")).expect("read")
     })
