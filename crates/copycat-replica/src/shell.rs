@@ -926,6 +926,28 @@ impl<M: RawStateMachine> Shell<M> {
         self.storage.defer_removals(true);
     }
 
+    /// Queue the log's writes for the syncs begun with
+    /// [`begin_sync`](Self::begin_sync) (and [`begin_writes`](Self::begin_writes))
+    /// to run, instead of writing in place: a small `pwrite` can wait tens
+    /// of milliseconds for a busy file system journal, and the shell's
+    /// thread sends the heartbeats.
+    pub fn defer_writes(&mut self) {
+        self.storage
+            .defer_writes(true)
+            .expect("starting to defer writes runs nothing");
+    }
+
+    /// With writes deferred and no sync in flight: a job that runs what is
+    /// still queued (the sync marker a finished sync leaves), so that the
+    /// files do not wait for the next batch. Finish it with
+    /// [`finish_sync`](Self::finish_sync); it releases nothing.
+    pub fn begin_writes(&mut self) -> Option<LogSync> {
+        if self.stall.is_some() || self.syncing.is_some() {
+            return None;
+        }
+        self.storage.begin_writes()
+    }
+
     /// The files to remove elsewhere ([`Removals::run`]), if any.
     pub fn take_removals(&mut self) -> Option<Removals> {
         self.storage.take_removals()
@@ -944,7 +966,13 @@ impl<M: RawStateMachine> Shell<M> {
     /// failed sync is handled like one that failed in place: a full disk
     /// stalls the shell, any other error fails it.
     pub fn finish_sync(&mut self, synced: LogSynced) -> Result<Synced, ShellError> {
-        let Some(syncing) = self.syncing.take() else {
+        let writes_only = synced.is_writes_only();
+        let syncing = if writes_only {
+            None
+        } else {
+            self.syncing.take()
+        };
+        let Some(syncing) = syncing else {
             match self.storage.finish_sync(synced) {
                 Ok(_) => {}
                 // Already stalled by what this sync's failure also saw.

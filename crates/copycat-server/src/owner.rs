@@ -244,8 +244,10 @@ pub(crate) struct Owner<M> {
     pub(crate) restored: Vec<RestoredImage>,
     /// The log sync thread's queue, once started (see `run`).
     pub(crate) log_sync: Option<std::sync::mpsc::Sender<LogSync>>,
-    /// The log sync thread's result, to finish before the next batch.
-    pub(crate) synced: Option<LogSynced>,
+    /// The log sync thread's results, to finish before the next batch.
+    pub(crate) synced: Vec<LogSynced>,
+    /// A job that only runs the log's queued writes is on the sync thread.
+    pub(crate) writes_in_flight: bool,
     /// The removal thread's queue, once started (see `run`).
     pub(crate) removals: Option<std::sync::mpsc::Sender<Removals>>,
     /// The last message from the leader: who sent it, when it was handled.
@@ -369,7 +371,7 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
             Input::Call(call) => calls.push(call),
             Input::SnapshotWritten(written) => self.written = Some(written),
             Input::Restored(restored) => self.restored.push(restored),
-            Input::LogSynced(synced) => self.synced = Some(synced),
+            Input::LogSynced(synced) => self.synced.push(synced),
             Input::Stop => return true,
         }
         false
@@ -399,7 +401,10 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
                 tracing::info!(id = ?self.core.shell.id(), ?index, install = ?started.elapsed(), "snapshot from the leader restored");
             }
         }
-        if let Some(synced) = self.synced.take() {
+        for synced in std::mem::take(&mut self.synced) {
+            if synced.is_writes_only() {
+                self.writes_in_flight = false;
+            }
             self.core.shell.finish_sync(synced)?;
         }
         self.write_and_sync()?;
@@ -461,7 +466,17 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
     fn write_and_sync(&mut self) -> Result<(), ShellError> {
         loop {
             let written = self.core.shell.write()?;
-            if !written.pending || self.core.shell.sync_in_flight() {
+            if self.core.shell.sync_in_flight() {
+                return Ok(());
+            }
+            if !written.pending {
+                // What a finished sync left queued (its marker) is written
+                // there too, not left for the next batch.
+                if let Some(queue) = self.log_sync.as_ref().filter(|_| !self.writes_in_flight) {
+                    if let Some(job) = self.core.shell.begin_writes() {
+                        self.writes_in_flight = queue.send(job).is_ok();
+                    }
+                }
                 return Ok(());
             }
             let Some(mut job) = self.core.shell.begin_sync()? else {
@@ -503,6 +518,9 @@ impl<M: RawStateMachine + Send + 'static> Owner<M> {
                 }
             })?;
         self.log_sync = Some(queue);
+        // From now on the log's writes wait for the sync thread too: even a
+        // small `pwrite` can wait for a busy file system journal.
+        self.core.shell.defer_writes();
         Ok(Some(thread))
     }
 

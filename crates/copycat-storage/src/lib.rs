@@ -84,6 +84,7 @@ mod error;
 pub mod fault;
 mod group;
 mod log;
+mod log_writes;
 mod meta;
 pub mod power_loss;
 mod removal;

@@ -17,6 +17,7 @@
 //! - Removing segments (truncate, purge, reset) syncs the directory after
 //!   each removal, in an order that keeps the surviving segments contiguous.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use copycat_raft::{Entry, LogIndex, Term};
 
 use crate::disk::Disk;
 use crate::error::{io_error, Result, StorageError};
+use crate::log_writes::{WriteOp, WriteQueue};
 use crate::removal::{remove_if_present, StoreRemovals};
 
 /// Magic bytes at the start of every segment file.
@@ -208,6 +210,22 @@ pub struct LogStore {
     removal_batches: u64,
     /// Batches whose removal finished (reported by their removals).
     removals_done: Arc<std::sync::Mutex<Vec<u64>>>,
+    /// With writes deferred ([`LogStore::defer_writes`]): the queue the
+    /// syncs run, the next operation's number, and every queued operation
+    /// not known to have run, in order (reads of its bytes come from here).
+    queue: Option<Arc<WriteQueue>>,
+    next_op: u64,
+    unwritten: VecDeque<Unwritten>,
+}
+
+/// A queued operation not known to have run, as the store remembers it.
+#[derive(Debug)]
+struct Unwritten {
+    seq: u64,
+    path: PathBuf,
+    /// Where its bytes go, and the bytes (none for a sync).
+    offset: u64,
+    bytes: Option<Arc<Vec<u8>>>,
 }
 
 /// A sync of the log that runs away from the store (on another thread):
@@ -226,6 +244,10 @@ pub struct LogSync {
     writes: u64,
     dir_changes: u64,
     through: LogIndex,
+    /// With writes deferred: the queue, and the operations it runs first
+    /// (those numbered below this), whether or not any are left to run.
+    queue: Option<(Arc<WriteQueue>, u64)>,
+    ops: bool,
 }
 
 impl LogSync {
@@ -237,14 +259,18 @@ impl LogSync {
     /// Whether it has nothing to ask of the disk (nothing was written, or
     /// the log does not fsync): it may as well be finished at once.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.dir.is_none()
+        self.files.is_empty() && self.dir.is_none() && !self.ops
     }
 
-    /// Sync the files (this is the part that waits for the disk). A segment
+    /// Run the writes queued before it began (with writes deferred), then
+    /// sync the files (this is the part that waits for the disk). A segment
     /// removed since the sync began needs no sync.
     pub fn run(self) -> LogSynced {
-        let mut result = Ok(());
-        for path in &self.files {
+        let mut result = match &self.queue {
+            Some((queue, upto)) => queue.run(self.disk.as_ref(), Some(*upto)),
+            None => Ok(()),
+        };
+        for path in self.files.iter().filter(|_| result.is_ok()) {
             match self.disk.sync_data(path) {
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => {
@@ -276,6 +302,8 @@ impl LogSync {
 /// What a [`LogSync`] did, for [`LogStore::finish_sync`].
 #[derive(Debug)]
 pub struct LogSynced {
+    /// Syncs are numbered from 1: 0 is a job that only wrote
+    /// ([`LogStore::begin_writes`]).
     generation: u64,
     writes: u64,
     dir_changes: u64,
@@ -283,6 +311,14 @@ pub struct LogSynced {
     /// The files it synced.
     files: Vec<PathBuf>,
     result: Result<()>,
+}
+
+impl LogSynced {
+    /// Whether it only ran queued writes ([`LogStore::begin_writes`]) and
+    /// makes nothing durable.
+    pub fn is_writes_only(&self) -> bool {
+        self.generation == 0
+    }
 }
 
 /// The sync in flight, as the store tracks it.
@@ -870,6 +906,9 @@ impl LogStore {
             dir_changes: 0,
             sync_generation: 0,
             in_flight: None,
+            queue: None,
+            next_op: 0,
+            unwritten: VecDeque::new(),
             defer_removals: false,
             removals: Vec::new(),
             removal_first: None,
@@ -1105,20 +1144,34 @@ impl LogStore {
             });
         }
         self.buffer.clear();
+        let lost = self.discard_queued();
         let keep_through = self.durable_index.max(LogIndex(self.first_index.get() - 1));
         let cut_at = keep_through.next();
         let keep = self.segment_of(cut_at);
         while self.segments.len() > keep + 1 {
             let segment = self.segments.pop().expect("more than keep + 1 segments");
-            self.remove_file_durably(&segment.path)?;
+            // With writes deferred, its creation may never have run.
+            remove_if_present(self.disk.as_ref(), &segment.path)?;
+            self.sync_dir()?;
         }
+        self.drop_missing_active()?;
         let segment = self.segments.last().expect("kept segment");
         let position = (cut_at.get() - segment.first_index.get()) as usize;
+        let path = segment.path.clone();
+        // With writes deferred, a sync marker queued after the last durable
+        // entry may never have been written: cut before it then, or the
+        // file would keep a hole of zeros there, which recovery reads as a
+        // torn tail, dropping whatever is appended after it.
+        let unwritten = lost
+            .iter()
+            .filter(|op| op.path == path && op.bytes.is_some())
+            .map(|op| op.offset)
+            .min();
         let offset = match segment.slots.get(position) {
             Some(slot) => slot.offset,
             None => segment.written_bytes,
-        };
-        let path = segment.path.clone();
+        }
+        .min(unwritten.unwrap_or(u64::MAX));
         // Whatever a failed write left past the last complete record goes:
         // the file may be longer than `written_bytes` after a partial write.
         self.disk
@@ -1206,13 +1259,29 @@ impl LogStore {
     /// they survive a process crash but not a power loss.
     pub fn flush(&mut self) -> Result<()> {
         self.check_poisoned()?;
-        let result = self.flush_buffer();
+        let result = self.flush_buffer().and_then(|()| self.write_queued());
         self.guard(result)
     }
 
     /// Writes the buffer to the active segment (not synced).
     fn flush_buffer(&mut self) -> Result<()> {
         if self.buffer.is_empty() {
+            return Ok(());
+        }
+        if self.queue.is_some() {
+            let bytes = Arc::new(std::mem::take(&mut self.buffer));
+            let segment = self.active();
+            let (path, offset) = (segment.path.clone(), segment.written_bytes);
+            let len = bytes.len() as u64;
+            self.queue_op(WriteOp::Write {
+                path,
+                offset,
+                bytes,
+            });
+            let segment = self.segments.last_mut().expect("a segment");
+            segment.written_bytes += len;
+            segment.dirty = true;
+            self.writes += 1;
             return Ok(());
         }
         let segment = self
@@ -1229,14 +1298,119 @@ impl LogStore {
         Ok(())
     }
 
+    /// Defer the log's writes, or stop deferring them (running what is
+    /// queued first). Deferred, appends, rolls (the sealed segment's sync
+    /// included) and sync markers are queued, not written: the next sync
+    /// that is [run](LogSync::run), on whatever thread, runs them first, in
+    /// order, and reads of their bytes are answered from memory meanwhile.
+    /// A failed queued write is reported by the sync that ran it, and
+    /// handled like a failed write in place. Truncations, removals, resets
+    /// and syncs in place run the queue themselves first, and may so wait
+    /// for a sync running elsewhere.
+    pub fn defer_writes(&mut self, defer: bool) -> Result<()> {
+        if defer {
+            if self.queue.is_none() {
+                let queue = WriteQueue::default();
+                queue.discard(self.next_op);
+                self.queue = Some(Arc::new(queue));
+            }
+            return Ok(());
+        }
+        let result = self.write_queued();
+        self.guard(result)?;
+        self.queue = None;
+        Ok(())
+    }
+
+    /// A job that only runs the writes queued so far (none when nothing is
+    /// queued, or writes are not deferred): the sync marker queued when a
+    /// sync ends waits for the next sync otherwise. It makes nothing
+    /// durable; [`finish_sync`](Self::finish_sync) takes its result.
+    pub fn begin_writes(&mut self) -> Option<LogSync> {
+        if self.poisoned.is_some() {
+            return None;
+        }
+        let queue = self.queue.as_ref()?;
+        if queue.ran() >= self.next_op {
+            return None;
+        }
+        Some(LogSync {
+            disk: Arc::clone(&self.disk),
+            files: Vec::new(),
+            dir: None,
+            generation: 0,
+            writes: self.writes,
+            dir_changes: self.dir_changes,
+            through: self.durable_index,
+            queue: Some((Arc::clone(queue), self.next_op)),
+            ops: true,
+        })
+    }
+
+    /// Queue a write (writes are deferred).
+    fn queue_op(&mut self, op: WriteOp) {
+        let queue = self.queue.as_ref().expect("writes are deferred");
+        let seq = self.next_op;
+        self.next_op += 1;
+        let (path, offset, bytes) = match &op {
+            WriteOp::Create { path, .. } | WriteOp::Sync { path } => (path.clone(), 0, None),
+            WriteOp::Write {
+                path,
+                offset,
+                bytes,
+            } => (path.clone(), *offset, Some(Arc::clone(bytes))),
+        };
+        self.unwritten.push_back(Unwritten {
+            seq,
+            path,
+            offset,
+            bytes,
+        });
+        queue.push(seq, op);
+    }
+
+    /// Forget the queued writes known to have run.
+    fn prune_unwritten(&mut self) {
+        if let Some(queue) = &self.queue {
+            let ran = queue.ran();
+            while self.unwritten.front().is_some_and(|op| op.seq < ran) {
+                self.unwritten.pop_front();
+            }
+        }
+    }
+
+    /// Run every queued write here (a barrier before work done in place).
+    fn write_queued(&mut self) -> Result<()> {
+        if let Some(queue) = &self.queue {
+            queue.run(self.disk.as_ref(), None)?;
+            self.unwritten.clear();
+        }
+        Ok(())
+    }
+
+    /// Whether a queued write not known to have run touches `path`.
+    fn queued_for(&self, path: &Path) -> bool {
+        self.unwritten.iter().any(|op| op.path == path)
+    }
+
     /// Seals the active segment (flushed and, in Fsync mode, synced) and
     /// starts a new one at `first_index`.
     fn roll(&mut self, first_index: LogIndex) -> Result<()> {
         self.flush_buffer()?;
         // A sealed segment is fully synced, marker included.
         let last = self.segments.len() - 1;
-        self.segments[last].dirty |= self.segments[last].marker_unsynced;
-        self.sync_segment(last)?;
+        if self.queue.is_some() {
+            // Queued, it is synced before its successor is created.
+            if self.fsyncs() {
+                let path = self.segments[last].path.clone();
+                self.queue_op(WriteOp::Sync { path });
+            }
+            self.segments[last].dirty = false;
+            self.segments[last].marker_unsynced = false;
+        } else {
+            self.segments[last].dirty |= self.segments[last].marker_unsynced;
+            self.sync_segment(last)?;
+        }
         self.create_segment(first_index)
     }
 
@@ -1270,15 +1444,21 @@ impl LogStore {
             !self.removals.contains(&path) && !self.unconfirmed.iter().any(|(_, p)| *p == path),
             "a new segment has the name of a purged one"
         );
-        self.disk.create(&path).map_err(io_error("create", &path))?;
-        if let Err(error) = self
-            .disk
-            .write_at(&path, 0, &encode_segment_header(first_index))
-        {
-            // Not a segment yet: leave no file with a torn header behind (a
-            // later open would remove it, but until then it takes space).
-            let _ = self.disk.remove(&path);
-            return Err(io_error("write", &path)(error));
+        let header = encode_segment_header(first_index);
+        if self.queue.is_some() {
+            self.queue_op(WriteOp::Create {
+                path: path.clone(),
+                header: header.to_vec(),
+            });
+        } else {
+            self.disk.create(&path).map_err(io_error("create", &path))?;
+            if let Err(error) = self.disk.write_at(&path, 0, &header) {
+                // Not a segment yet: leave no file with a torn header behind
+                // (a later open would remove it, but until then it takes
+                // space).
+                let _ = self.disk.remove(&path);
+                return Err(io_error("write", &path)(error));
+            }
         }
         self.segments.push(Segment {
             first_index,
@@ -1334,6 +1514,7 @@ impl LogStore {
         self.check_poisoned()?;
         let flushed = self.flush_buffer();
         self.guard(flushed)?;
+        self.prune_unwritten();
         let fsync = self.fsyncs();
         let files = if fsync {
             self.segments
@@ -1361,6 +1542,11 @@ impl LogStore {
             writes: self.writes,
             dir_changes: self.dir_changes,
             through: self.last_index(),
+            queue: self
+                .queue
+                .as_ref()
+                .map(|queue| (Arc::clone(queue), self.next_op)),
+            ops: !self.unwritten.is_empty(),
         })
     }
 
@@ -1373,6 +1559,7 @@ impl LogStore {
     /// could not write may be gone.
     pub fn finish_sync(&mut self, synced: LogSynced) -> Result<LogIndex> {
         self.check_poisoned()?;
+        self.prune_unwritten();
         let current = self
             .in_flight
             .as_ref()
@@ -1465,6 +1652,7 @@ impl LogStore {
 
     fn sync_inner(&mut self) -> Result<LogIndex> {
         self.flush_buffer()?;
+        self.write_queued()?;
         let wrote = self.segments.last().is_some_and(|segment| segment.dirty);
         for position in 0..self.segments.len() {
             self.sync_segment(position)?;
@@ -1507,6 +1695,20 @@ impl LogStore {
         // A sync in flight does not cover the marker (nor a cut after a
         // failed write of it).
         self.writes += 1;
+        if self.queue.is_some() {
+            // Queued, it is a write like any other: a full disk then fails
+            // the sync that runs it (writes after it assume it is there).
+            let path = segment.path.clone();
+            segment.written_bytes += record.len() as u64;
+            segment.marker_unsynced = true;
+            let bytes = Arc::new(record.to_vec());
+            self.queue_op(WriteOp::Write {
+                path,
+                offset,
+                bytes,
+            });
+            return Ok(());
+        }
         if let Err(error) = self.disk.write_at(&segment.path, offset, record) {
             if !crate::error::is_disk_full_io(&error) {
                 return Err(io_error("write", &segment.path)(error));
@@ -1624,7 +1826,20 @@ impl LogStore {
         let segment = &self.segments[position];
         let mut data = vec![0u8; len as usize];
         let is_active = position + 1 == self.segments.len();
-        let on_disk_end = segment.written_bytes;
+        let written_end = segment.written_bytes;
+        // Queued writes not known to have run hold the segment's tail from
+        // the first of them (they are contiguous: see `log_writes.rs`).
+        let queued = || {
+            self.unwritten
+                .iter()
+                .filter(|op| op.path == segment.path)
+                .filter_map(|op| op.bytes.as_ref().map(|bytes| (op.offset, bytes)))
+        };
+        let on_disk_end = queued()
+            .map(|(at, _)| at)
+            .min()
+            .unwrap_or(written_end)
+            .min(written_end);
         let from_file = if offset < on_disk_end {
             (on_disk_end - offset).min(len) as usize
         } else {
@@ -1635,11 +1850,21 @@ impl LogStore {
                 .read_exact_at(&segment.path, offset, &mut data[..from_file])
                 .map_err(io_error("read", &segment.path))?;
         }
-        if from_file < data.len() {
+        let end = offset + len;
+        for (at, bytes) in queued() {
+            let from = at.max(offset);
+            let to = (at + bytes.len() as u64).min(end);
+            if from < to {
+                data[(from - offset) as usize..(to - offset) as usize]
+                    .copy_from_slice(&bytes[(from - at) as usize..(to - at) as usize]);
+            }
+        }
+        let before_buffer = ((written_end.max(offset) - offset) as usize).min(data.len());
+        if before_buffer < data.len() {
             assert!(is_active, "only the active segment has buffered bytes");
-            let buffer_start = (offset + from_file as u64 - on_disk_end) as usize;
-            let rest = data.len() - from_file;
-            data[from_file..].copy_from_slice(&self.buffer[buffer_start..buffer_start + rest]);
+            let buffer_start = (offset + before_buffer as u64 - written_end) as usize;
+            let rest = data.len() - before_buffer;
+            data[before_buffer..].copy_from_slice(&self.buffer[buffer_start..buffer_start + rest]);
         }
         Ok(data)
     }
@@ -1664,6 +1889,7 @@ impl LogStore {
 
     fn truncate_inner(&mut self, index: LogIndex) -> Result<()> {
         self.flush_buffer()?;
+        self.write_queued()?;
         let keep = self.segment_of(index);
         // Remove later segments newest first, each durably, so a crash leaves
         // a contiguous log.
@@ -1717,6 +1943,18 @@ impl LogStore {
         // after a sync of that segment and the directory (`removal.rs`).
         if !self.defer_removals {
             self.sync_inner()?;
+        } else if self.queue.is_some() {
+            // A purged segment (or the first survivor, which the removal
+            // syncs first) must be written before it goes.
+            let last_purged = self
+                .segments
+                .partition_point(|segment| segment.first_index.get() <= index.get() + 1);
+            let touched = self.segments[..last_purged]
+                .iter()
+                .any(|segment| self.queued_for(&segment.path));
+            if touched {
+                self.write_queued()?;
+            }
         }
         while self.segments.len() > 1 && self.segments[1].first_index.get() <= index.get() + 1 {
             // Oldest first, each removal durable, so the survivors are
@@ -1747,6 +1985,7 @@ impl LogStore {
 
     fn reset_inner(&mut self, next_index: LogIndex) -> Result<()> {
         self.buffer.clear();
+        let _ = self.discard_queued();
         // Purged segments whose removal elsewhere may not be done go first
         // (oldest first, each durably): left behind by a crash, they would
         // sit before a gap.
@@ -1765,7 +2004,9 @@ impl LogStore {
         // old log, which `Storage::open` recognises as older than the
         // snapshot and resets again.
         while let Some(segment) = self.segments.pop() {
-            self.remove_file_durably(&segment.path)?;
+            // With writes deferred, its creation may never have run.
+            remove_if_present(self.disk.as_ref(), &segment.path)?;
+            self.sync_dir()?;
         }
         self.first_index = next_index;
         self.lower_in_flight_floor();
@@ -1774,8 +2015,63 @@ impl LogStore {
         Ok(())
     }
 
+    /// Forget the queued writes that have not run (writes deferred; waits
+    /// for a sync running them elsewhere): the log is rolled back or reset.
+    /// Returns the operations that never ran.
+    fn discard_queued(&mut self) -> Vec<Unwritten> {
+        let Some(queue) = &self.queue else {
+            return Vec::new();
+        };
+        let ran = queue.discard(self.next_op);
+        self.unwritten
+            .drain(..)
+            .filter(|op| op.seq >= ran)
+            .collect()
+    }
+
+    /// After queued writes were discarded the active segment's file may
+    /// never have been created (nor the segment before it synced, a queued
+    /// roll being discarded with it). Such a segment holds nothing durable:
+    /// it goes, and the one before it is active again, as if the roll had
+    /// failed in place. The log's only segment is created here instead.
+    fn drop_missing_active(&mut self) -> Result<()> {
+        if self.queue.is_none() {
+            return Ok(());
+        }
+        loop {
+            let active = self.active();
+            let path = active.path.clone();
+            if self.disk.exists(&path).map_err(io_error("stat", &path))? {
+                return Ok(());
+            }
+            if self.segments.len() > 1 {
+                let dropped = self.segments.pop().expect("two segments");
+                debug_assert!(dropped.slots.is_empty() || dropped.first_index > self.durable_index);
+                let active = self.segments.last_mut().expect("a segment");
+                // Its queued sync may have been discarded too.
+                active.dirty = true;
+                continue;
+            }
+            let header = encode_segment_header(active.first_index);
+            self.disk.create(&path).map_err(io_error("create", &path))?;
+            self.disk
+                .write_at(&path, 0, &header)
+                .map_err(io_error("write", &path))?;
+            self.sync_dir()?;
+            let active = self.segments.last_mut().expect("a segment");
+            active.written_bytes = SEGMENT_HEADER_BYTES;
+            active.slots.clear();
+            active.dirty = true;
+            return Ok(());
+        }
+    }
+
     /// Checks the invariants listed on [`LogStore`]; panics if one is broken.
     pub fn invariants(&self) {
+        assert!(
+            self.queue.is_some() || self.unwritten.is_empty(),
+            "queued writes only when writes are deferred"
+        );
         assert!(!self.segments.is_empty(), "a log always has a segment");
         assert_eq!(self.segments[0].first_index, self.first_index);
         for pair in self.segments.windows(2) {

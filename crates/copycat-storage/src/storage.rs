@@ -323,6 +323,19 @@ impl Storage {
         })
     }
 
+    /// Queue the log's writes for the syncs to run, wherever they run,
+    /// instead of writing in place (see [`LogStore::defer_writes`]). Off by
+    /// default.
+    pub fn defer_writes(&mut self, defer: bool) -> Result<()> {
+        self.log.defer_writes(defer)
+    }
+
+    /// A job that only runs the log's queued writes, if any (see
+    /// [`LogStore::begin_writes`]).
+    pub fn begin_writes(&mut self) -> Option<LogSync> {
+        self.log.begin_writes()
+    }
+
     /// Begins a sync of the log to run on another thread (see
     /// [`LogStore::begin_sync`]).
     pub fn begin_sync(&mut self) -> Result<LogSync> {

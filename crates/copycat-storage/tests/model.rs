@@ -1,5 +1,8 @@
 //! The log against a dumb model under random appends, syncs, truncations,
-//! purges, crashes and reopenings on a [`FaultDisk`].
+//! purges, crashes and reopenings on a [`FaultDisk`], with the log writing
+//! in place or deferring its writes to syncs begun, run and finished as
+//! separate steps (as when they run on another thread,
+//! [`LogStore::defer_writes`]).
 //!
 //! Checked after every reopen:
 //! - every entry that `sync()` reported durable (and that the caller did not
@@ -8,12 +11,12 @@
 //!   invented, nothing comes from another index);
 //! - the first index is the one the last purge left.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
 use copycat_raft::{Entry, LogIndex};
-use copycat_storage::{conformance, Disk, FaultDisk, LogOptions, LogStore};
+use copycat_storage::{conformance, Disk, FaultDisk, LogOptions, LogStore, LogSync, LogSynced};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -43,6 +46,15 @@ enum Op {
     /// Process restart without power loss: buffered appends are lost,
     /// written but unsynced data stays.
     Reopen,
+    /// Begin a sync to run later ([`LogStore::begin_sync`]).
+    BeginSync,
+    /// Begin a job that only runs the queued writes
+    /// ([`LogStore::begin_writes`]).
+    BeginWrites,
+    /// Run the oldest job begun and not run.
+    RunJob,
+    /// Finish the oldest job run and not finished.
+    FinishJob,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -56,6 +68,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::TearAndCrash),
         1 => Just(Op::FailSyncThenCrash),
         1 => Just(Op::Reopen),
+        3 => Just(Op::BeginSync),
+        1 => Just(Op::BeginWrites),
+        3 => Just(Op::RunJob),
+        3 => Just(Op::FinishJob),
     ]
 }
 
@@ -86,16 +102,30 @@ fn options() -> LogOptions {
     options
 }
 
-fn open(disk: &FaultDisk, dir: &Path) -> LogStore {
-    let (log, _) = LogStore::open(Arc::new(disk.clone()) as Arc<dyn Disk>, dir, options())
+fn open(disk: &FaultDisk, dir: &Path, deferred: bool) -> LogStore {
+    let (mut log, _) = LogStore::open(Arc::new(disk.clone()) as Arc<dyn Disk>, dir, options())
         .expect("reopen after a crash must succeed");
+    log.defer_writes(deferred).unwrap();
     log.invariants();
     log
 }
 
+/// Syncs begun and not finished yet: not run, and run.
+#[derive(Default)]
+struct Jobs {
+    begun: VecDeque<LogSync>,
+    ran: VecDeque<LogSynced>,
+}
+
 /// Reopens and checks the recovered log against the model; returns the log.
-fn reopen_and_check(disk: &FaultDisk, dir: &Path, model: &mut Model, crashed: bool) -> LogStore {
-    let log = open(disk, dir);
+fn reopen_and_check(
+    disk: &FaultDisk,
+    dir: &Path,
+    model: &mut Model,
+    crashed: bool,
+    deferred: bool,
+) -> LogStore {
+    let log = open(disk, dir, deferred);
     let recovered = log
         .entries(log.first_index(), log.next_index(), None)
         .expect("read recovered log");
@@ -135,10 +165,11 @@ fn reopen_and_check(disk: &FaultDisk, dir: &Path, model: &mut Model, crashed: bo
     log
 }
 
-fn run(seed: u64, ops: Vec<Op>) {
+fn run(seed: u64, deferred: bool, ops: Vec<Op>) {
     let disk = FaultDisk::new(seed);
     let dir = Path::new("/model/log");
-    let mut log = open(&disk, dir);
+    let mut log = open(&disk, dir, deferred);
+    let mut jobs = Jobs::default();
     let mut model = Model {
         entries: Vec::new(),
         first: 1,
@@ -192,13 +223,15 @@ fn run(seed: u64, ops: Vec<Op>) {
                     disk.crash();
                 }
                 drop(log);
-                log = reopen_and_check(&disk, dir, &mut model, true);
+                jobs = Jobs::default();
+                log = reopen_and_check(&disk, dir, &mut model, true, deferred);
             }
             Op::TearAndCrash => {
                 disk.tear_last_write();
                 disk.crash();
                 drop(log);
-                log = reopen_and_check(&disk, dir, &mut model, true);
+                jobs = Jobs::default();
+                log = reopen_and_check(&disk, dir, &mut model, true, deferred);
             }
             Op::FailSyncThenCrash => {
                 disk.fail_next_sync();
@@ -209,11 +242,36 @@ fn run(seed: u64, ops: Vec<Op>) {
                 // A poisoned store refuses further work.
                 disk.crash();
                 drop(log);
-                log = reopen_and_check(&disk, dir, &mut model, true);
+                jobs = Jobs::default();
+                log = reopen_and_check(&disk, dir, &mut model, true, deferred);
             }
             Op::Reopen => {
                 drop(log);
-                log = reopen_and_check(&disk, dir, &mut model, false);
+                jobs = Jobs::default();
+                log = reopen_and_check(&disk, dir, &mut model, false, deferred);
+            }
+            Op::BeginSync => {
+                let job = log.begin_sync().unwrap();
+                assert_eq!(job.through().get(), model.last());
+                jobs.begun.push_back(job);
+            }
+            Op::BeginWrites => {
+                if let Some(job) = log.begin_writes() {
+                    assert!(deferred, "only deferred writes wait for a job");
+                    jobs.begun.push_back(job);
+                }
+            }
+            Op::RunJob => {
+                if let Some(job) = jobs.begun.pop_front() {
+                    jobs.ran.push_back(job.run());
+                }
+            }
+            Op::FinishJob => {
+                if let Some(synced) = jobs.ran.pop_front() {
+                    let durable = log.finish_sync(synced).unwrap().get();
+                    assert!(durable <= model.last(), "durable past the end");
+                    model.durable = model.durable.max(durable);
+                }
             }
         }
         log.invariants();
@@ -245,8 +303,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), .. ProptestConfig::default() })]
 
     #[test]
-    fn log_matches_model(seed in any::<u64>(), ops in proptest::collection::vec(op(), 1..80)) {
-        run(seed, ops);
+    fn log_matches_model(
+        seed in any::<u64>(),
+        deferred in any::<bool>(),
+        ops in proptest::collection::vec(op(), 1..80),
+    ) {
+        run(seed, deferred, ops);
     }
 }
 
@@ -254,7 +316,7 @@ proptest! {
 fn poisoned_store_refuses_work() {
     let disk = FaultDisk::new(3);
     let dir = Path::new("/poisoned");
-    let mut log = open(&disk, dir);
+    let mut log = open(&disk, dir, false);
     log.append(&conformance::entries(1, 10, 1)).unwrap();
     log.sync().unwrap();
     log.append(&conformance::entries(11, 12, 1)).unwrap();
@@ -267,6 +329,6 @@ fn poisoned_store_refuses_work() {
     assert!(log.sync().is_err());
     disk.crash();
     drop(log);
-    let log = open(&disk, dir);
+    let log = open(&disk, dir, false);
     assert!(log.last_index() >= LogIndex(10));
 }

@@ -157,6 +157,9 @@ impl Simulation {
         if self.params.defer_removals {
             shell.defer_removals();
         }
+        if self.params.defer_writes {
+            shell.defer_writes();
+        }
         // Term and vote are saved before any message that depends on them
         // is sent (Raft Figure 2): a vote granted survives the crash.
         let hard_state = shell.server().raft().hard_state();
@@ -356,6 +359,16 @@ impl Simulation {
             let incarnation = self.nodes[node].incarnation;
             let latency = self.params.disk_latency_ms;
             self.schedule(latency, Event::Sync { node, incarnation });
+        } else if !written.pending && !live.sync_scheduled {
+            // Writes deferred and nothing to sync: what is still queued (a
+            // finished sync's marker) is written by a job of its own.
+            if let Some(job) = live.shell.begin_writes() {
+                live.sync_scheduled = true;
+                live.sync_job = Some(job);
+                let incarnation = self.nodes[node].incarnation;
+                let latency = self.params.disk_latency_ms;
+                self.schedule(latency, Event::Sync { node, incarnation });
+            }
         }
         // Now and then, power fails while the writes are on their way to the
         // disk.

@@ -61,6 +61,10 @@ pub struct SimParams {
     /// since the last one reach this percentage of its size (0: by count
     /// alone).
     pub snapshot_log_percent: u64,
+    /// Whether the log's writes wait in a queue for the next sync to run
+    /// them (as the server's log sync thread does), or are done in place;
+    /// with nothing else to sync, a job that only writes runs them.
+    pub defer_writes: bool,
     /// Mean time between injected faults (ms).
     pub fault_interval_ms: u64,
     /// Which faults this seed injects, how often and for how long.
@@ -258,6 +262,7 @@ impl SimParams {
             sync_elsewhere: [0.0, 0.5, 1.0, 1.0][rng.gen_range(0..4)],
             defer_removals: rng.gen_bool(0.7),
             snapshot_log_percent: [0, 0, 50, 200][rng.gen_range(0..4)],
+            defer_writes: rng.gen_bool(0.7),
         }
     }
 }
@@ -269,7 +274,7 @@ impl std::fmt::Display for SimParams {
             "seed={} nodes={} clients={} election={}ms heartbeat={}ms batch={} inflight={} \
              snapshot_every={} trailing={} chunk={}B segment={}B write_buffer={}B delay={}..{}ms loss={:.3} dup={:.3} \
              disk={}ms power_loss={:.4} faults_every~{}ms clock_spread={:.4} pre_vote={} check_quorum={} lease_reads={} \
-             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2} keep_alive_batch={}ms sessions_per_connection={} sync_elsewhere={:.1} defer_removals={} snapshot_log_percent={}\n  faults: {}",
+             keys={} pipeline={} client_timeout={}ms reads={:.2} sequential={:.2} cas={:.2} safety={}ms primitives={:.2} keep_alive_batch={}ms sessions_per_connection={} sync_elsewhere={:.1} defer_removals={} snapshot_log_percent={} defer_writes={}\n  faults: {}",
             self.seed,
             self.nodes,
             self.clients,
@@ -306,6 +311,7 @@ impl std::fmt::Display for SimParams {
             self.sync_elsewhere,
             self.defer_removals,
             self.snapshot_log_percent,
+            self.defer_writes,
             self.faults,
         )
     }
