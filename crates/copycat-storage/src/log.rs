@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use copycat_raft::{Entry, LogIndex, Term};
 
@@ -223,9 +223,12 @@ pub struct LogStore {
 struct Unwritten {
     seq: u64,
     path: PathBuf,
-    /// Where its bytes go, and the bytes (none for a sync).
+    /// Where its bytes go, and the bytes (none for a sync). Only the queue
+    /// holds them: the thread that runs the write frees them (a large
+    /// buffer's free can wait milliseconds for the kernel), and once they
+    /// are gone the write has run.
     offset: u64,
-    bytes: Option<Arc<Vec<u8>>>,
+    bytes: Option<Weak<Vec<u8>>>,
 }
 
 /// A sync of the log that runs away from the store (on another thread):
@@ -1358,7 +1361,7 @@ impl LogStore {
                 path,
                 offset,
                 bytes,
-            } => (path.clone(), *offset, Some(Arc::clone(bytes))),
+            } => (path.clone(), *offset, Some(Arc::downgrade(bytes))),
         };
         self.unwritten.push_back(Unwritten {
             seq,
@@ -1827,16 +1830,18 @@ impl LogStore {
         let mut data = vec![0u8; len as usize];
         let is_active = position + 1 == self.segments.len();
         let written_end = segment.written_bytes;
-        // Queued writes not known to have run hold the segment's tail from
-        // the first of them (they are contiguous: see `log_writes.rs`).
-        let queued = || {
-            self.unwritten
-                .iter()
-                .filter(|op| op.path == segment.path)
-                .filter_map(|op| op.bytes.as_ref().map(|bytes| (op.offset, bytes)))
-        };
-        let on_disk_end = queued()
-            .map(|(at, _)| at)
+        // Queued writes that have not run hold the segment's tail from the
+        // first of them (they are contiguous and run in order: see
+        // `log_writes.rs`); those whose bytes are gone have run.
+        let queued: Vec<(u64, Arc<Vec<u8>>)> = self
+            .unwritten
+            .iter()
+            .filter(|op| op.path == segment.path)
+            .filter_map(|op| op.bytes.as_ref().and_then(Weak::upgrade).map(|b| (op.offset, b)))
+            .collect();
+        let on_disk_end = queued
+            .iter()
+            .map(|(at, _)| *at)
             .min()
             .unwrap_or(written_end)
             .min(written_end);
@@ -1851,7 +1856,8 @@ impl LogStore {
                 .map_err(io_error("read", &segment.path))?;
         }
         let end = offset + len;
-        for (at, bytes) in queued() {
+        for (at, bytes) in &queued {
+            let at = *at;
             let from = at.max(offset);
             let to = (at + bytes.len() as u64).min(end);
             if from < to {

@@ -156,9 +156,14 @@ impl WriteQueue {
             };
             if let Err(error) = op.run(disk) {
                 *failed = Some(Failure::of(&error));
+                // Kept until discarded: the store reads its bytes from it
+                // meanwhile (it never made it to the file).
+                lock(&self.ops).push_front((seq, op));
                 return Err(error);
             }
             self.ran.store(seq + 1, Ordering::Release);
+            // Its bytes are freed here, not on the store's thread.
+            drop(op);
         }
     }
 
