@@ -5,7 +5,8 @@
 # tools/etcd-bench (a Rust client with the flags and JSON report of
 # `copycat bench`), Copycat by `copycat bench`.
 #
-# Needs Debian's etcd-server (apt-get install etcd-server), protoc to build
+# Needs Debian's etcd-server and etcd-client (apt-get install etcd-server
+# etcd-client: etcdctl checks the cluster is up), protoc to build
 # tools/etcd-bench (apt-get install protobuf-compiler; the script builds it
 # with cargo if needed) and a release build of Copycat
 # (cargo build --release -p copycat-cli).

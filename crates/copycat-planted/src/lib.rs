@@ -149,6 +149,10 @@ planted_bugs! {
     /// Saving term and vote skips the directory sync after the rename, so a
     /// crash can bring the old term and vote back.
     MetaSkipsDirectorySync,
+    /// With the log's writes deferred, a segment roll queues the creation of
+    /// the next segment but not the sync of the full one, so a power loss
+    /// can take acknowledged entries from the middle of the log.
+    DeferredRollSkipsSync,
     // ----- Client session (copycat-client) -----
     /// Keep-alives acknowledge every command submitted, not only those whose
     /// results arrived.
