@@ -2,14 +2,14 @@
 //! rolls and sync markers wait in a queue for the next sync job to run them,
 //! reads are answered from memory meanwhile, and the files go through the
 //! same states as when the log writes in place, so a crash at any point
-//! recovers exactly as it would there. A full disk met by a queued write is
-//! handled like one met in place: back to the durable state, and on.
+//! recovers exactly as it would there. (A full disk met by a queued write:
+//! `tests/disk_full.rs`.)
 
 use std::path::Path;
 use std::sync::Arc;
 
 use copycat_raft::LogIndex;
-use copycat_storage::{conformance, Disk, FaultDisk, LogStore, StorageError, SEGMENT_HEADER_BYTES};
+use copycat_storage::{conformance, Disk, FaultDisk, LogStore, SEGMENT_HEADER_BYTES};
 
 fn open(disk: &FaultDisk, dir: &Path) -> LogStore {
     let (mut log, _) = LogStore::open(
@@ -114,89 +114,6 @@ fn a_truncation_runs_what_is_queued_first() {
     drop(log);
     let log = open(&disk, dir);
     assert_eq!(all(&log), expected);
-}
-
-/// Appends `first..=last` in batches, each synced by a job run elsewhere
-/// (and the marker it leaves written by a job of its own on odd batches),
-/// until the disk refuses; returns the last acknowledged index and whether
-/// the disk refused.
-fn fill(log: &mut LogStore, first: u64, last: u64, batch: u64) -> (LogIndex, bool) {
-    let mut acknowledged = log.durable_index();
-    let mut next = first;
-    while next <= last {
-        let end = (next + batch - 1).min(last);
-        let mut result = log
-            .append(&conformance::entries(next, end, 1))
-            .and_then(|()| sync_elsewhere(log));
-        if result.is_ok() && end % 2 == 1 {
-            if let Some(job) = log.begin_writes() {
-                result = log.finish_sync(job.run());
-            }
-        }
-        match result {
-            Ok(durable) => {
-                assert_eq!(durable, LogIndex(end));
-                acknowledged = durable;
-                next = end + 1;
-            }
-            Err(error) => {
-                assert!(error.is_disk_full(), "unexpected error: {error}");
-                return (acknowledged, true);
-            }
-        }
-    }
-    (acknowledged, false)
-}
-
-/// For every capacity from "no room" to "room for a few segments": a
-/// queued write that meets the full disk fails the job that runs it, the log
-/// goes back to what was acknowledged (not poisoned), reopens to exactly
-/// that, and once space returns takes the rest, which survives a power loss.
-/// A queued marker that never ran leaves no hole for recovery to stop at.
-#[test]
-fn a_full_disk_met_by_a_queued_write_rolls_back_and_resumes() {
-    let mut refusals = 0;
-    for room in (0..1_600).step_by(19) {
-        let disk = FaultDisk::new(room);
-        let dir = Path::new("/full");
-        let mut log = open(&disk, dir);
-        let (acknowledged, refused) = fill(&mut log, 1, 10, 3);
-        assert!(!refused && acknowledged == LogIndex(10));
-        disk.set_capacity(Some(disk.used_bytes() + room));
-
-        let (acknowledged, refused) = fill(&mut log, 11, 80, 4);
-        assert!(refused, "room {room}: 70 entries do not fit");
-        refusals += 1;
-        assert_eq!(log.durable_index(), acknowledged, "room {room}");
-        assert_eq!(log.last_index(), acknowledged, "room {room}");
-        log.invariants();
-        assert_eq!(all(&log), conformance::entries(1, acknowledged.get(), 1));
-        // Still full, still refused, still not poisoned.
-        let again = log
-            .append(&conformance::entries(
-                acknowledged.get() + 1,
-                acknowledged.get() + 30,
-                1,
-            ))
-            .and_then(|()| sync_elsewhere(&mut log));
-        assert!(
-            matches!(again, Err(StorageError::DiskFull { .. })),
-            "room {room}: {again:?}"
-        );
-        assert_eq!(log.last_index(), acknowledged);
-
-        // Space returns: the rest goes in (after the roll-back point), and
-        // all of it survives a power loss.
-        disk.set_capacity(None);
-        let (done, refused) = fill(&mut log, acknowledged.get() + 1, 80, 4);
-        assert!(!refused);
-        assert_eq!(done, LogIndex(80));
-        disk.crash();
-        drop(log);
-        let log = open(&disk, dir);
-        assert_eq!(all(&log), conformance::entries(1, 80, 1), "room {room}");
-    }
-    assert!(refusals > 50);
 }
 
 /// Writing in place again runs what is queued first.

@@ -26,17 +26,49 @@ fn all(log: &LogStore) -> Vec<copycat_raft::Entry> {
         .expect("read")
 }
 
+/// How the log is synced: in place, or (with its writes deferred) by a
+/// job run on another thread, as the server does it, the marker it leaves
+/// written by a job of its own on odd batches.
+#[derive(Clone, Copy, PartialEq)]
+enum Syncing {
+    InPlace,
+    Elsewhere,
+}
+
+fn sync(log: &mut LogStore, syncing: Syncing, end: u64) -> copycat_storage::Result<LogIndex> {
+    if syncing == Syncing::InPlace {
+        return log.sync();
+    }
+    let job = log.begin_sync()?;
+    let synced = std::thread::spawn(move || job.run()).join().expect("run");
+    let durable = log.finish_sync(synced)?;
+    match log.begin_writes().filter(|_| end % 2 == 1) {
+        Some(job) => log.finish_sync(job.run()),
+        None => Ok(durable),
+    }
+}
+
 /// Appends `first..=last` in batches of `batch`, syncing after each, until
 /// the disk refuses; returns the index acknowledged (returned by a sync)
 /// last, and whether the disk refused.
 fn fill(log: &mut LogStore, first: u64, last: u64, batch: u64) -> (LogIndex, bool) {
+    fill_syncing(log, first, last, batch, Syncing::InPlace)
+}
+
+fn fill_syncing(
+    log: &mut LogStore,
+    first: u64,
+    last: u64,
+    batch: u64,
+    syncing: Syncing,
+) -> (LogIndex, bool) {
     let mut acknowledged = log.durable_index();
     let mut next = first;
     while next <= last {
         let end = (next + batch - 1).min(last);
         let result = log
             .append(&conformance::entries(next, end, 1))
-            .and_then(|()| log.sync());
+            .and_then(|()| sync(log, syncing, end));
         match result {
             Ok(durable) => {
                 assert_eq!(durable, LogIndex(end));
@@ -58,16 +90,37 @@ fn fill(log: &mut LogStore, first: u64, last: u64, batch: u64) -> (LogIndex, boo
 /// shows exactly what was acknowledged.
 #[test]
 fn a_full_log_is_not_poisoned_and_resumes_when_space_returns() {
+    fills_refuses_and_resumes(Syncing::InPlace, 23, 4);
+}
+
+/// The same with the log's writes deferred: a queued write that meets the
+/// full disk fails the job that runs it, and the log goes back to what was
+/// acknowledged. A queued marker that never ran leaves no hole for recovery
+/// to stop at.
+#[test]
+fn a_full_disk_met_by_a_queued_write_rolls_back_and_resumes() {
+    fills_refuses_and_resumes(Syncing::Elsewhere, 19, 30);
+}
+
+/// `step`: between the capacities tried; `again`: entries appended once
+/// more while still full.
+fn fills_refuses_and_resumes(syncing: Syncing, step: usize, again: u64) {
+    let open = |disk: &FaultDisk, dir: &Path| {
+        let mut log = open(disk, dir);
+        log.defer_writes(syncing == Syncing::Elsewhere)
+            .expect("defer");
+        log
+    };
     let mut refusals = 0;
-    for room in (0..1_600).step_by(23) {
-        let disk = FaultDisk::new(room);
+    for room in (0..1_600).step_by(step) {
+        let disk = FaultDisk::new(room as u64);
         let dir = Path::new("/full");
         let mut log = open(&disk, dir);
-        let (acknowledged, refused) = fill(&mut log, 1, 10, 3);
+        let (acknowledged, refused) = fill_syncing(&mut log, 1, 10, 3, syncing);
         assert!(!refused && acknowledged == LogIndex(10));
-        disk.set_capacity(Some(disk.used_bytes() + room));
+        disk.set_capacity(Some(disk.used_bytes() + room as u64));
 
-        let (acknowledged, refused) = fill(&mut log, 11, 80, 4);
+        let (acknowledged, refused) = fill_syncing(&mut log, 11, 80, 4, syncing);
         assert!(refused, "room {room}: 70 entries do not fit");
         refusals += 1;
         // Back at the acknowledged state: nothing unsynced counts as durable.
@@ -79,13 +132,13 @@ fn a_full_log_is_not_poisoned_and_resumes_when_space_returns() {
         let again = log
             .append(&conformance::entries(
                 acknowledged.get() + 1,
-                acknowledged.get() + 4,
+                acknowledged.get() + again,
                 1,
             ))
-            .and_then(|()| log.sync());
+            .and_then(|()| sync(&mut log, syncing, 0));
         assert!(
             matches!(again, Err(StorageError::DiskFull { .. })),
-            "{again:?}"
+            "room {room}: {again:?}"
         );
         assert_eq!(log.last_index(), acknowledged);
 
@@ -97,7 +150,7 @@ fn a_full_log_is_not_poisoned_and_resumes_when_space_returns() {
 
         // Space returns: the rest goes in, and survives a power loss.
         disk.set_capacity(None);
-        let (done, refused) = fill(&mut log, acknowledged.get() + 1, 80, 4);
+        let (done, refused) = fill_syncing(&mut log, acknowledged.get() + 1, 80, 4, syncing);
         assert!(!refused);
         assert_eq!(done, LogIndex(80));
         disk.crash();
